@@ -1,0 +1,140 @@
+"""Every setting of the service, read from the environment (12-factor).
+
+A value that is set but cannot be parsed stops start-up with one line naming
+the variable; it is never silently replaced by the default.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use. The message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8000
+    web_concurrency: int = 2
+    data_dir: Path = Path("./data")
+    auth_password: str | None = None
+    token_secret: str | None = None
+    token_ttl_seconds: int = 86400
+    encode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_upload_mb: float = 500
+    job_ttl_hours: float = 24
+    storage_limit_mb: float = 3072
+    cleanup_interval_seconds: float = 300
+    ffmpeg_binary: str | None = None
+    database_url: str | None = None
+    stall_seconds: float = 120
+    max_queued_jobs: int = 100
+    cors_origins: tuple[str, ...] = ()
+
+    @property
+    def db_path(self) -> Path:
+        if self.database_url:
+            return Path(self.database_url[len("sqlite:///"):])
+        return self.data_dir / "refresher.db"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def storage_limit_bytes(self) -> int:
+        return int(self.storage_limit_mb * 1024 * 1024)
+
+    @property
+    def job_ttl_seconds(self) -> float:
+        return self.job_ttl_hours * 3600
+
+    def with_overrides(self, **changes) -> "Settings":
+        if "data_dir" in changes:
+            changes["data_dir"] = Path(changes["data_dir"])
+        return replace(self, **changes)
+
+
+def _int(name: str, raw: str, minimum: int = 1, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise SettingsError(f"{name} must be at least {minimum}{upper}, got {raw!r}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a number above 0, got {raw!r}")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name} is set but empty")
+    return raw
+
+
+def _database_url(name: str, raw: str) -> str:
+    if raw.startswith(("postgres://", "postgresql://")):
+        raise SettingsError(
+            f"{name}: PostgreSQL is not supported by this version yet; unset it to use SQLite in DATA_DIR"
+        )
+    if not raw.startswith("sqlite:///"):
+        raise SettingsError(f"{name} must be a sqlite:/// URL, got {raw!r}")
+    return raw
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must list origins like https://example.com, got {origin!r}")
+    return origins
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "PORT": ("port", lambda n, v: _int(n, v, 1, 65535)),
+    "WEB_CONCURRENCY": ("web_concurrency", lambda n, v: _int(n, v, 1, 64)),
+    "DATA_DIR": ("data_dir", lambda n, v: Path(_text(n, v))),
+    "AUTH_PASSWORD": ("auth_password", _text),
+    "TOKEN_SECRET": ("token_secret", _text),
+    "TOKEN_TTL_SECONDS": ("token_ttl_seconds", lambda n, v: _int(n, v, 1)),
+    "ENCODE_WORKERS": ("encode_workers", lambda n, v: _int(n, v, 1, 64)),
+    "MAX_UPLOAD_MB": ("max_upload_mb", _positive_float),
+    "JOB_TTL_HOURS": ("job_ttl_hours", _positive_float),
+    "STORAGE_LIMIT_MB": ("storage_limit_mb", _positive_float),
+    "CLEANUP_INTERVAL_SECONDS": ("cleanup_interval_seconds", _positive_float),
+    "FFMPEG_BINARY": ("ffmpeg_binary", _text),
+    "DATABASE_URL": ("database_url", _database_url),
+    "STALL_SECONDS": ("stall_seconds", _positive_float),
+    "MAX_QUEUED_JOBS": ("max_queued_jobs", lambda n, v: _int(n, v, 1)),
+    "CORS_ORIGINS": ("cors_origins", _origins),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; raise SettingsError on a bad value."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for variable, (attribute, parse) in _PARSERS.items():
+        raw = environ.get(variable)
+        if raw is not None and raw != "":
+            values[attribute] = parse(variable, raw)
+    return Settings(**values)
+
+
+def describe() -> list[str]:
+    """The names of every setting, for documentation and tests."""
+    return list(_PARSERS)

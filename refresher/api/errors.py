@@ -1,0 +1,48 @@
+"""Every HTTP error of the API goes through `error_response`, so every error
+body has the same shape: {"error": "<a sentence a person can act on>", ...}."""
+from __future__ import annotations
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class APIError(Exception):
+    """Raise from a view to answer with a JSON error."""
+
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, message: str, **extra):
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    return response
+
+
+_MESSAGES = {
+    400: "the request is malformed",
+    404: "no such resource",
+    405: "this method is not allowed here",
+    413: "the request is too large",
+    415: "unsupported media type",
+    429: "too many requests; try again later",
+}
+
+
+def handle_api_error(exc: APIError):
+    return error_response(exc.status, exc.message, **exc.extra)
+
+
+def handle_http_exception(exc: HTTPException):
+    """Werkzeug's own errors (404 routing, 405, 413 from the parser …) as JSON."""
+    message = _MESSAGES.get(exc.code) or (exc.description or exc.name).rstrip(".")
+    if exc.code == 413 and getattr(exc, "description", None) and "MAX_UPLOAD_MB" in exc.description:
+        message = exc.description
+    response = error_response(exc.code or 500, message)
+    for key, value in (exc.get_headers() if hasattr(exc, "get_headers") else []):
+        if key.lower() not in ("content-type", "content-length"):
+            response.headers[key] = value
+    return response

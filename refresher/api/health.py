@@ -1,0 +1,57 @@
+"""GET /api/health and GET /api/openapi.json: open to everyone."""
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, current_app
+
+from .. import __version__, lifecycle, store
+from ..db import get_conn
+from ..engine.cancel_table import installed as installed_cancel_table
+from ..media import ffmpeg
+from .openapi import spec
+
+bp = Blueprint("health", __name__, url_prefix="/api")
+
+_DISK_CACHE_SECONDS = 10.0
+_disk_cache: dict = {"at": 0.0, "used": 0}
+
+
+def _used_bytes(data_dir) -> int:
+    if time.monotonic() - _disk_cache["at"] > _DISK_CACHE_SECONDS:
+        _disk_cache.update(at=time.monotonic(), used=lifecycle.directory_size(data_dir))
+    return _disk_cache["used"]
+
+
+@bp.get("/health")
+def health():
+    settings = current_app.config["SETTINGS"]
+    problems = []
+    try:
+        ffmpeg_version = ffmpeg.version(current_app.config["FFMPEG_BINARY"])
+    except (OSError, ValueError, RuntimeError) as exc:
+        ffmpeg_version = None
+        problems.append(f"ffmpeg cannot run: {exc}")
+    if not os.access(settings.data_dir, os.W_OK):
+        problems.append(f"the data directory is not writable")
+    table = installed_cancel_table()
+    supervisor = "running" if table is not None and table.supervisor_alive() else "not running"
+    if supervisor != "running":
+        problems.append("no supervisor is running, so jobs are not processed")
+    body = {
+        "status": "degraded" if problems else "ok",
+        "version": __version__,
+        "ffmpeg": ffmpeg_version,
+        "supervisor": supervisor,
+        "queue": store.queue_counts(get_conn()),
+        "disk": {"usedBytes": _used_bytes(settings.data_dir), "limitBytes": settings.storage_limit_bytes},
+    }
+    if problems:
+        body["reason"] = "; ".join(problems)
+    return body, 503 if problems else 200
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return spec()

@@ -1,0 +1,47 @@
+"""The ZIP of a job's outputs, streamed with zipstream-ng.
+
+Entries are STOREd (H.264 does not compress further), so the archive's exact
+size is known before the first byte is sent (`Content-Length`) and memory
+stays constant whatever the size. One folder per source video, named after
+the source without its extension (made unique when two sources share a
+name), and a `manifest.json` describing every output.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zipstream import ZIP_STORED, ZipStream
+
+from .intake import safe_stem
+
+
+def folder_names(files: list[dict]) -> dict[str, str]:
+    """file id → a unique folder name."""
+    used: dict[str, int] = {}
+    names = {}
+    for f in files:
+        base = safe_stem(f["name"])
+        count = used.get(base.lower(), 0) + 1
+        used[base.lower()] = count
+        names[f["id"]] = base if count == 1 else f"{base} ({count})"
+    return names
+
+
+def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dict]) -> ZipStream:
+    folders = folder_names(files)
+    by_id = {f["id"]: f for f in files}
+    zs = ZipStream(compress_type=ZIP_STORED, sized=True)
+    manifest = {"jobId": job["id"], "seed": job["seed"], "status": job["status"], "outputs": []}
+    for v in variations:
+        if v["status"] != "completed":
+            continue
+        source = by_id[v["file_id"]]
+        arcname = f"{folders[source['id']]}/{v['name']}"
+        zs.add_path(str(data_dir / v["output_path"]), arcname)
+        manifest["outputs"].append({
+            "path": arcname, "id": v["id"], "source": source["name"], "sourceId": source["id"],
+            "variationIndex": v["variation_index"], "size": v["size"], "effects": v["effects"],
+        })
+    zs.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), "manifest.json")
+    return zs

@@ -1,0 +1,62 @@
+"""`flask --app app tokens …`: manage API tokens without the web page."""
+from __future__ import annotations
+
+import time
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import auth, store
+from .api.serialize import iso
+
+
+def _conn():
+    return store.connect(current_app.config["SETTINGS"].db_path)
+
+
+@click.group("tokens", help="Create, list and revoke API tokens.")
+def tokens_cli():
+    pass
+
+
+@tokens_cli.command("create")
+@click.argument("name")
+@with_appcontext
+def create(name: str):
+    """Create a token named NAME and print its secret (shown once)."""
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise click.BadParameter("the name must be 1 to 100 characters", param_hint="NAME")
+    token_id, secret = auth.new_api_token()
+    conn = _conn()
+    store.create_api_token(conn, token_id, name, auth.hash_api_token(secret), time.time())
+    conn.close()
+    click.echo(f"id: {token_id}\nname: {name}\ntoken: {secret}")
+    click.echo("Keep the token now: it is not shown again.", err=True)
+
+
+@tokens_cli.command("list")
+@with_appcontext
+def list_():
+    """List tokens (never their secrets)."""
+    conn = _conn()
+    rows = store.list_api_tokens(conn)
+    conn.close()
+    if not rows:
+        click.echo("no API tokens")
+    for t in rows:
+        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}\tlast used {iso(t['last_used_at']) or 'never'}")
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id")
+@with_appcontext
+def revoke(token_id: str):
+    """Revoke the token with id TOKEN_ID; it stops working at once."""
+    conn = _conn()
+    found = store.delete_api_token(conn, token_id)
+    conn.close()
+    if not found:
+        raise click.ClickException(f"no API token with id {token_id}")
+    click.echo(f"revoked {token_id}")

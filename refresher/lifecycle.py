@@ -1,0 +1,147 @@
+"""Housekeeping that keeps DATA_DIR bounded: expiry, eviction, stuck jobs and
+the sweep of temporaries. The supervisor runs these from APScheduler (and the
+sweep once at start); nothing here runs in a web worker except `remove_job_files`,
+which `DELETE /api/jobs/<id>` shares.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from config.settings import Settings
+
+from . import store
+
+log = logging.getLogger(__name__)
+
+DISK_FULL_FRACTION = 0.85
+ORPHAN_AGE_SECONDS = 600  # an upload being accepted right now is younger than this
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+def incoming_dir(data_dir: Path) -> Path:
+    return data_dir / "incoming"
+
+
+def remove_job_files(data_dir: Path, job_id: str) -> None:
+    shutil.rmtree(job_dir(data_dir, job_id), ignore_errors=True)
+
+
+def delete_job_everywhere(conn, data_dir: Path, job_id: str) -> None:
+    """Rows first, then files: a crash in between leaves only files, which the sweep removes."""
+    store.delete_job(conn, job_id)
+    remove_job_files(data_dir, job_id)
+
+
+def expire_finished_jobs(conn, settings: Settings, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    expired = [job["id"] for job in store.expired_jobs(conn, now)]
+    for job_id in expired:
+        delete_job_everywhere(conn, settings.data_dir, job_id)
+    if expired:
+        log.info("expired %d finished job(s)", len(expired))
+    return expired
+
+
+def fail_stale_queued_jobs(conn, settings: Settings, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    failed = []
+    for job in store.stale_queued_jobs(conn, now):
+        if store.fail_job(conn, job["id"], "the job waited in the queue past its expiry and was not started",
+                          now, settings.job_ttl_seconds):
+            failed.append(job["id"])
+    if failed:
+        log.warning("failed %d job(s) that stayed queued past expiry", len(failed))
+    return failed
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def disk_too_full(path: Path) -> bool:
+    usage = shutil.disk_usage(path)
+    return usage.used / usage.total > DISK_FULL_FRACTION
+
+
+def evict_for_space(conn, settings: Settings) -> list[str]:
+    """Delete the oldest finished jobs until DATA_DIR is under STORAGE_LIMIT_MB
+    and the disk under 85 % full. Queued and running jobs are never touched."""
+    evicted = []
+    used = directory_size(settings.data_dir)
+    for job in store.finished_jobs_oldest_first(conn):
+        if used <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir):
+            break
+        size = directory_size(job_dir(settings.data_dir, job["id"]))
+        delete_job_everywhere(conn, settings.data_dir, job["id"])
+        used -= size
+        evicted.append(job["id"])
+    if evicted:
+        log.warning("evicted %d finished job(s) to free space", len(evicted))
+    return evicted
+
+
+def sweep_temporaries(conn, settings: Settings, running: set[str] = frozenset(),
+                      min_age: float = ORPHAN_AGE_SECONDS) -> list[Path]:
+    """Remove files no row owns: partial outputs (except those of `running`
+    variation ids), folders of deleted jobs, abandoned uploads. Anything younger
+    than `min_age` that might belong to an upload in progress is left alone."""
+    removed: list[Path] = []
+    data_dir = settings.data_dir
+    now = time.time()
+    known_jobs = store.all_job_ids(conn)
+    jobs_root = data_dir / "jobs"
+    if jobs_root.is_dir():
+        for folder in jobs_root.iterdir():
+            if folder.name not in known_jobs:
+                if now - folder.stat().st_mtime > min_age:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+                continue
+            owned = store.known_paths(conn, folder.name)
+            for path in folder.rglob("*"):
+                if not path.is_file():
+                    continue
+                relative = path.relative_to(data_dir).as_posix()
+                if relative in owned:
+                    continue
+                variation_id = path.name.split(".", 1)[0]
+                if variation_id in running:
+                    continue
+                if ".part." in path.name or now - path.stat().st_mtime > min_age:
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    incoming = incoming_dir(data_dir)
+    if incoming.is_dir():
+        for entry in incoming.iterdir():
+            if now - entry.stat().st_mtime > min_age:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                removed.append(entry)
+    if removed:
+        log.info("swept %d stray file(s)", len(removed))
+    return removed
+
+
+def run_cleanup(settings: Settings, running: set[str] = frozenset()) -> None:
+    """One pass of the cleanup daemon."""
+    conn = store.connect(settings.db_path)
+    try:
+        expire_finished_jobs(conn, settings)
+        fail_stale_queued_jobs(conn, settings)
+        evict_for_space(conn, settings)
+        sweep_temporaries(conn, settings, running)
+    finally:
+        conn.close()

@@ -1,0 +1,157 @@
+"""The visual effects of a variation, and the ffmpeg command that applies them.
+
+Each variation gets its own random mix drawn from a generator seeded by the
+job's seed, the source's position and the variation number, so the same seed
+and inputs always give the same effects. Every effect is small enough that
+the ad still looks like itself: no mirroring (it would flip on-screen text),
+no visible borders (a rotation is always paired with enough zoom to hide the
+corners), colour shifts of a few percent.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+OUTPUT_FPS = "30000/1001"       # 29.97
+MAX_LONG_SIDE = 1920            # larger sources are scaled down to 1080p-class outputs
+VIDEO_ARGS = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23",
+              "-maxrate", "2500k", "-bufsize", "5000k", "-pix_fmt", "yuv420p"]
+AUDIO_ARGS = ["-c:a", "aac", "-b:a", "128k"]
+
+# The palette: (name, probability a variation uses it, low, high, decimals).
+# Colour is always touched a little; geometry and the rest vary.
+_PALETTE = [
+    ("brightness", 1.0, -0.05, 0.05, 3),
+    ("contrast", 1.0, 0.95, 1.05, 3),
+    ("saturation", 1.0, 0.95, 1.05, 3),
+    ("hue", 0.5, -4.0, 4.0, 1),            # degrees
+    ("zoom", 0.6, 1.01, 1.05, 3),          # crop factor, re-scaled to the output size
+    ("rotation", 0.35, 0.001, 0.01, 4),    # radians, either direction
+    ("noise", 0.25, 2, 5, 0),              # temporal noise strength
+    ("speed", 0.3, 0.97, 1.03, 3),         # playback speed, audio tempo follows
+]
+
+
+def _rng(seed: str, position: int, variation_index: int, attempt: int) -> random.Random:
+    digest = hashlib.sha256(f"{seed}\x00{position}\x00{variation_index}\x00{attempt}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0,
+                 aspect: float = 16 / 9) -> dict:
+    """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, ...}.
+    `aspect` is the source's width/height (a rotation needs more zoom when it is far from 1)."""
+    rng = _rng(seed, position, variation_index, attempt)
+    effects: dict = {}
+    for name, probability, low, high, decimals in _PALETTE:
+        used = rng.random() < probability
+        value = rng.uniform(low, high)
+        if not used:
+            continue
+        value = round(value, decimals) if decimals else int(round(value))
+        if name == "rotation" and rng.random() < 0.5:
+            value = -value
+        if name == "speed" and abs(value - 1) < 0.005:
+            continue
+        effects[name] = value
+    if "rotation" in effects:
+        # enough zoom that the rotated frame has no empty corners
+        needed = math.ceil(_zoom_to_hide_corners(effects["rotation"], aspect) * 1000 + 2) / 1000
+        effects["zoom"] = max(effects.get("zoom", 1.0), needed)
+        pan = (0.5, 0.5)  # the uncovered corners are symmetric: stay centred
+    else:
+        pan = (round(rng.uniform(0.2, 0.8), 2), round(rng.uniform(0.2, 0.8), 2))
+    if "zoom" in effects:
+        effects["panX"], effects["panY"] = pan
+    return effects
+
+
+def draw_job_effects(seed: str, aspects: list[float], variations: int) -> list[list[dict]]:
+    """Effects for every variation of every file (one aspect ratio per file),
+    unique within the job."""
+    seen: set[str] = set()
+    result = []
+    for position, aspect in enumerate(aspects):
+        row = []
+        for index in range(1, variations + 1):
+            attempt = 0
+            while True:
+                effects = draw_effects(seed, position, index, attempt, aspect)
+                key = repr(sorted(effects.items()))
+                if key not in seen:
+                    break
+                attempt += 1
+            seen.add(key)
+            row.append(effects)
+        result.append(row)
+    return result
+
+
+def _zoom_to_hide_corners(angle: float, aspect: float = 16 / 9) -> float:
+    # A w×h frame rotated by a needs scale cos|a| + max(w/h, h/w)·sin|a| to cover the frame.
+    a = abs(angle)
+    return math.cos(a) + max(aspect, 1 / aspect) * math.sin(a)
+
+
+def output_size(width: int, height: int) -> tuple[int, int]:
+    """Even dimensions (yuv420p needs them), the long side capped at MAX_LONG_SIDE."""
+    scale = min(1.0, MAX_LONG_SIDE / max(width, height))
+    w = max(2, int(width * scale) // 2 * 2)
+    h = max(2, int(height * scale) // 2 * 2)
+    return w, h
+
+
+def video_filter(effects: dict, width: int, height: int) -> str:
+    """The -vf chain for a source whose displayed size is width×height."""
+    out_w, out_h = output_size(width, height)
+    chain = []
+    speed = effects.get("speed")
+    if speed:
+        chain.append(f"setpts=PTS/{speed}")
+    if "rotation" in effects:
+        chain.append(f"rotate={effects['rotation']}:fillcolor=black")
+    zoom = effects.get("zoom")
+    if zoom:
+        px, py = effects.get("panX", 0.5), effects.get("panY", 0.5)
+        chain.append(f"crop=w=iw/{zoom}:h=ih/{zoom}:x=(iw-ow)*{px}:y=(ih-oh)*{py}")
+    if zoom or (out_w, out_h) != (width, height):
+        chain.append(f"scale={out_w}:{out_h}:flags=bicubic")
+    eq = [f"{k}={effects[k]}" for k in ("brightness", "contrast", "saturation") if k in effects]
+    if eq:
+        chain.append("eq=" + ":".join(eq))
+    if "hue" in effects:
+        chain.append(f"hue=h={effects['hue']}")
+    if "noise" in effects:
+        chain.append(f"noise=alls={effects['noise']}:allf=t")
+    chain.append(f"fps={OUTPUT_FPS}")
+    chain.append("format=yuv420p")
+    return ",".join(chain)
+
+
+def encode_command(binary: str, source: str | Path, target: str | Path, effects: dict,
+                   width: int, height: int, has_audio: bool) -> list[str]:
+    """The full ffmpeg command for one variation: one single-threaded process,
+    progress on stdout, metadata stripped, +faststart."""
+    from .ffmpeg import SAFE_INPUT_OPTIONS
+
+    cmd = [binary, "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+           "-threads", "1", "-filter_threads", "1",
+           *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
+           "-map", "0:v:0", "-vf", video_filter(effects, width, height), *VIDEO_ARGS, "-threads", "1"]
+    if has_audio:
+        cmd += ["-map", "0:a:0?", *AUDIO_ARGS]
+        if effects.get("speed"):
+            cmd += ["-af", f"atempo={effects['speed']}"]
+    cmd += ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
+            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+            "-movflags", "+faststart", "-f", "mp4",
+            "-progress", "pipe:1", f"file:{Path(target).resolve()}"]
+    return cmd
+
+
+def expected_duration(source_duration: float | None, effects: dict) -> float | None:
+    if source_duration is None:
+        return None
+    return source_duration / effects.get("speed", 1.0)

@@ -1,0 +1,326 @@
+"""Every ffmpeg call of the service: finding the binary, probing an upload,
+taking a thumbnail, and running an encode with progress and a graceful stop.
+
+There is no ffprobe here: the bundled static build ships only ffmpeg, so the
+probe decodes one frame with ffmpeg itself and reads the stream description
+it prints.
+
+Inputs are always opened with the mov/mp4 demuxer forced and only the `file`
+protocol allowed, so nothing inside an upload (a playlist, a reference, a URL)
+can make ffmpeg read anything but the uploaded file itself.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+# Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
+# this long. ffmpeg answers `q` within a frame or two; the waits only matter
+# for a process that is stuck in I/O or ignores us.
+STOP_GRACE_SECONDS = 2.0
+
+# Input options that confine ffmpeg to the uploaded file itself.
+SAFE_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0"]
+
+
+class FFmpegNotFound(RuntimeError):
+    pass
+
+
+class ProbeError(ValueError):
+    """The file is not a readable MP4/MOV video."""
+
+
+def resolve_binary(configured: str | None = None) -> str:
+    """FFMPEG_BINARY if set, else `ffmpeg` on PATH, else the imageio-ffmpeg wheel's build."""
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise FFmpegNotFound(f"FFMPEG_BINARY {configured!r} is not an executable file")
+        return found
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - it is a hard dependency
+        raise FFmpegNotFound("no ffmpeg on PATH and imageio-ffmpeg is not installed") from None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise FFmpegNotFound(str(exc)) from None
+
+
+_version_cache: dict[str, str] = {}
+
+
+def version(binary: str) -> str:
+    """The first line of `ffmpeg -version`, e.g. 'ffmpeg version 7.1'."""
+    if binary not in _version_cache:
+        out = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL, check=True)
+        first = out.stdout.splitlines()[0] if out.stdout else "ffmpeg"
+        _version_cache[binary] = " ".join(first.split()[:3])
+    return _version_cache[binary]
+
+
+# --- probe ---------------------------------------------------------------------
+
+@dataclass
+class MediaInfo:
+    duration: float | None          # seconds, None when the container does not say
+    width: int                      # as displayed (after rotation metadata)
+    height: int
+    video_codec: str
+    has_audio: bool
+    rotation: int = 0               # degrees of display rotation in the container
+
+    def as_dict(self) -> dict:
+        return {
+            "duration": self.duration, "width": self.width, "height": self.height,
+            "videoCodec": self.video_codec, "hasAudio": self.has_audio, "rotation": self.rotation,
+        }
+
+
+_DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.M)
+_STREAM = re.compile(r"^\s*Stream #(\d+):\d+\S*: (Video|Audio): (\w+)(.*)$", re.M)
+_SIZE = re.compile(r", (\d{1,5})x(\d{1,5})[ ,]")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+
+
+def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
+    """Decode the first video frame of `path` and describe the file.
+
+    Raises ProbeError when ffmpeg cannot read a video stream from it as MP4/MOV.
+    """
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", *SAFE_INPUT_OPTIONS,
+           "-i", f"file:{Path(path).resolve()}",
+           "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired:
+        raise ProbeError("took too long to read") from None
+    err = proc.stderr
+    if proc.returncode != 0 or "Input #0" not in err:
+        raise ProbeError("is not a readable MP4/MOV video")
+    frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
+    if not frames or frames[-1] < 1:
+        raise ProbeError("has no decodable video frames")
+    input_part, _, output_part = err.partition("Output #0")
+    streams = [m for m in _STREAM.finditer(input_part) if m.group(1) == "0"]
+    video = next((m for m in streams if m.group(2) == "Video"), None)
+    if video is None:
+        raise ProbeError("has no video stream")
+    out_video = next((m for m in _STREAM.finditer(output_part) if m.group(2) == "Video"), None)
+    size = _SIZE.search((out_video or video).group(4)) or _SIZE.search(video.group(4))
+    if size is None:
+        raise ProbeError("has a video stream of unknown size")
+    width, height = int(size.group(1)), int(size.group(2))
+    if width < 16 or height < 16:
+        raise ProbeError(f"is too small ({width}×{height}); videos must be at least 16×16")
+    duration = None
+    d = _DURATION.search(input_part)
+    if d:
+        duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
+        duration = duration if duration > 0 else None
+    rotation = _ROTATION.search(input_part)
+    return MediaInfo(
+        duration=duration, width=width, height=height, video_codec=video.group(3),
+        has_audio=any(m.group(2) == "Audio" for m in streams),
+        rotation=int(round(float(rotation.group(1)))) if rotation else 0,
+    )
+
+
+def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration: float | None,
+                   width: int = 320, timeout: float = 60) -> None:
+    """A WebP still about `width` px wide, near 2 s into the video (earlier for short ones)."""
+    at = 2.0 if duration is None else min(2.0, duration * 0.4)
+    cmd = [binary, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+           "-ss", f"{at:.3f}", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
+           "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
+           "-c:v", "libwebp", "-quality", "80", "-f", "webp", f"file:{Path(target).resolve()}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    if proc.returncode != 0 or not Path(target).exists():
+        raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
+
+
+# --- running an encode ------------------------------------------------------------
+
+_libc = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: die when the process that started us dies, so
+    no ffmpeg can outlive its pool worker."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _encoder_child_setup() -> None:
+    _die_with_parent()
+    os.nice(10)  # encodes yield the CPU to the web workers
+
+
+@dataclass
+class RunResult:
+    returncode: int | None
+    stopped: bool = False                    # we asked it to stop (cancel or shutdown)
+    stalled: bool = False                    # no progress for too long, so we stopped it
+    stop_stage: str | None = None            # "q", "SIGTERM" or "SIGKILL": what finally ended it
+    stderr_tail: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.stopped and not self.stalled
+
+    def reason(self) -> str:
+        tail = " | ".join(line for line in self.stderr_tail[-5:] if line)
+        if self.stalled:
+            return f"ffmpeg made no progress and was stopped. {tail}".strip()
+        if self.returncode is not None and self.returncode < 0:
+            return f"ffmpeg was killed by signal {-self.returncode}. {tail}".strip()
+        return f"ffmpeg exited with status {self.returncode}. {tail}".strip()
+
+
+def run_ffmpeg(
+    cmd: list[str],
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    stall_seconds: float | None = None,
+    poll_interval: float = 0.05,
+    grace: float | None = None,
+) -> RunResult:
+    """Run one ffmpeg process to the end, or until `should_stop()` says so.
+
+    `cmd` must include `-progress pipe:1 -nostats`; `on_progress` gets the
+    output time in seconds. ffmpeg runs in its own process group with stdin a
+    pipe, so a stop can escalate q → SIGTERM → SIGKILL to the whole group.
+    The process is always reaped before this returns.
+    """
+    grace = STOP_GRACE_SECONDS if grace is None else grace
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, preexec_fn=_encoder_child_setup, bufsize=0)
+    result = RunResult(returncode=None)
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    drain = threading.Thread(target=_drain_lines, args=(proc.stderr, tail), daemon=True)
+    drain.start()
+    try:
+        if on_start:
+            on_start(proc.pid)
+        last_progress_at = time.monotonic()
+        buffer = b""
+        furthest = -1
+        stdout_open = True
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                if should_stop():
+                    result.stopped = True
+                    break
+                if stall_seconds and time.monotonic() - last_progress_at > stall_seconds:
+                    result.stalled = True
+                    break
+                if not stdout_open:
+                    # progress pipe closed: ffmpeg is exiting; keep checking for a stop meanwhile
+                    if _wait(proc, poll_interval):
+                        break
+                    continue
+                if not sel.select(timeout=poll_interval):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    stdout_open = False
+                    sel.unregister(proc.stdout)
+                    continue
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for line in lines:
+                    key, _, value = line.partition(b"=")
+                    if key != b"out_time_us":
+                        continue
+                    try:
+                        micros = int(value)
+                    except ValueError:  # "N/A" before the first frame
+                        continue
+                    if micros > furthest:  # negative values come before the first frame
+                        furthest = micros
+                        last_progress_at = time.monotonic()
+                        if on_progress:
+                            on_progress(micros / 1e6)
+        if result.stopped or result.stalled:
+            result.stop_stage = stop_process_group(proc, grace)
+    finally:
+        if proc.poll() is None:  # an exception above: never leave it running
+            result.stop_stage = stop_process_group(proc, grace)
+        proc.wait()
+        drain.join(timeout=1)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+    result.returncode = proc.returncode
+    result.stderr_tail = list(tail)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _drain_lines(pipe, tail: collections.deque) -> None:
+    for raw in iter(pipe.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            tail.append(line)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> str:
+    """Stop ffmpeg: `q` on stdin; SIGTERM to its group after `grace`; SIGKILL after
+    another `grace`. Returns the stage that ended it. The process is reaped."""
+    if proc.poll() is not None:
+        return "exited"
+    try:
+        proc.stdin.write(b"q")
+        proc.stdin.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+    if _wait(proc, grace):
+        return "q"
+    _signal_group(proc, signal.SIGTERM)
+    if _wait(proc, grace):
+        return "SIGTERM"
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+    return "SIGKILL"
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # its own session: the group id is its pid
+    except ProcessLookupError:
+        pass
