@@ -29,6 +29,7 @@ timeout = 60
 graceful_timeout = 20          # Heroku sends SIGKILL 30 s after SIGTERM
 keepalive = 5
 accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms pid=%(p)s'
 errorlog = "-"
 control_socket_disable = True  # no socket under ~/.gunicorn/
 preload_app = False            # the app must not load before on_starting

@@ -2,7 +2,7 @@
 body has the same shape: {"error": "<a sentence a person can act on>", ...}."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 
@@ -39,8 +39,13 @@ def handle_api_error(exc: APIError):
 def handle_http_exception(exc: HTTPException):
     """Werkzeug's own errors (404 routing, 405, 413 from the parser …) as JSON."""
     message = _MESSAGES.get(exc.code) or (exc.description or exc.name).rstrip(".")
-    if exc.code == 413 and getattr(exc, "description", None) and "MAX_UPLOAD_MB" in exc.description:
-        message = exc.description
+    if exc.code == 413:
+        if exc.description and "MAX_UPLOAD_MB" in exc.description:
+            message = exc.description  # names the file
+        else:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+            message = (f"the request is larger than the limit of {limit / 1024 / 1024:.0f} MB "
+                       f"(10 files of MAX_UPLOAD_MB each)")
     response = error_response(exc.code or 500, message)
     for key, value in (exc.get_headers() if hasattr(exc, "get_headers") else []):
         if key.lower() not in ("content-type", "content-length"):

@@ -20,7 +20,7 @@ import multiprocessing
 import time
 
 SLOTS = 4096
-_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _GENERATION = range(4)
+_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT = range(4)
 _HEADER = 8
 
 
@@ -50,8 +50,17 @@ class CancelTable:
     def supervisor_pid(self) -> int:
         return self._a[_SUPERVISOR_PID]
 
-    def mark_stopped(self) -> None:
+    def mark_stopped(self, clean: bool = True) -> None:
+        """The supervisor is gone; `clean` when it stopped because it was asked to."""
         self._a[_HEARTBEAT] = 0
+        self._a[_CLEAN_EXIT] = 1 if clean else 0
+
+    def stopped_cleanly(self) -> bool:
+        return self._a[_CLEAN_EXIT] == 1
+
+    def mark_started(self, pid: int) -> None:
+        self._a[_CLEAN_EXIT] = 0
+        self.beat(pid)
 
     def set_shutdown(self, value: bool) -> None:
         self._a[_SHUTDOWN] = 1 if value else 0

@@ -41,6 +41,7 @@ PROGRESS_ROLLUP_SECONDS = 0.5    # how often job progress is recomputed
 LOST_TASK_CHECK_SECONDS = 1.0
 MAX_FAILED_ATTEMPTS = 2          # an ffmpeg that fails is retried once
 MAX_INTERRUPTIONS = 3            # restarts/shutdowns a variation may live through
+RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Supervisor:
 
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
+        self.table.mark_started(os.getpid())
         self.conn = store.connect(self.settings.db_path)
         store.migrate(self.conn)
         self.table.set_shutdown(False)
@@ -270,7 +272,7 @@ class Supervisor:
                 _kill_stale_ffmpeg(row, self.data_dir)
                 pool_work.partial_path(self.data_dir / row["output_path"]).unlink(missing_ok=True)
                 self.requeue_or_fail(row, "interrupted")
-        self.table.mark_stopped()
+        self.table.mark_stopped(clean=True)
         self.conn.close()
         log.info("supervisor %d stopped", os.getpid())
 
@@ -363,6 +365,7 @@ class SupervisorHandle:
         self.table = table
         self.process: multiprocessing.Process | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a stop never races a restart
         self._watcher: threading.Thread | None = None
         self.restarts = 0
 
@@ -387,10 +390,20 @@ class SupervisorHandle:
                 if not died or self._stopping.is_set():
                     continue
                 self._reap()
-                logger.error("the supervisor (pid %s) died; starting a new one", process.pid)
-                self.restarts += 1
-                self.table.mark_stopped()
-                self.start()
+                if self.table.stopped_cleanly():
+                    # It was told to stop (a platform shutdown signals every
+                    # process): give our own shutdown a moment to catch up.
+                    if self._stopping.wait(RESTART_AFTER_CLEAN_EXIT_SECONDS):
+                        return
+                    logger.warning("the supervisor (pid %s) stopped; starting a new one", process.pid)
+                else:
+                    logger.error("the supervisor (pid %s) died; starting a new one", process.pid)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self.restarts += 1
+                    self.table.mark_stopped(clean=False)
+                    self.start()
 
         self._watcher = threading.Thread(target=loop, name="supervisor-watch", daemon=True)
         self._watcher.start()
@@ -417,6 +430,8 @@ class SupervisorHandle:
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM, wait for the supervisor and its pool to be gone, SIGKILL if need be."""
         self._stopping.set()
+        with self._lock:
+            pass  # a restart under way has finished: self.process is the current one
         if self.process is None or not self.alive():
             return
         try:

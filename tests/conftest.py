@@ -1,0 +1,270 @@
+"""Shared fixtures: tiny real videos made with ffmpeg's lavfi sources, an app
+with the supervisor embedded (a real process, a real pool, real ffmpeg), and
+a real gunicorn server."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.settings import Settings  # noqa: E402
+from refresher.media.ffmpeg import resolve_binary  # noqa: E402
+
+FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
+PASSWORD = "correct horse battery staple"
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True,
+                   stdin=subprocess.DEVNULL)
+
+
+def _clip(path: Path, size="320x240", seconds=2, audio=True, codec="libx264", pix_fmt="yuv420p",
+          extra=()) -> Path:
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
+    args += ["-c:v", codec, "-preset", "ultrafast", "-pix_fmt", pix_fmt, *extra, str(path)]
+    _ffmpeg(*args)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Every kind of source the service must handle, made once per test session."""
+    d = tmp_path_factory.mktemp("media")
+    m = {
+        "clip": _clip(d / "clip.mp4"),
+        "clip2": _clip(d / "second clip.mp4", size="320x180"),
+        "vertical": _clip(d / "vertical.mp4", size="240x320", audio=False),
+        "odd": _clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
+        "long": _clip(d / "long.mp4", size="1280x720", seconds=10),
+    }
+    hevc = _clip(d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none"))
+    m["rotated"] = d / "rotated.mov"
+    _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(m["rotated"]))
+    m["not_video"] = d / "notes.mp4"
+    m["not_video"].write_text("this is not a video\n" * 100)
+    m["audio_only"] = d / "song.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(m["audio_only"]))
+    m["truncated"] = d / "truncated.mp4"
+    m["truncated"].write_bytes(m["clip"].read_bytes()[:2000])
+    return m
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    values = dict(data_dir=data_dir, auth_password=PASSWORD, token_secret="test-secret",
+                  encode_workers=2, cleanup_interval_seconds=3600, ffmpeg_binary=FFMPEG)
+    values.update(overrides)
+    return Settings(**values)
+
+
+class EmbeddedService:
+    """The app plus a real supervisor process, as `python app.py` runs them."""
+
+    def __init__(self, settings: Settings):
+        from refresher import create_app
+        from refresher.engine.cancel_table import CancelTable, install
+        from refresher.engine.supervisor import SupervisorHandle
+
+        self.settings = settings
+        self.table = install(CancelTable())
+        self.app = create_app(settings)
+        self.supervisor = SupervisorHandle(settings, self.table).start()
+        assert self.supervisor.wait_ready(), "the supervisor did not start"
+        self.client = self.app.test_client()
+        token = self.client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def _call(self, method, url, headers=None, **kw):
+        return getattr(self.client, method)(url, headers={**self.headers, **(headers or {})}, **kw)
+
+    def get(self, url, **kw):
+        return self._call("get", url, **kw)
+
+    def post(self, url, **kw):
+        return self._call("post", url, **kw)
+
+    def delete(self, url, **kw):
+        return self._call("delete", url, **kw)
+
+    def submit(self, paths, variations=3, seed=None, expect=202):
+        data = {"videos": [(open(p, "rb"), Path(p).name) for p in paths], "variations": str(variations)}
+        if seed is not None:
+            data["seed"] = seed
+        r = self.post("/api/jobs", data=data, content_type="multipart/form-data")
+        assert r.status_code == expect, r.get_json()
+        return r.get_json()
+
+    def wait(self, job_id, statuses=("completed", "failed", "cancelled"), timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/api/jobs/{job_id}").get_json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
+
+    def close(self):
+        self.supervisor.stop()
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = EmbeddedService(make_settings(tmp_path / "data"))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def make_service(tmp_path):
+    """Build a service with custom settings."""
+    made = []
+
+    def make(**overrides):
+        svc = EmbeddedService(make_settings(tmp_path / f"data{len(made)}", **overrides))
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+# --- a real gunicorn ------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_tagged(tag: str) -> list[int]:
+    """Pids of every live process whose environment carries `tag` (all descendants
+    of a server we started inherit it, ffmpeg included)."""
+    found = []
+    needle = f"REFRESHER_TEST_TAG={tag}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    with open(f"/proc/{entry}/stat") as s:
+                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+class GunicornServer:
+    def __init__(self, data_dir: Path, **env):
+        import requests
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tag = uuid.uuid4().hex
+        self.data_dir = data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir.parent / f"gunicorn-{self.port}.log"
+        self.env = {**os.environ, "PORT": str(self.port), "DATA_DIR": str(data_dir),
+                    "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG, "REFRESHER_TEST_TAG": self.tag,
+                    **{k: str(v) for k, v in env.items()}}
+        self.session = requests.Session()
+        self.proc = None
+
+    def start(self, timeout=30):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = self.session.get(self.url + "/api/health", timeout=2)
+                if r.status_code == 200:
+                    break
+            except Exception:
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError("gunicorn exited:\n" + self.log_text())
+            time.sleep(0.1)
+        else:
+            raise AssertionError("gunicorn did not become healthy:\n" + self.log_text())
+        if self.env["AUTH_PASSWORD"]:
+            token = self.session.post(self.url + "/api/auth", json={"password": self.env["AUTH_PASSWORD"]}).json()
+            self.session.headers["Authorization"] = f"Bearer {token['token']}"
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> float:
+        started = time.monotonic()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        return time.monotonic() - started
+
+    def leftovers(self, timeout=5.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = processes_tagged(self.tag)
+            if not pids:
+                return []
+            time.sleep(0.1)
+        return processes_tagged(self.tag)
+
+    def kill_leftovers(self):
+        for pid in processes_tagged(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path):
+    servers = []
+
+    def start(**env):
+        data_dir = Path(env.pop("DATA_DIR", tmp_path / f"data{len(servers)}"))
+        server = GunicornServer(data_dir, **env)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.kill_leftovers()
+
+
+# --- media checks ----------------------------------------------------------------------
+
+def decode_errors(path: Path) -> str:
+    """ffmpeg's complaints while decoding the whole file ('' when clean)."""
+    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return r.stderr.strip() + ("" if r.returncode == 0 else f" (exit {r.returncode})")
+
+
+def video_md5(path: Path) -> str:
+    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0",
+                        "-f", "md5", "-"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    return r.stdout.strip()

@@ -1,0 +1,167 @@
+"""Authentication, validation and the shapes of the HTTP contract."""
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from refresher import create_app, store
+
+from .conftest import PASSWORD, make_settings
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app(make_settings(tmp_path / "data"))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def login(client) -> dict:
+    r = client.post("/api/auth", json={"password": PASSWORD})
+    assert r.status_code == 200
+    return {"Authorization": f"Bearer {r.get_json()['token']}"}
+
+
+def assert_nothing_left(app):
+    settings = app.config["SETTINGS"]
+    conn = store.connect(settings.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM source_files").fetchone()[0] == 0
+    jobs = settings.data_dir / "jobs"
+    assert not jobs.exists() or not list(jobs.iterdir())
+    incoming = settings.data_dir / "incoming"
+    assert not incoming.exists() or not list(incoming.iterdir())
+
+
+def test_login_gives_a_token_that_expires_in_a_day(client):
+    r = client.post("/api/auth", json={"password": PASSWORD})
+    body = r.get_json()
+    assert r.status_code == 200 and set(body) == {"token", "expiresAt"}
+    expires = time.mktime(time.strptime(body["expiresAt"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(expires - (time.time() + 86400)) < 60
+    assert client.post("/api/auth", data={"password": PASSWORD}).status_code == 200, "a form field works too"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"json": {}}, 400), ({"json": {"password": ""}}, 400), ({"json": {"password": 5}}, 400),
+    ({"json": {"password": "wrong"}}, 401), ({"data": "nope", "content_type": "application/json"}, 400),
+])
+def test_login_errors(client, body, status):
+    r = client.post("/api/auth", **body)
+    assert r.status_code == status and isinstance(r.get_json()["error"], str)
+
+
+def test_login_is_throttled_after_failures(client):
+    for _ in range(10):
+        assert client.post("/api/auth", json={"password": "wrong"}).status_code == 401
+    r = client.post("/api/auth", json={"password": "wrong"})
+    assert r.status_code == 429 and "Retry-After" in r.headers and "error" in r.get_json()
+
+
+@pytest.mark.parametrize("method, url", [
+    ("get", "/api/jobs"), ("post", "/api/jobs"), ("get", "/api/jobs/x"), ("get", "/api/jobs/x/events"),
+    ("post", "/api/jobs/x/cancel"), ("get", "/api/jobs/x/download"), ("get", "/api/jobs/x/outputs/y"),
+    ("get", "/api/jobs/x/thumbnail"), ("delete", "/api/jobs/x"), ("get", "/api/tokens"),
+    ("post", "/api/tokens"), ("delete", "/api/tokens/x"),
+])
+@pytest.mark.parametrize("token", [None, "garbage", "vr_unknown"])
+def test_every_protected_route_needs_a_token(client, method, url, token):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = getattr(client, method)(url, headers=headers)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "error" in r.get_json()
+
+
+def test_open_routes(client):
+    assert client.get("/api/openapi.json").status_code == 200
+    r = client.get("/api/health")  # no supervisor runs here: degraded, and it says why
+    body = r.get_json()
+    assert r.status_code == 503 and body["status"] == "degraded" and "supervisor" in body["reason"]
+    assert set(body) >= {"status", "version", "ffmpeg", "queue", "disk"}
+    assert body["ffmpeg"].startswith("ffmpeg version")
+
+
+def test_expired_session_token_is_refused(tmp_path):
+    app = create_app(make_settings(tmp_path / "data", token_ttl_seconds=1))
+    client = app.test_client()
+    headers = login(client)
+    assert client.get("/api/jobs", headers=headers).status_code == 200
+    time.sleep(2.1)
+    assert client.get("/api/jobs", headers=headers).status_code == 401
+
+
+def test_token_signed_with_another_secret_is_refused(tmp_path, client):
+    other = create_app(make_settings(tmp_path / "other", token_secret="another")).test_client()
+    assert client.get("/api/jobs", headers=login(other)).status_code == 401
+
+
+def test_unknown_job_is_404(client):
+    headers = login(client)
+    for method, url in [("get", "/api/jobs/nope"), ("post", "/api/jobs/nope/cancel"),
+                        ("get", "/api/jobs/nope/download"), ("delete", "/api/jobs/nope"),
+                        ("get", "/api/jobs/nope/thumbnail"), ("get", "/api/jobs/nope/events")]:
+        r = getattr(client, method)(url, headers=headers)
+        assert r.status_code == 404 and "nope" in r.get_json()["error"], url
+
+
+def _upload(client, headers, files, **fields):
+    data = {"videos": files, **fields}
+    return client.post("/api/jobs", headers=headers, data=data, content_type="multipart/form-data")
+
+
+def test_upload_rejections_leave_nothing_behind(app, client, media):
+    headers = login(client)
+    clip = lambda: (open(media["clip"], "rb"), "clip.mp4")  # noqa: E731
+    cases = [
+        ([], {}, 400, "no files"),
+        ([clip() for _ in range(11)], {}, 400, "too many files"),
+        ([clip()], {"variations": "0"}, 400, "variations"),
+        ([clip()], {"variations": "21"}, 400, "variations"),
+        ([clip()], {"variations": "abc"}, 400, "variations"),
+        ([clip()], {"variations": "2.5"}, 400, "variations"),
+        ([(open(media["not_video"], "rb"), "notes.mp4")], {}, 415, "notes.mp4"),
+        ([(open(media["audio_only"], "rb"), "song.mp4")], {}, 415, "song.mp4"),
+        ([(open(media["truncated"], "rb"), "cut.mov")], {}, 415, "cut.mov"),
+        ([(io.BytesIO(b""), "empty.mp4")], {}, 415, "empty.mp4"),
+        ([clip(), (open(media["not_video"], "rb"), "second.mp4")], {}, 415, "second.mp4"),
+    ]
+    for files, fields, status, words in cases:
+        r = _upload(client, headers, files, **fields)
+        assert r.status_code == status, (words, r.get_json())
+        assert words in r.get_json()["error"], r.get_json()
+        assert_nothing_left(app)
+
+
+def test_oversized_file_is_413_and_leaves_nothing(tmp_path, media):
+    app = create_app(make_settings(tmp_path / "data", max_upload_mb=0.1))
+    client = app.test_client()
+    r = _upload(client, login(client), [(open(media["clip"], "rb"), "big.mp4")])  # 0.2 MB
+    assert r.status_code == 413 and "big.mp4" in r.get_json()["error"]
+    assert_nothing_left(app)
+    r = _upload(client, login(client), [(open(media["long"], "rb"), "huge.mp4")])  # over the request limit
+    assert r.status_code == 413 and "MAX_UPLOAD_MB" in r.get_json()["error"]
+    assert_nothing_left(app)
+
+
+def test_accepted_upload_shape(app, client, media):
+    headers = login(client)
+    r = _upload(client, headers, [(open(media["clip"], "rb"), "../../etc/ad\x07.mp4")], variations="2", seed="s1")
+    assert r.status_code == 202
+    body = r.get_json()
+    assert r.headers["Location"] == f"/api/jobs/{body['jobId']}" == body["statusUrl"]
+    assert body["status"] == "queued" and body["variationsPerVideo"] == 2 and body["totalVariations"] == 2
+    assert body["files"][0]["name"] == "ad.mp4", "no path, no control characters"
+    assert body["files"][0]["size"] == media["clip"].stat().st_size
+    job = client.get(body["statusUrl"], headers=headers).get_json()
+    assert job["status"] == "queued" and job["seed"] == "s1" and job["overallProgress"] == 0
+    assert job["files"][0]["durationSeconds"] == pytest.approx(2.0, abs=0.05)
+    assert job["files"][0]["status"] == "queued" and job["files"][0]["outputs"] == []
+    assert job["createdAt"].endswith("Z") and job["expiresAt"].endswith("Z")
+    default = _upload(client, headers, [(open(media["clip"], "rb"), "x.mp4")]).get_json()
+    assert default["variationsPerVideo"] == 5 and default["seed"]

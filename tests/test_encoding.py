@@ -1,0 +1,166 @@
+"""Jobs through the embedded supervisor: real pool, real ffmpeg, real SQLite."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from refresher import store
+from refresher.media import ffmpeg
+
+from .conftest import FFMPEG, decode_errors, video_md5
+
+
+def outputs_of(job):
+    return [o for f in job["files"] for o in f["outputs"]]
+
+
+def output_path(svc, job_id, output_id) -> Path:
+    conn = store.connect(svc.settings.db_path)
+    row = store.get_variation(conn, output_id)
+    conn.close()
+    return svc.settings.data_dir / row["output_path"]
+
+
+def test_two_sources_three_variations_complete(service, media):
+    created = service.submit([media["clip"], media["clip2"]], variations=3)
+    assert created["totalVariations"] == 6 and created["variationsPerVideo"] == 3
+    assert [f["name"] for f in created["files"]] == ["clip.mp4", "second clip.mp4"]
+    job = service.wait(created["jobId"])
+    assert job["status"] == "completed", job
+    assert job["overallProgress"] == 100 and job["completedVariations"] == 6
+    assert job["startedAt"] and job["finishedAt"] and job["cancelledAt"] is None
+
+    hashes = {video_md5(media["clip"]), video_md5(media["clip2"])}
+    for f, source in zip(job["files"], [media["clip"], media["clip2"]]):
+        assert f["status"] == "completed" and f["progress"] == 100 and len(f["outputs"]) == 3
+        assert [o["variationIndex"] for o in f["outputs"]] == [1, 2, 3]
+        src = ffmpeg.probe(FFMPEG, source)
+        for o in f["outputs"]:
+            stem = Path(f["name"]).stem.replace(" ", "_")
+            assert o["name"].startswith(f"{stem}_var{o['variationIndex']}_") and o["name"].endswith(".mp4")
+            r = service.get(o["url"])
+            assert r.status_code == 200 and r.mimetype == "video/mp4"
+            assert len(r.data) == o["size"] > 0
+            path = output_path(service, job["jobId"], o["id"])
+            assert decode_errors(path) == ""
+            info = ffmpeg.probe(FFMPEG, path)
+            assert info.video_codec == "h264" and info.has_audio == src.has_audio
+            assert (info.width, info.height) == (src.width, src.height)
+            expected = src.duration / o["effects"].get("speed", 1.0)
+            assert abs(info.duration - expected) < 0.15, (info.duration, expected, o["effects"])
+            hashes.add(video_md5(path))
+    assert len(hashes) == 2 + 6, "every output differs from the others and from its source"
+
+
+def test_outputs_are_h264_yuv420p_faststart_without_metadata(service, media):
+    job = service.wait(service.submit([media["clip"]], variations=1)["jobId"])
+    path = output_path(service, job["jobId"], outputs_of(job)[0]["id"])
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat"), "+faststart puts the index first"
+    r = __import__("subprocess").run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    assert "yuv420p" in r.stderr and "Video: h264" in r.stderr
+    assert "encoder         : Lavf" not in r.stderr, "container metadata is stripped"
+    assert abs(ffmpeg.probe(FFMPEG, path).duration - 2.0) < 0.15 or "speed" in outputs_of(job)[0]["effects"]
+
+
+@pytest.mark.parametrize("kind", ["vertical", "odd", "rotated"])
+def test_awkward_sources(service, media, kind):
+    """Vertical, odd-sized, audio-less sources and HEVC MOV with rotation metadata."""
+    src = ffmpeg.probe(FFMPEG, media[kind])
+    job = service.wait(service.submit([media[kind]], variations=2)["jobId"])
+    assert job["status"] == "completed", job
+    for o in outputs_of(job):
+        path = output_path(service, job["jobId"], o["id"])
+        assert decode_errors(path) == ""
+        info = ffmpeg.probe(FFMPEG, path)
+        assert info.width % 2 == 0 and info.height % 2 == 0
+        assert abs(info.width - src.width) <= 1 and abs(info.height - src.height) <= 1
+        if kind == "rotated":
+            assert (info.width, info.height) == (240, 320), "the rotation is applied, not lost"
+        assert info.has_audio == src.has_audio
+
+
+def test_same_seed_same_effects_and_pixels(service, media):
+    a = service.wait(service.submit([media["clip"]], variations=3, seed="spring-campaign")["jobId"])
+    b = service.wait(service.submit([media["clip"]], variations=3, seed="spring-campaign")["jobId"])
+    c = service.wait(service.submit([media["clip"]], variations=3, seed="other")["jobId"])
+    assert a["seed"] == "spring-campaign"
+    effects = lambda job: [o["effects"] for o in outputs_of(job)]  # noqa: E731
+    assert effects(a) == effects(b)
+    assert effects(a) != effects(c)
+    assert len({json.dumps(e, sort_keys=True) for e in effects(a)}) == 3, "unique within the job"
+    for oa, ob in zip(outputs_of(a), outputs_of(b)):
+        assert video_md5(output_path(service, a["jobId"], oa["id"])) == \
+            video_md5(output_path(service, b["jobId"], ob["id"]))
+
+
+def test_sources_deleted_and_thumbnail_kept_after_finish(service, media):
+    job = service.wait(service.submit([media["clip"], media["vertical"]], variations=1)["jobId"])
+    folder = service.settings.data_dir / "jobs" / job["jobId"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if n.startswith("source_")], names
+    assert "thumbnail.webp" in names and len(names) == 3
+    r = service.get(job["thumbnailUrl"])
+    assert r.status_code == 200 and r.mimetype == "image/webp" and r.data[8:12] == b"WEBP"
+    conn = store.connect(service.settings.db_path)
+    assert all(f["upload_path"] is None for f in store.get_job_files(conn, job["jobId"]))
+
+
+def test_progress_rises_smoothly_and_never_goes_back(make_service, media, monkeypatch):
+    # Tiny clips encode in a second: write progress more often than in production
+    # (the pool is forked from this process, so it inherits the patched values).
+    monkeypatch.setattr("refresher.engine.variation.PROGRESS_WRITE_INTERVAL", 0.1)
+    monkeypatch.setattr("refresher.engine.supervisor.PROGRESS_ROLLUP_SECONDS", 0.1)
+    svc = make_service(encode_workers=1)
+    job_id = svc.submit([media["long"]], variations=2)["jobId"]
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = svc.get(f"/api/jobs/{job_id}").get_json()
+        seen.append(job["overallProgress"])
+        if job["status"] == "completed":
+            break
+        time.sleep(0.03)
+    assert seen[-1] == 100
+    assert seen == sorted(seen), "overallProgress never goes backwards"
+    assert len({p for p in seen if 0 < p < 100}) >= 4, f"progress should rise in steps: {sorted(set(seen))}"
+
+
+def test_fifo_jobs_with_one_worker(make_service, media):
+    svc = make_service(encode_workers=1)
+    first = svc.submit([media["clip"]], variations=2)["jobId"]
+    second = svc.submit([media["clip"]], variations=1)["jobId"]
+    a, b = svc.wait(first), svc.wait(second)
+    assert a["status"] == b["status"] == "completed"
+    assert a["startedAt"] <= b["startedAt"] and a["finishedAt"] <= b["finishedAt"]
+
+
+def test_list_jobs_newest_first_with_filters(service, media):
+    ids = [service.submit([media["clip"]], variations=1)["jobId"] for _ in range(3)]
+    for job_id in ids:
+        service.wait(job_id)
+    listed = service.get("/api/jobs").get_json()
+    assert [j["id"] for j in listed] == ids[::-1]
+    item = listed[0]
+    assert set(item) >= {"id", "status", "totalVideos", "totalVariations", "completedVariations",
+                         "overallProgress", "fileNames", "thumbnailUrl", "createdAt", "expiresAt"}
+    assert item["fileNames"] == ["clip.mp4"] and item["overallProgress"] == 100
+    assert item["createdAt"].endswith("Z")
+    assert len(service.get("/api/jobs?limit=2").get_json()) == 2
+    assert service.get("/api/jobs?status=queued").get_json() == []
+    assert service.get("/api/jobs?limit=0").status_code == 400
+    assert service.get("/api/jobs?limit=201").status_code == 400
+    assert service.get("/api/jobs?status=nope").status_code == 400
+
+
+def test_output_supports_range_requests(service, media):
+    job = service.wait(service.submit([media["clip"]], variations=1)["jobId"])
+    o = outputs_of(job)[0]
+    whole = service.get(o["url"]).data
+    r = service.get(o["url"], headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.data == whole[100:200]
+    assert r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+    assert service.get(f"/api/jobs/{job['jobId']}/outputs/nope").status_code == 404

@@ -1,0 +1,60 @@
+"""Settings come from the environment; a bad value stops start-up with one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.settings import SettingsError, describe, load_settings
+
+from .conftest import ROOT
+
+
+def test_defaults():
+    s = load_settings({})
+    assert (s.port, s.web_concurrency, s.token_ttl_seconds, s.max_upload_mb) == (8000, 2, 86400, 500)
+    assert (s.job_ttl_hours, s.storage_limit_mb, s.cleanup_interval_seconds) == (24, 3072, 300)
+    assert s.encode_workers == os.cpu_count() and s.data_dir == Path("./data")
+    assert s.auth_password is None and s.token_secret is None and s.ffmpeg_binary is None
+
+
+def test_values_are_read():
+    s = load_settings({"PORT": "9000", "ENCODE_WORKERS": "3", "JOB_TTL_HOURS": "0.001",
+                       "CLEANUP_INTERVAL_SECONDS": "0.5", "DATA_DIR": "/srv/x", "AUTH_PASSWORD": "pw"})
+    assert (s.port, s.encode_workers, s.job_ttl_hours, s.cleanup_interval_seconds) == (9000, 3, 0.001, 0.5)
+    assert s.job_ttl_seconds == pytest.approx(3.6) and s.data_dir == Path("/srv/x") and s.auth_password == "pw"
+
+
+def test_every_documented_setting_is_read():
+    documented = {"PORT", "WEB_CONCURRENCY", "DATA_DIR", "AUTH_PASSWORD", "TOKEN_SECRET", "TOKEN_TTL_SECONDS",
+                  "ENCODE_WORKERS", "MAX_UPLOAD_MB", "JOB_TTL_HOURS", "STORAGE_LIMIT_MB",
+                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL"}
+    assert documented <= set(describe())
+    readme = (ROOT / "README.md").read_text()
+    for name in describe():
+        assert f"`{name}`" in readme, f"{name} is not documented in the README"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ENCODE_WORKERS", "abc"), ("ENCODE_WORKERS", "0"), ("PORT", "70000"), ("WEB_CONCURRENCY", "-1"),
+    ("JOB_TTL_HOURS", "soon"), ("JOB_TTL_HOURS", "0"), ("MAX_UPLOAD_MB", "nan"), ("TOKEN_TTL_SECONDS", "1.5"),
+    ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
+])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+    [sys.executable, "app.py"],
+])
+def test_bad_value_stops_start_up_with_one_line(command, tmp_path):
+    env = {**os.environ, "ENCODE_WORKERS": "abc", "DATA_DIR": str(tmp_path)}
+    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
+    assert len(lines) == 1 and "ENCODE_WORKERS" in lines[0], lines
