@@ -49,6 +49,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "vertical": _clip(d / "vertical.mp4", size="240x320", audio=False),
         "odd": _clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
         "long": _clip(d / "long.mp4", size="1280x720", seconds=10),
+        # encodes for a few seconds: long enough to cancel in the middle
+        "slow": _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
     }
     hevc = _clip(d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none"))
     m["rotated"] = d / "rotated.mov"
@@ -262,6 +264,25 @@ def decode_errors(path: Path) -> str:
     r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-f", "null", "-"],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     return r.stderr.strip() + ("" if r.returncode == 0 else f" (exit {r.returncode})")
+
+
+def ffmpeg_pids_writing_under(folder: Path) -> list[int]:
+    """Live ffmpeg processes whose command line names a file under `folder`."""
+    found = []
+    needle = str(folder).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if needle in cmdline and b"ffmpeg" in cmdline.split(b"\0")[0] and state != "Z":
+            found.append(int(entry))
+    return found
 
 
 def video_md5(path: Path) -> str:

@@ -9,16 +9,16 @@ from werkzeug.exceptions import HTTPException
 class APIError(Exception):
     """Raise from a view to answer with a JSON error."""
 
-    def __init__(self, status: int, message: str, **extra):
+    def __init__(self, code: int, message: str, **extra):
         super().__init__(message)
-        self.status = status
+        self.code = code
         self.message = message
         self.extra = extra
 
 
-def error_response(status: int, message: str, **extra):
+def error_response(code: int, message: str, **extra):
     response = jsonify({"error": message, **extra})
-    response.status_code = status
+    response.status_code = code
     return response
 
 
@@ -33,7 +33,7 @@ _MESSAGES = {
 
 
 def handle_api_error(exc: APIError):
-    return error_response(exc.status, exc.message, **exc.extra)
+    return error_response(exc.code, exc.message, **exc.extra)
 
 
 def handle_http_exception(exc: HTTPException):

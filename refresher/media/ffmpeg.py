@@ -15,6 +15,7 @@ import collections
 import ctypes
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -205,7 +206,7 @@ def run_ffmpeg(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
     stall_seconds: float | None = None,
-    poll_interval: float = 0.05,
+    poll_interval: float = 0.02,
     grace: float | None = None,
 ) -> RunResult:
     """Run one ffmpeg process to the end, or until `should_stop()` says so.
@@ -312,11 +313,23 @@ def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout=timeout)
+    """Wait for the process to exit; woken the moment it does (a pidfd), not on
+    Popen.wait's polling schedule."""
+    if proc.poll() is not None:
         return True
-    except subprocess.TimeoutExpired:
-        return False
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd: fall back to polling
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return proc.poll() is not None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

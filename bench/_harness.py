@@ -1,0 +1,102 @@
+"""Shared pieces of the benchmarks: test media made with lavfi, a real gunicorn
+server on a free port, and small statistics helpers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from refresher.media.ffmpeg import resolve_binary  # noqa: E402
+
+FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
+PASSWORD = "bench-password"
+
+
+def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = True) -> Path:
+    path = folder / name
+    if path.exists():
+        return path
+    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
+    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(args, check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+class Server:
+    """A real gunicorn, as the Procfile starts it."""
+
+    def __init__(self, data_dir: Path | None = None, **env):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="refresher-bench-"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PORT": str(self.port), "DATA_DIR": str(self.data_dir),
+                    "AUTH_PASSWORD": PASSWORD, **{k: str(v) for k, v in env.items()}}
+        self.session = requests.Session()
+
+    def __enter__(self) -> "Server":
+        self.log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the server did not start; see " + str(self.data_dir / "server.log"))
+        token = self.session.post(self.url + "/api/auth", json={"password": PASSWORD}).json()["token"]
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+    def submit(self, paths, variations: int, **fields) -> str:
+        files = [("videos", (Path(p).name, open(p, "rb"), "video/mp4")) for p in paths]
+        r = self.session.post(self.url + "/api/jobs", files=files, data={"variations": variations, **fields})
+        r.raise_for_status()
+        return r.json()["jobId"]
+
+    def job(self, job_id: str) -> dict:
+        return self.session.get(f"{self.url}/api/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, timeout: float = 600) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in ("completed", "failed", "cancelled"):
+                return job
+            time.sleep(0.05)
+        raise RuntimeError(f"job {job_id} did not finish")
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return (f"median {statistics.median(ordered) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   "
+            f"max {ordered[-1] * 1000:7.1f} ms   (n={len(ordered)})")
