@@ -24,7 +24,7 @@ workers = _settings.web_concurrency
 # Threads keep status polling fast while uploads, downloads and SSE streams
 # are open; the heartbeat runs on its own thread, so long uploads are fine.
 worker_class = "gthread"
-threads = 16
+threads = 32
 timeout = 60
 graceful_timeout = 20          # Heroku sends SIGKILL 30 s after SIGTERM
 keepalive = 5

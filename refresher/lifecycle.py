@@ -77,13 +77,15 @@ def disk_too_full(path: Path) -> bool:
     return usage.used / usage.total > DISK_FULL_FRACTION
 
 
-def evict_for_space(conn, settings: Settings) -> list[str]:
-    """Delete the oldest finished jobs until DATA_DIR is under STORAGE_LIMIT_MB
-    and the disk under 85 % full. Queued and running jobs are never touched."""
+def evict_for_space(conn, settings: Settings, extra_needed: int = 0) -> list[str]:
+    """Delete the oldest finished jobs until DATA_DIR (plus `extra_needed` bytes
+    about to be written) is under STORAGE_LIMIT_MB and the disk under 85 % full.
+    Queued and running jobs are never touched."""
     evicted = []
     used = directory_size(settings.data_dir)
     for job in store.finished_jobs_oldest_first(conn):
-        if used <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir):
+        if used + extra_needed <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir) \
+                and free_bytes(settings.data_dir) >= extra_needed:
             break
         size = directory_size(job_dir(settings.data_dir, job["id"]))
         delete_job_everywhere(conn, settings.data_dir, job["id"])
@@ -135,8 +137,39 @@ def sweep_temporaries(conn, settings: Settings, running: set[str] = frozenset(),
     return removed
 
 
+# Outputs are capped at 2.5 Mb/s video + 128 kb/s audio; leave room for the
+# moov rewrite of +faststart and a margin.
+OUTPUT_BYTES_PER_SECOND = (2_500_000 + 128_000) / 8
+SPACE_MARGIN = 1.5
+UNKNOWN_DURATION_SECONDS = 600
+
+
+def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
+    seconds = sum((f["duration"] or UNKNOWN_DURATION_SECONDS) for f in files)
+    return int(seconds * variations_per_video * OUTPUT_BYTES_PER_SECOND * SPACE_MARGIN)
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def make_room_for(conn, settings: Settings, job: dict) -> str | None:
+    """Before a job starts: evict finished jobs if its outputs would push the
+    data directory over its limits; return a reason if the disk cannot hold them."""
+    needed = estimate_job_bytes(store.get_job_files(conn, job["id"]), job["variations_per_video"])
+    if free_bytes(settings.data_dir) < needed or \
+            directory_size(settings.data_dir) + needed > settings.storage_limit_bytes:
+        evict_for_space(conn, settings, extra_needed=needed)
+    free = free_bytes(settings.data_dir)
+    if free < needed:
+        return (f"not enough disk space for this job: its outputs need about {needed / 1e6:.0f} MB "
+                f"and only {free / 1e6:.0f} MB are free")
+    return None
+
+
 def run_cleanup(settings: Settings, running: set[str] = frozenset()) -> None:
     """One pass of the cleanup daemon."""
+    log.info("cleanup pass in process %d", os.getpid())
     conn = store.connect(settings.db_path)
     try:
         expire_finished_jobs(conn, settings)

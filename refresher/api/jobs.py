@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 CANCEL_SETTLE_TIMEOUT = 15.0     # > the q → SIGTERM → SIGKILL ladder (4 s) with room to spare
 EVENTS_POLL_SECONDS = 0.5
 EVENTS_KEEPALIVE_SECONDS = 15.0
+EVENTS_MAX_SECONDS = 600.0
+MAX_EVENT_STREAMS_PER_PROCESS = 24  # gunicorn runs 32 threads per worker
+_event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS_PER_PROCESS)
 
 
 @bp.before_request
@@ -73,16 +77,25 @@ def get_job(job_id: str):
 
 @bp.get("/<job_id>/events")
 def job_events(job_id: str):
-    """Server-Sent Events: the job's JSON each time it changes, until it is final."""
+    """Server-Sent Events: the job's JSON each time it changes, until it is final.
+
+    Each open stream holds one thread of a gthread worker, mostly asleep; the
+    number per worker is capped below its thread count so that status polls
+    and uploads always find a free thread. A stream also ends after
+    EVENTS_MAX_SECONDS; EventSource reconnects by itself."""
     _job_or_404(job_id)
+    if not _event_streams.acquire(blocking=False):
+        raise APIError(503, "too many live progress streams are open; poll GET /api/jobs/<id> instead",
+                       retryAfter=5)
     db_path = _settings().db_path
 
     def stream():
         conn = store.connect(db_path)
+        ends_at = time.monotonic() + EVENTS_MAX_SECONDS
         try:
             last, last_sent_at = None, time.monotonic()
             yield "retry: 2000\n\n"
-            while True:
+            while time.monotonic() < ends_at:
                 detail = load_detail(conn, job_id)
                 if detail is None:
                     yield _sse({"jobId": job_id, "status": "deleted"}, event="deleted")
@@ -101,6 +114,7 @@ def job_events(job_id: str):
             conn.close()
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response.call_on_close(_event_streams.release)  # the server always closes the response
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

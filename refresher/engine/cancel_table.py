@@ -58,9 +58,6 @@ class CancelTable:
     def stopped_cleanly(self) -> bool:
         return self._a[_CLEAN_EXIT] == 1
 
-    def mark_started(self, pid: int) -> None:
-        self._a[_CLEAN_EXIT] = 0
-        self.beat(pid)
 
     def set_shutdown(self, value: bool) -> None:
         self._a[_SHUTDOWN] = 1 if value else 0

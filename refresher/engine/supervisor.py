@@ -70,7 +70,7 @@ class Supervisor:
 
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
-        self.table.mark_started(os.getpid())
+        self.table.mark_stopped(clean=False)  # not ready yet; a crash from here on is unclean
         self.conn = store.connect(self.settings.db_path)
         store.migrate(self.conn)
         self.table.set_shutdown(False)
@@ -83,6 +83,7 @@ class Supervisor:
                       self.settings.stall_seconds),
         )
         self.start_scheduler()
+        self.table.beat(os.getpid())  # ready: recovered, swept, pool up
         log.info("supervisor %d running %d encode worker(s) with %s", os.getpid(),
                  self.settings.encode_workers, self.binary)
         try:
@@ -124,8 +125,9 @@ class Supervisor:
             candidates = store.next_queued_variations(self.conn, free, exclude=self.in_flight)
             if not candidates:
                 job = store.oldest_queued_job(self.conn)
-                if job is None or not self.start_job(job):
+                if job is None:
                     return
+                self.start_job(job)
                 continue
             for task in candidates:
                 if not store.dispatch_variation(self.conn, task["id"], time.time()):
@@ -138,12 +140,16 @@ class Supervisor:
                                           {"id": vid, "outcome": "failed", "error": f"worker error: {exc}"}))
                 free -= 1
 
-    def start_job(self, job: dict) -> bool:
-        """queued → processing. False if there was nothing to start."""
-        if not store.claim_job(self.conn, job["id"], time.time()):
-            return True  # somebody cancelled it meanwhile; look again
-        log.info("job %s started", job["id"])
-        return True
+    def start_job(self, job: dict) -> None:
+        """queued → processing, unless the disk cannot hold its outputs."""
+        problem = lifecycle.make_room_for(self.conn, self.settings, job)
+        if problem is not None:
+            log.error("job %s cannot start: %s", job["id"], problem)
+            store.fail_job(self.conn, job["id"], problem, time.time(), self.settings.job_ttl_seconds)
+            self.delete_sources(job["id"])
+        elif store.claim_job(self.conn, job["id"], time.time()):
+            log.info("job %s started", job["id"])
+        # else somebody cancelled it meanwhile
 
     # --- outcomes ---------------------------------------------------------------------
     def handle_outcome(self, outcome: dict) -> None:
