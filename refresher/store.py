@@ -89,6 +89,10 @@ MIGRATIONS: list[str] = [
         last_used_at REAL
     );
     """,
+    # 2: failures counted apart from interruptions (a restart is not the encode's fault)
+    """
+    ALTER TABLE variations ADD COLUMN failures INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 
@@ -427,15 +431,16 @@ def complete_variation(conn: sqlite3.Connection, variation_id: str, size: int, n
 
 
 def end_variation(conn: sqlite3.Connection, variation_id: str, status: str, now: float,
-                  error: str | None = None) -> bool:
-    """processing → failed | cancelled, or back to queued (an interrupted attempt)."""
+                  error: str | None = None, failed: bool = False) -> bool:
+    """processing → failed | cancelled, or back to queued for another attempt.
+    `failed` counts the attempt as the encode's own failure (not an interruption)."""
     assert status in ("failed", "cancelled", "queued")
     finished = None if status == "queued" else now
     cur = conn.execute(
         "UPDATE variations SET status = ?, error = ?, finished_at = ?, ffmpeg_pid = NULL,"
-        " progress = CASE WHEN ? = 'queued' THEN 0 ELSE progress END"
+        " failures = failures + ?, progress = CASE WHEN ? = 'queued' THEN 0 ELSE progress END"
         " WHERE id = ? AND status = 'processing'",
-        (status, error, finished, status, variation_id),
+        (status, error, finished, 1 if failed else 0, status, variation_id),
     )
     return cur.rowcount == 1
 

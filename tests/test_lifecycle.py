@@ -44,7 +44,7 @@ def test_job_queued_past_expiry_fails(make_service, media):
     svc = make_service(encode_workers=1, job_ttl_hours=0.0005, cleanup_interval_seconds=0.3)  # 1.8 s
     busy = svc.submit([media["slow"]], variations=2)["jobId"]
     waiting = svc.submit([media["clip"]], variations=1)["jobId"]
-    wait_until(lambda: svc.get(f"/api/jobs/{waiting}").get_json()["status"] == "failed", timeout=15)
+    wait_until(lambda: svc.get(f"/api/jobs/{waiting}").get_json()["status"] == "failed", timeout=40)
     job = svc.get(f"/api/jobs/{waiting}").get_json()
     assert "queue" in job["error"] and job["startedAt"] is None and job["finishedAt"]
     assert svc.get(f"/api/jobs/{busy}").get_json()["status"] == "processing", "running jobs are not touched"
@@ -80,8 +80,10 @@ def test_eviction_never_touches_queued_or_running_jobs(make_service, media):
 
 def test_daemon_evicts_over_the_storage_limit(make_service, media):
     svc = make_service(storage_limit_mb=0.05, cleanup_interval_seconds=0.3)
-    first = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
+    first = svc.submit([media["clip"]], variations=1)["jobId"]  # finished jobs only are evicted …
     wait_until(lambda: gone(svc, first), timeout=10)
+    conn = store.connect(svc.settings.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
 
 def test_sweep_at_start_removes_what_no_row_owns(service, media):

@@ -36,8 +36,11 @@ def health():
     if not os.access(settings.data_dir, os.W_OK):
         problems.append(f"the data directory is not writable")
     table = installed_cancel_table()
-    supervisor = "running" if table is not None and table.supervisor_alive() else "not running"
-    if supervisor != "running":
+    supervisor = "not running"
+    if table is not None and table.supervisor_alive():
+        # standby: another server's supervisor owns DATA_DIR and runs the jobs
+        supervisor = "standby" if table.supervisor_standby() else "running"
+    if supervisor == "not running":
         problems.append("no supervisor is running, so jobs are not processed")
     body = {
         "status": "degraded" if problems else "ok",

@@ -20,7 +20,7 @@ import multiprocessing
 import time
 
 SLOTS = 4096
-_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT = range(4)
+_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT, _STANDBY = range(5)
 _HEADER = 8
 
 
@@ -40,11 +40,16 @@ class CancelTable:
             self._a[_HEADER + job_seq % SLOTS] = 0
 
     # --- the supervisor's header -----------------------------------------------
-    def beat(self, pid: int) -> None:
+    def beat(self, pid: int, standby: bool = False) -> None:
+        """The supervisor is alive; `standby` while another one owns DATA_DIR."""
         self._a[_SUPERVISOR_PID] = pid
+        self._a[_STANDBY] = 1 if standby else 0
         self._a[_HEARTBEAT] = int(time.time() * 1000)
 
-    def supervisor_alive(self, within: float = 10.0) -> bool:
+    def supervisor_standby(self) -> bool:
+        return self._a[_STANDBY] == 1
+
+    def supervisor_alive(self, within: float = 5.0) -> bool:
         return self._a[_HEARTBEAT] > 0 and time.time() * 1000 - self._a[_HEARTBEAT] < within * 1000
 
     def supervisor_pid(self) -> int:

@@ -15,12 +15,14 @@ not know, so the exit status is lost).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
 import signal
+import sqlite3
 import stat
 import threading
 import time
@@ -42,6 +44,7 @@ LOST_TASK_CHECK_SECONDS = 1.0
 MAX_FAILED_ATTEMPTS = 2          # an ffmpeg that fails is retried once
 MAX_INTERRUPTIONS = 3            # restarts/shutdowns a variation may live through
 RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
+SUPERVISOR_LOCK = "supervisor.lock"
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Supervisor:
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
         self.table.mark_stopped(clean=False)  # not ready yet; a crash from here on is unclean
+        if not self.take_data_dir_lock():
+            return
         self.conn = store.connect(self.settings.db_path)
         store.migrate(self.conn)
         self.table.set_shutdown(False)
@@ -92,14 +97,49 @@ class Supervisor:
                 if os.getppid() != self.parent_pid:
                     log.warning("the server process is gone; the supervisor shuts down")
                     break
-                self.tick()
                 try:
-                    outcome = self.results.get(timeout=TICK_SECONDS)
-                except queue.Empty:
-                    continue
-                self.handle_outcome(outcome)
+                    self.tick()
+                    try:
+                        outcome = self.results.get(timeout=TICK_SECONDS)
+                    except queue.Empty:
+                        continue
+                    self.handle_outcome(outcome)
+                except (sqlite3.Error, OSError) as exc:
+                    # A full disk or a locked database must not take the supervisor
+                    # down: say so, wait a little, and carry on.
+                    log.error("supervisor loop: %s", exc)
+                    self.stopping.wait(1.0)
         finally:
             self.shutdown()
+
+    def take_data_dir_lock(self) -> bool:
+        """One supervisor per DATA_DIR, even when two servers are started on it
+        by mistake: the second waits, serving nothing, until the lock is free."""
+        self.lock_file = open(self.data_dir / SUPERVISOR_LOCK, "a+")
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock_file.seek(0)
+            holder = self.lock_file.read().strip() or "another process"
+            log.error("another supervisor (pid %s) already runs on %s; this server's supervisor "
+                      "waits until it stops and takes over then", holder, self.data_dir)
+            while not self.stopping.is_set():
+                if os.getppid() != self.parent_pid:
+                    return False
+                self.table.beat(os.getpid(), standby=True)
+                try:
+                    fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self.stopping.wait(1.0)
+            else:
+                return False
+            log.warning("the other supervisor stopped; this one takes over %s", self.data_dir)
+        self.lock_file.seek(0)
+        self.lock_file.truncate()
+        self.lock_file.write(str(os.getpid()))
+        self.lock_file.flush()
+        return True
 
     def tick(self) -> None:
         while True:
@@ -166,20 +206,26 @@ class Supervisor:
             store.end_variation(self.conn, variation_id, "cancelled", now)
         elif kind == "interrupted":
             self.requeue_or_fail(row, "interrupted")
+        elif kind == "failed" and self.stopping.is_set():
+            self.requeue_or_fail(row, "interrupted")  # ffmpeg got the shutdown signal too
         elif kind == "failed":
-            if row["attempts"] < MAX_FAILED_ATTEMPTS and not self.stopping.is_set():
-                log.warning("variation %s failed, retrying: %s", variation_id, outcome.get("error"))
-                store.end_variation(self.conn, variation_id, "queued", now, outcome.get("error"))
+            error = outcome.get("error")
+            if row["failures"] + 1 < MAX_FAILED_ATTEMPTS:
+                log.warning("variation %s failed, retrying: %s", variation_id, error)
+                store.end_variation(self.conn, variation_id, "queued", now, error, failed=True)
             else:
-                log.error("variation %s failed: %s", variation_id, outcome.get("error"))
-                store.end_variation(self.conn, variation_id, "failed", now, outcome.get("error"))
+                log.error("variation %s failed: %s", variation_id, error)
+                store.end_variation(self.conn, variation_id, "failed", now, error, failed=True)
         self.settle(row["job_id"])
 
     def requeue_or_fail(self, row: dict, why: str) -> None:
+        """An attempt that ended through no fault of the encode: try again, but
+        not forever."""
         now = time.time()
-        if row["attempts"] >= MAX_INTERRUPTIONS:
+        interruptions = row["attempts"] - row["failures"]
+        if interruptions >= MAX_INTERRUPTIONS:
             store.end_variation(self.conn, row["id"], "failed", now,
-                                f"the encode was {why} {row['attempts']} times; giving up")
+                                f"the encode was {why} {interruptions} times (restarts or crashes); giving up")
         else:
             store.end_variation(self.conn, row["id"], "queued", now)
 
@@ -252,10 +298,13 @@ class Supervisor:
         self.scheduler.start()
 
     def cleanup(self) -> None:
-        lifecycle.run_cleanup(self.settings, running=set(self.in_flight))
+        running = set(self.in_flight.copy())  # dict.copy is atomic; the main thread changes in_flight
+        lifecycle.run_cleanup(self.settings, running=running)
 
     # --- shutting down ---------------------------------------------------------------------
     def shutdown(self) -> None:
+        if self.conn is None:
+            return  # never got the DATA_DIR lock: nothing was started
         self.table.set_shutdown(True)  # running ffmpeg stop gracefully; nothing new starts
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)

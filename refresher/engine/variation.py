@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,10 @@ def encode_variation(task: dict) -> dict:
             t = time.monotonic()
             if percent > last["percent"] and t - last["at"] >= PROGRESS_WRITE_INTERVAL:
                 last.update(at=t, percent=percent)
-                store.record_variation_progress(s.conn, variation_id, percent)
+                try:
+                    store.record_variation_progress(s.conn, variation_id, percent)
+                except sqlite3.OperationalError:
+                    pass  # a busy or full database costs one progress update, not the encode
 
         cmd = fx.encode_command(s.binary, Path(task["source_path"]), partial, effects,
                                 media["width"], media["height"], media["hasAudio"])
@@ -112,11 +116,16 @@ def encode_variation(task: dict) -> dict:
             return {"id": variation_id, "outcome": "failed", "error": f"could not start ffmpeg: {exc}"}
 
         if result.ok and partial.exists():
-            os.replace(partial, output)
-            store.complete_variation(s.conn, variation_id, output.stat().st_size, time.time())
+            try:
+                os.replace(partial, output)
+                store.complete_variation(s.conn, variation_id, output.stat().st_size, time.time())
+            except (OSError, sqlite3.Error) as exc:
+                _remove(output)
+                return {"id": variation_id, "outcome": "failed", "error": f"could not save the output: {exc}"}
             return {"id": variation_id, "outcome": "completed", "elapsed": result.elapsed}
         _remove(partial)  # after ffmpeg is reaped: nothing can write to it any more
-        if result.stopped:
+        if result.stopped or should_stop():
+            # ours to stop, or it died of the same shutdown signal that reached us
             outcome = stop_outcome()
             outcome["stopStage"] = result.stop_stage
             return outcome

@@ -1,0 +1,201 @@
+"""Shutdowns, crashes and dying parts: no work lost, nothing orphaned."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from refresher import store
+
+from .conftest import FFMPEG, ROOT, EmbeddedService, ffmpeg_pids_writing_under, make_settings
+
+
+def wait_until(predicate, timeout=60, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def job_of(server, job_id):
+    return server.session.get(f"{server.url}/api/jobs/{job_id}").json()
+
+
+def submit(server, paths, variations):
+    files = [("videos", (Path(p).name, open(p, "rb"), "video/mp4")) for p in paths]
+    r = server.session.post(f"{server.url}/api/jobs", files=files, data={"variations": str(variations)})
+    assert r.status_code == 202, r.text
+    return r.json()["jobId"]
+
+
+def finished_outputs(data_dir: Path, job_id: str) -> dict[str, str]:
+    """variation id → sha256 of its output, for every completed variation."""
+    conn = store.connect(data_dir / "refresher.db")
+    try:
+        return {v["id"]: hashlib.sha256((data_dir / v["output_path"]).read_bytes()).hexdigest()
+                for v in store.get_job_variations(conn, job_id) if v["status"] == "completed"}
+    finally:
+        conn.close()
+
+
+def running_ffmpeg(data_dir: Path, job_id: str) -> list[int]:
+    return ffmpeg_pids_writing_under(data_dir / "jobs" / job_id)
+
+
+def mid_job(server, media, variations=4):
+    """A job with at least one finished variation and one encoding."""
+    job_id = submit(server, [media["long"]], variations)
+    wait_until(lambda: job_of(server, job_id)["completedVariations"] >= 1
+               and running_ffmpeg(server.data_dir, job_id), interval=0.02)
+    return job_id
+
+
+def test_sigterm_mid_job_then_restart_resumes(gunicorn_server, media):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    job_id = mid_job(server, media)
+    before = finished_outputs(server.data_dir, job_id)
+    elapsed = server.stop(signal.SIGTERM)
+    assert elapsed < 30, f"shutdown took {elapsed:.1f} s"
+    assert server.leftovers() == [], "every process is gone"
+    folder = server.data_dir / "jobs" / job_id
+    assert not [p for p in folder.iterdir() if ".part" in p.name], "no partial output survives"
+
+    again = gunicorn_server(ENCODE_WORKERS=1, DATA_DIR=server.data_dir)
+    job = wait_until(lambda: (j := job_of(again, job_id))["status"] == "completed" and j)
+    after = finished_outputs(again.data_dir, job_id)
+    assert len(after) == 4 and job["completedVariations"] == 4
+    assert {k: after[k] for k in before} == before, "finished variations kept: same ids, same bytes"
+
+
+def test_sigkill_of_the_whole_server_then_restart_resumes(gunicorn_server, media):
+    server = gunicorn_server(ENCODE_WORKERS=2)
+    job_id = mid_job(server, media, variations=5)
+    before = finished_outputs(server.data_dir, job_id)
+    os.killpg(server.proc.pid, signal.SIGKILL)  # master, workers, supervisor, pool; ffmpeg has its own session
+    server.proc.wait()
+    wait_until(lambda: not running_ffmpeg(server.data_dir, job_id), timeout=5)
+    assert server.leftovers() == []
+
+    again = gunicorn_server(ENCODE_WORKERS=2, DATA_DIR=server.data_dir)
+    wait_until(lambda: job_of(again, job_id)["status"] == "completed")
+    after = finished_outputs(again.data_dir, job_id)
+    assert len(after) == 5 and {k: after[k] for k in before} == before
+    folder = again.data_dir / "jobs" / job_id
+    assert not [p for p in folder.iterdir() if ".part" in p.name]
+
+
+def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, media):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    job_id = mid_job(server, media, variations=4)
+    old = int(re.findall(r"supervisor (\d+) running", server.log_text())[-1])
+    old_ffmpeg = running_ffmpeg(server.data_dir, job_id)
+    killed_at = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    health = []
+    new = wait_until(lambda: (health.append(server.session.get(server.url + "/api/health").status_code)
+                              or [p for p in re.findall(r"supervisor (\d+) running", server.log_text())
+                                  if int(p) != old]), timeout=10, interval=0.005)
+    recovered_in = time.monotonic() - killed_at
+    assert recovered_in < 10
+    wait_until(lambda: server.session.get(server.url + "/api/health").status_code == 200, timeout=5)
+    assert 503 in health, "health said degraded while no supervisor ran"
+    assert not [p for p in old_ffmpeg if alive(p)], "the old ffmpeg did not outlive it"
+    job = wait_until(lambda: (j := job_of(server, job_id))["status"] == "completed" and j)
+    assert job["completedVariations"] == 4
+
+
+def test_ffmpeg_killed_from_outside_is_retried_once(make_service, media):
+    svc = make_service(encode_workers=1)
+    job_id = svc.submit([media["slow"]], variations=1)["jobId"]
+    pid = wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id))[0]
+    os.kill(pid, signal.SIGKILL)
+    job = svc.wait(job_id, timeout=90)
+    assert job["status"] == "completed"
+    conn = store.connect(svc.settings.db_path)
+    [v] = store.get_job_variations(conn, job_id)
+    assert (v["attempts"], v["failures"]) == (2, 1)
+
+
+def test_ffmpeg_killed_twice_fails_the_file_with_the_reason(make_service, media):
+    svc = make_service(encode_workers=1)
+    job_id = svc.submit([media["slow"]], variations=1)["jobId"]
+    for _ in range(2):
+        pid = wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id))[0]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: pid not in running_ffmpeg(svc.settings.data_dir, job_id))
+    job = svc.wait(job_id, timeout=30)
+    assert job["status"] == "failed" and "signal 9" in job["error"], job
+    assert job["files"][0]["status"] == "failed" and "signal 9" in job["files"][0]["error"]
+
+
+def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monkeypatch):
+    monkeypatch.setenv("REAL_FFMPEG", FFMPEG)
+    svc = make_service(encode_workers=1, stall_seconds=1,
+                       ffmpeg_binary=str(ROOT / "tests" / "fakes" / "stalling_ffmpeg.py"))
+    job_id = svc.submit([media["clip"]], variations=1)["jobId"]
+    job = svc.wait(job_id, timeout=30)
+    assert job["status"] == "failed" and "no progress" in job["error"], job
+    assert "stalled" in job["error"], "ffmpeg's last words are part of the reason"
+    conn = store.connect(svc.settings.db_path)
+    assert [v["attempts"] for v in store.get_job_variations(conn, job_id)] == [2]
+    assert ffmpeg_pids_writing_under(svc.settings.data_dir) == []
+
+
+def test_two_servers_on_one_data_dir_run_one_supervisor(gunicorn_server, media):
+    first = gunicorn_server(ENCODE_WORKERS=1)
+    second = gunicorn_server(ENCODE_WORKERS=1, DATA_DIR=first.data_dir)
+    assert wait_until(lambda: "another supervisor" in second.log_text(), timeout=10)
+    health = second.session.get(second.url + "/api/health").json()
+    assert health["status"] == "ok" and health["supervisor"] == "standby"
+    job_id = submit(second, [media["clip"]], 1)
+    wait_until(lambda: job_of(second, job_id)["status"] == "completed")
+    first.stop()
+    wait_until(lambda: "takes over" in second.log_text(), timeout=10)
+    job_id = submit(second, [media["clip"]], 1)
+    wait_until(lambda: job_of(second, job_id)["status"] == "completed")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root: " + r.stderr.decode().strip())
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_mid_job_fails_the_job_and_the_service_carries_on(small_disk, media):
+    svc = EmbeddedService(make_settings(small_disk / "data", encode_workers=1))
+    filler = small_disk / "filler"
+    try:
+        job_id = svc.submit([media["slow"]], variations=1)["jobId"]  # 38 MB in, ~20 MB out expected
+        wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id), interval=0.01)
+        with open(filler, "wb") as f:  # fill the disk, leaving a little room for the database
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            f.write(b"\0" * max(0, free - 300_000))
+        job = svc.wait(job_id, timeout=60)
+        assert job["status"] == "failed" and "No space left" in job["error"], job
+        assert not [p for p in (svc.settings.data_dir / "jobs" / job_id).iterdir() if ".part" in p.name]
+        filler.unlink()
+        ok = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])
+        assert ok["status"] == "completed", "the service stays up and other jobs work"
+    finally:
+        svc.close()
