@@ -58,9 +58,10 @@ def baseline(source: Path, runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--seconds", type=float, default=60, help="length of the source clip")
     args = parser.parse_args()
     media = Path(tempfile.mkdtemp(prefix="refresher-bench-media-"))
-    source = make_clip(media, "cancel-source.mp4", "1280x720", 60)
+    source = make_clip(media, "cancel-source.mp4", "1280x720", args.seconds)
 
     base = baseline(source, args.runs)
     service = []

@@ -11,6 +11,7 @@ Targets (issue): every process gone well within 30 s; replaced within 10 s.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -45,8 +46,11 @@ def shutdown_time(server: Server, tag: str) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60, help="length of the source clip")
+    args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="refresher-bench-res-"))
-    source = make_clip(work, "long.mp4", "1280x720", 60)
+    source = make_clip(work, "long.mp4", "1280x720", args.seconds)
 
     idle_tag, busy_tag = "idle-" + str(os.getpid()), "busy-" + str(os.getpid())
     server = Server(ENCODE_WORKERS=2, BENCH_TAG=idle_tag).__enter__()

@@ -66,9 +66,10 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--pollers", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=120, help="length of the source clip")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="refresher-bench-sse-"))
-    source = make_clip(work, "long.mp4", "1280x720", 120)
+    source = make_clip(work, "long.mp4", "1280x720", args.seconds)
     with Server(WEB_CONCURRENCY=2) as server:
         job_id = server.submit([source], variations=10)
         while server.job(job_id)["status"] != "processing":

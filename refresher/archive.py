@@ -17,11 +17,13 @@ from .intake import safe_stem
 
 
 def folder_names(files: list[dict]) -> dict[str, str]:
-    """file id → a unique folder name."""
+    """file id → a unique folder name: the source's name without its extension
+    (names are already free of path separators and control characters)."""
     used: dict[str, int] = {}
     names = {}
     for f in files:
-        base = safe_stem(f["name"])
+        base = f["name"].rsplit(".", 1)[0].strip(". ") if "." in f["name"] else f["name"]
+        base = base or safe_stem(f["name"])
         count = used.get(base.lower(), 0) + 1
         used[base.lower()] = count
         names[f["id"]] = base if count == 1 else f"{base} ({count})"

@@ -115,7 +115,7 @@ def parse_variations(raw: str | None) -> int:
     if raw is None or raw.strip() == "":
         return DEFAULT_VARIATIONS
     raw = raw.strip()
-    if not re.fullmatch(r"\d{1,3}", raw) or not 1 <= int(raw) <= MAX_VARIATIONS:
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_VARIATIONS:
         raise APIError(400, f"variations must be a whole number from 1 to {MAX_VARIATIONS}, got {raw[:20]!r}")
     return int(raw)
 
@@ -145,6 +145,9 @@ def accept_job(request: UploadRequest, conn) -> dict:
         raise APIError(400, "no files: send 1 to 10 MP4/MOV videos in the 'videos' field")
     if len(uploads) > MAX_FILES:
         raise APIError(400, f"too many files: {len(uploads)} sent, at most {MAX_FILES} per job")
+    for field in ("variations", "seed"):
+        if len(request.form.getlist(field)) > 1:
+            raise APIError(400, f"{field} was sent more than once")
     variations = parse_variations(request.form.get("variations"))
     seed = parse_seed(request.form.get("seed"))
 
@@ -175,7 +178,7 @@ def _create_job(conn, settings, binary: str, accepted: list[dict], variations: i
     try:
         now = time.time()
         files, rows = [], []
-        all_effects = fx.draw_job_effects(seed, [a["info"].width / a["info"].height for a in accepted], variations)
+        all_effects = fx.draw_job_effects(seed, len(accepted), variations)
         for position, item in enumerate(accepted):
             file_id = new_id()
             upload_rel = f"jobs/{job_id}/source_{file_id}"

@@ -93,6 +93,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE variations ADD COLUMN failures INTEGER NOT NULL DEFAULT 0
     """,
+    # 3: rate-limit counters shared by every web worker (login throttling)
+    """
+    CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
 ]
 
 
@@ -511,6 +519,37 @@ def used_bytes(conn: sqlite3.Connection) -> int:
         " + COALESCE((SELECT SUM(size) FROM source_files WHERE upload_path IS NOT NULL), 0)"
     ).fetchone()
     return row[0]
+
+
+# --- rate limits -------------------------------------------------------------------
+
+def rate_limit_incr(conn: sqlite3.Connection, key: str, expiry: float, amount: int, now: float) -> int:
+    """Add to a fixed-window counter, starting a new window when the old one expired."""
+    with transaction(conn):
+        conn.execute("DELETE FROM rate_limits WHERE key = ? AND expires_at <= ?", (key, now))
+        conn.execute(
+            "INSERT INTO rate_limits (key, count, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET count = count + excluded.count",
+            (key, amount, now + expiry),
+        )
+        return conn.execute("SELECT count FROM rate_limits WHERE key = ?", (key,)).fetchone()[0]
+
+
+def rate_limit_get(conn: sqlite3.Connection, key: str, now: float) -> tuple[int, float]:
+    """(count, window end) of a live counter; (0, now) when there is none."""
+    row = conn.execute("SELECT count, expires_at FROM rate_limits WHERE key = ? AND expires_at > ?",
+                       (key, now)).fetchone()
+    return (row[0], row[1]) if row else (0, now)
+
+
+def rate_limit_clear(conn: sqlite3.Connection, key: str | None = None) -> int:
+    if key is None:
+        return conn.execute("DELETE FROM rate_limits").rowcount
+    return conn.execute("DELETE FROM rate_limits WHERE key = ?", (key,)).rowcount
+
+
+def rate_limit_prune(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute("DELETE FROM rate_limits WHERE expires_at <= ?", (now,)).rowcount
 
 
 # --- API tokens ------------------------------------------------------------------

@@ -34,7 +34,7 @@ def sse_events(response, limit=10_000):
 def test_zip_layout_store_method_manifest_and_length(service, media, tmp_path):
     same_name = tmp_path / "clip.mp4"
     same_name.write_bytes(media["clip2"].read_bytes())
-    job = service.wait(service.submit([media["clip"], same_name, media["vertical"]], variations=2,
+    job = service.wait(service.submit([media["clip"], same_name, media["clip2"]], variations=2,
                                       seed="zip-test")["jobId"])
     r = service.get(f"/api/jobs/{job['jobId']}/download")
     assert r.status_code == 200 and r.mimetype == "application/zip"
@@ -45,7 +45,7 @@ def test_zip_layout_store_method_manifest_and_length(service, media, tmp_path):
     assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     names = archive.namelist()
     folders = sorted({n.split("/")[0] for n in names if "/" in n})
-    assert folders == ["clip", "clip (2)", "vertical"], "one folder per source, same names kept apart"
+    assert folders == ["clip", "clip (2)", "second clip"], "one folder per source, same names kept apart"
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["jobId"] == job["jobId"] and manifest["seed"] == "zip-test"
     assert len(manifest["outputs"]) == 6 == len(names) - 1

@@ -60,7 +60,7 @@ def create_job():
 @bp.get("")
 def list_jobs():
     raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 200:
         raise APIError(400, "limit must be a whole number from 1 to 200")
     status = request.args.get("status")
     if status is not None and status not in store.JOB_STATUSES:

@@ -3,14 +3,22 @@
 Each variation gets its own random mix drawn from a generator seeded by the
 job's seed, the source's position and the variation number, so the same seed
 and inputs always give the same effects. Every effect is small enough that
-the ad still looks like itself: no mirroring (it would flip on-screen text),
-no visible borders (a rotation is always paired with enough zoom to hide the
-corners), colour shifts of a few percent.
+the ad still looks like itself: colour shifts of a few percent, a hue turn of
+a few degrees, a touch of film grain, a speed change of at most 2 %, and now
+and then a rotation of a fraction of a degree. No mirroring: it would flip
+on-screen text.
+
+The trade against the reference palette (rotation 0.001–0.01 rad on every
+variation): ffmpeg's rotate filter resamples every pixel and costs about 80 %
+of a variation's CPU, so a rotation goes to about one variation in seven, at
+0.001–0.003 rad, where it still moves the corners by a pixel or two but
+blurs less. Measured with bench/effects_cost.py (see BENCHMARKS.md): under
+half the reference chain's CPU per output second, and closer to the source
+by SSIM and PSNR.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from pathlib import Path
 
@@ -21,16 +29,14 @@ VIDEO_ARGS = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23",
 AUDIO_ARGS = ["-c:a", "aac", "-b:a", "128k"]
 
 # The palette: (name, probability a variation uses it, low, high, decimals).
-# Colour is always touched a little; geometry and the rest vary.
 _PALETTE = [
-    ("brightness", 1.0, -0.05, 0.05, 3),
-    ("contrast", 1.0, 0.95, 1.05, 3),
+    ("brightness", 1.0, -0.04, 0.04, 3),
+    ("contrast", 1.0, 0.96, 1.04, 3),
     ("saturation", 1.0, 0.95, 1.05, 3),
-    ("hue", 0.5, -4.0, 4.0, 1),            # degrees
-    ("zoom", 0.6, 1.01, 1.05, 3),          # crop factor, re-scaled to the output size
-    ("rotation", 0.35, 0.001, 0.01, 4),    # radians, either direction
-    ("noise", 0.25, 2, 5, 0),              # temporal noise strength
-    ("speed", 0.3, 0.97, 1.03, 3),         # playback speed, audio tempo follows
+    ("hue", 0.5, -3.0, 3.0, 1),            # degrees
+    ("noise", 0.3, 1, 3, 0),               # temporal grain strength
+    ("speed", 0.3, 0.98, 1.02, 3),         # playback speed; audio tempo follows
+    ("rotation", 0.15, 0.001, 0.003, 4),   # radians, either direction
 ]
 
 
@@ -39,46 +45,35 @@ def _rng(seed: str, position: int, variation_index: int, attempt: int) -> random
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0,
-                 aspect: float = 16 / 9) -> dict:
-    """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, ...}.
-    `aspect` is the source's width/height (a rotation needs more zoom when it is far from 1)."""
+def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0) -> dict:
+    """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, "hue": -1.5}."""
     rng = _rng(seed, position, variation_index, attempt)
     effects: dict = {}
     for name, probability, low, high, decimals in _PALETTE:
         used = rng.random() < probability
         value = rng.uniform(low, high)
+        negative = rng.random() < 0.5
         if not used:
             continue
         value = round(value, decimals) if decimals else int(round(value))
-        if name == "rotation" and rng.random() < 0.5:
+        if name == "rotation" and negative:
             value = -value
-        if name == "speed" and abs(value - 1) < 0.005:
+        if (name == "speed" and abs(value - 1) < 0.005) or (name == "hue" and value == 0):
             continue
         effects[name] = value
-    if "rotation" in effects:
-        # enough zoom that the rotated frame has no empty corners
-        needed = math.ceil(_zoom_to_hide_corners(effects["rotation"], aspect) * 1000 + 2) / 1000
-        effects["zoom"] = max(effects.get("zoom", 1.0), needed)
-        pan = (0.5, 0.5)  # the uncovered corners are symmetric: stay centred
-    else:
-        pan = (round(rng.uniform(0.2, 0.8), 2), round(rng.uniform(0.2, 0.8), 2))
-    if "zoom" in effects:
-        effects["panX"], effects["panY"] = pan
     return effects
 
 
-def draw_job_effects(seed: str, aspects: list[float], variations: int) -> list[list[dict]]:
-    """Effects for every variation of every file (one aspect ratio per file),
-    unique within the job."""
+def draw_job_effects(seed: str, files: int, variations: int) -> list[list[dict]]:
+    """Effects for every variation of every file, unique within the job."""
     seen: set[str] = set()
     result = []
-    for position, aspect in enumerate(aspects):
+    for position in range(files):
         row = []
         for index in range(1, variations + 1):
             attempt = 0
             while True:
-                effects = draw_effects(seed, position, index, attempt, aspect)
+                effects = draw_effects(seed, position, index, attempt)
                 key = repr(sorted(effects.items()))
                 if key not in seen:
                     break
@@ -87,12 +82,6 @@ def draw_job_effects(seed: str, aspects: list[float], variations: int) -> list[l
             row.append(effects)
         result.append(row)
     return result
-
-
-def _zoom_to_hide_corners(angle: float, aspect: float = 16 / 9) -> float:
-    # A w×h frame rotated by a needs scale cos|a| + max(w/h, h/w)·sin|a| to cover the frame.
-    a = abs(angle)
-    return math.cos(a) + max(aspect, 1 / aspect) * math.sin(a)
 
 
 def output_size(width: int, height: int) -> tuple[int, int]:
@@ -110,14 +99,11 @@ def video_filter(effects: dict, width: int, height: int) -> str:
     speed = effects.get("speed")
     if speed:
         chain.append(f"setpts=PTS/{speed}")
+    if (out_w, out_h) != (width, height):
+        chain.append(f"scale={out_w}:{out_h}:flags=bicubic")
+    chain.append("format=yuv420p")
     if "rotation" in effects:
         chain.append(f"rotate={effects['rotation']}:fillcolor=black")
-    zoom = effects.get("zoom")
-    if zoom:
-        px, py = effects.get("panX", 0.5), effects.get("panY", 0.5)
-        chain.append(f"crop=w=iw/{zoom}:h=ih/{zoom}:x=(iw-ow)*{px}:y=(ih-oh)*{py}")
-    if zoom or (out_w, out_h) != (width, height):
-        chain.append(f"scale={out_w}:{out_h}:flags=bicubic")
     eq = [f"{k}={effects[k]}" for k in ("brightness", "contrast", "saturation") if k in effects]
     if eq:
         chain.append("eq=" + ":".join(eq))
@@ -126,7 +112,6 @@ def video_filter(effects: dict, width: int, height: int) -> str:
     if "noise" in effects:
         chain.append(f"noise=alls={effects['noise']}:allf=t")
     chain.append(f"fps={OUTPUT_FPS}")
-    chain.append("format=yuv420p")
     return ",".join(chain)
 
 

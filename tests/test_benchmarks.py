@@ -1,0 +1,36 @@
+"""Every benchmark still runs and prints its figures side by side (tiny inputs,
+no assertions on times: these machines are shared and noisy)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+RUNS = {
+    "cancel_latency.py": ["--runs", "2", "--seconds", "20"],
+    "effects_cost.py": ["--seconds", "2", "--variations", "2"],
+    "throughput.py": ["--seconds", "2", "--variations", "1"],
+    "zip_download.py": ["--mb-per-output", "2"],
+    "sse_status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
+    "upload_memory.py": ["--mb", "20"],
+    "resilience.py": ["--seconds", "20"],
+}
+
+
+def test_every_benchmark_is_covered():
+    scripts = {p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(RUNS)
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_benchmark_runs(script):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *RUNS[script]], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert any("baseline" in line for line in lines) or "replaced" in r.stdout, r.stdout
+    assert any("service" in line for line in lines) or "replaced" in r.stdout, r.stdout
+    print(r.stdout)
