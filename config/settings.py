@@ -34,6 +34,7 @@ class Settings:
     stall_seconds: float = 120
     max_queued_jobs: int = 100
     cors_origins: tuple[str, ...] = ()
+    trust_proxy_hops: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -121,6 +122,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "STALL_SECONDS": ("stall_seconds", _positive_float),
     "MAX_QUEUED_JOBS": ("max_queued_jobs", lambda n, v: _int(n, v, 1)),
     "CORS_ORIGINS": ("cors_origins", _origins),
+    "TRUST_PROXY_HOPS": ("trust_proxy_hops", lambda n, v: _int(n, v, 0, 5)),
 }
 
 

@@ -6,8 +6,14 @@
 * API tokens are long-lived random secrets with a recognizable prefix; only
   their SHA-256 is stored.
 
-flask-httpauth's `HTTPTokenAuth` checks the `Authorization: Bearer` header and
-hands the caller to views as `token_auth.current_user()`.
+* The web form signs a browser in with a cookie session (Flask's signed
+  cookie) instead. When a request to the API carries no Authorization header,
+  that session is accepted too; because a browser sends its cookies along with
+  requests that other sites make it send, a state-changing request that relies
+  on the cookie must also carry the page's CSRF token.
+
+`token_auth` checks the `Authorization: Bearer` header (or the cookie session)
+and hands the caller to views as `token_auth.current_user()`.
 """
 from __future__ import annotations
 
@@ -20,11 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import current_app, request
+from flask import current_app, request, session
 from flask_httpauth import HTTPTokenAuth
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from . import store
+from .api.errors import APIError, error_response
 from .db import get_conn
 
 log = logging.getLogger(__name__)
@@ -32,13 +39,15 @@ log = logging.getLogger(__name__)
 API_TOKEN_PREFIX = "vr_"
 PASSWORD_FILE = "auth_password"
 SECRET_FILE = "token_secret"
+LAST_USED_GRANULARITY = 60  # seconds
 
-token_auth = HTTPTokenAuth(scheme="Bearer")
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
 class Caller:
-    kind: str                    # "session" or "api"
+    kind: str                    # "session" (the password holder, by token or browser) or "api"
     token_id: str | None = None  # the API token's id
 
 
@@ -118,7 +127,7 @@ def hash_api_token(token: str) -> str:
 
 def new_api_token() -> tuple[str, str]:
     """(id, secret) for a new API token."""
-    return secrets.token_urlsafe(9), API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return store.new_id(), API_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def _verify_api_token(token: str) -> Caller | None:
@@ -126,8 +135,84 @@ def _verify_api_token(token: str) -> Caller | None:
     row = store.find_api_token(conn, hash_api_token(token))
     if row is None:
         return None
-    store.touch_api_token(conn, row["id"], time.time())
+    # lastUsedAt to the minute: checked here so that most requests write nothing
+    # (an UPDATE, even one that matches no row, waits for SQLite's write lock).
+    now = time.time()
+    if row["last_used_at"] is None or row["last_used_at"] < now - LAST_USED_GRANULARITY:
+        store.touch_api_token(conn, row["id"], now, LAST_USED_GRANULARITY)
     return Caller("api", row["id"])
+
+
+# --- browser sessions (the web form) ---------------------------------------------
+
+_SIGNED_IN_AT = "signedInAt"
+_PASSWORD_MARK = "passwordMark"
+_CSRF = "csrf"
+
+
+def _password_mark() -> str:
+    """Changes with AUTH_PASSWORD, so choosing a new password signs every browser out."""
+    key = current_app.config["TOKEN_SECRET"].encode()
+    return hmac.new(key, current_app.config["AUTH_PASSWORD"].encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def csrf_token() -> str:
+    """The browser's anti-forgery token, made on first use and kept in its session."""
+    token = session.get(_CSRF)
+    if not isinstance(token, str) or not token:
+        token = session[_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_token_matches(candidate: str | None) -> bool:
+    expected = session.get(_CSRF)
+    if not candidate or not isinstance(expected, str) or not expected:
+        return False
+    return hmac.compare_digest(candidate.encode(), expected.encode())
+
+
+def sign_in_browser() -> None:
+    """Mark this browser as signed in, with a fresh CSRF token."""
+    session.clear()
+    session.permanent = True
+    session[_SIGNED_IN_AT] = time.time()
+    session[_PASSWORD_MARK] = _password_mark()
+    session[_CSRF] = secrets.token_urlsafe(32)
+
+
+def sign_out_browser() -> None:
+    session.clear()
+
+
+def browser_signed_in() -> bool:
+    signed_in_at = session.get(_SIGNED_IN_AT)
+    if not isinstance(signed_in_at, (int, float)):
+        return False
+    if time.time() - signed_in_at > current_app.config["TOKEN_TTL_SECONDS"]:
+        return False
+    return hmac.compare_digest(str(session.get(_PASSWORD_MARK, "")).encode(), _password_mark().encode())
+
+
+def _browser_caller() -> Caller | None:
+    if not browser_signed_in():
+        return None
+    if request.method not in SAFE_METHODS and not csrf_token_matches(request.headers.get(CSRF_HEADER)):
+        raise APIError(403, f"this request needs the page's {CSRF_HEADER} header; reload the page and try again")
+    return Caller("session")
+
+
+class BearerOrBrowserAuth(HTTPTokenAuth):
+    """A bearer token when an Authorization header is sent; otherwise the web
+    form's signed-in cookie session (never both: a bad header is not rescued
+    by a cookie)."""
+
+    def authenticate(self, auth, stored_password):
+        if "Authorization" in request.headers:
+            return super().authenticate(auth, stored_password)
+        return _browser_caller()
+
+
+token_auth = BearerOrBrowserAuth(scheme="Bearer")
 
 
 @token_auth.verify_token
@@ -141,8 +226,6 @@ def verify_token(token: str) -> Caller | None:
 
 @token_auth.error_handler
 def auth_error(status: int):
-    from .api.errors import error_response
-
     message = ("a valid bearer token is required (POST /api/auth for one)" if status == 401
                else "this token may not do that")
     return error_response(status, message)

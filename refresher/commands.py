@@ -9,6 +9,7 @@ from flask.cli import with_appcontext
 
 from . import auth, store
 from .api.serialize import iso
+from .api.tokens import MAX_NAME_LENGTH, clean_token_name
 
 
 def _conn():
@@ -25,9 +26,10 @@ def tokens_cli():
 @with_appcontext
 def create(name: str):
     """Create a token named NAME and print its secret (shown once)."""
-    name = name.strip()
-    if not 1 <= len(name) <= 100:
-        raise click.BadParameter("the name must be 1 to 100 characters", param_hint="NAME")
+    name = clean_token_name(name)
+    if name is None:
+        raise click.BadParameter(f"the name must be 1 to {MAX_NAME_LENGTH} printable characters",
+                                 param_hint="NAME")
     token_id, secret = auth.new_api_token()
     conn = _conn()
     store.create_api_token(conn, token_id, name, auth.hash_api_token(secret), time.time())

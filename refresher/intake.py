@@ -38,11 +38,8 @@ MAX_VARIATIONS = 20
 DEFAULT_VARIATIONS = 5
 MAX_SEED_LENGTH = 128
 MAX_NAME_LENGTH = 200
+MAX_PIXELS = 7680 * 4320  # decoding larger frames would cost each ffmpeg gigabytes
 STAGING_KEY = "refresher.staging"
-
-
-def new_id() -> str:
-    return secrets.token_urlsafe(9)
 
 
 # --- streaming the upload to disk ------------------------------------------------
@@ -166,13 +163,16 @@ def accept_job(request: UploadRequest, conn) -> dict:
             info = ffmpeg.probe(binary, path)
         except ffmpeg.ProbeError as exc:
             raise APIError(415, f"{name} {exc}; send MP4 or MOV videos", file=name) from None
+        if info.width * info.height > MAX_PIXELS:
+            raise APIError(415, f"{name} is {info.width}×{info.height}; videos up to 8K (7680×4320) are accepted",
+                           file=name)
         accepted.append({"name": name, "size": size, "path": path, "info": info})
 
     return _create_job(conn, settings, binary, accepted, variations, seed)
 
 
 def _create_job(conn, settings, binary: str, accepted: list[dict], variations: int, seed: str) -> dict:
-    job_id = new_id()
+    job_id = store.new_id()
     folder = lifecycle.job_dir(settings.data_dir, job_id)
     folder.mkdir(parents=True)
     try:
@@ -180,7 +180,7 @@ def _create_job(conn, settings, binary: str, accepted: list[dict], variations: i
         files, rows = [], []
         all_effects = fx.draw_job_effects(seed, len(accepted), variations)
         for position, item in enumerate(accepted):
-            file_id = new_id()
+            file_id = store.new_id()
             upload_rel = f"jobs/{job_id}/source_{file_id}"
             os.replace(item["path"], settings.data_dir / upload_rel)
             files.append({"id": file_id, "position": position, "name": item["name"], "size": item["size"],
@@ -188,7 +188,7 @@ def _create_job(conn, settings, binary: str, accepted: list[dict], variations: i
                           "media": item["info"].as_dict()})
             stem = safe_stem(item["name"])
             for index, effects in enumerate(all_effects[position], start=1):
-                variation_id = new_id()
+                variation_id = store.new_id()
                 short = secrets.token_hex(2)
                 rows.append({"id": variation_id, "file_id": file_id, "variation_index": index,
                              "effects": effects, "name": f"{stem}_var{index}_{short}.mp4",

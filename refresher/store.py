@@ -11,6 +11,7 @@ which changes are allowed.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -586,3 +587,12 @@ def delete_api_token(conn: sqlite3.Connection, token_id: str) -> bool:
 
 def now() -> float:
     return time.time()
+
+
+def new_id() -> str:
+    """An opaque, URL-safe id (72 random bits). Never starts with '-' or '_',
+    so it cannot pass for an option on a command line."""
+    while True:
+        candidate = secrets.token_urlsafe(9)
+        if candidate[0] not in "-_":
+            return candidate

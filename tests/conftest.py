@@ -59,6 +59,11 @@ def media(tmp_path_factory) -> dict[str, Path]:
     m["not_video"].write_text("this is not a video\n" * 100)
     m["audio_only"] = d / "song.mp4"
     _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(m["audio_only"]))
+    m["huge"] = d / "huge.mp4"  # one flat frame: tiny file, enormous picture
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.1", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(m["huge"]))
+    m["mkv"] = d / "clip.mkv"
+    _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(m["mkv"]))
     m["truncated"] = d / "truncated.mp4"
     m["truncated"].write_bytes(m["clip"].read_bytes()[:2000])
     return m

@@ -165,3 +165,8 @@ def test_accepted_upload_shape(app, client, media):
     assert job["createdAt"].endswith("Z") and job["expiresAt"].endswith("Z")
     default = _upload(client, headers, [(open(media["clip"], "rb"), "x.mp4")]).get_json()
     assert default["variationsPerVideo"] == 5 and default["seed"]
+
+
+def test_ids_never_look_like_command_line_options():
+    ids = [store.new_id() for _ in range(5000)]
+    assert all(i[0] not in "-_" and len(i) == 12 for i in ids) and len(set(ids)) == len(ids)

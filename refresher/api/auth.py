@@ -27,13 +27,22 @@ def _password_from_request() -> str | None:
     return value
 
 
+def _is_utf8(text: str) -> bool:
+    """False for JSON strings with lone surrogates ("\\ud800"): never a password."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @bp.post("/auth")
 @limiter.limit(LOGIN_LIMIT, deduct_when=lambda response: response.status_code == 401)
 def login():
     password = _password_from_request()
     if not password:
         raise APIError(400, "no password: send {\"password\": \"...\"}")
-    if len(password) > 1024 or not auth.check_password(password):
+    if len(password) > 1024 or not _is_utf8(password) or not auth.check_password(password):
         raise APIError(401, "wrong password")
     token, expires = auth.issue_session_token()
     return {"token": token, "expiresAt": iso(expires)}

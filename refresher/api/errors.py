@@ -2,7 +2,9 @@
 body has the same shape: {"error": "<a sentence a person can act on>", ...}."""
 from __future__ import annotations
 
-from flask import current_app, jsonify
+import errno
+
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 
@@ -42,12 +44,22 @@ def handle_http_exception(exc: HTTPException):
     if exc.code == 413:
         if exc.description and "MAX_UPLOAD_MB" in exc.description:
             message = exc.description  # names the file
-        else:
+        elif request.endpoint == "jobs.create_job":
             limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
             message = (f"the request is larger than the limit of {limit / 1024 / 1024:.0f} MB "
                        f"(10 files of MAX_UPLOAD_MB each)")
+        else:
+            message = f"the request body is too large: at most {(request.max_content_length or 0) // 1024} KB here"
     response = error_response(exc.code or 500, message)
     for key, value in (exc.get_headers() if hasattr(exc, "get_headers") else []):
         if key.lower() not in ("content-type", "content-length"):
             response.headers[key] = value
     return response
+
+
+def handle_disk_full(exc: OSError):
+    """A full disk while receiving an upload: 507, and the service carries on.
+    Any other OSError is a real bug and is re-raised."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise exc
+    return error_response(507, "the server's disk is full; try again later or ask for space to be freed")

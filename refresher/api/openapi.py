@@ -1,4 +1,10 @@
-"""The OpenAPI 3 description of the HTTP API (API.md in machine-readable form)."""
+"""The OpenAPI 3.1 description of the HTTP API (API.md in machine-readable form).
+
+tests/test_openapi.py holds it to the implementation: schemathesis generates
+requests for every operation, and real jobs are checked end to end, so a
+route, status code or field that changes on one side and not the other
+fails the suite.
+"""
 from __future__ import annotations
 
 from .. import __version__
@@ -6,12 +12,27 @@ from .. import __version__
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _err(description: str) -> dict:
     return _json(_ERROR, description)
+
+
+def _header(description: str, schema: dict | None = None, required: bool = True) -> dict:
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
+
+
+def _binary(media_type: str, description: str, headers: dict | None = None) -> dict:
+    response = {"description": description,
+                "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
@@ -19,7 +40,24 @@ _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _JOB_STATUS = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": _ID}
-_AUTH_ERRORS = {"401": _err("missing or invalid bearer token")}
+_AUTH_ERRORS = {"401": _json(_ERROR, "missing, invalid, expired or revoked bearer token",
+                             {"WWW-Authenticate": _header("Bearer")})}
+# 409 answers name the job's status, so a client knows what to do next.
+_STATUS_CONFLICT = {"allOf": [_ERROR, {"type": "object", "required": ["status"],
+                                       "properties": {"status": _JOB_STATUS}}]}
+_TOKEN_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+# One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
+# the stream with an event named "deleted".
+_SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "deleted"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/Job"}},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 _SCHEMAS = {
     "Error": {
@@ -125,20 +163,23 @@ _SCHEMAS = {
 
 
 def spec() -> dict:
-    secured = [{"bearer": []}]
     job_ref = {"$ref": "#/components/schemas/Job"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Video Refresher API", "version": __version__,
-                 "description": "Upload MP4/MOV creatives, get N freshly encoded variations of each as a ZIP."},
+                 "description": "Upload MP4/MOV creatives, get N freshly encoded variations of each as a ZIP. "
+                                "Every error body is {\"error\": \"<a sentence>\"}; times are ISO 8601 UTC."},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "A session token from POST /api/auth, or an API token from POST /api/tokens."}},
             "schemas": _SCHEMAS,
         },
-        "security": secured,
+        "security": [{"bearer": []}],
         "paths": {
             "/api/auth": {"post": {
-                "summary": "Exchange the shared password for a session token",
+                "operationId": "login",
+                "summary": "Exchange the shared password for a session token (valid TOKEN_TTL_SECONDS)",
                 "security": [],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["password"],
@@ -151,56 +192,76 @@ def spec() -> dict:
                     "200": _json({"type": "object", "required": ["token", "expiresAt"],
                                   "properties": {"token": {"type": "string"}, "expiresAt": _TIME}},
                                  "a session token"),
-                    "400": _err("no password"), "401": _err("wrong password"),
+                    "400": _err("no password, or a body that is not a JSON object"),
+                    "401": _err("wrong password"),
                     "429": _err("too many failed attempts from this address"),
                 },
             }},
             "/api/tokens": {
                 "post": {
-                    "summary": "Create a named API token (shown once)",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["name"],
-                        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+                    "operationId": "createToken",
+                    "summary": "Create a named API token; its secret is shown only in this answer",
+                    "description": "Only a session (the password holder) may create tokens: an API token gets 403.",
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": {"type": "object", "required": ["name"],
+                                                        "properties": {"name": _TOKEN_NAME}}},
+                        "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["name"],
+                                                                         "properties": {"name": _TOKEN_NAME}}},
+                    }},
                     "responses": {
                         "201": _json({"type": "object", "required": ["id", "name", "token", "createdAt"],
                                       "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                                      "token": {"type": "string"}, "createdAt": _TIME}},
-                                     "the new token; its secret is never shown again"),
-                        "400": _err("bad name"), "403": _err("called with an API token"), **_AUTH_ERRORS,
+                                     "the new token"),
+                        "400": _err("the name is missing or not 1-100 printable characters"),
+                        "403": _err("called with an API token"),
+                        **_AUTH_ERRORS,
                     },
                 },
                 "get": {
+                    "operationId": "listTokens",
                     "summary": "List API tokens (never their secrets)",
                     "responses": {"200": _json({"type": "array", "items": {"$ref": "#/components/schemas/Token"}},
-                                               "the tokens"), **_AUTH_ERRORS},
+                                               "the tokens, oldest first"), **_AUTH_ERRORS},
                 },
             },
             "/api/tokens/{tokenId}": {"delete": {
-                "summary": "Revoke an API token",
+                "operationId": "revokeToken",
+                "summary": "Revoke an API token; it stops working at once",
                 "parameters": [{"name": "tokenId", "in": "path", "required": True, "schema": _ID}],
                 "responses": {"204": {"description": "revoked"}, "404": _err("unknown token"), **_AUTH_ERRORS},
             }},
             "/api/jobs": {
                 "post": {
-                    "summary": "Create a job from 1–10 videos",
-                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                        "type": "object", "required": ["videos"],
-                        "properties": {
-                            "videos": {"type": "array", "minItems": 1, "maxItems": 10,
-                                       "items": {"type": "string", "contentMediaType": "video/mp4"}},
-                            "variations": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-                            "seed": {"type": "string", "maxLength": 128},
-                        }}}}},
+                    "operationId": "createJob",
+                    "summary": "Create a job from 1-10 MP4/MOV videos",
+                    "description": "Each file must be at most MAX_UPLOAD_MB and a video ffmpeg can read. "
+                                   "A rejected request leaves nothing behind.",
+                    "requestBody": {"required": True, "content": {"multipart/form-data": {
+                        "schema": {
+                            "type": "object", "required": ["videos"],
+                            "properties": {
+                                "videos": {"type": "array", "minItems": 1, "maxItems": 10,
+                                           "items": {"type": "string", "format": "binary"}},
+                                "variations": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+                                "seed": {"type": "string", "maxLength": 128,
+                                         "description": "the same seed and inputs give the same effects"},
+                            }},
+                        "encoding": {"videos": {"contentType": "video/mp4, video/quicktime, "
+                                                               "application/octet-stream"}},
+                    }}},
                     "responses": {
-                        "202": {**_json({"$ref": "#/components/schemas/JobCreated"}, "queued"),
-                                "headers": {"Location": {"schema": {"type": "string"}}}},
-                        "400": _err("no files, too many files, or bad variations"),
+                        "202": _json({"$ref": "#/components/schemas/JobCreated"}, "queued",
+                                     {"Location": _header("/api/jobs/<id>")}),
+                        "400": _err("no files, more than 10 files, or variations not a whole number in 1-20"),
                         "413": _err("a file or the request is too large"),
-                        "415": _err("a file is not a readable MP4/MOV video"),
-                        "503": _err("the queue is full"), **_AUTH_ERRORS,
+                        "415": _err("a file is not a readable MP4/MOV video (the message names it)"),
+                        "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
+                        **_AUTH_ERRORS,
                     },
                 },
                 "get": {
+                    "operationId": "listJobs",
                     "summary": "List jobs, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
@@ -216,71 +277,95 @@ def spec() -> dict:
             },
             "/api/jobs/{jobId}": {
                 "parameters": [_JOB_ID_PARAM],
-                "get": {"summary": "A job's status, files and outputs",
+                "get": {"operationId": "getJob",
+                        "summary": "A job's status, files and outputs",
                         "responses": {"200": _json(job_ref, "the job"), "404": _err("unknown job"),
                                       **_AUTH_ERRORS}},
-                "delete": {"summary": "Delete a finished job and its files",
+                "delete": {"operationId": "deleteJob",
+                           "summary": "Delete a finished job and all its files",
                            "responses": {"204": {"description": "deleted"}, "404": _err("unknown job"),
-                                         "409": _err("the job is queued or processing"), **_AUTH_ERRORS}},
+                                         "409": _json(_STATUS_CONFLICT, "the job is queued or processing; "
+                                                                        "cancel it first"),
+                                         **_AUTH_ERRORS}},
             },
             "/api/jobs/{jobId}/events": {"get": {
-                "summary": "Live progress as Server-Sent Events (data: the job JSON)",
+                "operationId": "followJob",
+                "summary": "Live progress as Server-Sent Events",
+                "description": "Each event's data is the job as GET /api/jobs/{jobId} returns it; the stream "
+                               "ends after the job reaches a final status.",
                 "parameters": [_JOB_ID_PARAM],
-                "responses": {"200": {"description": "an event stream",
-                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "responses": {"200": {"description": "an event stream; each event as described here",
+                                      "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
                               "404": _err("unknown job"), **_AUTH_ERRORS},
             }},
             "/api/jobs/{jobId}/cancel": {"post": {
+                "operationId": "cancelJob",
                 "summary": "Cancel a job; answers once no ffmpeg of it runs",
+                "description": "Finished variations are kept. If every variation had already finished, the "
+                               "job ends completed and the answer says so.",
                 "parameters": [_JOB_ID_PARAM],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/CancelResult"}, "settled"),
+                    "202": _json({"$ref": "#/components/schemas/CancelResult"},
+                                 "accepted, but the job had not settled in time; poll it"),
                     "404": _err("unknown job"),
-                    "409": _json({"allOf": [_ERROR, {"type": "object", "required": ["status"],
-                                                     "properties": {"status": _JOB_STATUS}}]},
-                                 "the job had already finished"),
+                    "409": _json(_STATUS_CONFLICT, "the job had already finished"),
                     **_AUTH_ERRORS,
                 },
             }},
             "/api/jobs/{jobId}/download": {"get": {
-                "summary": "A ZIP (STORE) of every output, with manifest.json",
+                "operationId": "downloadJob",
+                "summary": "A ZIP (STORE) of every output, one folder per source, with manifest.json",
                 "parameters": [_JOB_ID_PARAM],
                 "responses": {
-                    "200": {"description": "the ZIP", "headers": {"Content-Length": {"schema": {"type": "integer"}}},
-                            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
-                    "404": _err("unknown job or no outputs"), "409": _err("still queued or processing"),
+                    "200": _binary("application/zip", "the ZIP", {
+                        "Content-Length": _header("exact size", {"type": "integer"}),
+                        "Content-Disposition": _header("attachment; filename=\"refresher-<id>.zip\"")}),
+                    "404": _err("unknown job, or no outputs"),
+                    "409": _json(_STATUS_CONFLICT, "still queued or processing"),
                     "410": _err("expired"), **_AUTH_ERRORS,
                 },
             }},
             "/api/jobs/{jobId}/outputs/{outputId}": {"get": {
-                "summary": "One output MP4 (supports Range)",
-                "parameters": [_JOB_ID_PARAM, {"name": "outputId", "in": "path", "required": True, "schema": _ID},
-                               {"name": "Range", "in": "header", "required": False,
-                                "schema": {"type": "string"}}],
+                "operationId": "getOutput",
+                "summary": "One output MP4 (supports Range requests)",
+                "parameters": [
+                    _JOB_ID_PARAM,
+                    {"name": "outputId", "in": "path", "required": True, "schema": _ID},
+                    {"name": "download", "in": "query", "required": False,
+                     "description": "1 or true: send it as an attachment",
+                     "schema": {"type": "string", "enum": ["1", "true"]}},
+                    {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}},
+                ],
                 "responses": {
-                    "200": {"description": "the video",
-                            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
-                    "206": {"description": "part of the video",
-                            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
-                    "404": _err("unknown job or output"), "416": {"description": "range not satisfiable"},
+                    "200": _binary("video/mp4", "the video", {
+                        "Accept-Ranges": _header("bytes", required=False)}),
+                    "206": _binary("video/mp4", "part of the video", {
+                        "Content-Range": _header("bytes <first>-<last>/<size>")}),
+                    "404": _err("unknown job or output"),
+                    "416": _err("range not satisfiable"),
                     **_AUTH_ERRORS,
                 },
             }},
             "/api/jobs/{jobId}/thumbnail": {"get": {
+                "operationId": "getThumbnail",
                 "summary": "A still from the first source, about 320 px wide",
                 "parameters": [_JOB_ID_PARAM],
                 "responses": {
-                    "200": {"description": "the image",
-                            "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}}},
+                    "200": _binary("image/webp", "the image"),
                     "404": _err("unknown job or no thumbnail"), **_AUTH_ERRORS,
                 },
             }},
             "/api/health": {"get": {
+                "operationId": "health",
                 "summary": "Service health", "security": [],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "healthy"),
-                              "503": _json({"$ref": "#/components/schemas/Health"}, "degraded")},
+                              "503": _json({"$ref": "#/components/schemas/Health"},
+                                           "degraded: ffmpeg missing, data directory not writable, "
+                                           "or no supervisor")},
             }},
             "/api/openapi.json": {"get": {
+                "operationId": "openapi",
                 "summary": "This document", "security": [],
                 "responses": {"200": _json({"type": "object"}, "the OpenAPI description")},
             }},

@@ -3,6 +3,7 @@ password holder) may create them, and the secret is shown once."""
 from __future__ import annotations
 
 import time
+import unicodedata
 
 from flask import Blueprint, request
 
@@ -13,6 +14,22 @@ from .errors import APIError
 from .serialize import iso
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/tokens")
+
+MAX_NAME_LENGTH = 100
+
+
+def clean_token_name(name) -> str | None:
+    """The name without surrounding blanks, or None when it is not 1–100
+    printable characters (control characters would garble listings; lone
+    surrogates cannot be stored)."""
+    if not isinstance(name, str):
+        return None
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return None
+    return name
 
 
 @bp.before_request
@@ -26,13 +43,14 @@ def create_token():
     if token_auth.current_user().kind != "session":
         raise APIError(403, "API tokens cannot create tokens; sign in with the password")
     body = request.get_json(silent=True) if request.is_json else request.form
-    name = body.get("name") if isinstance(body, dict) or hasattr(body, "get") else None
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-        raise APIError(400, "name must be text of 1 to 100 characters")
+    name = clean_token_name(body.get("name") if isinstance(body, dict) or hasattr(body, "get") else None)
+    if name is None:
+        raise APIError(400, f"name must be 1 to {MAX_NAME_LENGTH} printable characters, "
+                            f"e.g. {{\"name\": \"nightly build\"}}")
     token_id, secret = auth.new_api_token()
     now = time.time()
-    store.create_api_token(get_conn(), token_id, name.strip(), auth.hash_api_token(secret), now)
-    return {"id": token_id, "name": name.strip(), "token": secret, "createdAt": iso(now)}, 201
+    store.create_api_token(get_conn(), token_id, name, auth.hash_api_token(secret), now)
+    return {"id": token_id, "name": name, "token": secret, "createdAt": iso(now)}, 201
 
 
 @bp.get("")

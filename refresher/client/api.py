@@ -1,0 +1,179 @@
+"""The service's HTTP API as Python calls, over `requests`.
+
+Uploads stream from disk through a multipart encoder (a file is never read
+whole into memory) and report their progress; downloads stream to a
+temporary file beside the destination and are renamed into place only when
+complete. Every failure becomes a `ClientError` with a message a person can
+act on and an exit code a script can test.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import secrets
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
+
+import requests
+
+from .errors import AUTH, UNREACHABLE, USAGE, ClientError, code_for_http_status
+
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+# After the last byte of an upload the server probes every file with ffmpeg.
+UPLOAD_READ_TIMEOUT = 300
+# A cancel answers once the job's ffmpeg processes have stopped (seconds at most).
+CANCEL_READ_TIMEOUT = 120
+CHUNK_SIZE = 256 * 1024
+
+VIDEO_TYPES = {".mov": "video/quicktime", ".mp4": "video/mp4", ".m4v": "video/mp4"}
+
+
+def _network_reason(exc: Exception) -> str:
+    """'Connection refused' rather than urllib3's nested repr."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return found[-1].strip() if found else exc.__class__.__name__
+
+
+def _filename_from(disposition: str | None) -> str | None:
+    match = re.search(r'filename="?([^";]+)"?', disposition or "")
+    return Path(match.group(1)).name if match else None
+
+
+class Server:
+    def __init__(self, url: str, token: str | None = None):
+        self.url = url
+        self.token = token
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "video-refresher-client"
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, authenticated: bool = True,
+                 read_timeout: float = READ_TIMEOUT, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if authenticated:
+            if not self.token:
+                raise ClientError(AUTH, "no token: pass --token, set REFRESHER_TOKEN, "
+                                        "or run `python -m refresher.client login --save`")
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self.session.request(method, self.url + path, headers=headers,
+                                            timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs)
+        except requests.exceptions.Timeout:
+            raise ClientError(UNREACHABLE, f"{self.url} did not answer in time") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ClientError(UNREACHABLE, f"cannot reach {self.url}: {_network_reason(exc)}") from None
+        if response.status_code >= 400:
+            self._raise_for(response)
+        return response
+
+    def _raise_for(self, response: requests.Response):
+        body = None
+        try:
+            body = response.json()
+        except ValueError:
+            pass
+        message = body.get("error") if isinstance(body, dict) else None
+        status = response.status_code
+        if not message:
+            if status == 404:
+                raise ClientError(UNREACHABLE, f"{response.url} is not found; is {self.url} the Video "
+                                               f"Refresher service? (HTTP 404)", status)
+            message = f"the server answered {response.reason or 'an error'}"
+        if status == 401:
+            message += "; log in again (`login --save`) or check REFRESHER_TOKEN"
+        raise ClientError(code_for_http_status(status), f"{message} (HTTP {status})", status,
+                          body if isinstance(body, dict) else None)
+
+    def _json(self, response: requests.Response):
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(UNREACHABLE, f"{self.url} did not answer with JSON; "
+                                           f"is it the Video Refresher service?") from None
+
+    @staticmethod
+    def _job_path(job_id: str, suffix: str = "") -> str:
+        return f"/api/jobs/{quote(job_id, safe='')}{suffix}"
+
+    # --- the API -------------------------------------------------------------------
+
+    def login(self, password: str) -> dict:
+        """{"token", "expiresAt"} for the shared password."""
+        return self._json(self._request("POST", "/api/auth", authenticated=False, json={"password": password}))
+
+    def check_token(self) -> None:
+        """A cheap authenticated call, so a bad token fails before a long upload."""
+        self._request("GET", "/api/jobs", params={"limit": 1})
+
+    def create_job(self, paths: list[Path], variations: int, seed: str | None,
+                   start_transfer: Callable[[int], object]) -> dict:
+        """Upload `paths` as one job. `start_transfer(total_bytes)` returns a
+        context manager whose `reached(bytes_sent)` is called as the upload goes."""
+        from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
+
+        with ExitStack() as stack:
+            fields = [("variations", str(variations))]
+            if seed is not None:
+                fields.append(("seed", seed))
+            for path in paths:
+                content_type = VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+                fields.append(("videos", (path.name, stack.enter_context(open(path, "rb")),
+                                          content_type or "application/octet-stream")))
+            encoder = MultipartEncoder(fields=fields)
+            transfer = stack.enter_context(start_transfer(encoder.len))
+            monitor = MultipartEncoderMonitor(encoder, lambda m: transfer.reached(m.bytes_read))
+            response = self._request("POST", "/api/jobs", data=monitor,
+                                     headers={"Content-Type": monitor.content_type},
+                                     read_timeout=UPLOAD_READ_TIMEOUT)
+        return self._json(response)
+
+    def job(self, job_id: str) -> dict:
+        return self._json(self._request("GET", self._job_path(job_id)))
+
+    def jobs(self, limit: int | None = None, status: str | None = None) -> list[dict]:
+        params = {k: v for k, v in (("limit", limit), ("status", status)) if v is not None}
+        return self._json(self._request("GET", "/api/jobs", params=params))
+
+    def cancel(self, job_id: str) -> dict:
+        """{"jobId","status","completedVariations","totalVariations","cancelledAt"};
+        a job that had already finished raises a ClientError with HTTP 409."""
+        return self._json(self._request("POST", self._job_path(job_id, "/cancel"),
+                                        read_timeout=CANCEL_READ_TIMEOUT))
+
+    def download(self, job_id: str, destination: Path | None,
+                 start_transfer: Callable[[int], object]) -> Path:
+        """Save the job's ZIP to `destination` (default: the server's file name in
+        the current folder) and return where it went."""
+        response = self._request("GET", self._job_path(job_id, "/download"), stream=True)
+        with response:
+            total = int(response.headers.get("Content-Length") or 0)
+            if destination is None:
+                destination = Path(_filename_from(response.headers.get("Content-Disposition"))
+                                    or f"refresher-{job_id}.zip")
+            elif destination.is_dir():
+                destination = destination / (_filename_from(response.headers.get("Content-Disposition"))
+                                             or f"refresher-{job_id}.zip")
+            # Same folder as the destination, so the final rename is atomic.
+            partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+            try:
+                received = 0
+                with open(partial, "xb") as out, start_transfer(total) as transfer:
+                    for chunk in response.iter_content(CHUNK_SIZE):
+                        out.write(chunk)
+                        received += len(chunk)
+                        transfer.reached(received)
+                if total and received != total:
+                    raise ClientError(UNREACHABLE, f"the download stopped after {received} of {total} bytes")
+                os.replace(partial, destination)
+            except requests.exceptions.RequestException as exc:
+                raise ClientError(UNREACHABLE, f"the download was cut off: {_network_reason(exc)}") from None
+            except OSError as exc:
+                raise ClientError(USAGE, f"cannot write {destination}: {exc.strerror or exc}") from None
+            finally:
+                partial.unlink(missing_ok=True)
+        return destination

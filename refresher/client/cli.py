@@ -1,0 +1,128 @@
+"""`python -m refresher.client`: the argument parser and the exit-code contract."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import commands, credentials
+from .api import Server
+from .errors import INTERRUPTED, ClientError
+from .progress import Reporter
+
+PROG = "python -m refresher.client"
+JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+
+EPILOG = f"""\
+environment:
+  REFRESHER_URL       server URL (default {credentials.DEFAULT_URL})
+  REFRESHER_TOKEN     bearer token: an API token or a session token
+  REFRESHER_PASSWORD  the shared password, for `login`
+  without --token or REFRESHER_TOKEN, the token saved by `login --save` is used
+
+exit codes:
+  0    done (with --wait: the job completed)
+  1    the server refused the request (bad input, wrong job state, server error)
+  2    usage error (bad options, unreadable file)
+  3    the job failed
+  4    the job was cancelled
+  5    no token, or the token or password was refused (401/403)
+  6    unknown or expired job (404/410)
+  7    cannot reach the server
+  130  interrupted (Ctrl-C)
+"""
+
+
+def _variations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 20")
+    return value
+
+
+def _limit(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 200:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 200")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The shared options work before or after the subcommand; SUPPRESS keeps a
+    # subcommand from resetting a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--url", default=argparse.SUPPRESS,
+                        help=f"server URL (default: $REFRESHER_URL or {credentials.DEFAULT_URL})")
+    shared.add_argument("--token", default=argparse.SUPPRESS,
+                        help="bearer token (default: $REFRESHER_TOKEN, else the one `login --save` kept)")
+    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the result as JSON on stdout")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[shared], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Submit videos to Video Refresher, follow jobs, cancel them and download the results. "
+                    "Results go to stdout; progress and messages to stderr (progress bars only at a terminal).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[shared], help=help, description=help)
+
+    login = command("login", "exchange the shared password for a session token (valid 24 h)")
+    login.add_argument("--save", action="store_true",
+                       help=f"keep the token in {credentials.token_file()} (mode 0600) instead of printing it")
+    login.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin")
+    login.set_defaults(run=commands.login, needs_token=False)
+
+    submit = command("submit", "upload 1-10 MP4/MOV files as a new job; prints the job id")
+    submit.add_argument("files", nargs="+", metavar="FILE")
+    submit.add_argument("-n", "--variations", type=_variations, default=5, metavar="N",
+                        help="variations per file, 1-20 (default 5)")
+    submit.add_argument("--seed", help="same seed and files give the same effects")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job until it finishes; the exit code tells how it ended")
+    submit.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
+    submit.set_defaults(run=commands.submit)
+
+    status = command("status", "show a job's status")
+    status.add_argument("job", metavar="JOB")
+    status.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    status.set_defaults(run=commands.status)
+
+    list_ = command("list", "list jobs, newest first")
+    list_.add_argument("--limit", type=_limit, help="at most this many (1-200, server default 50)")
+    list_.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
+    list_.set_defaults(run=commands.list_jobs)
+
+    cancel = command("cancel", "cancel a job; finished variations are kept")
+    cancel.add_argument("job", metavar="JOB")
+    cancel.set_defaults(run=commands.cancel)
+
+    download = command("download", "save a finished job's outputs as one ZIP")
+    download.add_argument("job", metavar="JOB")
+    download.add_argument("-o", "--output", metavar="ZIP",
+                          help="file (or folder) to write (default: the server's name, here)")
+    download.set_defaults(run=commands.download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = Reporter.for_this_terminal()
+    out = commands.Output(as_json=getattr(args, "json", False))
+    server = Server(credentials.server_url(getattr(args, "url", None)),
+                    credentials.find_token(getattr(args, "token", None)))
+    try:
+        return args.run(args, server, reporter, out)
+    except ClientError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,61 @@
+"""The two pages people use: the upload form with the jobs list, and one job.
+
+Each page is rendered with its data embedded as JSON (Jinja's `tojson`
+escapes it for HTML), so it shows at once; the page's script then keeps it
+live through the API.
+"""
+from __future__ import annotations
+
+from flask import current_app, render_template
+
+from .. import intake, store
+from ..api.jobs import load_detail
+from ..api.serialize import job_summary
+from ..db import get_conn
+from . import bp
+from .signin import signin_required
+
+JOBS_SHOWN = 50
+
+
+def job_title(names: list[str]) -> str:
+    """How a job is called on screen: its first source, and how many others."""
+    if not names:
+        return "Untitled job"
+    if len(names) == 1:
+        return names[0]
+    return f"{names[0]} and {len(names) - 1} more"
+
+
+@bp.after_request
+def keep_pages_private(response):
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/")
+@signin_required
+def index():
+    settings = current_app.config["SETTINGS"]
+    jobs = [job_summary(row) for row in store.list_jobs(get_conn(), JOBS_SHOWN, None)]
+    limits = {
+        "maxFiles": intake.MAX_FILES,
+        "maxFileBytes": settings.max_upload_bytes,
+        "maxVariations": intake.MAX_VARIATIONS,
+        "defaultVariations": intake.DEFAULT_VARIATIONS,
+        "maxSeedLength": intake.MAX_SEED_LENGTH,
+    }
+    return render_template("index.html", jobs=jobs, limits=limits,
+                           max_upload_mb=settings.max_upload_mb, job_ttl_hours=settings.job_ttl_hours)
+
+
+@bp.get("/jobs/<job_id>")
+@signin_required
+def job_page(job_id: str):
+    job = load_detail(get_conn(), job_id) if len(job_id) <= 64 else None
+    if job is None:
+        return render_template("message.html", title="Job not found",
+                               message="This job does not exist any more: it was deleted, or its "
+                                       "results expired."), 404
+    return render_template("job.html", job=job, title=job_title([f["name"] for f in job["files"]]))

@@ -1,0 +1,8 @@
+// The start page: the upload form above the live jobs list.
+
+import { setUpJobsList } from './jobs-list.js';
+import { setUpUploadForm } from './upload.js';
+
+const initialJobs = JSON.parse(document.getElementById('initial-jobs').textContent);
+const jobs = setUpJobsList(initialJobs);
+setUpUploadForm({ onJobCreated: (job) => jobs.jobCreated(job.jobId) });

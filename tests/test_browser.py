@@ -1,0 +1,348 @@
+"""The web form in a real browser: headless Chromium driven by Playwright,
+against a real gunicorn with its supervisor, pool and real ffmpeg.
+
+Chromium comes from the system (`apt-get install chromium`); without it these
+tests fail with a message saying so rather than skip.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import PASSWORD
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+XSS_NAME = "<img src=x onerror=alert(1)>.mp4"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright: pip install -r requirements-dev.txt")
+    if not CHROMIUM.exists():
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class PageProblems:
+    """What the page complained about: script errors, CSP violations, alert() calls."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(f"script error: {error}"))
+        page.on("console", self._console)
+        page.on("dialog", self._dialog)
+
+    def _console(self, message):
+        if "Content Security Policy" in message.text or "Refused to" in message.text:
+            self.errors.append(f"console: {message.text}")
+
+    def _dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.problems = PageProblems(page)
+    yield page
+    context.close()
+    assert page.problems.errors == [], page.problems.errors
+    assert page.problems.dialogs == [], "nothing may call alert()/confirm()"
+
+
+def sign_in(page, server):
+    page.goto(server.url + "/")
+    page.wait_for_url(re.compile(r"/login"))
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+
+
+def drop_file(page, path: Path, name: str | None = None):
+    """Drop a file on the drop zone, as dragging it from the desktop does."""
+    page.evaluate("""([name, encoded]) => {
+        const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: 'video/mp4' }));
+        const zone = document.getElementById('dropzone');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+            zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+        }
+    }""", [name or path.name, base64.b64encode(path.read_bytes()).decode()])
+
+
+def record_values(page, selector: str, attribute: str, name: str):
+    """Collect every value `attribute` of `selector` takes, in window[name]."""
+    page.evaluate("""([selector, attribute, name]) => {
+        const element = document.querySelector(selector);
+        window[name] = [];
+        new MutationObserver(() => window[name].push(element.getAttribute(attribute)))
+            .observe(element, { attributes: true, attributeFilter: [attribute] });
+    }""", [selector, attribute, name])
+
+
+def record_button_states(page, selector: str, name: str):
+    page.evaluate("""([selector, name]) => {
+        const button = document.querySelector(selector);
+        window[name] = [];
+        const note = () => window[name].push({ text: button.textContent.trim(), disabled: button.disabled });
+        new MutationObserver(note).observe(button, { attributes: true, childList: true, subtree: true, characterData: true });
+    }""", [selector, name])
+
+
+def throttle_uploads(page, bytes_per_second: int):
+    """Slow the browser's uploads down (-1: full speed), so an upload can be watched."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": bytes_per_second})
+
+
+def card(page, job_id: str):
+    return page.locator(f'.job-card[data-job-id="{job_id}"]')
+
+
+def newest_job_id(page) -> str:
+    page.wait_for_selector(".job-card")
+    return page.locator(".job-card").first.get_attribute("data-job-id")
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sign_in_upload_preview_download_and_delete(gunicorn_server, media, page):
+    server = gunicorn_server(ENCODE_WORKERS=2)
+    page.goto(server.url + "/")
+    page.wait_for_url(re.compile(r"/login"))
+    page.fill("#password", "not the password")
+    page.click("button[type=submit]")
+    assert "That password is not right" in page.locator("#signin-error").inner_text()
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+
+    page.set_input_files("#videos", str(media["clip"]))
+    drop_file(page, media["clip2"])
+    chosen = page.locator(".chosen-file")
+    assert chosen.count() == 2
+    assert chosen.locator(".chosen-name").all_inner_texts() == ["clip.mp4", "second clip.mp4"]
+    for size in chosen.locator(".chosen-size").all_inner_texts():
+        assert re.fullmatch(r"\d+(\.\d)? KB", size), size
+    page.fill("#variations", "2")
+    record_values(page, "#upload-progress .progress", "aria-valuenow", "uploadProgress")
+    throttle_uploads(page, 150_000)
+    page.click("#upload-submit")
+    page.locator("#upload-status", has_text="Uploading ·").wait_for()
+    assert page.locator("#upload-progress .progress-bar").bounding_box()["height"] > 0
+    assert page.locator("#upload-submit").is_disabled() and page.locator("#upload-abort").is_visible()
+    page.wait_for_selector("#upload-message.alert-success")
+    throttle_uploads(page, -1)
+    assert "Job created: 2 videos × 2 variations" in page.inner_text("#upload-message")
+    upload_progress = [int(v) for v in page.evaluate("window.uploadProgress")]
+    assert upload_progress and upload_progress[-1] == 100 and upload_progress == sorted(upload_progress)
+    assert page.locator(".chosen-file").count() == 0
+
+    job_id = newest_job_id(page)
+    record_values(page, f'.job-card[data-job-id="{job_id}"] .progress', "aria-valuenow", "jobProgress")
+    job_card = card(page, job_id)
+    assert job_card.locator(".job-title").inner_text() == "clip.mp4 and 1 more"
+    job_card.locator(".badge", has_text="Completed").wait_for(timeout=90_000)
+    job_progress = [int(v) for v in page.evaluate("window.jobProgress")]
+    assert job_progress[-1] == 100 and job_progress == sorted(job_progress), job_progress
+    assert job_card.locator(".job-thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
+
+    job_card.locator(".job-title").click()
+    page.wait_for_url(f"{server.url}/jobs/{job_id}")
+    assert page.locator("#job-badge").inner_text() == "Completed"
+    assert page.locator("#job-progress-label").inner_text().startswith("100 %")
+    assert page.locator("#job-times dt").all_text_contents() == ["Created", "Started", "Finished", "Kept until"]
+    assert page.locator(".source").count() == 2
+    variations = page.locator(".variation")
+    variations.nth(3).wait_for()
+    assert variations.count() == 4
+    for i in range(4):
+        assert variations.nth(i).locator(".effects > div").count() >= 1, "every variation shows its effects"
+
+    video = variations.first.locator("video")
+    video.scroll_into_view_if_needed()
+    page.wait_for_function("v => v.currentSrc !== ''", arg=video.element_handle())
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(),
+                           timeout=20_000)
+    assert video.evaluate("v => v.duration") == pytest.approx(2.0, abs=0.3)
+
+    with page.expect_download() as one:
+        variations.first.locator("a[download]").click()
+    assert one.value.suggested_filename.endswith(".mp4")
+    assert Path(one.value.path()).read_bytes()[4:8] == b"ftyp"
+
+    with page.expect_download() as everything:
+        page.click("#download-all")
+    archive = zipfile.ZipFile(io.BytesIO(Path(everything.value.path()).read_bytes()))
+    assert archive.testzip() is None
+    names = archive.namelist()
+    assert "manifest.json" in names and len([n for n in names if n.endswith(".mp4")]) == 4
+
+    page.click("#delete-job")
+    page.locator("#confirm-dialog").wait_for()
+    page.click("#confirm-accept")
+    page.wait_for_url(server.url + "/")
+    page.locator("#jobs-empty").wait_for()
+    assert server.session.get(f"{server.url}/api/jobs/{job_id}").status_code == 404
+
+    page.click(".signout button")
+    page.wait_for_url(re.compile(r"/login$"))
+    page.goto(server.url + "/")
+    page.wait_for_url(re.compile(r"/login"))
+
+
+def test_cancel_from_the_job_page_and_from_the_list(gunicorn_server, media, page):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    sign_in(page, server)
+    page.set_input_files("#videos", str(media["long"]))
+    page.fill("#variations", "20")
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-message.alert-success")
+    running_id = newest_job_id(page)
+    page.set_input_files("#videos", str(media["clip"]))
+    page.fill("#variations", "3")
+    page.click("#upload-submit")
+    wait_for(lambda: newest_job_id(page) != running_id, 30, "the second job in the list")
+    queued_id = newest_job_id(page)
+
+    # The queued job, from its page: the first Escape keeps it, then it is cancelled.
+    card(page, queued_id).locator(".job-title").click()
+    page.wait_for_url(f"{server.url}/jobs/{queued_id}")
+    assert page.locator("#job-badge").inner_text() == "Queued"
+    page.click("#cancel-job")
+    page.locator("#confirm-dialog").wait_for()
+    page.keyboard.press("Escape")
+    page.locator("#confirm-dialog").wait_for(state="hidden")
+    assert page.locator("#job-badge").inner_text() == "Queued"
+    page.click("#cancel-job")
+    page.click("#confirm-accept")
+    page.locator("#job-badge", has_text="Cancelled (0/3)").wait_for()
+    assert page.locator("#cancel-job").is_hidden() and page.locator("#delete-job").is_visible()
+    assert server.session.get(f"{server.url}/api/jobs/{queued_id}").json()["status"] == "cancelled"
+
+    # The running job's page follows it live: finished variations appear by themselves.
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if request.url.endswith("/events") else None)
+    page.click(".breadcrumb a")
+    page.wait_for_url(server.url + "/")
+    card(page, running_id).locator(".job-title").click()
+    page.wait_for_url(f"{server.url}/jobs/{running_id}")
+    shown = page.locator(".variation").count()
+    page.locator(".variation").nth(shown).wait_for(timeout=120_000)
+    assert f"{server.url}/api/jobs/{running_id}/events" in streams
+
+    # Then it is cancelled from the list.
+    page.click(".breadcrumb a")
+    page.wait_for_url(server.url + "/")
+    running = card(page, running_id)
+    running.locator(".badge", has_text="Processing").wait_for()
+    cancel = running.locator('[data-action="cancel"]')
+
+    page.route("**/api/jobs/*/cancel", lambda route: route.fulfill(
+        status=503, content_type="application/json", body='{"error": "the server is restarting"}'))
+    cancel.click()
+    page.click("#confirm-accept")
+    running.locator(".job-action-error", has_text="Could not cancel: the server is restarting.").wait_for()
+    assert cancel.is_enabled() and cancel.inner_text() == "Cancel"
+    page.unroute("**/api/jobs/*/cancel")
+
+    record_button_states(page, f'.job-card[data-job-id="{running_id}"] [data-action="cancel"]', "cancelStates")
+    cancel.click()
+    page.click("#confirm-accept")
+    badge = running.locator(".badge")
+    badge.filter(has_text=re.compile(r"^Cancelled \(\d+/20\)$")).wait_for(timeout=30_000)
+    assert {"text": "Cancelling…", "disabled": True} in page.evaluate("window.cancelStates")
+    assert running.locator(".job-action-error").is_hidden(), "the earlier error is gone"
+    job = server.session.get(f"{server.url}/api/jobs/{running_id}").json()
+    assert job["status"] == "cancelled" and 1 <= job["completedVariations"] < 20
+    assert badge.inner_text() == f"Cancelled ({job['completedVariations']}/20)"
+    red, green, blue = map(int, re.findall(r"\d+", badge.evaluate("b => getComputedStyle(b).color"))[:3])
+    assert max(red, green, blue) - min(red, green, blue) < 40, "a neutral grey, not an alarming colour"
+    assert running.locator('[data-action="download"]').is_visible(), "finished variations stay downloadable"
+
+
+def test_rejected_files_and_hostile_names_on_a_phone(gunicorn_server, media, page, tmp_path):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, server)
+    hostile = tmp_path / XSS_NAME
+    shutil.copy(media["clip"], hostile)
+    brochure = tmp_path / "brochure.pdf"
+    brochure.write_bytes(b"%PDF-1.4 not a video")
+
+    page.set_input_files("#videos", str(brochure))
+    assert page.inner_text("#upload-message") == "brochure.pdf is not an MP4 or MOV video."
+    assert page.locator(".chosen-file").count() == 0
+
+    page.set_input_files("#videos", str(media["not_video"]))
+    page.click("#upload-submit")
+    message = page.locator("#upload-message.alert-error")
+    message.wait_for()
+    assert message.inner_text().startswith("notes.mp4 is not a readable MP4/MOV video")
+    page.click('[aria-label="Remove notes.mp4"]')
+    assert page.locator(".chosen-file").count() == 0
+
+    page.set_input_files("#videos", str(hostile))
+    assert page.locator(".chosen-name").inner_text() == XSS_NAME
+    page.fill("#variations", "1")
+    throttle_uploads(page, 20_000)
+    page.click("#upload-submit")
+    page.click("#upload-abort")
+    assert page.inner_text("#upload-message") == "The upload was stopped."
+    assert page.locator(".chosen-file").count() == 1 and page.locator("#upload-submit").is_enabled()
+    throttle_uploads(page, -1)
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-message.alert-success")
+    job_id = newest_job_id(page)
+    assert card(page, job_id).locator(".job-title").inner_text() == XSS_NAME
+    assert page.locator('img[src="x"]').count() == 0
+    card(page, job_id).locator(".job-title").click()
+    page.wait_for_url(f"{server.url}/jobs/{job_id}")
+    assert page.inner_text("h1") == XSS_NAME
+    assert page.locator(".source-name").inner_text() == XSS_NAME
+    page.locator(".variation").first.wait_for(timeout=60_000)
+    assert page.locator('img[src="x"]').count() == 0
+
+    # Phone-sized and keyboard-friendly: nothing wider than the screen, and
+    # Tab from the top reaches the file picker with a visible focus ring.
+    page.goto(server.url + "/")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "videos":
+            break
+    else:
+        raise AssertionError("Tab never reached the file picker")
+    ring = page.locator(".dropzone-label").evaluate("label => getComputedStyle(label).boxShadow")
+    assert ring not in ("", "none")

@@ -1,0 +1,248 @@
+"""`python -m refresher.client` end to end, as a script would run it: a
+subprocess against a real gunicorn with the real supervisor and real ffmpeg."""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import PASSWORD, ROOT, free_port
+
+CONTROL_CHARACTERS = re.compile(r"[\r\x1b\x08]")  # what progress bars draw with
+
+
+@pytest.fixture
+def client_env(tmp_path) -> dict:
+    """An environment with no token of the person running the tests, and a
+    config folder of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFRESHER_")}
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    return env
+
+
+def for_server(env: dict, server) -> dict:
+    token = server.session.headers["Authorization"].removeprefix("Bearer ")
+    return {**env, "REFRESHER_URL": server.url, "REFRESHER_TOKEN": token}
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "refresher.client", *map(str, args)]
+
+
+def run(env: dict, *args, timeout=120, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def start(env: dict, *args, **kw) -> subprocess.Popen:
+    options = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   stdin=subprocess.DEVNULL)
+    options.update(kw)
+    return subprocess.Popen(command(*args), **options)
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def wait_for_status(server, job_id, statuses, timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = server.session.get(f"{server.url}/api/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {job}")
+
+
+def test_the_client_never_imports_the_server():
+    code = ("import sys, refresher.client.cli, refresher.client.api\n"
+            "server = [m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug', 'config')\n"
+            "          or (m.startswith('refresher.') and not m.startswith('refresher.client'))]\n"
+            "print(server)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_usage_errors_and_an_unreachable_server(client_env, tmp_path):
+    env = {**client_env, "REFRESHER_URL": f"http://127.0.0.1:{free_port()}", "REFRESHER_TOKEN": "vr_x"}
+    r = run(env, "list")
+    assert r.returncode == 7 and "cannot reach" in one_line(r.stderr)
+    r = run(env, "submit", tmp_path / "missing.mp4")
+    assert r.returncode == 2 and "missing.mp4" in one_line(r.stderr)
+    r = run(env, "submit", "-n", "21", tmp_path / "missing.mp4")
+    assert r.returncode == 2
+    r = run({**client_env, "REFRESHER_URL": env["REFRESHER_URL"]}, "list")
+    assert r.returncode == 5 and "no token" in one_line(r.stderr)
+    help_text = run(env, "--help").stdout
+    assert "exit codes" in help_text and "REFRESHER_TOKEN" in help_text
+
+
+def test_submit_wait_download_and_the_other_commands(gunicorn_server, media, client_env, tmp_path):
+    server = gunicorn_server(ENCODE_WORKERS=2)
+    env = for_server(client_env, server)
+
+    zip_path = tmp_path / "out.zip"
+    r = run(env, "submit", media["clip"], media["clip2"], "-n", 2, "--seed", "abc", "--wait",
+            "--download", zip_path)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", job_id)
+    assert not CONTROL_CHARACTERS.search(r.stdout + r.stderr), "piped output has no progress bars"
+    assert "completed" in r.stderr and "uploading 2 files: done" in r.stderr
+
+    with zipfile.ZipFile(zip_path) as z:
+        assert z.testzip() is None
+        names = z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())
+    videos = sorted(n for n in names if n.endswith(".mp4"))
+    assert len(videos) == 4 and len({n.split("/")[0] for n in videos}) == 2, "one folder per source"
+    assert sorted(o["path"] for o in manifest["outputs"]) == videos
+    assert {o["source"] for o in manifest["outputs"]} == {"clip.mp4", "second clip.mp4"}
+    assert manifest["jobId"] == job_id and manifest["seed"] == "abc"
+    assert not list(tmp_path.glob(".out.zip.*")), "no partial download is left"
+
+    # --json everywhere parses, and says the same as the server
+    status = run(env, "status", job_id, "--json")
+    assert status.returncode == 0
+    job = json.loads(status.stdout)
+    assert job["jobId"] == job_id and job["status"] == "completed" and job["completedVariations"] == 4
+    listed = json.loads(run(env, "--json", "list", "--limit", 5).stdout)
+    assert [j["id"] for j in listed] == [job_id]
+    text = run(env, "status", job_id)
+    assert text.returncode == 0 and f"job {job_id}: completed 100%" in text.stdout
+
+    downloaded = run(env, "download", job_id, "-o", tmp_path / "again.zip", "--json")
+    assert downloaded.returncode == 0
+    info = json.loads(downloaded.stdout)
+    assert info["size"] == zip_path.stat().st_size == (tmp_path / "again.zip").stat().st_size
+
+    queued = run(env, "submit", media["vertical"], "-n", 1, "--json")
+    assert queued.returncode == 0
+    created = json.loads(queued.stdout)
+    assert created["status"] == "queued" and created["totalVariations"] == 1
+    waited = run(env, "status", created["jobId"], "--wait", "--json")
+    assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "completed"
+
+    # a job that has finished cannot be cancelled
+    r = run(env, "cancel", job_id)
+    assert r.returncode == 1 and "already completed" in one_line(r.stderr)
+
+
+def test_errors_give_an_exit_code_and_one_line(gunicorn_server, client_env, media):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = for_server(client_env, server)
+
+    for bad in ("vr_not-a-real-token", "garbage"):
+        r = run({**env, "REFRESHER_TOKEN": bad}, "status", "whatever")
+        assert r.returncode == 5 and "HTTP 401" in one_line(r.stderr) and r.stdout == ""
+    r = run({**env, "REFRESHER_TOKEN": "garbage"}, "submit", media["clip"], "--wait")
+    assert r.returncode == 5 and "HTTP 401" in one_line(r.stderr), "refused before any upload"
+
+    r = run(env, "status", "no-such-job")
+    assert r.returncode == 6 and "HTTP 404" in one_line(r.stderr)
+    r = run(env, "download", "no-such-job", "--json")
+    assert r.returncode == 6 and r.stdout == "" and "HTTP 404" in one_line(r.stderr)
+    r = run(env, "cancel", "no-such-job")
+    assert r.returncode == 6
+
+    r = run(env, "submit", media["not_video"])
+    assert r.returncode == 1 and "HTTP 415" in r.stderr.splitlines()[-1] and "notes.mp4" in r.stderr
+
+
+def test_login_saves_a_private_token(gunicorn_server, client_env):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = {**client_env, "REFRESHER_URL": server.url}
+
+    r = run({**env, "REFRESHER_PASSWORD": "wrong"}, "login")
+    assert r.returncode == 5 and "wrong password" in one_line(r.stderr)
+
+    printed = run({**env, "REFRESHER_PASSWORD": PASSWORD}, "login")
+    assert printed.returncode == 0 and len(printed.stdout.strip()) > 20
+
+    r = run({**env, "REFRESHER_PASSWORD": PASSWORD}, "login", "--save")
+    assert r.returncode == 0 and r.stdout == ""
+    token_file = Path(env["XDG_CONFIG_HOME"]) / "video-refresher" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert run(env, "list").returncode == 0, "the saved token is used"
+
+    r = subprocess.run(command("login", "--password-stdin", "--json"), cwd=ROOT, env=env, input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and set(json.loads(r.stdout)) == {"token", "expiresAt"}
+
+
+def _submit_long_job(env, media, *extra, **popen) -> tuple[subprocess.Popen, str]:
+    """Start `submit --wait` on a job that runs for a while; return it and the job id."""
+    proc = start(env, "submit", media["long"], "-n", 12, "--wait", *extra, **popen)
+    job_id = proc.stdout.readline().strip()
+    assert job_id, proc.stderr.read() if proc.poll() is not None else "no job id"
+    return proc, job_id
+
+
+def test_cancel_a_running_job(gunicorn_server, media, client_env):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = for_server(client_env, server)
+
+    # `submit --wait` on a job that somebody cancels ends with the cancelled code
+    proc, job_id = _submit_long_job(env, media)
+    wait_for_status(server, job_id, ("processing",))
+    r = run(env, "cancel", job_id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"job {job_id} cancelled:")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 4, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"error: job {job_id} was cancelled")
+    assert not CONTROL_CHARACTERS.search(stdout + stderr)
+
+    again = run(env, "cancel", job_id, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "cancelled", "twice is safe"
+    assert json.loads(run(env, "status", job_id, "--json").stdout)["status"] == "cancelled"
+
+
+def test_ctrl_c_without_a_terminal_leaves_the_job_running(gunicorn_server, media, client_env):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = for_server(client_env, server)
+    proc, job_id = _submit_long_job(env, media)
+    wait_for_status(server, job_id, ("processing",))
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    last = stderr.strip().splitlines()[-1]
+    assert "keeps running" in last and "not cancelled" in last
+    assert server.session.get(f"{server.url}/api/jobs/{job_id}").json()["status"] == "processing"
+    server.session.post(f"{server.url}/api/jobs/{job_id}/cancel")
+
+
+def test_ctrl_c_at_a_terminal_offers_to_cancel(gunicorn_server, media, client_env):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = for_server(client_env, server)
+    terminal, terminal_side = pty.openpty()
+    try:
+        proc, job_id = _submit_long_job(env, media, stdin=terminal_side)
+        wait_for_status(server, job_id, ("processing",))
+        proc.send_signal(signal.SIGINT)
+        prompt = ""
+        deadline = time.monotonic() + 30
+        while "[y/N]" not in prompt and time.monotonic() < deadline:
+            prompt += os.read(proc.stderr.fileno(), 4096).decode()
+        assert f"Cancel job {job_id} on the server? [y/N]" in prompt
+        os.write(terminal, b"y\n")
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(terminal_side)
+    assert proc.returncode == 4, stderr
+    assert f"job {job_id} cancelled" in stdout
+    assert server.session.get(f"{server.url}/api/jobs/{job_id}").json()["status"] == "cancelled"

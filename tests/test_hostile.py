@@ -1,0 +1,335 @@
+"""Hostile input: every malformed request gets a 4xx JSON error naming the
+problem and leaves nothing behind; nothing inside an upload makes ffmpeg read
+anything but the uploaded file."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from refresher import create_app, store
+
+from .conftest import PASSWORD, make_settings
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return create_app(make_settings(tmp_path_factory.mktemp("hostile") / "data", max_upload_mb=1))
+
+
+@pytest.fixture(scope="module")
+def headers(app):
+    token = app.test_client().post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def leftovers(app) -> list[str]:
+    settings = app.config["SETTINGS"]
+    found = []
+    for sub in ("jobs", "incoming"):
+        folder = settings.data_dir / sub
+        if folder.exists():
+            found += [str(p) for p in folder.rglob("*")]
+    conn = store.connect(settings.db_path)
+    try:
+        found += [f"job row {r[0]}" for r in conn.execute("SELECT id FROM jobs")]
+        found += [f"token row {r[0]}" for r in conn.execute("SELECT name FROM api_tokens")]
+    finally:
+        conn.close()
+    return found
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], boundary="XyZ") -> bytes:
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename is not None:
+            out += b"Content-Type: video/mp4\r\n"
+        out += b"\r\n" + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def cases(media):
+    clip = media["clip"].read_bytes()
+    mp = "multipart/form-data; boundary=XyZ"
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+    hls = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"
+    concat = b"ffconcat version 1.0\nfile /etc/hostname\n"
+    return [
+        # (id, method, url, kwargs, status, words in the error)
+        ("no body", "post", "/api/jobs", {}, 415, "multipart/form-data"),
+        ("json body", "post", "/api/jobs", {"json": {"videos": []}}, 415, "multipart/form-data"),
+        ("no videos field", "post", "/api/jobs", {"data": multipart([("variations", None, b"3")]),
+                                                   "content_type": mp}, 400, "no files"),
+        ("videos as text", "post", "/api/jobs", {"data": multipart([("videos", None, b"x")]),
+                                                  "content_type": mp}, 400, "no files"),
+        ("other file field", "post", "/api/jobs", {"data": multipart([("video", "a.mp4", clip)]),
+                                                    "content_type": mp}, 400, "unexpected file field"),
+        ("variations as file", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                        ("variations", "v.txt", b"3")]),
+                                                      "content_type": mp}, 400, "unexpected file field"),
+        ("eleven files", "post", "/api/jobs", {"data": multipart([("videos", f"{i}.mp4", clip) for i in range(11)]),
+                                                "content_type": mp}, 400, "too many files"),
+        *[(f"variations {v!r}", "post", "/api/jobs",
+           {"data": multipart([("videos", "a.mp4", clip), ("variations", None, v.encode())]), "content_type": mp},
+           400, "variations") for v in ["0", "21", "-1", "abc", "1e1", "5.0", "٣", "99999999999999999999"]],
+        ("variations twice", "post", "/api/jobs",
+         {"data": multipart([("videos", "a.mp4", clip), ("variations", None, b"2"), ("variations", None, b"3")]),
+          "content_type": mp}, 400, "more than once"),
+        ("seed too long", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                   ("seed", None, b"s" * 129)]),
+                                                 "content_type": mp}, 400, "seed"),
+        ("seed control char", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                       ("seed", None, b"a\x00b")]),
+                                                     "content_type": mp}, 400, "seed"),
+        ("empty file", "post", "/api/jobs", {"data": multipart([("videos", "empty.mp4", b"")]),
+                                              "content_type": mp}, 415, "empty.mp4"),
+        ("text as mp4", "post", "/api/jobs", {"data": multipart([("videos", "notes.mp4", b"hello " * 100)]),
+                                               "content_type": mp}, 415, "notes.mp4"),
+        ("truncated mp4", "post", "/api/jobs", {"data": multipart([("videos", "cut.mp4", clip[:3000])]),
+                                                 "content_type": mp}, 415, "cut.mp4"),
+        ("png as mp4", "post", "/api/jobs", {"data": multipart([("videos", "pic.mp4", png)]),
+                                              "content_type": mp}, 415, "pic.mp4"),
+        ("hls playlist as mp4", "post", "/api/jobs", {"data": multipart([("videos", "list.mp4", hls)]),
+                                                       "content_type": mp}, 415, "list.mp4"),
+        ("concat list as mov", "post", "/api/jobs", {"data": multipart([("videos", "list.mov", concat)]),
+                                                      "content_type": mp}, 415, "list.mov"),
+        ("audio only", "post", "/api/jobs", {"data": multipart([("videos", "song.mp4",
+                                                                  media["audio_only"].read_bytes())]),
+                                              "content_type": mp}, 415, "song.mp4"),
+        ("matroska as mp4", "post", "/api/jobs", {"data": multipart([("videos", "clip.mp4",
+                                                                       media["mkv"].read_bytes())]),
+                                                   "content_type": mp}, 415, "clip.mp4"),
+        ("resolution over 8K", "post", "/api/jobs", {"data": multipart([("videos", "huge.mp4",
+                                                                         media["huge"].read_bytes())]),
+                                                       "content_type": mp}, 415, "8192×4608"),
+        ("one good one bad", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                      ("videos", "b.mp4", b"junk" * 50)]),
+                                                    "content_type": mp}, 415, "b.mp4"),
+        ("file over MAX_UPLOAD_MB", "post", "/api/jobs",
+         {"data": multipart([("videos", "big.mp4", clip * 6)]), "content_type": mp}, 413, "big.mp4"),
+        ("request over the limit", "post", "/api/jobs",
+         {"data": multipart([("videos", f"{i}.mp4", b"\0" * 1000_000) for i in range(12)]), "content_type": mp},
+         413, "MAX_UPLOAD_MB"),
+        ("multipart without boundary", "post", "/api/jobs",
+         {"data": b"--a\r\n", "content_type": "multipart/form-data"}, 400, "no files"),
+        ("multipart truncated", "post", "/api/jobs",
+         {"data": multipart([("videos", "a.mp4", clip)])[:5000], "content_type": mp}, 400, "no files"),
+        ("auth huge json", "post", "/api/auth", {"data": b'{"password": "' + b"a" * 2_000_000 + b'"}',
+                                                  "content_type": "application/json"}, 413, "large"),
+        ("auth malformed json", "post", "/api/auth", {"data": b'{"password": ', "content_type": "application/json"},
+         400, "JSON"),
+        ("auth json array", "post", "/api/auth", {"json": ["pw"]}, 400, "JSON"),
+        ("auth long password", "post", "/api/auth", {"json": {"password": "p" * 5000}}, 401, "wrong password"),
+        ("wrong method on jobs", "put", "/api/jobs", {}, 405, "not allowed"),
+        ("wrong method on auth", "delete", "/api/auth", {}, 405, "not allowed"),
+        ("unknown route", "get", "/api/nothing-here", {}, 404, "no such"),
+        ("traversal in id", "get", "/api/jobs/..%2F..%2Fetc%2Fpasswd", {}, 404, "no"),
+        ("nul in id", "get", "/api/jobs/%00", {}, 404, "no job"),
+        ("very long id", "get", "/api/jobs/" + "a" * 5000, {}, 404, "no job"),
+        ("limit negative", "get", "/api/jobs?limit=-1", {}, 400, "limit"),
+        ("limit huge", "get", "/api/jobs?limit=99999", {}, 400, "limit"),
+        ("limit superscript digit", "get", "/api/jobs?limit=%C2%B2", {}, 400, "limit"),
+        ("status unknown", "get", "/api/jobs?status=<script>", {}, 400, "status"),
+        ("token name too long", "post", "/api/tokens", {"json": {"name": "n" * 101}}, 400, "name"),
+        ("token name not text", "post", "/api/tokens", {"json": {"name": 5}}, 400, "name"),
+        ("token json array", "post", "/api/tokens", {"json": [1]}, 400, "name"),
+        ("revoke unknown token", "delete", "/api/tokens/unknown", {}, 404, "unknown"),
+        ("huge bearer token", "get", "/api/jobs", {"headers": {"Authorization": "Bearer " + "x" * 10000}}, 401,
+         "token"),
+    ]
+
+
+class _NoMedia(dict):
+    """Stands in for the media fixture when the case names are collected."""
+
+    def __missing__(self, key):
+        class Empty:
+            def read_bytes(self):
+                return b""
+        return Empty()
+
+
+CASE_NAMES = [case[0] for case in cases(_NoMedia())]
+
+
+def test_at_least_thirty_hostile_requests():
+    assert len(CASE_NAMES) >= 30 and len(set(CASE_NAMES)) == len(CASE_NAMES)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_hostile_request(app, headers, media, name):
+    _, method, url, kwargs, status, words = next(c for c in cases(media) if c[0] == name)
+    kwargs = dict(kwargs)
+    extra_headers = kwargs.pop("headers", {})
+    merged = {**headers, **extra_headers}
+    r = getattr(app.test_client(), method)(url, headers=merged, **kwargs)
+    assert r.status_code == status, (name, r.status_code, r.get_data(as_text=True)[:300])
+    body = r.get_json(silent=True)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str), (name, r.get_data()[:200])
+    assert words.lower() in body["error"].lower(), (name, body)
+    assert leftovers(app) == [], name
+
+
+def test_references_inside_an_upload_are_never_followed(app, headers, tmp_path):
+    """A playlist or concat list dressed as a video points at a named pipe and a
+    local port: ffmpeg must open neither."""
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+    releasing = threading.Event()
+
+    def watch_fifo():
+        fd = os.open(fifo, os.O_WRONLY)  # returns only when somebody opens it for reading
+        if not releasing.is_set():
+            opened.set()
+        os.close(fd)
+
+    watcher = threading.Thread(target=watch_fifo, daemon=True)
+    watcher.start()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    payloads = {
+        "playlist.mp4": f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:{fifo}\n#EXTINF:1,\n"
+                        f"http://127.0.0.1:{port}/a.ts\n#EXT-X-ENDLIST\n".encode(),
+        "concat.mov": f"ffconcat version 1.0\nfile '{fifo}'\nfile 'http://127.0.0.1:{port}/b.mp4'\n".encode(),
+        "sdp.mp4": f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {port} RTP/AVP 96\n"
+                   .encode(),
+    }
+    client = app.test_client()
+    for name, data in payloads.items():
+        r = client.post("/api/jobs", headers=headers, content_type="multipart/form-data",
+                        data={"videos": [(io.BytesIO(data), name)]})
+        assert r.status_code == 415 and name in r.get_json()["error"]
+    assert not opened.is_set(), "ffmpeg opened the file named inside the upload"
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected to the port named inside the upload
+    releasing.set()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    watcher.join(2)
+    listener.close()
+    assert leftovers(app) == []
+
+
+def _send_until_answered(url: str, token: str, head: bytes, chunk: bytes, total: int, chunked: bool):
+    """Stream an upload over a raw socket; stop as soon as the server answers.
+    Returns (bytes of body sent, the status line, the response body)."""
+    import select
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port))
+    headers = (f"POST /api/jobs HTTP/1.1\r\nHost: {parsed.netloc}\r\nAuthorization: Bearer {token}\r\n"
+               f"Content-Type: multipart/form-data; boundary=XyZ\r\n")
+    headers += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
+    sock.sendall(headers.encode())
+    sent = 0
+
+    def send(data: bytes):
+        sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+    send(head)
+    sent += len(head)
+    try:
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            send(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    sock.settimeout(10)
+    response = b""
+    try:
+        while b"\r\n\r\n" not in response or len(response) < response.index(b"\r\n\r\n") + 10:
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    except (ConnectionResetError, socket.timeout):
+        pass
+    sock.close()
+    status, _, rest = response.partition(b"\r\n")
+    return sent, status.decode(), rest.split(b"\r\n\r\n", 1)[-1]
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_oversized_upload_is_refused_without_reading_the_rest(gunicorn_server, chunked):
+    """413 comes from the first megabytes past MAX_UPLOAD_MB (or at once, when the
+    declared length is over the request limit), not after 200 MB."""
+    server = gunicorn_server(MAX_UPLOAD_MB=1)
+    token = server.session.headers["Authorization"].split()[1]
+    head = b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="big.mp4"\r\n\r\n'
+    total = 200 * 1024 * 1024
+    sent, status, body = _send_until_answered(server.url, token, head, b"\0" * 65536, total, chunked)
+    assert " 413 " in status, (status, body[:200])
+    assert sent < 20 * 1024 * 1024, f"{sent} bytes were read before the answer"
+    assert b"big.mp4" in body or b"MAX_UPLOAD_MB" in body
+    incoming = server.data_dir / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+
+
+def test_cors_is_off_by_default(app):
+    r = app.test_client().options("/api/jobs", headers={"Origin": "https://evil.example",
+                                                         "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_cors_allows_only_the_configured_origins(tmp_path):
+    app = create_app(make_settings(tmp_path / "data", cors_origins=("https://ads.example.com",)))
+    client = app.test_client()
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "Authorization"}
+    ok = client.options("/api/jobs", headers={"Origin": "https://ads.example.com", **preflight})
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://ads.example.com"
+    assert "authorization" in ok.headers["Access-Control-Allow-Headers"].lower()
+    other = client.options("/api/jobs", headers={"Origin": "https://evil.example", **preflight})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_login_throttle_is_shared_by_every_worker(gunicorn_server):
+    import requests
+
+    server = gunicorn_server(WEB_CONCURRENCY=3)
+    codes = [requests.post(server.url + "/api/auth", json={"password": "wrong"}).status_code for _ in range(10)]
+    assert codes == [401] * 10, codes
+    # Every later attempt is refused, whichever worker the new connection reaches.
+    for _ in range(200):
+        r = requests.post(server.url + "/api/auth", json={"password": "wrong"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+        refusing = set(re.findall(r'"POST /api/auth HTTP/1.1" 429 .* pid=<?(\d+)', server.log_text()))
+        if len(refusing) >= 2:
+            break
+    assert len(refusing) >= 2, "several workers refused, so they share the count"
+
+
+def test_throttle_uses_the_forwarded_address_behind_a_trusted_proxy(tmp_path):
+    app = create_app(make_settings(tmp_path / "data", trust_proxy_hops=1))
+    client = app.test_client()
+    for _ in range(10):
+        client.post("/api/auth", json={"password": "wrong"}, headers={"X-Forwarded-For": "203.0.113.7"})
+    blocked = client.post("/api/auth", json={"password": "wrong"}, headers={"X-Forwarded-For": "203.0.113.7"})
+    other = client.post("/api/auth", json={"password": "wrong"}, headers={"X-Forwarded-For": "198.51.100.2"})
+    assert (blocked.status_code, other.status_code) == (429, 401)
+
+
+def test_no_secret_reaches_the_log(gunicorn_server, media):
+    import requests
+
+    server = gunicorn_server()
+    token = server.session.headers["Authorization"].split()[1]
+    api = requests.post(server.url + "/api/tokens", json={"name": "ci"},
+                        headers={"Authorization": f"Bearer {token}"}).json()["token"]
+    requests.get(server.url + "/api/jobs", headers={"Authorization": f"Bearer {api}"})
+    requests.post(server.url + "/api/auth", json={"password": "not-the-password"})
+    log = server.log_text()
+    for secret in (token, api, PASSWORD, "not-the-password", "test-secret"):
+        assert secret not in log
