@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else load_settings()
     app = Flask(__name__)
     configure(app, settings)
-    register_extensions(app)
     register_blueprints(app)
+    register_extensions(app)
     register_request_limits(app)
     register_errorhandlers(app)
     register_commands(app)
@@ -81,6 +81,8 @@ def register_extensions(app: Flask) -> None:
     from .extensions import limiter
 
     limiter.init_app(app)
+    for name in ("jobs", "tokens", "health"):  # only sign-in is throttled; skip the check elsewhere
+        limiter.exempt(app.blueprints[name])
     origins = app.config["SETTINGS"].cors_origins
     if origins:  # CORS stays off unless CORS_ORIGINS names who may call the API
         from flask_cors import CORS

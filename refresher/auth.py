@@ -106,8 +106,9 @@ def check_password(candidate: str) -> bool:
 
 
 def issue_session_token() -> tuple[str, float]:
-    """A signed token and its expiry time (Unix seconds)."""
-    token = _serializer().dumps({"k": "s"})
+    """A signed token and its expiry time (Unix seconds). It carries a mark of
+    the password, so choosing a new password ends every session."""
+    token = _serializer().dumps({"k": "s", "p": _password_mark()[:12]})
     return token, time.time() + current_app.config["TOKEN_TTL_SECONDS"]
 
 
@@ -116,7 +117,12 @@ def _verify_session_token(token: str) -> Caller | None:
         payload = _serializer().loads(token, max_age=current_app.config["TOKEN_TTL_SECONDS"])
     except (SignatureExpired, BadSignature):
         return None
-    return Caller("session") if payload == {"k": "s"} else None
+    if not isinstance(payload, dict) or payload.get("k") != "s":
+        return None
+    mark = payload.get("p")
+    if not isinstance(mark, str) or not hmac.compare_digest(mark, _password_mark()[:12]):
+        return None
+    return Caller("session")
 
 
 # --- API tokens ------------------------------------------------------------------------

@@ -190,9 +190,11 @@ def _create_job(conn, settings, binary: str, accepted: list[dict], variations: i
             for index, effects in enumerate(all_effects[position], start=1):
                 variation_id = store.new_id()
                 short = secrets.token_hex(2)
+                info = item["info"]
                 rows.append({"id": variation_id, "file_id": file_id, "variation_index": index,
                              "effects": effects, "name": f"{stem}_var{index}_{short}.mp4",
-                             "output_path": f"jobs/{job_id}/{variation_id}.mp4"})
+                             "output_path": f"jobs/{job_id}/{variation_id}.mp4",
+                             "est_cost": fx.estimated_cost(effects, info.width, info.height, info.duration)})
         thumbnail = f"jobs/{job_id}/thumbnail.webp"
         try:
             ffmpeg.make_thumbnail(binary, settings.data_dir / files[0]["upload_path"],

@@ -102,6 +102,10 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     )
     """,
+    # 4: an estimate of each variation's encoding cost, to start the longest first
+    """
+    ALTER TABLE variations ADD COLUMN est_cost REAL NOT NULL DEFAULT 0
+    """,
 ]
 
 
@@ -176,9 +180,10 @@ def create_job(conn: sqlite3.Connection, job: dict, files: Iterable[dict], varia
             [dict(f, job_id=job["id"], media=json.dumps(f.get("media", {}))) for f in files],
         )
         conn.executemany(
-            "INSERT INTO variations (id, job_id, file_id, variation_index, status, effects, name, output_path)"
-            " VALUES (:id, :job_id, :file_id, :variation_index, 'queued', :effects, :name, :output_path)",
-            [dict(v, job_id=job["id"], effects=json.dumps(v["effects"])) for v in variations],
+            "INSERT INTO variations (id, job_id, file_id, variation_index, status, effects, name, output_path,"
+            " est_cost) VALUES (:id, :job_id, :file_id, :variation_index, 'queued', :effects, :name,"
+            " :output_path, :est_cost)",
+            [{"est_cost": 0, **v, "job_id": job["id"], "effects": json.dumps(v["effects"])} for v in variations],
         )
 
 
@@ -378,8 +383,9 @@ def oldest_queued_job(conn: sqlite3.Connection) -> dict | None:
 
 
 def next_queued_variations(conn: sqlite3.Connection, limit: int, exclude: Iterable[str] = ()) -> list[dict]:
-    """Variations waiting to run in processing jobs that nobody cancelled, FIFO
-    by job, then by source file, then by variation number."""
+    """Variations waiting to run in processing jobs that nobody cancelled: FIFO
+    by job; within a job the costliest first (longest-first keeps the last
+    encode of a job from running alone at the end)."""
     exclude = list(exclude)
     placeholders = ",".join("?" * len(exclude))
     extra = f"AND v.id NOT IN ({placeholders})" if exclude else ""
@@ -390,7 +396,7 @@ def next_queued_variations(conn: sqlite3.Connection, limit: int, exclude: Iterab
         JOIN jobs j ON j.id = v.job_id
         JOIN source_files f ON f.id = v.file_id
         WHERE v.status = 'queued' AND j.status = 'processing' AND j.cancel_requested_at IS NULL {extra}
-        ORDER BY j.created_at, j.seq, f.position, v.variation_index
+        ORDER BY j.created_at, j.seq, v.est_cost DESC, f.position, v.variation_index
         LIMIT ?
         """,
         (*exclude, limit),

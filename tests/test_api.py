@@ -170,3 +170,12 @@ def test_accepted_upload_shape(app, client, media):
 def test_ids_never_look_like_command_line_options():
     ids = [store.new_id() for _ in range(5000)]
     assert all(i[0] not in "-_" and len(i) == 12 for i in ids) and len(set(ids)) == len(ids)
+
+
+def test_a_new_password_ends_existing_sessions(tmp_path):
+    data = tmp_path / "data"
+    old = create_app(make_settings(data)).test_client()
+    headers = login(old)
+    assert old.get("/api/jobs", headers=headers).status_code == 200
+    new = create_app(make_settings(data, auth_password="a brand new password")).test_client()
+    assert new.get("/api/jobs", headers=headers).status_code == 401

@@ -12,9 +12,10 @@ from .conftest import ROOT
 RUNS = {
     "cancel_latency.py": ["--runs", "2", "--seconds", "20"],
     "effects_cost.py": ["--seconds", "2", "--variations", "2"],
+    "encode_workers.py": ["--workers", "1,2", "--seconds", "2", "--rounds", "1"],
     "throughput.py": ["--seconds", "2", "--variations", "1"],
     "zip_download.py": ["--mb-per-output", "2"],
-    "sse_status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
+    "status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
     "upload_memory.py": ["--mb", "20"],
     "resilience.py": ["--seconds", "20"],
 }

@@ -84,7 +84,7 @@ def test_cancel_mid_job_keeps_finished_variations(make_service, media):
     job = svc.get(f"/api/jobs/{job_id}").get_json()
     assert job["status"] == "cancelled" and job["cancelledAt"] and job["finishedAt"]
     outputs = job["files"][0]["outputs"]
-    assert [o["variationIndex"] for o in outputs] == [1]
+    assert len(outputs) == 1
     kept = svc.get(outputs[0]["url"])
     assert kept.status_code == 200 and len(kept.data) == outputs[0]["size"]
     conn = store.connect(svc.settings.db_path)

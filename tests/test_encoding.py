@@ -164,3 +164,12 @@ def test_output_supports_range_requests(service, media):
     assert r.status_code == 206 and r.data == whole[100:200]
     assert r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
     assert service.get(f"/api/jobs/{job['jobId']}/outputs/nope").status_code == 404
+
+
+def test_within_a_job_the_costliest_encode_starts_first(make_service, media):
+    svc = make_service(encode_workers=1)
+    job = svc.wait(svc.submit([media["clip"], media["long"]], variations=1)["jobId"])
+    conn = store.connect(svc.settings.db_path)
+    rows = sorted(store.get_job_variations(conn, job["jobId"]), key=lambda v: v["dispatched_at"])
+    assert [r["file_id"] for r in rows] == [job["files"][1]["id"], job["files"][0]["id"]], \
+        "the 1280×720 clip is encoded before the 320×240 one"

@@ -41,13 +41,14 @@ def test_completed_and_cancelled_jobs_expire(make_service, media):
 
 
 def test_job_queued_past_expiry_fails(make_service, media):
-    svc = make_service(encode_workers=1, job_ttl_hours=0.0005, cleanup_interval_seconds=0.3)  # 1.8 s
-    busy = svc.submit([media["slow"]], variations=2)["jobId"]
+    svc = make_service(encode_workers=1, job_ttl_hours=0.001, cleanup_interval_seconds=0.3)  # 3.6 s
+    busy = svc.submit([media["slow"]], variations=3)["jobId"]  # busy for 10 s or more
     waiting = svc.submit([media["clip"]], variations=1)["jobId"]
     wait_until(lambda: svc.get(f"/api/jobs/{waiting}").get_json()["status"] == "failed", timeout=40)
     job = svc.get(f"/api/jobs/{waiting}").get_json()
     assert "queue" in job["error"] and job["startedAt"] is None and job["finishedAt"]
-    assert svc.get(f"/api/jobs/{busy}").get_json()["status"] == "processing", "running jobs are not touched"
+    running = svc.get(f"/api/jobs/{busy}").get_json()
+    assert running["status"] == "processing", ("running jobs are not touched", running["error"])
     svc.post(f"/api/jobs/{busy}/cancel")
 
 

@@ -42,8 +42,8 @@ def _job_or_404(job_id: str) -> dict:
     return job
 
 
-def load_detail(conn, job_id: str) -> dict | None:
-    job = store.get_job(conn, job_id)
+def load_detail(conn, job_id: str, job: dict | None = None) -> dict | None:
+    job = job if job is not None else store.get_job(conn, job_id)
     if job is None:
         return None
     return job_detail(job, store.get_job_files(conn, job_id), store.get_job_variations(conn, job_id))
@@ -71,8 +71,7 @@ def list_jobs():
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    _job_or_404(job_id)
-    return load_detail(get_conn(), job_id)
+    return load_detail(get_conn(), job_id, _job_or_404(job_id))
 
 
 @bp.get("/<job_id>/events")

@@ -138,6 +138,19 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
     return cmd
 
 
+def estimated_cost(effects: dict, width: int, height: int, duration: float | None) -> float:
+    """Relative encoding cost, for scheduling the longest encodes first.
+    Factors measured with bench/effects_cost.py: a rotation roughly triples a
+    variation's CPU; grain adds a tenth."""
+    out_w, out_h = output_size(width, height)
+    cost = (duration or 60.0) / effects.get("speed", 1.0) * out_w * out_h / 1e6
+    if "rotation" in effects:
+        cost *= 3.0
+    if "noise" in effects:
+        cost *= 1.1
+    return round(cost, 3)
+
+
 def expected_duration(source_duration: float | None, effects: dict) -> float | None:
     if source_duration is None:
         return None

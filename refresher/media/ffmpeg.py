@@ -174,7 +174,14 @@ def _die_with_parent() -> None:
 
 def _encoder_child_setup() -> None:
     _die_with_parent()
-    os.nice(10)  # encodes yield the CPU to the web workers
+    # Encodes take only the CPU nobody else wants, so status polls stay fast
+    # while every core encodes. (Since ffmpeg 7 one encode runs demux, decode,
+    # filters, encode and mux on threads of their own: a mere nice 10 across
+    # all of them still outweighs a web worker's single busy thread.)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
 
 
 @dataclass
