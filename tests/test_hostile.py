@@ -333,3 +333,16 @@ def test_no_secret_reaches_the_log(gunicorn_server, media):
     log = server.log_text()
     for secret in (token, api, PASSWORD, "not-the-password", "test-secret"):
         assert secret not in log
+
+
+def test_a_full_queue_is_refused_with_503(make_service, media):
+    svc = make_service(encode_workers=1, max_queued_jobs=2)
+    first = svc.submit([media["slow"]], variations=1)["jobId"]
+    second = svc.submit([media["clip"]], variations=1)["jobId"]
+    r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "third.mp4")]},
+                 content_type="multipart/form-data")
+    assert r.status_code == 503 and "queue is full" in r.get_json()["error"]
+    assert int(r.headers["Retry-After"]) > 0
+    assert len(svc.get("/api/jobs").get_json()) == 2, "the refused upload left no job"
+    for job_id in (second, first):
+        svc.post(f"/api/jobs/{job_id}/cancel")

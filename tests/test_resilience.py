@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from refresher import store
+from refresher.engine.supervisor import SupervisorHandle
 
 from .conftest import FFMPEG, ROOT, EmbeddedService, ffmpeg_pids_writing_under, make_settings
 
@@ -197,5 +198,24 @@ def test_disk_full_mid_job_fails_the_job_and_the_service_carries_on(small_disk, 
         filler.unlink()
         ok = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])
         assert ok["status"] == "completed", "the service stays up and other jobs work"
+    finally:
+        svc.close()
+
+
+def test_a_variation_interrupted_three_times_fails_with_a_reason(media, tmp_path):
+    """Three restarts in the middle of the same variation: it fails instead of
+    looping forever; the job still ends."""
+    settings = make_settings(tmp_path / "data", encode_workers=1)
+    svc = EmbeddedService(settings)
+    try:
+        job_id = svc.submit([media["slow"]], variations=1)["jobId"]
+        for _ in range(3):
+            wait_until(lambda: running_ffmpeg(settings.data_dir, job_id))
+            os.kill(svc.supervisor.pid, signal.SIGKILL)  # a crash: no graceful requeue
+            svc.supervisor.process.join(10)
+            svc.supervisor = SupervisorHandle(settings, svc.table).start()
+            assert svc.supervisor.wait_ready()
+        job = svc.wait(job_id, timeout=30)
+        assert job["status"] == "failed" and "interrupted 3 times" in job["error"], job
     finally:
         svc.close()

@@ -35,7 +35,10 @@ _MESSAGES = {
 
 
 def handle_api_error(exc: APIError):
-    return error_response(exc.code, exc.message, **exc.extra)
+    response = error_response(exc.code, exc.message, **exc.extra)
+    if "retryAfter" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retryAfter"])
+    return response
 
 
 def handle_http_exception(exc: HTTPException):
