@@ -98,8 +98,9 @@ def main() -> None:
                 info = ffmpeg.probe(FFMPEG, source)
                 for o in f["outputs"]:
                     cmd = fx.encode_command(FFMPEG, source, work / f"replay-{o['id']}.mp4", o["effects"],
-                                            info.width, info.height, info.has_audio)
-                    commands.append((info.width * info.height, cmd))
+                                            info.width, info.height, info.has_audio, info.audio_codec)
+                    cost = fx.estimated_cost(o["effects"], info.width, info.height, info.duration)
+                    commands.append((cost, cmd))
             commands.sort(key=lambda c: -c[0])
             replays.append(run_replay([c for _, c in commands], slots))
     ref, srv, rep = (statistics.median(v) for v in (refs, servers, replays))

@@ -11,7 +11,7 @@ from .conftest import ROOT
 
 RUNS = {
     "cancel_latency.py": ["--runs", "2", "--seconds", "20"],
-    "effects_cost.py": ["--seconds", "2", "--variations", "2"],
+    "effects_cost.py": ["--seconds", "2", "--variations", "2", "--repeat", "1"],
     "encode_workers.py": ["--workers", "1,2", "--seconds", "2", "--rounds", "1"],
     "throughput.py": ["--seconds", "2", "--variations", "1"],
     "zip_download.py": ["--mb-per-output", "2"],

@@ -173,3 +173,21 @@ def test_within_a_job_the_costliest_encode_starts_first(make_service, media):
     rows = sorted(store.get_job_variations(conn, job["jobId"]), key=lambda v: v["dispatched_at"])
     assert [r["file_id"] for r in rows] == [job["files"][1]["id"], job["files"][0]["id"]], \
         "the 1280×720 clip is encoded before the 320×240 one"
+
+
+def audio_md5(path: Path) -> str:
+    import subprocess
+
+    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+                        "-f", "md5", "-"], capture_output=True, text=True, check=True)
+    return r.stdout.strip()
+
+
+def test_aac_audio_is_copied_unless_the_speed_changes(service, media):
+    job = service.wait(service.submit([media["clip"]], variations=8, seed="audio")["jobId"])
+    source = audio_md5(media["clip"])
+    outputs = outputs_of(job)
+    assert {"speed" in o["effects"] for o in outputs} == {True, False}, "the seed gives both kinds"
+    for o in outputs:
+        copied = audio_md5(output_path(service, job["jobId"], o["id"])) == source
+        assert copied == ("speed" not in o["effects"]), o["effects"]

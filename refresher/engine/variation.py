@@ -107,7 +107,7 @@ def encode_variation(task: dict) -> dict:
                     pass  # a busy or full database costs one progress update, not the encode
 
         cmd = fx.encode_command(s.binary, Path(task["source_path"]), partial, effects,
-                                media["width"], media["height"], media["hasAudio"])
+                                media["width"], media["height"], media["hasAudio"], media.get("audioCodec"))
         try:
             result = ffmpeg.run_ffmpeg(cmd, should_stop=should_stop, on_start=on_start,
                                        on_progress=on_progress, stall_seconds=s.stall_seconds)

@@ -86,11 +86,13 @@ class MediaInfo:
     video_codec: str
     has_audio: bool
     rotation: int = 0               # degrees of display rotation in the container
+    audio_codec: str | None = None
 
     def as_dict(self) -> dict:
         return {
             "duration": self.duration, "width": self.width, "height": self.height,
             "videoCodec": self.video_codec, "hasAudio": self.has_audio, "rotation": self.rotation,
+            "audioCodec": self.audio_codec,
         }
 
 
@@ -137,10 +139,12 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
         duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
         duration = duration if duration > 0 else None
     rotation = _ROTATION.search(input_part)
+    audio = next((m for m in streams if m.group(2) == "Audio"), None)
     return MediaInfo(
         duration=duration, width=width, height=height, video_codec=video.group(3),
-        has_audio=any(m.group(2) == "Audio" for m in streams),
+        has_audio=audio is not None,
         rotation=int(round(float(rotation.group(1)))) if rotation else 0,
+        audio_codec=audio.group(3) if audio else None,
     )
 
 
