@@ -64,7 +64,7 @@ def main() -> None:
         big_mb = meter.stop()
         server.session.post(f"{server.url}/api/jobs/{big_job['jobId']}/cancel")
     size = big.stat().st_size / 1e6
-    print(f"upload of one MP4 through POST /api/jobs (streamed to disk, probed, accepted)")
+    print("upload of one MP4 through POST /api/jobs (streamed to disk, probed, accepted)")
     print(f"  baseline  {small.stat().st_size / 1e6:6.1f} MB file : {small_seconds:6.2f} s   "
           f"server memory +{small_mb:5.1f} MB")
     print(f"  service   {size:6.1f} MB file : {big_seconds:6.2f} s   server memory +{big_mb:5.1f} MB   "

@@ -76,6 +76,50 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+def wait_until(predicate, timeout=60, interval=0.05):
+    """Poll `predicate` until it returns something true; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def app(tmp_path):
+    """An app without a supervisor: for what HTTP alone decides."""
+    from refresher import create_app
+
+    return create_app(make_settings(tmp_path / "data"))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size_mb) → the path of a fresh tmpfs of that size (needs root)."""
+    mounted = []
+
+    def mount(size_mb: int) -> Path:
+        point = tmp_path / f"small-disk-{len(mounted)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)],
+                           capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("mounting a small tmpfs needs root: " + r.stderr.decode().strip())
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
 class EmbeddedService:
     """The app plus a real supervisor process, as `python app.py` runs them."""
 

@@ -11,16 +11,6 @@ from refresher import create_app, store
 from .conftest import PASSWORD, make_settings
 
 
-@pytest.fixture
-def app(tmp_path):
-    return create_app(make_settings(tmp_path / "data"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def login(client) -> dict:
     r = client.post("/api/auth", json={"password": PASSWORD})
     assert r.status_code == 200

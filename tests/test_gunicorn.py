@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from .conftest import PASSWORD, processes_tagged
+from .conftest import PASSWORD
 
 
 def wait_done(server, job_id, timeout=60):

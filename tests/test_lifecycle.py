@@ -3,25 +3,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
-from pathlib import Path
-
-import pytest
 
 from refresher import lifecycle, store
 from refresher.engine.supervisor import SupervisorHandle
 
-from .conftest import EmbeddedService, make_settings
-
-
-def wait_until(predicate, timeout=30, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from .conftest import EmbeddedService, make_settings, wait_until
 
 
 def gone(svc, job_id) -> bool:
@@ -43,6 +30,8 @@ def test_completed_and_cancelled_jobs_expire(make_service, media):
 def test_job_queued_past_expiry_fails(make_service, media):
     svc = make_service(encode_workers=1, job_ttl_hours=0.001, cleanup_interval_seconds=0.3)  # 3.6 s
     busy = svc.submit([media["slow"]], variations=3)["jobId"]  # busy for 10 s or more
+    assert wait_until(lambda: svc.get(f"/api/jobs/{busy}").get_json()["status"] == "processing", timeout=3), \
+        "the supervisor claims a queued job at once"
     waiting = svc.submit([media["clip"]], variations=1)["jobId"]
     wait_until(lambda: svc.get(f"/api/jobs/{waiting}").get_json()["status"] == "failed", timeout=40)
     job = svc.get(f"/api/jobs/{waiting}").get_json()
@@ -124,19 +113,9 @@ def test_scheduler_runs_once_per_host(gunicorn_server):
     assert len(set(passes)) == 1, "only the supervisor runs the cleanup daemon"
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root: " + r.stderr.decode().strip())
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_job_that_cannot_fit_fails_with_a_clear_error(media, small_disk):
-    svc = EmbeddedService(make_settings(small_disk / "data"))
+    disk = small_disk(8)
+    svc = EmbeddedService(make_settings(disk / "data"))
     try:
         job_id = svc.submit([media["clip"]], variations=20)["jobId"]  # ~20 MB of outputs, 8 MB disk
         job = svc.wait(job_id, timeout=30)
@@ -144,6 +123,6 @@ def test_job_that_cannot_fit_fails_with_a_clear_error(media, small_disk):
         assert job["startedAt"] is None
         small = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])
         assert small["status"] == "completed", "the service carries on"
-        assert not list((small_disk / "data" / "jobs" / job_id).glob("source_*")), "its upload is removed"
+        assert not list((disk / "data" / "jobs" / job_id).glob("source_*")), "its upload is removed"
     finally:
         svc.close()

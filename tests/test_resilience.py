@@ -5,26 +5,13 @@ import hashlib
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from refresher import store
 from refresher.engine.supervisor import SupervisorHandle
 
-from .conftest import FFMPEG, ROOT, EmbeddedService, ffmpeg_pids_writing_under, make_settings
-
-
-def wait_until(predicate, timeout=60, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from .conftest import EmbeddedService, FFMPEG, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -112,6 +99,7 @@ def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, me
     new = wait_until(lambda: (health.append(server.session.get(server.url + "/api/health").status_code)
                               or [p for p in re.findall(r"supervisor (\d+) running", server.log_text())
                                   if int(p) != old]), timeout=10, interval=0.005)
+    assert alive(int(new[0])), "a new supervisor runs"
     recovered_in = time.monotonic() - killed_at
     assert recovered_in < 10
     wait_until(lambda: server.session.get(server.url + "/api/health").status_code == 200, timeout=5)
@@ -172,25 +160,15 @@ def test_two_servers_on_one_data_dir_run_one_supervisor(gunicorn_server, media):
     wait_until(lambda: job_of(second, job_id)["status"] == "completed")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root: " + r.stderr.decode().strip())
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_disk_full_mid_job_fails_the_job_and_the_service_carries_on(small_disk, media):
-    svc = EmbeddedService(make_settings(small_disk / "data", encode_workers=1))
-    filler = small_disk / "filler"
+    disk = small_disk(64)
+    svc = EmbeddedService(make_settings(disk / "data", encode_workers=1))
+    filler = disk / "filler"
     try:
         job_id = svc.submit([media["slow"]], variations=1)["jobId"]  # 38 MB in, ~20 MB out expected
         wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id), interval=0.01)
         with open(filler, "wb") as f:  # fill the disk, leaving a little room for the database
-            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
             f.write(b"\0" * max(0, free - 300_000))
         job = svc.wait(job_id, timeout=60)
         assert job["status"] == "failed" and "No space left" in job["error"], job

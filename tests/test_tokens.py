@@ -15,16 +15,6 @@ from .conftest import PASSWORD, ROOT, make_settings
 
 
 @pytest.fixture
-def app(tmp_path):
-    return create_app(make_settings(tmp_path / "data"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def session(client) -> dict:
     r = client.post("/api/auth", json={"password": PASSWORD})
     assert r.status_code == 200

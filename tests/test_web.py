@@ -6,23 +6,12 @@ import html
 import re
 import time
 
-import pytest
 
 from refresher import create_app
 
 from .conftest import PASSWORD, make_settings
 
 XSS_NAME = "<img src=x onerror=alert(1)>.mp4"
-
-
-@pytest.fixture
-def app(tmp_path):
-    return create_app(make_settings(tmp_path / "data"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def form_token(page_html: str) -> str:

@@ -34,7 +34,7 @@ def health():
         ffmpeg_version = None
         problems.append(f"ffmpeg cannot run: {exc}")
     if not os.access(settings.data_dir, os.W_OK):
-        problems.append(f"the data directory is not writable")
+        problems.append("the data directory is not writable")
     table = installed_cancel_table()
     supervisor = "not running"
     if table is not None and table.supervisor_alive():

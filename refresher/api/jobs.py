@@ -149,12 +149,15 @@ def cancel_job(job_id: str):
     return body, status
 
 
+def _finished_or_409(job: dict, then: str) -> dict:
+    if job["status"] in ("queued", "processing"):
+        raise APIError(409, f"job {job['id']} is still {job['status']}; {then}", status=job["status"])
+    return job
+
+
 @bp.get("/<job_id>/download")
 def download(job_id: str):
-    job = _job_or_404(job_id)
-    if job["status"] in ("queued", "processing"):
-        raise APIError(409, f"job {job_id} is still {job['status']}; download it when it has finished",
-                       status=job["status"])
+    job = _finished_or_409(_job_or_404(job_id), "download it when it has finished")
     if job["expires_at"] <= time.time():
         raise APIError(410, f"job {job_id} has expired and its files are gone")
     conn = get_conn()
@@ -193,9 +196,6 @@ def thumbnail(job_id: str):
 
 @bp.delete("/<job_id>")
 def delete_job(job_id: str):
-    job = _job_or_404(job_id)
-    if job["status"] in ("queued", "processing"):
-        raise APIError(409, f"job {job_id} is {job['status']}; cancel it before deleting it",
-                       status=job["status"])
+    _finished_or_409(_job_or_404(job_id), "cancel it before deleting it")
     lifecycle.delete_job_everywhere(get_conn(), _settings().data_dir, job_id)
     return "", 204

@@ -24,6 +24,7 @@ import queue
 import signal
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -394,7 +395,13 @@ def _forget_parent_state() -> None:
 def run_supervisor(settings: Settings, table: CancelTable) -> None:
     """Entry point of the supervisor process."""
     _forget_parent_state()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Log to our own stderr (gunicorn's, or the terminal's), whatever handlers
+    # the parent process had installed before it forked us.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
     supervisor = Supervisor(settings, table)
 
     def stop(signum, frame):
