@@ -9,7 +9,6 @@ and real tokens are checked against the description as well.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import schemathesis
@@ -84,16 +83,6 @@ class Conformance:
         return response
 
 
-def _wait_for(service, job_id, statuses, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = service.get(f"/api/jobs/{job_id}").get_json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {job}")
-
-
 def test_a_real_job_answers_as_described(service, media):
     c = Conformance(service)
     upload = {"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "2", "seed": "s1"}
@@ -102,7 +91,7 @@ def test_a_real_job_answers_as_described(service, media):
     job_id = created["jobId"]
     c.check("GET", "/api/jobs/{jobId}", service.get(f"/api/jobs/{job_id}"), 200)
 
-    job = _wait_for(service, job_id, ("completed",))
+    job = service.wait(job_id, ("completed",))
     c.check("GET", "/api/jobs/{jobId}", service.get(f"/api/jobs/{job_id}"), 200)
     c.check("GET", "/api/jobs", service.get("/api/jobs"), 200)
     c.check("GET", "/api/jobs", service.get("/api/jobs?status=completed&limit=1"), 200)
@@ -129,7 +118,7 @@ def test_a_running_job_answers_as_described(service, media):
     c = Conformance(service)
     upload = {"videos": [(open(media["long"], "rb"), "long.mp4")], "variations": "8"}
     job_id = service.post("/api/jobs", data=upload, content_type="multipart/form-data").get_json()["jobId"]
-    _wait_for(service, job_id, ("processing",))
+    service.wait(job_id, ("processing",))
     c.check("GET", "/api/jobs/{jobId}/download", service.get(f"/api/jobs/{job_id}/download"), 409)
     c.check("DELETE", "/api/jobs/{jobId}", service.delete(f"/api/jobs/{job_id}"), 409)
     c.check("POST", "/api/jobs/{jobId}/cancel", service.post(f"/api/jobs/{job_id}/cancel"), 200)
