@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from refresher import store
+from refresher.engine import supervisor as supervisor_module
 from refresher.engine.supervisor import SupervisorHandle
 
 from .conftest import EmbeddedService, FFMPEG, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
@@ -19,6 +20,18 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
 
 
 def job_of(server, job_id):
@@ -131,6 +144,37 @@ def test_ffmpeg_killed_twice_fails_the_file_with_the_reason(make_service, media)
     job = svc.wait(job_id, timeout=30)
     assert job["status"] == "failed" and "signal 9" in job["error"], job
     assert job["files"][0]["status"] == "failed" and "signal 9" in job["files"][0]["error"]
+
+
+def test_encode_worker_killed_mid_encode_is_retried(make_service, media):
+    svc = make_service(encode_workers=1)
+    job_id = svc.submit([media["slow"]], variations=1)["jobId"]
+    ffmpeg_pid = wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id))[0]
+    worker = int(Path(f"/proc/{ffmpeg_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert worker in children_of(svc.supervisor.pid), "ffmpeg runs under a pool worker"
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not alive(ffmpeg_pid), timeout=5)  # it dies with its worker
+    job = svc.wait(job_id, timeout=90)
+    assert job["status"] == "completed", job
+    conn = store.connect(svc.settings.db_path)
+    [v] = store.get_job_variations(conn, job_id)
+    assert (v["attempts"], v["failures"]) == (2, 1)
+    assert not list((svc.settings.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
+
+
+def test_idle_encode_workers_killed_from_outside_do_not_stall_the_pool(make_service, media, monkeypatch):
+    """An idle pool worker waits for tasks holding the task queue's lock; killed
+    there, it takes the lock with it, and without help no worker reads again."""
+    monkeypatch.setattr(supervisor_module, "PICKUP_SECONDS", 2.0)  # the supervisor is forked: it sees this
+    svc = make_service(encode_workers=2)
+    workers = wait_until(lambda: (found := children_of(svc.supervisor.pid)) and len(found) == 2 and found)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5)
+    job = svc.wait(svc.submit([media["clip"]], variations=2)["jobId"], timeout=30)
+    assert job["status"] == "completed", job
+    conn = store.connect(svc.settings.db_path)
+    assert [v["failures"] for v in store.get_job_variations(conn, job["jobId"])] == [0, 0]
 
 
 def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monkeypatch):

@@ -42,6 +42,7 @@ log = logging.getLogger("refresher.supervisor")
 TICK_SECONDS = 0.1               # how often the dispatcher looks at the store
 PROGRESS_ROLLUP_SECONDS = 0.5    # how often job progress is recomputed
 LOST_TASK_CHECK_SECONDS = 1.0
+PICKUP_SECONDS = 10.0            # a task no idle pool worker took by then: the pool is stuck
 MAX_FAILED_ATTEMPTS = 2          # an ffmpeg that fails is retried once
 MAX_INTERRUPTIONS = 3            # restarts/shutdowns a variation may live through
 RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
@@ -52,6 +53,7 @@ SUPERVISOR_LOCK = "supervisor.lock"
 class _InFlight:
     task: dict
     dispatched_at: float
+    nudged: bool = False  # the pool was unstuck for it once
 
 
 class Supervisor:
@@ -259,11 +261,14 @@ class Supervisor:
     def check_lost_tasks(self) -> None:
         """A pool worker killed from outside never reports back: find its task by
         the worker pid it recorded, and count it as a failed attempt."""
+        waiting = []
         for variation_id, flight in list(self.in_flight.items()):
             row = store.get_variation(self.conn, variation_id)
             if row is None or row["status"] != "processing":
                 continue
             pid = row["worker_pid"]
+            if pid is None and not flight.nudged and time.monotonic() - flight.dispatched_at > PICKUP_SECONDS:
+                waiting.append(flight)
             lost = (pid is not None and not _is_child(pid)) or (
                 pid is None and time.monotonic() - flight.dispatched_at > 60)
             if lost:
@@ -272,6 +277,26 @@ class Supervisor:
                 pool_work.partial_path(self.data_dir / row["output_path"]).unlink(missing_ok=True)
                 self.results.put({"id": variation_id, "outcome": "failed",
                                   "error": "the encoding process died unexpectedly"})
+        if waiting:
+            self.unstick_pool(waiting)
+
+    def unstick_pool(self, waiting: list[_InFlight]) -> None:
+        """Tasks are only dispatched to idle workers, so one waits for seconds only
+        when the pool is stuck: an idle worker blocks in the task queue's read
+        while holding its lock, and one killed there (OOM killer, a stray kill)
+        takes the lock with it; every other worker then waits for it forever.
+        Release the orphaned lock so the replacement workers can read again."""
+        lock = getattr(getattr(self.pool, "_inqueue", None), "_rlock", None)
+        if lock is None:
+            return
+        log.warning("%d task(s) waited %.0f s for an idle encode worker: a worker died holding "
+                    "the task queue's lock; releasing it", len(waiting), PICKUP_SECONDS)
+        try:
+            lock.release()
+        except ValueError:
+            pass  # it was not held after all
+        for flight in waiting:
+            flight.nudged = True  # if it still waits, it is counted as lost at 60 s
 
     # --- start-up recovery ---------------------------------------------------------------
     def recover(self) -> None:
