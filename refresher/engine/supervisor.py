@@ -427,6 +427,7 @@ def run_supervisor(settings: Settings, table: CancelTable) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
     supervisor = Supervisor(settings, table)
 
     def stop(signum, frame):
