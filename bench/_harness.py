@@ -2,7 +2,9 @@
 server on a free port, and small statistics helpers."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -21,6 +23,13 @@ from refresher.media.ffmpeg import resolve_binary  # noqa: E402
 
 FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
 PASSWORD = "bench-password"
+
+
+def work_dir(prefix: str) -> Path:
+    """A temporary folder, removed when the script ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = True) -> Path:
@@ -43,7 +52,10 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
+        # A folder of its own is removed when the server stops; one passed in is kept.
+        self.own_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="refresher-bench-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "PORT": str(self.port), "DATA_DIR": str(self.data_dir),
                     "AUTH_PASSWORD": PASSWORD, **{k: str(v) for k, v in env.items()}}
@@ -75,6 +87,8 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+        if self.own_data_dir and exc[0] is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def submit(self, paths, variations: int, **fields) -> str:
         files = [("videos", (Path(p).name, open(p, "rb"), "video/mp4")) for p in paths]

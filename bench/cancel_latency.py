@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import FFMPEG, Server, make_clip, summary
+from _harness import FFMPEG, Server, make_clip, summary, work_dir
 
 from refresher.media import effects as fx
 from refresher.media import ffmpeg
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=60, help="length of the source clip")
     args = parser.parse_args()
-    media = Path(tempfile.mkdtemp(prefix="refresher-bench-media-"))
+    media = work_dir("refresher-bench-media-")
     source = make_clip(media, "cancel-source.mp4", "1280x720", args.seconds)
 
     base = baseline(source, args.runs)

@@ -20,10 +20,9 @@ import re
 import resource
 import statistics
 import subprocess
-import tempfile
 from pathlib import Path
 
-from _harness import FFMPEG, make_clip
+from _harness import FFMPEG, make_clip, work_dir
 
 from refresher.media import effects as fx
 from refresher.media import ffmpeg
@@ -88,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-fx-"))
+    work = work_dir("refresher-bench-fx-")
     sources = [make_clip(work, "src-640x360.mp4", "640x360", args.seconds),
                make_clip(work, "src-1280x720.mp4", "1280x720", args.seconds)]
     print("effect chain cost (CPU s per output s) and fidelity to the source (SSIM, PSNR dB)")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from _harness import Server, make_clip
+from _harness import Server, make_clip, work_dir
 
 
 def main() -> None:
@@ -23,7 +21,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-ew-"))
+    work = work_dir("refresher-bench-ew-")
     sources = [make_clip(work, "first.mp4", "640x360", args.seconds),
                make_clip(work, "second.mp4", "640x360", args.seconds)]
     results = {}

@@ -15,11 +15,9 @@ import argparse
 import os
 import re
 import signal
-import tempfile
 import time
-from pathlib import Path
 
-from _harness import Server, make_clip
+from _harness import Server, make_clip, work_dir
 
 
 def descendants_alive(root_pid: int, tag: str) -> list[int]:
@@ -49,15 +47,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60, help="length of the source clip")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-res-"))
+    work = work_dir("refresher-bench-res-")
     source = make_clip(work, "long.mp4", "1280x720", args.seconds)
 
     idle_tag, busy_tag = "idle-" + str(os.getpid()), "busy-" + str(os.getpid())
-    server = Server(ENCODE_WORKERS=2, BENCH_TAG=idle_tag).__enter__()
+    server = Server(work / "idle", ENCODE_WORKERS=2, BENCH_TAG=idle_tag).__enter__()
     idle = shutdown_time(server, idle_tag)
     server.log.close()
 
-    server = Server(ENCODE_WORKERS=2, BENCH_TAG=busy_tag).__enter__()
+    server = Server(work / "busy", ENCODE_WORKERS=2, BENCH_TAG=busy_tag).__enter__()
     job_id = server.submit([source], variations=6)
     while server.job(job_id)["overallProgress"] < 5:
         time.sleep(0.05)

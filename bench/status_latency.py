@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import requests
 
-from _harness import Server, make_clip, summary
+from _harness import Server, make_clip, summary, work_dir
 
 
 def poll(server, job_id: str, count: int, pollers: int, interval: float) -> list[float]:
@@ -78,7 +76,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=120, help="length of the source clip")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-status-"))
+    work = work_dir("refresher-bench-status-")
     source = make_clip(work, "long.mp4", "1280x720", args.seconds)
     with Server() as server:
         idle_job = server.wait(server.submit([make_clip(work, "short.mp4", "1280x720", 1)], variations=10))

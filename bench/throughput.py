@@ -18,13 +18,12 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-from _harness import FFMPEG, Server, make_clip
+from _harness import FFMPEG, Server, make_clip, work_dir
 from effects_cost import reference_command
 
 from refresher.media import effects as fx
@@ -83,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variations", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-tp-"))
+    work = work_dir("refresher-bench-tp-")
     sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
                make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
     slots = os.cpu_count() or 1

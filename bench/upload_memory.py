@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from requests_toolbelt import MultipartEncoder
 
-from _harness import FFMPEG, Server, make_clip
+from _harness import FFMPEG, Server, make_clip, work_dir
 from zip_download import PeakRSS, worker_pids
 
 
@@ -49,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=500)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-up-"))
+    work = work_dir("refresher-bench-up-")
     small = make_clip(work, "small.mp4", "640x360", 4)
     big = make_big_mp4(work, args.mb)
     with Server(MAX_UPLOAD_MB=max(600, args.mb + 50), ENCODE_WORKERS=1) as server:

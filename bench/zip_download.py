@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 import zipfile
 from pathlib import Path
 
-from _harness import Server, make_clip
+from _harness import Server, make_clip, work_dir
 
 
 def worker_pids(master_pid: int) -> list[int]:
@@ -88,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb-per-output", type=int, default=100)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refresher-bench-zip-"))
+    work = work_dir("refresher-bench-zip-")
     sources = [make_clip(work, "a.mp4", "640x360", 4), make_clip(work, "b.mp4", "640x360", 4)]
     with Server(WEB_CONCURRENCY=2) as server:
         job = server.wait(server.submit(sources, variations=5))

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _harness import FFMPEG, PASSWORD, Server  # noqa: E402
+from _harness import FFMPEG, PASSWORD, Server, work_dir  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -61,7 +60,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="refresher-shots-"))
+    work = work_dir("refresher-shots-")
     ads = {name: make_ad(work, name) for name in CLIPS}
 
     from playwright.sync_api import sync_playwright

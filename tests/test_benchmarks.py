@@ -2,6 +2,7 @@
 no assertions on times: these machines are shared and noisy)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,10 +28,13 @@ def test_every_benchmark_is_covered():
 
 
 @pytest.mark.parametrize("script", sorted(RUNS))
-def test_benchmark_runs(script):
+def test_benchmark_runs(script, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *RUNS[script]], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert list(tmp.iterdir()) == [], "a benchmark removes its media and servers' data when it ends"
     lines = r.stdout.splitlines()
     assert any("baseline" in line for line in lines) or "replaced" in r.stdout, r.stdout
     assert any("service" in line for line in lines) or "replaced" in r.stdout, r.stdout
