@@ -22,9 +22,9 @@ def page_token(page_html: str) -> str:
     return re.search(r'<meta name="csrf-token" content="([^"]+)">', page_html).group(1)
 
 
-def sign_in(client, password=PASSWORD):
-    token = form_token(client.get("/login").get_data(as_text=True))
-    return client.post("/login", data={"password": password, "csrf_token": token})
+def sign_in(client, password=PASSWORD, **request):
+    token = form_token(client.get("/login", **request).get_data(as_text=True))
+    return client.post("/login", data={"password": password, "csrf_token": token}, **request)
 
 
 def signed_in_token(client) -> str:
@@ -58,11 +58,27 @@ def test_sign_in_sets_a_protected_cookie_and_opens_the_pages(client):
     assert r.status_code == 302 and r.headers["Location"] == "/"
     cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("refresher_session="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie, "plain HTTP (a LAN install) keeps working"
     page = client.get("/")
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
     assert 'id="upload-form"' in page.get_data(as_text=True)
     assert client.get("/api/jobs").status_code == 200, "the cookie works on the API"
     assert client.get("/login").status_code == 302, "a signed-in browser skips the sign-in page"
+
+
+def test_the_cookie_is_secure_over_https(client):
+    r = sign_in(client, base_url="https://localhost")
+    assert r.status_code == 302
+    cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("refresher_session="))
+    assert "; Secure" in cookie
+
+
+def test_the_cookie_is_secure_behind_a_trusted_https_proxy(tmp_path):
+    app = create_app(make_settings(tmp_path / "data", trust_proxy_hops=1))
+    r = sign_in(app.test_client(), headers={"X-Forwarded-Proto": "https"})
+    assert r.status_code == 302
+    cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("refresher_session="))
+    assert "; Secure" in cookie
 
 
 def test_wrong_password_is_refused_with_a_message(client):

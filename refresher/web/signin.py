@@ -11,6 +11,7 @@ import re
 from functools import wraps
 
 from flask import redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 
 from .. import auth
 from ..api.auth import LOGIN_LIMIT
@@ -20,8 +21,19 @@ from . import bp
 MAX_PASSWORD_LENGTH = 1024
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the page came over HTTPS
+    (directly, or through a trusted proxy's X-Forwarded-Proto), so the cookie
+    never travels in clear once a site uses TLS, while plain-HTTP installs on
+    a LAN keep working."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
 @bp.record_once
 def configure_session_cookie(state) -> None:
+    state.app.session_interface = SessionInterface()
     config = state.app.config
     config.update(
         SESSION_COOKIE_NAME="refresher_session",
