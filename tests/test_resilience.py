@@ -34,6 +34,23 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}[os.uname().machine]
+
+
+def queue_lock_holder(supervisor_pid: int, count: int) -> int | None:
+    """The idle pool worker blocked reading the task queue (it holds the queue's
+    lock; the other workers wait for that lock), once all `count` are idle."""
+    workers = children_of(supervisor_pid)
+    if len(workers) != count:
+        return None
+    try:
+        calls = [Path(f"/proc/{pid}/syscall").read_text().split()[0] for pid in workers]
+    except (FileNotFoundError, IndexError):
+        return None
+    readers = [pid for pid, call in zip(workers, calls) if call == READ_SYSCALL]
+    return readers[0] if len(readers) == 1 else None
+
+
 def job_of(server, job_id):
     return server.session.get(f"{server.url}/api/jobs/{job_id}").json()
 
@@ -162,19 +179,29 @@ def test_encode_worker_killed_mid_encode_is_retried(make_service, media):
     assert not list((svc.settings.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
 
 
-def test_idle_encode_workers_killed_from_outside_do_not_stall_the_pool(make_service, media, monkeypatch):
+def test_an_idle_encode_worker_killed_from_outside_does_not_stall_the_pool(make_service, media, monkeypatch):
     """An idle pool worker waits for tasks holding the task queue's lock; killed
     there, it takes the lock with it, and without help no worker reads again."""
     monkeypatch.setattr(supervisor_module, "PICKUP_SECONDS", 2.0)  # the supervisor is forked: it sees this
     svc = make_service(encode_workers=2)
-    workers = wait_until(lambda: (found := children_of(svc.supervisor.pid)) and len(found) == 2 and found)
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5)
+    holder = wait_until(lambda: queue_lock_holder(svc.supervisor.pid, 2))
+    os.kill(holder, signal.SIGKILL)
+    wait_until(lambda: not alive(holder), timeout=5)
     job = svc.wait(svc.submit([media["clip"]], variations=2)["jobId"], timeout=30)
     assert job["status"] == "completed", job
     conn = store.connect(svc.settings.db_path)
     assert [v["failures"] for v in store.get_job_variations(conn, job["jobId"])] == [0, 0]
+
+
+def test_a_stuck_pool_does_not_hold_up_shutdown(make_service):
+    svc = make_service(encode_workers=2)
+    holder = wait_until(lambda: queue_lock_holder(svc.supervisor.pid, 2))
+    os.kill(holder, signal.SIGKILL)  # the task queue's lock goes with it
+    workers = wait_until(lambda: (found := children_of(svc.supervisor.pid)) and len(found) == 2 and found, timeout=5)
+    started = time.monotonic()
+    svc.supervisor.stop()
+    assert time.monotonic() - started < 15, "the supervisor stops on its own, not by SIGKILL at 20 s"
+    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5)
 
 
 def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monkeypatch):

@@ -346,7 +346,12 @@ class Supervisor:
             joiner.start()
             joiner.join(timeout=5)
             if joiner.is_alive():
-                self.pool.terminate()
+                # Bounded too: terminate() waits for the task queue's lock, which a
+                # worker killed while idle may have taken with it. Whatever is left
+                # dies with this process (PR_SET_PDEATHSIG).
+                terminator = threading.Thread(target=self.pool.terminate, daemon=True)
+                terminator.start()
+                terminator.join(timeout=5)
         for variation_id in list(self.in_flight):
             row = store.get_variation(self.conn, variation_id)
             if row is not None and row["status"] == "processing":

@@ -44,7 +44,10 @@ _state: _WorkerState | None = None
 def init_worker(db_path: str, table_array, data_dir: str, binary: str, stall_seconds: float) -> None:
     """Pool initializer: own connection, signals, die with the supervisor."""
     global _state
-    ffmpeg._die_with_parent()  # a killed supervisor takes its workers (and so their ffmpeg) along
+    # A killed supervisor takes its workers (and so their ffmpeg) along. The
+    # "parent" is the forking thread: workers the pool forks later to replace
+    # dead ones come from its worker-handler thread, and die when the pool closes.
+    ffmpeg._die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
     _state = _WorkerState(conn=store.connect(db_path), table=CancelTable(table_array),
