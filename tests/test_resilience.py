@@ -5,6 +5,7 @@ import hashlib
 import os
 import re
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from refresher import store
 from refresher.engine import supervisor as supervisor_module
 from refresher.engine.supervisor import SupervisorHandle
 
-from .conftest import EmbeddedService, FFMPEG, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
+from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -268,3 +269,35 @@ def test_a_variation_interrupted_three_times_fails_with_a_reason(media, tmp_path
         assert job["status"] == "failed" and "interrupted 3 times" in job["error"], job
     finally:
         svc.close()
+
+
+def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(app, client, media):
+    """A locked or failing database while an outcome comes in: the outcome is
+    kept for the next tick instead of leaving the variation "processing"."""
+    from refresher.engine.cancel_table import CancelTable
+    from refresher.engine.supervisor import Supervisor, _InFlight
+
+    token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+    r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
+                    data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
+    assert r.status_code == 202
+    settings = app.config["SETTINGS"]
+    supervisor = Supervisor(settings, CancelTable())
+    good = store.connect(settings.db_path)
+    [variation] = store.get_job_variations(good, r.get_json()["jobId"])
+    assert store.dispatch_variation(good, variation["id"], time.time())
+    supervisor.in_flight[variation["id"]] = _InFlight(task=variation, dispatched_at=time.monotonic())
+    supervisor.conn = store.connect(settings.db_path)
+    supervisor.conn.close()  # every use now raises sqlite3.ProgrammingError
+    outcome = {"id": variation["id"], "outcome": "failed", "error": "ffmpeg exited with 1"}
+    try:
+        supervisor.handle_outcome(outcome)
+        raise AssertionError("the closed connection should have failed")
+    except sqlite3.Error:
+        pass
+    assert variation["id"] in supervisor.in_flight and supervisor.results.get_nowait() == outcome
+    supervisor.conn = good
+    supervisor.handle_outcome(outcome)
+    [row] = store.get_job_variations(good, r.get_json()["jobId"])
+    assert (row["status"], row["failures"], row["error"]) == ("queued", 1, "ffmpeg exited with 1")
+    assert supervisor.in_flight == {}

@@ -109,9 +109,13 @@ class Supervisor:
                     self.handle_outcome(outcome)
                 except (sqlite3.Error, OSError) as exc:
                     # A full disk or a locked database must not take the supervisor
-                    # down: say so, wait a little, and carry on.
-                    log.error("supervisor loop: %s", exc)
+                    # down: say so, wait a little, and carry on with a fresh
+                    # connection (one that hit an I/O error may stay unusable).
+                    log.error("supervisor loop: %s%s", exc,
+                              f" ({exc.sqlite_errorname})" if isinstance(exc, sqlite3.Error) else "")
                     self.stopping.wait(1.0)
+                    if isinstance(exc, sqlite3.Error):
+                        self.reconnect()
         finally:
             self.shutdown()
 
@@ -195,17 +199,42 @@ class Supervisor:
         # else somebody cancelled it meanwhile
 
     # --- outcomes ---------------------------------------------------------------------
+    def reconnect(self) -> None:
+        try:
+            fresh = store.connect(self.settings.db_path)
+        except sqlite3.Error as exc:
+            log.error("cannot reopen the database: %s", exc)
+            return
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        self.conn = fresh
+
     def handle_outcome(self, outcome: dict) -> None:
         variation_id = outcome["id"]
         flight = self.in_flight.pop(variation_id, None)
         if flight is None:
             return  # a task we already gave up on as lost
+        try:
+            self.record_outcome(outcome)
+        except BaseException:
+            # Not recorded (the database is locked, the disk full …): keep it,
+            # or the variation would stay "processing" and its job never end.
+            self.in_flight[variation_id] = flight
+            self.results.put(outcome)
+            raise
+
+    def record_outcome(self, outcome: dict) -> None:
+        variation_id = outcome["id"]
         now = time.time()
         kind = outcome["outcome"]
         row = store.get_variation(self.conn, variation_id)
         if row is None:
             return  # the job was deleted
-        if kind == "cancelled":
+        if row["status"] != "processing":
+            pass  # recorded by an earlier try that failed later on: only settle
+        elif kind == "cancelled":
             store.end_variation(self.conn, variation_id, "cancelled", now)
         elif kind == "interrupted":
             self.requeue_or_fail(row, "interrupted")
@@ -340,6 +369,9 @@ class Supervisor:
                 self.handle_outcome(self.results.get(timeout=0.1))
             except queue.Empty:
                 pass
+            except (sqlite3.Error, OSError) as exc:  # kept for the next start's recovery
+                log.error("recording an outcome at shutdown: %s", exc)
+                time.sleep(0.2)
         if self.pool is not None:
             self.pool.close()
             joiner = threading.Thread(target=self.pool.join, daemon=True)
