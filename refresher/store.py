@@ -139,9 +139,25 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return row[0] or 0
 
 
+def use_wal(conn: sqlite3.Connection, timeout: float = 30) -> None:
+    """Switch the database to WAL (it stays so). Several processes starting at
+    once may try together, and the switch answers "database is locked" at once
+    instead of waiting for the busy timeout: retry until one has made it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the database; safe to call from many processes."""
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn)
     schema_version(conn)
     with transaction(conn):
         current = schema_version(conn)

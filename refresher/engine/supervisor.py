@@ -79,17 +79,19 @@ class Supervisor:
         self.table.mark_stopped(clean=False)  # not ready yet; a crash from here on is unclean
         if not self.take_data_dir_lock():
             return
-        self.conn = store.connect(self.settings.db_path)
-        store.migrate(self.conn)
-        self.table.set_shutdown(False)
-        self.recover()
-        lifecycle.sweep_temporaries(self.conn, self.settings, min_age=lifecycle.ORPHAN_AGE_SECONDS)
+        # The pool first: workers forked while this process has the database open
+        # would inherit SQLite's per-process lock and shared-memory bookkeeping.
         self.pool = multiprocessing.get_context("fork").Pool(
             self.settings.encode_workers,
             initializer=pool_work.init_worker,
             initargs=(str(self.settings.db_path), self.table._a, str(self.data_dir), self.binary,
                       self.settings.stall_seconds),
         )
+        self.conn = store.connect(self.settings.db_path)
+        store.migrate(self.conn)
+        self.table.set_shutdown(False)
+        self.recover()
+        lifecycle.sweep_temporaries(self.conn, self.settings, min_age=lifecycle.ORPHAN_AGE_SECONDS)
         self.start_scheduler()
         self.table.beat(os.getpid())  # ready: recovered, swept, pool up
         log.info("supervisor %d running %d encode worker(s) with %s", os.getpid(),
@@ -200,16 +202,16 @@ class Supervisor:
 
     # --- outcomes ---------------------------------------------------------------------
     def reconnect(self) -> None:
-        try:
-            fresh = store.connect(self.settings.db_path)
-        except sqlite3.Error as exc:
-            log.error("cannot reopen the database: %s", exc)
-            return
+        """Close, then open: SQLite shares a file's lock and shared-memory state
+        among a process's connections, so the old one goes first."""
         try:
             self.conn.close()
         except sqlite3.Error:
             pass
-        self.conn = fresh
+        try:
+            self.conn = store.connect(self.settings.db_path)
+        except sqlite3.Error as exc:  # the closed one stays: every use fails, and we try again
+            log.error("cannot reopen the database: %s", exc)
 
     def handle_outcome(self, outcome: dict) -> None:
         variation_id = outcome["id"]
@@ -358,7 +360,7 @@ class Supervisor:
 
     # --- shutting down ---------------------------------------------------------------------
     def shutdown(self) -> None:
-        if self.conn is None:
+        if self.pool is None:
             return  # never got the DATA_DIR lock: nothing was started
         self.table.set_shutdown(True)  # running ffmpeg stop gracefully; nothing new starts
         if self.scheduler is not None:
@@ -391,7 +393,8 @@ class Supervisor:
                 pool_work.partial_path(self.data_dir / row["output_path"]).unlink(missing_ok=True)
                 self.requeue_or_fail(row, "interrupted")
         self.table.mark_stopped(clean=True)
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
         log.info("supervisor %d stopped", os.getpid())
 
 
