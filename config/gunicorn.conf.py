@@ -39,20 +39,12 @@ _supervisor = None
 
 def on_starting(server):
     global _supervisor
-    from refresher import store
     from refresher.auth import load_secrets
     from refresher.engine.cancel_table import CancelTable, install
     from refresher.engine.supervisor import SupervisorHandle
 
     _settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_secrets(_settings)  # generate once, here, before workers could race for it
-    # Create or upgrade the database once, before anything is forked; the
-    # connection is closed again so no child inherits SQLite's state.
-    conn = store.connect(_settings.db_path)
-    try:
-        store.migrate(conn)
-    finally:
-        conn.close()
     table = install(CancelTable())
     _supervisor = SupervisorHandle(_settings, table).start()
     _supervisor.watch(server.log)

@@ -301,3 +301,20 @@ def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(app, client
     [row] = store.get_job_variations(good, r.get_json()["jobId"])
     assert (row["status"], row["failures"], row["error"]) == ("queued", 1, "ffmpeg exited with 1")
     assert supervisor.in_flight == {}
+
+
+def test_the_loop_can_describe_every_database_error():
+    """The supervisor loop logs each SQLite error it survives; one without an
+    error name (a closed connection) must not turn into an AttributeError."""
+    from refresher.engine.supervisor import describe_error
+
+    closed = sqlite3.connect(":memory:")
+    closed.close()
+    try:
+        closed.execute("SELECT 1")
+    except sqlite3.Error as exc:
+        assert "closed" in describe_error(exc)
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM nowhere")
+    except sqlite3.Error as exc:
+        assert describe_error(exc) == "no such table: nowhere (SQLITE_ERROR)"

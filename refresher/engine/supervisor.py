@@ -113,8 +113,7 @@ class Supervisor:
                     # A full disk or a locked database must not take the supervisor
                     # down: say so, wait a little, and carry on with a fresh
                     # connection (one that hit an I/O error may stay unusable).
-                    log.error("supervisor loop: %s%s", exc,
-                              f" ({exc.sqlite_errorname})" if isinstance(exc, sqlite3.Error) else "")
+                    log.error("supervisor loop: %s", describe_error(exc))
                     self.stopping.wait(1.0)
                     if isinstance(exc, sqlite3.Error):
                         self.reconnect()
@@ -396,6 +395,13 @@ class Supervisor:
         if self.conn is not None:
             self.conn.close()
         log.info("supervisor %d stopped", os.getpid())
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message, with SQLite's error name when it has one (a closed
+    connection's ProgrammingError has none)."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
 
 
 def _is_child(pid: int) -> bool:
