@@ -9,10 +9,13 @@ import sys
 
 from config.settings import SettingsError, load_settings
 from refresher import create_app
+from refresher.media.check import FFmpegUnusable, check_binary
+from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 
 try:
     settings = load_settings()
-except SettingsError as exc:
+    check_binary(resolve_binary(settings.ffmpeg_binary))
+except (SettingsError, FFmpegNotFound, FFmpegUnusable) as exc:
     sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
     sys.exit(2)
 
@@ -26,7 +29,7 @@ def main() -> None:
     table = install(CancelTable())
     supervisor = SupervisorHandle(settings, table).start()
     try:
-        app.run(host="0.0.0.0", port=settings.port, threaded=True, use_reloader=False)
+        app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
     finally:
         supervisor.stop()
 

@@ -54,7 +54,7 @@ def configure(app: Flask, settings: Settings) -> None:
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
-        binary = settings.ffmpeg_binary or "ffmpeg"  # /api/health reports it as degraded
+        binary = settings.ffmpeg_binary or "ffmpeg-missing"  # /api/health reports it as degraded
     app.request_class = UploadRequest
     app.config.update(
         SETTINGS=settings,

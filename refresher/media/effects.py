@@ -161,3 +161,9 @@ def expected_duration(source_duration: float | None, effects: dict) -> float | N
     if source_duration is None:
         return None
     return source_duration / effects.get("speed", 1.0)
+
+
+def every_effect() -> dict:
+    """One variation with every effect of the palette at its strongest: what
+    the start-up check of the ffmpeg binary encodes."""
+    return {name: high for name, _probability, _low, high, _decimals in _PALETTE}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import importlib.resources
 import os
 import re
 import select
@@ -43,24 +44,33 @@ class ProbeError(ValueError):
     """The file is not a readable MP4/MOV video."""
 
 
+def bundled_binary() -> str:
+    """The static ffmpeg that the imageio-ffmpeg wheel ships for this platform.
+
+    Looked up in the wheel's own folder: imageio-ffmpeg's `get_ffmpeg_exe()`
+    would also honour IMAGEIO_FFMPEG_EXE and fall back to an `ffmpeg` on PATH,
+    and a distro build there (Debian's 5.1, say) is not the one we test.
+    """
+    try:
+        folder = importlib.resources.files("imageio_ffmpeg.binaries")
+    except ModuleNotFoundError:
+        raise FFmpegNotFound("imageio-ffmpeg is not installed; install requirements.txt "
+                             "or set FFMPEG_BINARY") from None
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith("ffmpeg") and entry.is_file() and os.access(str(entry), os.X_OK):
+            return str(entry)
+    raise FFmpegNotFound("the imageio-ffmpeg wheel for this platform ships no ffmpeg; set FFMPEG_BINARY")
+
+
 def resolve_binary(configured: str | None = None) -> str:
-    """FFMPEG_BINARY if set, else `ffmpeg` on PATH, else the imageio-ffmpeg wheel's build."""
+    """FFMPEG_BINARY if set (a path, or a name looked up on PATH), else the
+    bundled build; never silently an `ffmpeg` that happens to be on PATH."""
     if configured:
         found = shutil.which(configured)
         if found is None:
             raise FFmpegNotFound(f"FFMPEG_BINARY {configured!r} is not an executable file")
         return found
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:  # pragma: no cover - it is a hard dependency
-        raise FFmpegNotFound("no ffmpeg on PATH and imageio-ffmpeg is not installed") from None
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as exc:
-        raise FFmpegNotFound(str(exc)) from None
+    return bundled_binary()
 
 
 _version_cache: dict[str, str] = {}
