@@ -57,7 +57,7 @@ class Server:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="refresher-bench-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PORT": str(self.port), "DATA_DIR": str(self.data_dir),
+        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(self.data_dir),
                     "AUTH_PASSWORD": PASSWORD, **{k: str(v) for k, v in env.items()}}
         self.session = requests.Session()
 

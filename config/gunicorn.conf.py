@@ -12,14 +12,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config.settings import SettingsError, load_settings  # noqa: E402
+from refresher.media.check import FFmpegUnusable, check_binary  # noqa: E402
+from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary  # noqa: E402
 
 try:
     _settings = load_settings()
-except SettingsError as _exc:
+    # Here, in the master, before any worker forks: they inherit the result.
+    check_binary(resolve_binary(_settings.ffmpeg_binary))
+except (SettingsError, FFmpegNotFound, FFmpegUnusable) as _exc:
     sys.stderr.write(f"Video Refresher cannot start: {_exc}\n")
     sys.exit(2)
 
-bind = f"0.0.0.0:{_settings.port}"
+# HOST (default 0.0.0.0, every interface, as platforms that route to $PORT
+# need); HOST=127.0.0.1 keeps the service to this machine.
+bind = _settings.bind
 workers = _settings.web_concurrency
 # Threads keep status polling fast while uploads, downloads and SSE streams
 # are open; the heartbeat runs on its own thread, so long uploads are fine.

@@ -5,8 +5,10 @@ the variable; it is never silently replaced by the default.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -19,6 +21,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     port: int = 8000
+    host: str = "0.0.0.0"
     web_concurrency: int = 2
     data_dir: Path = Path("./data")
     auth_password: str | None = None
@@ -35,6 +38,11 @@ class Settings:
     max_queued_jobs: int = 100
     cors_origins: tuple[str, ...] = ()
     trust_proxy_hops: int = 0
+
+    @property
+    def bind(self) -> str:
+        """host:port as gunicorn takes it ([::1]:8000 for an IPv6 address)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def db_path(self) -> Path:
@@ -87,6 +95,24 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _host(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        raise SettingsError(f"{name} must be an IP address or a host name such as 127.0.0.1, :: or localhost, "
+                            f"got {raw!r}")
+    return value
+
+
 def _database_url(name: str, raw: str) -> str:
     if raw.startswith(("postgres://", "postgresql://")):
         raise SettingsError(
@@ -107,6 +133,7 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORT": ("port", lambda n, v: _int(n, v, 1, 65535)),
+    "HOST": ("host", _host),
     "WEB_CONCURRENCY": ("web_concurrency", lambda n, v: _int(n, v, 1, 64)),
     "DATA_DIR": ("data_dir", lambda n, v: Path(_text(n, v))),
     "AUTH_PASSWORD": ("auth_password", _text),

@@ -229,7 +229,7 @@ class GunicornServer:
         self.data_dir = data_dir
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"gunicorn-{self.port}.log"
-        self.env = {**os.environ, "PORT": str(self.port), "DATA_DIR": str(data_dir),
+        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(data_dir),
                     "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG, "REFRESHER_TEST_TAG": self.tag,
                     **{k: str(v) for k, v in env.items()}}
         self.session = requests.Session()

@@ -2,6 +2,7 @@
 workers share the cancel table and accept each other's tokens."""
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from pathlib import Path
@@ -74,3 +75,27 @@ def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     again = gunicorn_server(AUTH_PASSWORD="", DATA_DIR=server.data_dir)
     assert "Generated password" not in again.log_text().split("Starting gunicorn")[-1]
     assert requests.post(again.url + "/api/auth", json={"password": password}).status_code == 200
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port` (from /proc/net/tcp*)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, _remote, state = line.split()[1:4]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # each 32-bit word is in host (little-endian) order
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)) if width == 8 else str(ipaddress.ip_address(words)))
+    return found
+
+
+def test_servers_the_tests_start_listen_on_loopback_only(gunicorn_server):
+    server = gunicorn_server()
+    assert listening_addresses(server.port) == {"127.0.0.1"}

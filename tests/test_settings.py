@@ -28,10 +28,19 @@ def test_values_are_read():
     assert s.job_ttl_seconds == pytest.approx(3.6) and s.data_dir == Path("/srv/x") and s.auth_password == "pw"
 
 
+@pytest.mark.parametrize("raw, host, bind", [
+    (None, "0.0.0.0", "0.0.0.0:8000"), ("127.0.0.1", "127.0.0.1", "127.0.0.1:8000"),
+    ("::1", "::1", "[::1]:8000"), ("[::]", "::", "[::]:8000"), ("localhost", "localhost", "localhost:8000"),
+])
+def test_host_sets_the_listening_address(raw, host, bind):
+    s = load_settings({} if raw is None else {"HOST": raw})
+    assert (s.host, s.bind) == (host, bind)
+
+
 def test_every_documented_setting_is_read():
     documented = {"PORT", "WEB_CONCURRENCY", "DATA_DIR", "AUTH_PASSWORD", "TOKEN_SECRET", "TOKEN_TTL_SECONDS",
                   "ENCODE_WORKERS", "MAX_UPLOAD_MB", "JOB_TTL_HOURS", "STORAGE_LIMIT_MB",
-                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL"}
+                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL", "HOST"}
     assert documented <= set(describe())
     readme = (ROOT / "README.md").read_text()
     for name in describe():
@@ -42,6 +51,7 @@ def test_every_documented_setting_is_read():
     ("ENCODE_WORKERS", "abc"), ("ENCODE_WORKERS", "0"), ("PORT", "70000"), ("WEB_CONCURRENCY", "-1"),
     ("JOB_TTL_HOURS", "soon"), ("JOB_TTL_HOURS", "0"), ("MAX_UPLOAD_MB", "nan"), ("TOKEN_TTL_SECONDS", "1.5"),
     ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
+    ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
