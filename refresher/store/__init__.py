@@ -1,0 +1,588 @@
+"""The store: every SQL statement of the service, on SQLite or PostgreSQL.
+
+SQLAlchemy Core builds the statements, so one query serves both engines;
+Alembic keeps the schema (`migrations/`), and `Store.migrate()` brings any
+database up to date, safely from many processes at once. The store decides
+nothing: a transition loads the current state under a lock, asks
+`refresher.rules` what follows, and writes exactly that.
+
+Each process makes its own `Store` (after any fork): web workers, the
+supervisor, the cleanup daemon. Reads run without a transaction; writes run
+in one (`BEGIN IMMEDIATE` on SQLite, so two writers never deadlock on a lock
+upgrade; row locks on PostgreSQL).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .. import rules
+from .schema import api_tokens, jobs, rate_limits, source_files, variations
+
+Error = sa.exc.SQLAlchemyError          # what a caller catches when the database fails
+OperationalError = sa.exc.OperationalError
+
+_MIGRATION_LOCK = 7_402_118_001          # PostgreSQL advisory lock keys of this service
+_JOB_CREATION_LOCK = 7_402_118_002
+_LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
+
+
+class QueueFull(Exception):
+    def __init__(self, unfinished: int):
+        super().__init__(f"{unfinished} unfinished jobs")
+        self.unfinished = unfinished
+
+
+def database_url(url_or_path: str | Path) -> str:
+    """A SQLAlchemy URL: a plain path means SQLite; postgres:// (what platforms
+    hand out) and postgresql:// mean PostgreSQL through psycopg 3."""
+    text = str(url_or_path)
+    for prefix in ("postgres://", "postgresql://"):
+        if text.startswith(prefix):
+            return "postgresql+psycopg://" + text[len(prefix):]
+    if text.startswith(("postgresql+", "sqlite:")):
+        return text
+    return f"sqlite:///{Path(text).resolve()}"
+
+
+def new_id() -> str:
+    """An opaque, URL-safe id (72 random bits). Never starts with '-' or '_',
+    so it cannot pass for an option on a command line."""
+    while True:
+        candidate = secrets.token_urlsafe(9)
+        if candidate[0] not in "-_":
+            return candidate
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                              pool_size=8, max_overflow=32)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy says BEGIN, not the driver
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "refresher.store:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _mapping(row) -> dict | None:
+    return dict(row._mapping) if row is not None else None
+
+
+def _variation_state(row: Mapping) -> rules.Variation:
+    return rules.Variation(status=row["status"], attempts=row["attempts"], failures=row["failures"],
+                           interruptions=row["interruptions"], progress=row["progress"], error=row["error"])
+
+
+def _job_state(row: Mapping) -> rules.Job:
+    return rules.Job(status=row["status"], cancel_requested=row["cancel_requested_at"] is not None,
+                     progress=row["progress"], error=row["error"])
+
+
+def _variation_fields(state: rules.Variation) -> dict:
+    return {"status": state.status, "attempts": state.attempts, "failures": state.failures,
+            "interruptions": state.interruptions, "progress": state.progress, "error": state.error}
+
+
+class Store:
+    def __init__(self, url_or_path: str | Path):
+        self.url = database_url(url_or_path)
+        if self.url.startswith("sqlite:"):
+            self.engine = _sqlite_engine(self.url)
+        else:
+            self.engine = sa.create_engine(self.url, pool_size=5, max_overflow=20, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- transactions ---------------------------------------------------------------
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _locked(self, statement):
+        """SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+        holds the whole database."""
+        return statement.with_for_update() if self.dialect == "postgresql" else statement
+
+    # --- schema -------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision. Safe from many processes at
+        once: one migrates under a lock, the others find it done."""
+        if self.dialect == "sqlite":
+            with self.reading() as conn:
+                self._use_wal(conn)
+        with self.engine.connect() as conn:
+            config = _alembic_config(conn)
+            head = ScriptDirectory.from_config(config).get_current_head()
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                conn.rollback()
+                return
+            conn.rollback()
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                inspector = sa.inspect(conn)
+                if inspector.has_table("schema_version") and not inspector.has_table("alembic_version"):
+                    self._adopt_legacy_schema(conn, config)
+                command.upgrade(config, "head")
+
+    @staticmethod
+    def _use_wal(conn: Connection, timeout: float = 30) -> None:
+        """WAL lets readers and one writer work side by side; it stays set in the
+        file. Several processes starting at once may race to switch it, and the
+        switch answers "locked" at once instead of waiting: retry."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if conn.exec_driver_sql("PRAGMA journal_mode").scalar().lower() != "wal":
+                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @staticmethod
+    def _adopt_legacy_schema(conn: Connection, config: Config) -> None:
+        """A database from before Alembic: its last schema is revision 0001."""
+        version = conn.execute(sa.text("SELECT MAX(version) FROM schema_version")).scalar() or 0
+        if version != _LEGACY_SCHEMA_VERSION:
+            raise RuntimeError(f"the database has schema version {version}; this release can upgrade "
+                               f"only version {_LEGACY_SCHEMA_VERSION}")
+        command.stamp(config, "0001")
+        conn.execute(sa.text("DROP TABLE schema_version"))
+
+    # --- reading jobs ---------------------------------------------------------------------
+    def get_job(self, job_id: str, conn: Connection | None = None) -> dict | None:
+        if conn is not None:
+            return _mapping(conn.execute(select(jobs).where(jobs.c.id == job_id)).first())
+        with self.reading() as conn:
+            return self.get_job(job_id, conn)
+
+    def get_job_files(self, job_id: str) -> list[dict]:
+        with self.reading() as conn:
+            rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
+                                .order_by(source_files.c.position)).all()
+        files = [dict(r._mapping) for r in rows]
+        for f in files:
+            f["media"] = json.loads(f["media"])
+        return files
+
+    def get_job_variations(self, job_id: str) -> list[dict]:
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(variations).join(source_files, source_files.c.id == variations.c.file_id)
+                .where(variations.c.job_id == job_id)
+                .order_by(source_files.c.position, variations.c.variation_index)).all()
+        found = [dict(r._mapping) for r in rows]
+        for v in found:
+            v["effects"] = json.loads(v["effects"])
+        return found
+
+    def get_variation(self, variation_id: str) -> dict | None:
+        with self.reading() as conn:
+            v = _mapping(conn.execute(select(variations).where(variations.c.id == variation_id)).first())
+        if v is not None:
+            v["effects"] = json.loads(v["effects"])
+        return v
+
+    def list_jobs(self, limit: int = 50, status: str | None = None) -> list[dict]:
+        """Newest first, with the counts and file names the job list shows."""
+        def variations_where(*conditions):
+            return (select(func.count()).select_from(variations)
+                    .where(variations.c.job_id == jobs.c.id, *conditions).scalar_subquery())
+
+        query = select(
+            jobs,
+            select(func.count()).select_from(source_files).where(source_files.c.job_id == jobs.c.id)
+            .scalar_subquery().label("total_videos"),
+            variations_where().label("total_variations"),
+            variations_where(variations.c.status == "completed").label("completed_variations"),
+        ).order_by(jobs.c.created_at.desc(), jobs.c.seq.desc()).limit(limit)
+        if status:
+            query = query.where(jobs.c.status == status)
+        with self.reading() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            names: dict[str, list[str]] = {r["id"]: [] for r in rows}
+            if names:
+                for job_id, name in conn.execute(
+                        select(source_files.c.job_id, source_files.c.name)
+                        .where(source_files.c.job_id.in_(list(names)))
+                        .order_by(source_files.c.job_id, source_files.c.position)):
+                    names[job_id].append(name)
+        for r in rows:
+            r["file_names"] = names[r["id"]]
+        return rows
+
+    def queue_counts(self) -> dict:
+        with self.reading() as conn:
+            counts = dict(conn.execute(select(jobs.c.status, func.count()).where(
+                jobs.c.status.in_(rules.UNFINISHED)).group_by(jobs.c.status)).all())
+        return {"queued": counts.get("queued", 0), "processing": counts.get("processing", 0)}
+
+    # --- creating and deleting jobs ----------------------------------------------------
+    def create_job(self, job: dict, files: Iterable[dict], new_variations: Iterable[dict],
+                   max_unfinished: int | None = None) -> None:
+        """Insert a queued job with its source files and variations, all or
+        nothing; QueueFull when `max_unfinished` jobs are already waiting or
+        running (checked under the same lock as the insert, so a burst of
+        uploads can never pass the cap together)."""
+        with self.writing() as conn:
+            if max_unfinished is not None:
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _JOB_CREATION_LOCK})
+                unfinished = conn.execute(select(func.count()).select_from(jobs)
+                                          .where(jobs.c.status.in_(rules.UNFINISHED))).scalar()
+                if unfinished >= max_unfinished:
+                    raise QueueFull(unfinished)
+            conn.execute(insert(jobs), [{**job, "status": "queued"}])
+            conn.execute(insert(source_files),
+                         [{**f, "job_id": job["id"], "media": json.dumps(f.get("media", {}))} for f in files])
+            conn.execute(insert(variations),
+                         [{"est_cost": 0, **v, "job_id": job["id"], "status": "queued",
+                           "effects": json.dumps(v["effects"])} for v in new_variations])
+
+    def delete_job(self, job_id: str) -> bool:
+        with self.writing() as conn:
+            return conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount == 1
+
+    def set_source_upload_path(self, file_id: str, path: str | None) -> None:
+        with self.writing() as conn:
+            conn.execute(update(source_files).where(source_files.c.id == file_id).values(upload_path=path))
+
+    # --- transitions ---------------------------------------------------------------------
+    def _lock_job(self, conn: Connection, job_id: str) -> dict | None:
+        return _mapping(conn.execute(self._locked(select(jobs).where(jobs.c.id == job_id))).first())
+
+    def _settle(self, conn: Connection, job_id: str, now: float, ttl: float) -> str | None:
+        """Give the job its final status if rules.settle says it has one."""
+        job = self._lock_job(conn, job_id)
+        if job is None:
+            return None
+        rows = conn.execute(select(variations).where(variations.c.job_id == job_id)).all()
+        settlement = rules.settle(_job_state(job), [_variation_state(r._mapping) for r in rows])
+        if settlement is None:
+            return None
+        fields = {"status": settlement.status, "progress": settlement.progress,
+                  "finished_at": now, "expires_at": now + ttl}
+        if settlement.status == "cancelled":
+            fields["cancelled_at"] = job["cancel_requested_at"] or now
+        if settlement.status == "failed":
+            fields["error"] = settlement.error
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+        return settlement.status
+
+    def settle_job(self, job_id: str, now: float, ttl: float) -> str | None:
+        with self.writing() as conn:
+            return self._settle(conn, job_id, now, ttl)
+
+    def request_cancel(self, job_id: str, now: float, ttl: float) -> dict | None:
+        """Accept a cancel: no variation of the job starts any more, the queued
+        ones are skipped, and the job settles at once if nothing of it runs.
+        Returns the job as it now stands (None: no such job); raises
+        rules.IllegalTransition when it has finished already."""
+        with self.writing() as conn:
+            job = self._lock_job(conn, job_id)
+            if job is None:
+                return None
+            rules.request_cancel(_job_state(job))
+            if job["cancel_requested_at"] is None:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested_at=now))
+            queued = conn.execute(select(variations).where(variations.c.job_id == job_id,
+                                                            variations.c.status == "queued")).all()
+            for row in queued:
+                state = rules.skip_for_cancel(_variation_state(row._mapping))
+                conn.execute(update(variations).where(variations.c.id == row.id)
+                             .values(**_variation_fields(state), finished_at=now))
+            self._settle(conn, job_id, now, ttl)
+            return self.get_job(job_id, conn)
+
+    def fail_queued_job(self, job_id: str, reason: str, now: float, ttl: float) -> bool:
+        """A queued job that cannot run at all: it and its variations fail with `reason`."""
+        with self.writing() as conn:
+            job = self._lock_job(conn, job_id)
+            if job is None:
+                return False
+            try:
+                rules.fail_job(_job_state(job), reason)
+            except rules.IllegalTransition:
+                return False
+            conn.execute(update(variations).where(variations.c.job_id == job_id, variations.c.status == "queued")
+                         .values(status="failed", error=reason, finished_at=now))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                status="failed", error=reason, finished_at=now, expires_at=now + ttl, progress=0))
+            return True
+
+    # --- the supervisor's side ---------------------------------------------------------------
+    def next_variation(self) -> dict | None:
+        """The variation that should run next, fairly between jobs: the job with
+        the fewest variations running goes first (so a small job behind a big
+        one gets the next free slot), then the oldest; within a job, one
+        variation of every source before the second of any (a cancel then
+        leaves every source about as far), the costliest first among equals."""
+        running = (select(func.count()).select_from(variations.alias("r"))
+                   .where(sa.literal_column("r.job_id") == variations.c.job_id,
+                          sa.literal_column("r.status") == "processing").scalar_subquery())
+        query = (select(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
+                 .join(jobs, jobs.c.id == variations.c.job_id)
+                 .join(source_files, source_files.c.id == variations.c.file_id)
+                 .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
+                        jobs.c.cancel_requested_at.is_(None))
+                 .order_by(running, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
+                           source_files.c.position)
+                 .limit(1))
+        with self.reading() as conn:
+            return _mapping(conn.execute(query).first())
+
+    def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
+        """queued → processing for this host, starting its job if it was queued.
+        Returns the task (the variation with its source's path and media), or
+        None when the variation was taken, cancelled or deleted meanwhile."""
+        with self.writing() as conn:
+            row = _mapping(conn.execute(self._locked(
+                select(variations).where(variations.c.id == variation_id))).first())
+            if row is None:
+                return None
+            job = self._lock_job(conn, row["job_id"])
+            try:
+                claimed = rules.claim(_variation_state(row), _job_state(job))
+                if job["status"] == "queued":
+                    rules.start(_job_state(job))
+                    conn.execute(update(jobs).where(jobs.c.id == job["id"]).values(status="processing",
+                                                                                    started_at=now))
+            except rules.IllegalTransition:
+                return None
+            conn.execute(update(variations).where(variations.c.id == variation_id).values(
+                **_variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None))
+            source = conn.execute(select(source_files).where(source_files.c.id == row["file_id"])).first()
+        task = {**row, **_variation_fields(claimed), "host": host, "job_seq": job["seq"],
+                "effects": json.loads(row["effects"]), "upload_path": source.upload_path,
+                "duration": source.duration, "media": json.loads(source.media)}
+        return task
+
+    def record_start(self, variation_id: str, worker_pid: int, ffmpeg_pid: int | None, now: float) -> None:
+        with self.writing() as conn:
+            conn.execute(update(variations).where(variations.c.id == variation_id,
+                                                  variations.c.status == "processing")
+                         .values(worker_pid=worker_pid, ffmpeg_pid=ffmpeg_pid,
+                                 started_at=func.coalesce(variations.c.started_at, now)))
+
+    def record_progress(self, percents: Mapping[str, float]) -> None:
+        """Progress of running variations; it only rises, and stays below 100."""
+        if not percents:
+            return
+        with self.writing() as conn:
+            for variation_id, percent in percents.items():
+                value = max(0, min(99, int(percent)))
+                conn.execute(update(variations).where(variations.c.id == variation_id,
+                                                      variations.c.status == "processing",
+                                                      variations.c.progress < value).values(progress=value))
+
+    def record_outcome(self, variation_id: str, outcome: str, now: float, ttl: float, *,
+                       error: str | None = None, size: int | None = None) -> tuple[str | None, str | None]:
+        """What became of one attempt: "completed", "failed", "interrupted" or
+        "cancelled". Returns (job id, the job's new final status or None)."""
+        with self.writing() as conn:
+            row = _mapping(conn.execute(self._locked(
+                select(variations).where(variations.c.id == variation_id))).first())
+            if row is None:
+                return None, None  # the job was deleted meanwhile
+            job_id = row["job_id"]
+            if row["status"] == "processing":
+                state = _variation_state(row)
+                if outcome == "completed":
+                    after = rules.complete(state)
+                elif outcome == "failed":
+                    after = rules.fail(state, error or "the encode failed")
+                elif outcome == "interrupted":
+                    after = rules.interrupt(state)
+                elif outcome == "cancelled":
+                    after = rules.stopped_by_cancel(state)
+                else:
+                    raise ValueError(f"unknown outcome {outcome!r}")
+                job = self._lock_job(conn, job_id)
+                if after.status == "queued" and job["cancel_requested_at"] is not None:
+                    after = rules.skip_for_cancel(after)  # no new attempt for a cancelled job
+                fields = _variation_fields(after)
+                fields["finished_at"] = now if after.status in rules.FINAL else None
+                fields["ffmpeg_pid"] = None
+                if after.status == "completed":
+                    fields["size"] = size
+                if after.status == "queued":
+                    fields["host"] = None
+                conn.execute(update(variations).where(variations.c.id == variation_id).values(**fields))
+            return job_id, self._settle(conn, job_id, now, ttl)
+
+    def interrupt_running(self, now: float, ttl: float, host: str | None = None) -> list[dict]:
+        """After a crash or restart: every variation still marked running (on
+        `host`, or anywhere) was interrupted. Returns them as they were."""
+        where = [variations.c.status == "processing"]
+        if host is not None:
+            where.append(variations.c.host == host)
+        with self.reading() as conn:
+            running = [dict(r._mapping) for r in conn.execute(select(variations).where(*where))]
+        for row in running:
+            self.record_outcome(row["id"], "interrupted", now, ttl)
+        return running
+
+    def cancel_requested_jobs(self) -> list[dict]:
+        """Jobs whose cancel was accepted but that have not settled yet."""
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(jobs.c.id, jobs.c.seq).where(jobs.c.status.in_(rules.UNFINISHED),
+                                                    jobs.c.cancel_requested_at.is_not(None)))]
+
+    def roll_up_progress(self) -> None:
+        """Each running job's overall progress from its variations', weighted by
+        their source's duration; never backwards."""
+        query = (select(jobs.c.id, jobs.c.progress.label("job_progress"), variations.c.status,
+                        variations.c.progress, variations.c.attempts, variations.c.failures,
+                        variations.c.interruptions, variations.c.error, source_files.c.duration)
+                 .join(variations, variations.c.job_id == jobs.c.id)
+                 .join(source_files, source_files.c.id == variations.c.file_id)
+                 .where(jobs.c.status == "processing"))
+        with self.reading() as conn:
+            rows = conn.execute(query).all()
+        by_job: dict[str, tuple[int, list]] = {}
+        for r in rows:
+            previous, weighted = by_job.setdefault(r.id, (r.job_progress, []))
+            weighted.append((r.duration or 1.0, _variation_state(r._mapping)))
+        changed = {job_id: rules.running_progress(previous, weighted)
+                   for job_id, (previous, weighted) in by_job.items()}
+        changed = {k: v for k, v in changed.items() if v != by_job[k][0]}
+        if changed:
+            with self.writing() as conn:
+                for job_id, percent in changed.items():
+                    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "processing",
+                                                    jobs.c.progress < percent).values(progress=percent))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def expired_jobs(self, now: float) -> list[dict]:
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(jobs).where(jobs.c.status.in_(rules.FINAL), jobs.c.expires_at <= now)
+                .order_by(jobs.c.expires_at))]
+
+    def stale_queued_jobs(self, now: float) -> list[dict]:
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(jobs).where(jobs.c.status == "queued", jobs.c.expires_at <= now))]
+
+    def finished_jobs_oldest_first(self) -> list[dict]:
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(jobs).where(jobs.c.status.in_(rules.FINAL)).order_by(jobs.c.finished_at, jobs.c.seq))]
+
+    def all_job_ids(self) -> set[str]:
+        with self.reading() as conn:
+            return set(conn.execute(select(jobs.c.id)).scalars())
+
+    def known_paths(self, job_id: str) -> set[str]:
+        """Every file path (relative to DATA_DIR) that a row of this job owns."""
+        with self.reading() as conn:
+            paths = set(conn.execute(select(jobs.c.thumbnail_path).where(jobs.c.id == job_id)).scalars())
+            paths |= set(conn.execute(select(source_files.c.upload_path)
+                                      .where(source_files.c.job_id == job_id)).scalars())
+            paths |= set(conn.execute(select(variations.c.output_path).where(
+                variations.c.job_id == job_id, variations.c.status == "completed")).scalars())
+        paths.discard(None)
+        return paths
+
+    def used_bytes(self) -> int:
+        with self.reading() as conn:
+            outputs = conn.execute(select(func.coalesce(func.sum(variations.c.size), 0))
+                                   .where(variations.c.status == "completed")).scalar()
+            sources = conn.execute(select(func.coalesce(func.sum(source_files.c.size), 0))
+                                   .where(source_files.c.upload_path.is_not(None))).scalar()
+        return int(outputs) + int(sources)
+
+    # --- rate limits (login throttling, shared by every worker) ---------------------------------
+    def rate_limit_incr(self, key: str, expiry: float, amount: int, now: float) -> int:
+        """Add to a fixed-window counter, starting a new window when the old one expired."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self.writing() as conn:
+            conn.execute(delete(rate_limits).where(rate_limits.c.key == key, rate_limits.c.expires_at <= now))
+            statement = dialect_insert(rate_limits).values(key=key, count=amount, expires_at=now + expiry)
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[rate_limits.c.key],
+                set_={"count": rate_limits.c.count + statement.excluded.count}))
+            return conn.execute(select(rate_limits.c.count).where(rate_limits.c.key == key)).scalar()
+
+    def rate_limit_get(self, key: str, now: float) -> tuple[int, float]:
+        """(count, window end) of a live counter; (0, now) when there is none."""
+        with self.reading() as conn:
+            row = conn.execute(select(rate_limits.c.count, rate_limits.c.expires_at)
+                               .where(rate_limits.c.key == key, rate_limits.c.expires_at > now)).first()
+        return (row.count, row.expires_at) if row else (0, now)
+
+    def rate_limit_clear(self, key: str | None = None) -> int:
+        with self.writing() as conn:
+            statement = delete(rate_limits)
+            if key is not None:
+                statement = statement.where(rate_limits.c.key == key)
+            return conn.execute(statement).rowcount
+
+    # --- API tokens -------------------------------------------------------------------------------
+    def create_api_token(self, token_id: str, name: str, token_hash: str, now: float) -> None:
+        with self.writing() as conn:
+            conn.execute(insert(api_tokens).values(id=token_id, name=name, token_hash=token_hash, created_at=now))
+
+    def find_api_token(self, token_hash: str) -> dict | None:
+        with self.reading() as conn:
+            return _mapping(conn.execute(select(api_tokens).where(api_tokens.c.token_hash == token_hash)).first())
+
+    def list_api_tokens(self) -> list[dict]:
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.created_at, api_tokens.c.last_used_at)
+                .order_by(api_tokens.c.created_at, api_tokens.c.id))]
+
+    def touch_api_token(self, token_id: str, now: float, granularity: float = 60) -> None:
+        """Record use, but write at most once a `granularity` per token."""
+        with self.writing() as conn:
+            conn.execute(update(api_tokens).where(
+                api_tokens.c.id == token_id,
+                sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at < now - granularity))
+                .values(last_used_at=now))
+
+    def delete_api_token(self, token_id: str) -> bool:
+        with self.writing() as conn:
+            return conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id)).rowcount == 1

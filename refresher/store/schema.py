@@ -1,0 +1,94 @@
+"""The tables, as SQLAlchemy Core sees them after the newest migration.
+
+Times are Unix seconds (floats), paths are relative to DATA_DIR, effects and
+media descriptions are JSON text: the same on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, Table,
+                        Text, UniqueConstraint)
+
+from .. import rules
+
+metadata = MetaData()
+
+_statuses = ",".join(f"'{s}'" for s in rules.JOB_STATUSES)
+# SQLite's rowid alias must be INTEGER; PostgreSQL gets a 64-bit identity.
+_seq_type = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobs", metadata,
+    Column("seq", _seq_type, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("status", Text, CheckConstraint(f"status IN ({_statuses})", name="jobs_status"), nullable=False),
+    Column("variations_per_video", Integer, nullable=False),
+    Column("seed", Text, nullable=False),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("thumbnail_path", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("cancel_requested_at", Float),
+    Column("cancelled_at", Float),
+    Column("expires_at", Float, nullable=False),
+    Index("jobs_status_created", "status", "created_at"),
+    sqlite_autoincrement=True,
+)
+
+source_files = Table(
+    "source_files", metadata,
+    Column("id", Text, primary_key=True),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("upload_path", Text),
+    Column("duration", Float),
+    Column("media", Text, nullable=False, server_default="{}"),
+    UniqueConstraint("job_id", "position"),
+)
+
+variations = Table(
+    "variations", metadata,
+    Column("id", Text, primary_key=True),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("file_id", Text, ForeignKey("source_files.id", ondelete="CASCADE"), nullable=False),
+    Column("variation_index", Integer, nullable=False),
+    Column("status", Text, CheckConstraint(f"status IN ({_statuses})", name="variations_status"), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    Column("effects", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("output_path", Text, nullable=False),
+    Column("size", BigInteger),
+    Column("worker_pid", Integer),
+    Column("ffmpeg_pid", Integer),
+    Column("error", Text),
+    Column("dispatched_at", Float),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("est_cost", Float, nullable=False, server_default="0"),
+    # since revision 0002
+    Column("interruptions", Integer, nullable=False, server_default="0"),
+    Column("host", Text),
+    UniqueConstraint("file_id", "variation_index"),
+    Index("variations_job_status", "job_id", "status"),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)
+
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("key", Text, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
