@@ -122,7 +122,7 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
            "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired:
         raise ProbeError("took too long to read") from None
     err = proc.stderr
@@ -167,7 +167,7 @@ def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration
            "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
            "-c:v", "libwebp", "-quality", "80", "-f", "webp", f"file:{Path(target).resolve()}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     if proc.returncode != 0 or not Path(target).exists():
         raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
 
@@ -177,7 +177,7 @@ def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration
 _libc = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: die when the process that started us dies, so
     no ffmpeg can outlive its pool worker."""
     global _libc
@@ -187,7 +187,7 @@ def _die_with_parent() -> None:
 
 
 def _encoder_child_setup() -> None:
-    _die_with_parent()
+    die_with_parent()
     # Encodes take only the CPU nobody else wants, so status polls stay fast
     # while every core encodes. (Since ffmpeg 7 one encode runs demux, decode,
     # filters, encode and mux on threads of their own: a mere nice 10 across

@@ -1,0 +1,132 @@
+"""An encode worker: a process of the supervisor's that runs one ffmpeg at a time.
+
+The supervisor starts each worker itself, from a clean interpreter, with one
+pipe of its own: it sends a task (one variation) only to an idle worker, and
+the worker answers on the same pipe — when ffmpeg started, how far it got,
+and how the attempt ended. A worker never touches the database; if it dies,
+the supervisor sees its process sentinel and knows exactly which task it
+lost.
+
+The output is encoded under a temporary name in the job's folder and renamed
+only after ffmpeg finished on its own with status 0, so a partial file can
+never pass for an output. "Cancelled" is decided from the cancel flag, never
+from ffmpeg's exit code (it exits 0 after `q` with a truncated file).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from ..media import effects as fx
+from ..media import ffmpeg
+from .control import ControlBlock
+
+PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attempt
+
+
+def partial_path(output_path: Path) -> Path:
+    return output_path.with_name(output_path.stem + ".part" + output_path.suffix)
+
+
+class EncodeWorker:
+    def __init__(self, pipe: Connection, control: ControlBlock, data_dir: Path, binary: str,
+                 stall_seconds: float):
+        self.pipe = pipe
+        self.control = control
+        self.data_dir = data_dir
+        self.binary = binary
+        self.stall_seconds = stall_seconds
+        self.terminating = False
+        self.busy = False
+
+    def serve(self) -> None:
+        """Take tasks until the supervisor says stop (None) or goes away."""
+        while not self.terminating:
+            try:
+                task = self.pipe.recv()
+            except (EOFError, OSError):
+                return  # the supervisor is gone
+            if task is None:
+                return
+            self.busy = True
+            try:
+                outcome = self.encode(task)
+            finally:
+                self.busy = False
+            self.pipe.send(("done", task["id"], outcome))
+
+    def encode(self, task: dict) -> dict:
+        """Encode one variation; the outcome is completed, cancelled,
+        interrupted or failed."""
+        variation_id, job_seq = task["id"], task["job_seq"]
+        output = self.data_dir / task["output_path"]
+        partial = partial_path(output)
+        effects, media = task["effects"], task["media"]
+
+        def cancelled() -> bool:
+            return self.control.is_cancelled(job_seq)
+
+        def should_stop() -> bool:
+            return cancelled() or self.control.shutting_down() or self.terminating
+
+        def stop_outcome(stage: str | None = None) -> dict:
+            return {"outcome": "cancelled" if cancelled() else "interrupted", "stopStage": stage}
+
+        if should_stop():
+            return stop_outcome()
+        expected = fx.expected_duration(task.get("duration"), effects)
+        last = {"at": 0.0, "percent": -1}
+
+        def on_start(pid: int) -> None:
+            self.pipe.send(("started", variation_id, {"workerPid": os.getpid(), "ffmpegPid": pid}))
+
+        def on_progress(seconds: float) -> None:
+            if not expected:
+                return
+            percent = max(0, min(99, int(seconds / expected * 100)))
+            now = time.monotonic()
+            if percent > last["percent"] and now - last["at"] >= PROGRESS_MESSAGE_INTERVAL:
+                last.update(at=now, percent=percent)
+                self.pipe.send(("progress", variation_id, percent))
+
+        command = fx.encode_command(self.binary, self.data_dir / task["upload_path"], partial, effects,
+                                    media["width"], media["height"], media["hasAudio"], media.get("audioCodec"))
+        try:
+            result = ffmpeg.run_ffmpeg(command, should_stop=should_stop, on_start=on_start,
+                                       on_progress=on_progress, stall_seconds=self.stall_seconds)
+        except OSError as exc:  # ffmpeg could not be started at all
+            partial.unlink(missing_ok=True)
+            return {"outcome": "failed", "error": f"could not start ffmpeg: {exc}"}
+        if result.ok and partial.exists():
+            try:
+                os.replace(partial, output)
+                return {"outcome": "completed", "size": output.stat().st_size, "elapsed": result.elapsed}
+            except OSError as exc:
+                output.unlink(missing_ok=True)
+                return {"outcome": "failed", "error": f"could not save the output: {exc}"}
+        partial.unlink(missing_ok=True)  # ffmpeg is reaped: nothing writes to it any more
+        if result.stopped or should_stop():
+            # ours to stop, or it died of the same shutdown signal that reached us
+            return stop_outcome(result.stop_stage)
+        return {"outcome": "failed", "error": result.reason()}
+
+
+def run_worker(pipe: Connection, control_array, data_dir: str, binary: str, stall_seconds: float) -> None:
+    """Entry point of an encode worker process."""
+    ffmpeg.die_with_parent()  # a killed supervisor takes its workers, and so their ffmpeg, along
+    worker = EncodeWorker(pipe, ControlBlock(control_array), Path(data_dir), binary, stall_seconds)
+
+    def on_sigterm(signum, frame):
+        # Told to stop on its own (a platform shutdown signals every process):
+        # an idle worker just goes; a busy one stops its ffmpeg gracefully,
+        # reports the attempt, then goes.
+        worker.terminating = True
+        if not worker.busy:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    worker.serve()
