@@ -1,14 +1,17 @@
 """WSGI entry point (`app = create_app()`).
 
 `python app.py` runs the development server with the supervisor embedded:
-the same supervisor, pool and cleanup daemon that gunicorn's master starts.
+the same supervisor, encode workers and cleanup daemon that gunicorn's
+master starts.
 """
 from __future__ import annotations
 
 import sys
 
 from config.settings import SettingsError, load_settings
-from refresher import create_app
+from refresher.engine.control import ControlBlock
+from refresher.engine.supervisor import SupervisorHandle
+from refresher.webapp import create_app
 from refresher.media.check import FFmpegUnusable, check_binary
 from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 
@@ -23,15 +26,14 @@ app = create_app(settings)
 
 
 def main() -> None:
-    from refresher.engine.cancel_table import CancelTable, install
-    from refresher.engine.supervisor import SupervisorHandle
-
-    table = install(CancelTable())
-    supervisor = SupervisorHandle(settings, table).start()
+    control = ControlBlock.create(settings.data_dir / "run")
+    app.extensions["refresher"].control = control
+    supervisor = SupervisorHandle(settings, control).start()
     try:
         app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
     finally:
         supervisor.stop()
+        control.remove()
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """gunicorn settings, then its hooks.
 
-The master starts exactly one supervisor (the encoding pool and the cleanup
-daemon) in `on_starting`, before any web worker forks, together with the
-shared-memory cancel table that every worker inherits; `on_exit` stops it.
+The master makes this host's control block and starts exactly one supervisor
+(the encode workers and the cleanup daemon) in `on_starting`, before any web
+worker forks; each web worker's app is handed the control block in
+`post_worker_init`; `on_exit` stops the supervisor.
+
+gunicorn puts the directory it runs in on sys.path before it reads this file,
+so the project's packages import as they are.
 """
 import atexit
-import multiprocessing.process
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from config.settings import SettingsError, load_settings  # noqa: E402
-from refresher.media.check import FFmpegUnusable, check_binary  # noqa: E402
-from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary  # noqa: E402
+from config.settings import SettingsError, load_settings
+from refresher.media.check import FFmpegUnusable, check_binary
+from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 
 try:
     _settings = load_settings()
@@ -38,32 +38,35 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms pid=%(p)s'
 errorlog = "-"
 control_socket_disable = True  # no socket under ~/.gunicorn/
-preload_app = False            # the app must not load before on_starting
+preload_app = False            # each worker makes its own app (and database pool) after the fork
 
+_control = None
 _supervisor = None
 
 
 def on_starting(server):
-    global _supervisor
+    global _control, _supervisor
     from refresher.auth import load_secrets
-    from refresher.engine.cancel_table import CancelTable, install
+    from refresher.engine import control
     from refresher.engine.supervisor import SupervisorHandle
 
     _settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_secrets(_settings)  # generate once, here, before workers could race for it
-    table = install(CancelTable())
-    _supervisor = SupervisorHandle(_settings, table).start()
+    run_dir = _settings.data_dir / "run"
+    control.remove_abandoned(run_dir)
+    _control = control.ControlBlock.create(run_dir)
+    _supervisor = SupervisorHandle(_settings, _control).start()
     _supervisor.watch(server.log)
     # If the master exits without on_exit (e.g. the port is taken), stop it anyway.
-    atexit.register(_supervisor.stop)
+    atexit.register(on_exit, server)
 
 
-def post_fork(server, worker):
-    # The worker inherited the master's multiprocessing child list; without this
-    # it would try to join (or terminate) the supervisor when it exits.
-    multiprocessing.process._children.clear()
+def post_worker_init(worker):
+    worker.wsgi.extensions["refresher"].control = _control
 
 
 def on_exit(server):
     if _supervisor is not None:
         _supervisor.stop()
+    if _control is not None:
+        _control.remove()

@@ -6,10 +6,11 @@ the variable; it is never silently replaced by the default.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -61,6 +62,25 @@ class Settings:
     @property
     def job_ttl_seconds(self) -> float:
         return self.job_ttl_hours * 3600
+
+    @property
+    def database(self) -> str:
+        """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
+        return self.database_url or str(self.db_path)
+
+    def to_json(self) -> str:
+        """For handing the settings to a process the service starts itself."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["data_dir"] = str(self.data_dir)
+        values["cors_origins"] = list(self.cors_origins)
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        values = json.loads(text)
+        values["data_dir"] = Path(values["data_dir"])
+        values["cors_origins"] = tuple(values["cors_origins"])
+        return cls(**values)
 
     def with_overrides(self, **changes) -> "Settings":
         if "data_dir" in changes:

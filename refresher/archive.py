@@ -13,7 +13,7 @@ from pathlib import Path
 
 from zipstream import ZIP_STORED, ZipStream
 
-from .intake import safe_stem
+from .names import safe_stem
 
 
 def folder_names(files: list[dict]) -> dict[str, str]:

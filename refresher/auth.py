@@ -23,20 +23,24 @@ import logging
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import current_app, request, session
+from flask import request, session
 from flask_httpauth import HTTPTokenAuth
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from . import store
-from .api.errors import APIError, error_response
-from .db import get_conn
+from . import limits
+from .errors import Rejected
+from .extensions import refresher
+from .store import new_id
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_PREFIX = "vr_"
+# Failed sign-ins, per client address, by POST /api/auth and the web form alike.
+LOGIN_LIMIT = "10 per minute;50 per hour"
 PASSWORD_FILE = "auth_password"
 SECRET_FILE = "token_secret"
 LAST_USED_GRANULARITY = 60  # seconds
@@ -97,11 +101,11 @@ def load_secrets(settings) -> tuple[str, str]:
 # --- session tokens ----------------------------------------------------------------
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["TOKEN_SECRET"], salt="refresher.session")
+    return URLSafeTimedSerializer(refresher().token_secret, salt="refresher.session")
 
 
 def check_password(candidate: str) -> bool:
-    expected = current_app.config["AUTH_PASSWORD"].encode()
+    expected = refresher().password.encode()
     return hmac.compare_digest(candidate.encode(), expected)
 
 
@@ -109,12 +113,12 @@ def issue_session_token() -> tuple[str, float]:
     """A signed token and its expiry time (Unix seconds). It carries a mark of
     the password, so choosing a new password ends every session."""
     token = _serializer().dumps({"k": "s", "p": _password_mark()[:12]})
-    return token, time.time() + current_app.config["TOKEN_TTL_SECONDS"]
+    return token, time.time() + refresher().settings.token_ttl_seconds
 
 
 def _verify_session_token(token: str) -> Caller | None:
     try:
-        payload = _serializer().loads(token, max_age=current_app.config["TOKEN_TTL_SECONDS"])
+        payload = _serializer().loads(token, max_age=refresher().settings.token_ttl_seconds)
     except (SignatureExpired, BadSignature):
         return None
     if not isinstance(payload, dict) or payload.get("k") != "s":
@@ -133,20 +137,34 @@ def hash_api_token(token: str) -> str:
 
 def new_api_token() -> tuple[str, str]:
     """(id, secret) for a new API token."""
-    return store.new_id(), API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return new_id(), API_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def _verify_api_token(token: str) -> Caller | None:
-    conn = get_conn()
-    row = store.find_api_token(conn, hash_api_token(token))
+    store = refresher().store
+    row = store.find_api_token(hash_api_token(token))
     if row is None:
         return None
     # lastUsedAt to the minute: checked here so that most requests write nothing
     # (an UPDATE, even one that matches no row, waits for SQLite's write lock).
     now = time.time()
     if row["last_used_at"] is None or row["last_used_at"] < now - LAST_USED_GRANULARITY:
-        store.touch_api_token(conn, row["id"], now, LAST_USED_GRANULARITY)
+        store.touch_api_token(row["id"], now, LAST_USED_GRANULARITY)
     return Caller("api", row["id"])
+
+
+def clean_token_name(name) -> str | None:
+    """The name without surrounding blanks, or None when it is not 1–100
+    printable characters (control characters would garble listings; lone
+    surrogates cannot be stored)."""
+    if not isinstance(name, str):
+        return None
+    name = name.strip()
+    if not limits.MIN_TOKEN_NAME_LENGTH <= len(name) <= limits.MAX_TOKEN_NAME_LENGTH:
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return None
+    return name
 
 
 # --- browser sessions (the web form) ---------------------------------------------
@@ -158,8 +176,8 @@ _CSRF = "csrf"
 
 def _password_mark() -> str:
     """Changes with AUTH_PASSWORD, so choosing a new password signs every browser out."""
-    key = current_app.config["TOKEN_SECRET"].encode()
-    return hmac.new(key, current_app.config["AUTH_PASSWORD"].encode(), hashlib.sha256).hexdigest()[:32]
+    key = refresher().token_secret.encode()
+    return hmac.new(key, refresher().password.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def csrf_token() -> str:
@@ -194,7 +212,7 @@ def browser_signed_in() -> bool:
     signed_in_at = session.get(_SIGNED_IN_AT)
     if not isinstance(signed_in_at, (int, float)):
         return False
-    if time.time() - signed_in_at > current_app.config["TOKEN_TTL_SECONDS"]:
+    if time.time() - signed_in_at > refresher().settings.token_ttl_seconds:
         return False
     return hmac.compare_digest(str(session.get(_PASSWORD_MARK, "")).encode(), _password_mark().encode())
 
@@ -203,7 +221,7 @@ def _browser_caller() -> Caller | None:
     if not browser_signed_in():
         return None
     if request.method not in SAFE_METHODS and not csrf_token_matches(request.headers.get(CSRF_HEADER)):
-        raise APIError(403, f"this request needs the page's {CSRF_HEADER} header; reload the page and try again")
+        raise Rejected(403, f"this request needs the page's {CSRF_HEADER} header; reload the page and try again")
     return Caller("session")
 
 
@@ -232,9 +250,9 @@ def verify_token(token: str) -> Caller | None:
 
 @token_auth.error_handler
 def auth_error(status: int):
-    message = ("a valid bearer token is required (POST /api/auth for one)" if status == 401
-               else "this token may not do that")
-    return error_response(status, message)
+    # Raised, not returned: api/errors.py answers every error, this one included.
+    raise Rejected(status, "a valid bearer token is required (POST /api/auth for one)" if status == 401
+                   else "this token may not do that")
 
 
 def client_address() -> str:

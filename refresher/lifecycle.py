@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config.settings import Settings
 
-from . import store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,28 @@ def remove_job_files(data_dir: Path, job_id: str) -> None:
     shutil.rmtree(job_dir(data_dir, job_id), ignore_errors=True)
 
 
-def delete_job_everywhere(conn, data_dir: Path, job_id: str) -> None:
+def delete_job_everywhere(store: Store, data_dir: Path, job_id: str) -> None:
     """Rows first, then files: a crash in between leaves only files, which the sweep removes."""
-    store.delete_job(conn, job_id)
+    store.delete_job(job_id)
     remove_job_files(data_dir, job_id)
 
 
-def expire_finished_jobs(conn, settings: Settings, now: float | None = None) -> list[str]:
+def expire_finished_jobs(store: Store, settings: Settings, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
-    expired = [job["id"] for job in store.expired_jobs(conn, now)]
+    expired = [job["id"] for job in store.expired_jobs(now)]
     for job_id in expired:
-        delete_job_everywhere(conn, settings.data_dir, job_id)
+        delete_job_everywhere(store, settings.data_dir, job_id)
     if expired:
         log.info("expired %d finished job(s)", len(expired))
     return expired
 
 
-def fail_stale_queued_jobs(conn, settings: Settings, now: float | None = None) -> list[str]:
+def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     failed = []
-    for job in store.stale_queued_jobs(conn, now):
-        if store.fail_job(conn, job["id"], "the job waited in the queue past its expiry and was not started",
-                          now, settings.job_ttl_seconds):
+    for job in store.stale_queued_jobs(now):
+        if store.fail_queued_job(job["id"], "the job waited in the queue past its expiry and was not started",
+                                 now, settings.job_ttl_seconds):
             failed.append(job["id"])
     if failed:
         log.warning("failed %d job(s) that stayed queued past expiry", len(failed))
@@ -77,18 +77,18 @@ def disk_too_full(path: Path) -> bool:
     return usage.used / usage.total > DISK_FULL_FRACTION
 
 
-def evict_for_space(conn, settings: Settings, extra_needed: int = 0) -> list[str]:
+def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> list[str]:
     """Delete the oldest finished jobs until DATA_DIR (plus `extra_needed` bytes
     about to be written) is under STORAGE_LIMIT_MB and the disk under 85 % full.
     Queued and running jobs are never touched."""
     evicted = []
     used = directory_size(settings.data_dir)
-    for job in store.finished_jobs_oldest_first(conn):
+    for job in store.finished_jobs_oldest_first():
         if used + extra_needed <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir) \
                 and free_bytes(settings.data_dir) >= extra_needed:
             break
         size = directory_size(job_dir(settings.data_dir, job["id"]))
-        delete_job_everywhere(conn, settings.data_dir, job["id"])
+        delete_job_everywhere(store, settings.data_dir, job["id"])
         used -= size
         evicted.append(job["id"])
     if evicted:
@@ -96,7 +96,7 @@ def evict_for_space(conn, settings: Settings, extra_needed: int = 0) -> list[str
     return evicted
 
 
-def sweep_temporaries(conn, settings: Settings, running: set[str] = frozenset(),
+def sweep_temporaries(store: Store, settings: Settings, running: set[str] = frozenset(),
                       min_age: float = ORPHAN_AGE_SECONDS) -> list[Path]:
     """Remove files no row owns: partial outputs (except those of `running`
     variation ids), folders of deleted jobs, abandoned uploads. Anything younger
@@ -104,7 +104,7 @@ def sweep_temporaries(conn, settings: Settings, running: set[str] = frozenset(),
     removed: list[Path] = []
     data_dir = settings.data_dir
     now = time.time()
-    known_jobs = store.all_job_ids(conn)
+    known_jobs = store.all_job_ids()
     jobs_root = data_dir / "jobs"
     if jobs_root.is_dir():
         for folder in jobs_root.iterdir():
@@ -113,7 +113,7 @@ def sweep_temporaries(conn, settings: Settings, running: set[str] = frozenset(),
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder)
                 continue
-            owned = store.known_paths(conn, folder.name)
+            owned = store.known_paths(folder.name)
             for path in folder.rglob("*"):
                 if not path.is_file():
                     continue
@@ -153,13 +153,13 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def make_room_for(conn, settings: Settings, job: dict) -> str | None:
+def make_room_for(store: Store, settings: Settings, job: dict) -> str | None:
     """Before a job starts: evict finished jobs if its outputs would push the
     data directory over its limits; return a reason if the disk cannot hold them."""
-    needed = estimate_job_bytes(store.get_job_files(conn, job["id"]), job["variations_per_video"])
+    needed = estimate_job_bytes(store.get_job_files(job["id"]), job["variations_per_video"])
     if free_bytes(settings.data_dir) < needed or \
             directory_size(settings.data_dir) + needed > settings.storage_limit_bytes:
-        evict_for_space(conn, settings, extra_needed=needed)
+        evict_for_space(store, settings, extra_needed=needed)
     free = free_bytes(settings.data_dir)
     if free < needed:
         return (f"not enough disk space for this job: its outputs need about {needed / 1e6:.0f} MB "
@@ -167,14 +167,10 @@ def make_room_for(conn, settings: Settings, job: dict) -> str | None:
     return None
 
 
-def run_cleanup(settings: Settings, running: set[str] = frozenset()) -> None:
+def run_cleanup(store: Store, settings: Settings, running: set[str] = frozenset()) -> None:
     """One pass of the cleanup daemon."""
     log.info("cleanup pass in process %d", os.getpid())
-    conn = store.connect(settings.db_path)
-    try:
-        expire_finished_jobs(conn, settings)
-        fail_stale_queued_jobs(conn, settings)
-        evict_for_space(conn, settings)
-        sweep_temporaries(conn, settings, running)
-    finally:
-        conn.close()
+    expire_finished_jobs(store, settings)
+    fail_stale_queued_jobs(store, settings)
+    evict_for_space(store, settings)
+    sweep_temporaries(store, settings, running)

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from config.settings import Settings
+from refresher.engine.control import ControlBlock
+from refresher.engine.supervisor import SupervisorHandle
+from refresher.media.ffmpeg import resolve_binary
+from refresher.webapp import create_app
 
-from config.settings import Settings  # noqa: E402
-from refresher.media.ffmpeg import resolve_binary  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
 PASSWORD = "correct horse battery staple"
@@ -76,6 +78,14 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+def sql(store, statement: str, *params) -> list[tuple]:
+    """Run one SQL statement on a store's database (for checks the API does
+    not offer); the rows it returned."""
+    with store.writing() as conn:
+        result = conn.exec_driver_sql(statement, params)
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+
 def wait_until(predicate, timeout=60, interval=0.05):
     """Poll `predicate` until it returns something true; that value is returned."""
     deadline = time.monotonic() + timeout
@@ -90,8 +100,6 @@ def wait_until(predicate, timeout=60, interval=0.05):
 @pytest.fixture
 def app(tmp_path):
     """An app without a supervisor: for what HTTP alone decides."""
-    from refresher import create_app
-
     return create_app(make_settings(tmp_path / "data"))
 
 
@@ -124,14 +132,11 @@ class EmbeddedService:
     """The app plus a real supervisor process, as `python app.py` runs them."""
 
     def __init__(self, settings: Settings):
-        from refresher import create_app
-        from refresher.engine.cancel_table import CancelTable, install
-        from refresher.engine.supervisor import SupervisorHandle
-
         self.settings = settings
-        self.table = install(CancelTable())
-        self.app = create_app(settings)
-        self.supervisor = SupervisorHandle(settings, self.table).start()
+        self.control = ControlBlock.create(settings.data_dir / "run")
+        self.app = create_app(settings, self.control)
+        self.store = self.app.extensions["refresher"].store
+        self.supervisor = SupervisorHandle(settings, self.control).start()
         assert self.supervisor.wait_ready(), "the supervisor did not start"
         self.client = self.app.test_client()
         token = self.client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
@@ -168,6 +173,7 @@ class EmbeddedService:
 
     def close(self):
         self.supervisor.stop()
+        self.control.remove()
 
 
 @pytest.fixture

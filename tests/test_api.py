@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from refresher import create_app, store
+from refresher.store import Store, new_id
+from refresher.webapp import create_app
 
-from .conftest import PASSWORD, make_settings
+from .conftest import sql, PASSWORD, make_settings
 
 
 def login(client) -> dict:
@@ -18,10 +19,10 @@ def login(client) -> dict:
 
 
 def assert_nothing_left(app):
-    settings = app.config["SETTINGS"]
-    conn = store.connect(settings.db_path)
-    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
-    assert conn.execute("SELECT COUNT(*) FROM source_files").fetchone()[0] == 0
+    settings = app.extensions["refresher"].settings
+    conn = Store.shared(settings.database)
+    assert sql(conn, "SELECT COUNT(*) FROM jobs")[0][0] == 0
+    assert sql(conn, "SELECT COUNT(*) FROM source_files")[0][0] == 0
     jobs = settings.data_dir / "jobs"
     assert not jobs.exists() or not list(jobs.iterdir())
     incoming = settings.data_dir / "incoming"
@@ -158,7 +159,7 @@ def test_accepted_upload_shape(app, client, media):
 
 
 def test_ids_never_look_like_command_line_options():
-    ids = [store.new_id() for _ in range(5000)]
+    ids = [new_id() for _ in range(5000)]
     assert all(i[0] not in "-_" and len(i) == 12 for i in ids) and len(set(ids)) == len(ids)
 
 

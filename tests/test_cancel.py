@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refresher import store
+from refresher.store import Store
 from refresher.media.ffmpeg import STOP_GRACE_SECONDS
 
 from .conftest import FFMPEG, ROOT, decode_errors, ffmpeg_pids_writing_under, wait_until
@@ -20,11 +20,8 @@ def job_folder(svc, job_id) -> Path:
 
 
 def running_variations(svc, job_id):
-    conn = store.connect(svc.settings.db_path)
-    try:
-        return [v for v in store.get_job_variations(conn, job_id) if v["status"] == "processing" and v["ffmpeg_pid"]]
-    finally:
-        conn.close()
+    return [v for v in Store.shared(svc.settings.database).get_job_variations(job_id)
+            if v["status"] == "processing" and v["ffmpeg_pid"]]
 
 
 def cancel(svc, job_id):
@@ -53,11 +50,11 @@ def test_cancel_queued_job_is_immediate_and_never_starts_ffmpeg(make_service, me
     job = svc.get(f"/api/jobs/{queued}").get_json()
     assert job["status"] == "cancelled" and job["startedAt"] is None and job["cancelledAt"]
     assert all(f["status"] == "cancelled" for f in job["files"])
-    conn = store.connect(svc.settings.db_path)
-    assert all(v["attempts"] == 0 and v["started_at"] is None for v in store.get_job_variations(conn, queued))
+    conn = Store.shared(svc.settings.database)
+    assert all(v["attempts"] == 0 and v["started_at"] is None for v in conn.get_job_variations(queued))
     svc.post(f"/api/jobs/{busy}/cancel")
     time.sleep(0.5)
-    assert all(v["attempts"] == 0 for v in store.get_job_variations(conn, queued)), "it never starts later"
+    assert all(v["attempts"] == 0 for v in conn.get_job_variations(queued)), "it never starts later"
 
 
 def test_cancel_mid_job_keeps_finished_variations(make_service, media):
@@ -78,12 +75,12 @@ def test_cancel_mid_job_keeps_finished_variations(make_service, media):
     assert len(outputs) == 1
     kept = svc.get(outputs[0]["url"])
     assert kept.status_code == 200 and len(kept.data) == outputs[0]["size"]
-    conn = store.connect(svc.settings.db_path)
-    row = store.get_variation(conn, outputs[0]["id"])
+    conn = Store.shared(svc.settings.database)
+    row = conn.get_variation(outputs[0]["id"])
     assert decode_errors(svc.settings.data_dir / row["output_path"]) == ""
     files_on_disk = sorted(p.name for p in job_folder(svc, job_id).iterdir())
     assert files_on_disk == sorted([Path(row["output_path"]).name, "thumbnail.webp"])
-    statuses = sorted(v["status"] for v in store.get_job_variations(conn, job_id))
+    statuses = sorted(v["status"] for v in conn.get_job_variations(job_id))
     assert statuses == ["cancelled", "cancelled", "completed"]
 
     zipped = svc.get(f"/api/jobs/{job_id}/download")
@@ -132,21 +129,21 @@ def test_cancel_finished_job_is_409_and_twice_is_safe(service, media):
 
 
 def test_completion_wins_over_a_late_cancel(tmp_path):
-    """Every variation finished but the job not yet settled: a cancel now ends
-    it completed, not cancelled."""
-    conn = store.connect(tmp_path / "db.sqlite")
-    store.migrate(conn)
+    """A cancel accepted while the last variation runs, which then finishes on
+    its own: nothing was stopped or skipped, so the job ends completed."""
+    conn = Store(tmp_path / "db.sqlite")
+    conn.migrate()
     now = time.time()
-    store.create_job(conn, {"id": "j", "variations_per_video": 1, "seed": "s", "thumbnail_path": None,
+    conn.create_job({"id": "j", "variations_per_video": 1, "seed": "s", "thumbnail_path": None,
                             "created_at": now, "expires_at": now + 60},
                      [{"id": "f", "position": 0, "name": "a.mp4", "size": 1, "upload_path": None,
                        "duration": 1.0}],
                      [{"id": "v", "file_id": "f", "variation_index": 1, "effects": {}, "name": "a_var1.mp4",
                        "output_path": "jobs/j/v.mp4"}])
-    assert store.claim_job(conn, "j", now)
-    assert store.dispatch_variation(conn, "v", now)
-    assert store.complete_variation(conn, "v", 10, now)
-    job = store.request_cancel(conn, "j", now, 3600)
+    assert conn.claim_variation("v", "this host", now)["status"] == "processing"
+    assert conn.request_cancel("j", now, 3600)["status"] == "processing"
+    assert conn.record_outcome("v", "completed", now, 3600, size=10) == ("j", "completed")
+    job = conn.get_job("j")
     assert job["status"] == "completed" and job["progress"] == 100
 
 
@@ -155,8 +152,8 @@ def test_cancelled_jobs_expire_like_completed_ones(service, media):
     job = service.post(f"/api/jobs/{queued['jobId']}/cancel").get_json()
     detail = service.get(f"/api/jobs/{queued['jobId']}").get_json()
     assert detail["expiresAt"] > detail["cancelledAt"]
-    conn = store.connect(service.settings.db_path)
-    row = store.get_job(conn, job["jobId"])
+    conn = Store.shared(service.settings.database)
+    row = conn.get_job(job["jobId"])
     assert row["expires_at"] == pytest.approx(row["finished_at"] + 24 * 3600)
 
 
@@ -183,7 +180,7 @@ def test_stop_escalates_q_then_sigterm_then_sigkill(make_service, media, tmp_pat
     assert 3.8 < answered - q_at < 5.0, "SIGKILL ~2 s after SIGTERM, then the answer"
     assert 3.8 < elapsed < 5.0
     assert not Path(f"/proc/{pid}").exists(), "the stubborn process is gone"
-    conn = store.connect(svc.settings.db_path)
+    conn = Store.shared(svc.settings.database)
     # Longest first: either variation may have been the one that started.
-    attempts = sorted(v["attempts"] for v in store.get_job_variations(conn, job_id))
+    attempts = sorted(v["attempts"] for v in conn.get_job_variations(job_id))
     assert attempts == [0, 1], "the other variation never started"

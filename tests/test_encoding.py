@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from refresher import store
+from refresher.store import Store
 from refresher.media import ffmpeg
 
 from .conftest import FFMPEG, decode_errors, video_md5
@@ -18,8 +18,8 @@ def outputs_of(job):
 
 
 def output_path(svc, job_id, output_id) -> Path:
-    conn = store.connect(svc.settings.db_path)
-    row = store.get_variation(conn, output_id)
+    conn = Store.shared(svc.settings.database)
+    row = conn.get_variation(output_id)
     conn.close()
     return svc.settings.data_dir / row["output_path"]
 
@@ -97,23 +97,22 @@ def test_same_seed_same_effects_and_pixels(service, media):
             video_md5(output_path(service, b["jobId"], ob["id"]))
 
 
-def test_sources_deleted_and_thumbnail_kept_after_finish(service, media):
+def test_sources_and_thumbnail_stay_with_the_finished_job_until_it_goes(service, media):
+    """Sources are kept until the job expires (retry, resume and rerun need
+    them); deleting the job removes every file of it."""
     job = service.wait(service.submit([media["clip"], media["vertical"]], variations=1)["jobId"])
     folder = service.settings.data_dir / "jobs" / job["jobId"]
+    files = service.store.get_job_files(job["jobId"])
     names = sorted(p.name for p in folder.iterdir())
-    assert not [n for n in names if n.startswith("source_")], names
-    assert "thumbnail.webp" in names and len(names) == 3
+    assert sorted(Path(f["upload_path"]).name for f in files) == [n for n in names if n.startswith("source_")]
+    assert "thumbnail.webp" in names and len(names) == 2 + 2 + 1, names
     r = service.get(job["thumbnailUrl"])
     assert r.status_code == 200 and r.mimetype == "image/webp" and r.data[8:12] == b"WEBP"
-    conn = store.connect(service.settings.db_path)
-    assert all(f["upload_path"] is None for f in store.get_job_files(conn, job["jobId"]))
+    assert service.delete(f"/api/jobs/{job['jobId']}").status_code == 204
+    assert not folder.exists()
 
 
-def test_progress_rises_smoothly_and_never_goes_back(make_service, media, monkeypatch):
-    # Tiny clips encode in a second: write progress more often than in production
-    # (the pool is forked from this process, so it inherits the patched values).
-    monkeypatch.setattr("refresher.engine.variation.PROGRESS_WRITE_INTERVAL", 0.1)
-    monkeypatch.setattr("refresher.engine.supervisor.PROGRESS_ROLLUP_SECONDS", 0.1)
+def test_progress_rises_smoothly_and_never_goes_back(make_service, media):
     svc = make_service(encode_workers=1)
     job_id = svc.submit([media["long"]], variations=2)["jobId"]
     seen = []
@@ -129,13 +128,16 @@ def test_progress_rises_smoothly_and_never_goes_back(make_service, media, monkey
     assert len({p for p in seen if 0 < p < 100}) >= 4, f"progress should rise in steps: {sorted(set(seen))}"
 
 
-def test_fifo_jobs_with_one_worker(make_service, media):
+def test_jobs_take_turns_so_a_small_job_is_not_stuck_behind_a_big_one(make_service, media):
     svc = make_service(encode_workers=1)
-    first = svc.submit([media["clip"]], variations=2)["jobId"]
-    second = svc.submit([media["clip"]], variations=1)["jobId"]
-    a, b = svc.wait(first), svc.wait(second)
+    big = svc.submit([media["clip"]], variations=4)["jobId"]
+    small = svc.submit([media["clip"]], variations=1)["jobId"]
+    a, b = svc.wait(big), svc.wait(small)
     assert a["status"] == b["status"] == "completed"
-    assert a["startedAt"] <= b["startedAt"] and a["finishedAt"] <= b["finishedAt"]
+    assert a["startedAt"] <= b["startedAt"], "the older job starts first"
+    started = sorted((v["dispatched_at"], v["job_id"]) for job in (big, small)
+                     for v in svc.store.get_job_variations(job))
+    assert [job for _, job in started].index(small) <= 1, "the small job gets the next free slot"
 
 
 def test_list_jobs_newest_first_with_filters(service, media):
@@ -169,8 +171,8 @@ def test_output_supports_range_requests(service, media):
 def test_within_a_job_the_costliest_encode_starts_first(make_service, media):
     svc = make_service(encode_workers=1)
     job = svc.wait(svc.submit([media["clip"], media["long"]], variations=1)["jobId"])
-    conn = store.connect(svc.settings.db_path)
-    rows = sorted(store.get_job_variations(conn, job["jobId"]), key=lambda v: v["dispatched_at"])
+    conn = Store.shared(svc.settings.database)
+    rows = sorted(conn.get_job_variations(job["jobId"]), key=lambda v: v["dispatched_at"])
     assert [r["file_id"] for r in rows] == [job["files"][1]["id"], job["files"][0]["id"]], \
         "the 1280×720 clip is encoded before the 320×240 one"
 

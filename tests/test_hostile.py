@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from refresher import create_app, store
+from refresher.store import Store, new_id
+from refresher.webapp import create_app
 
 from .conftest import PASSWORD, make_settings
 
@@ -28,18 +29,15 @@ def headers(app):
 
 
 def leftovers(app) -> list[str]:
-    settings = app.config["SETTINGS"]
+    settings = app.extensions["refresher"].settings
     found = []
     for sub in ("jobs", "incoming"):
         folder = settings.data_dir / sub
         if folder.exists():
             found += [str(p) for p in folder.rglob("*")]
-    conn = store.connect(settings.db_path)
-    try:
-        found += [f"job row {r[0]}" for r in conn.execute("SELECT id FROM jobs")]
-        found += [f"token row {r[0]}" for r in conn.execute("SELECT name FROM api_tokens")]
-    finally:
-        conn.close()
+    with Store.shared(settings.database).engine.connect() as conn:
+        found += [f"job row {r[0]}" for r in conn.exec_driver_sql("SELECT id FROM jobs")]
+        found += [f"token row {r[0]}" for r in conn.exec_driver_sql("SELECT name FROM api_tokens")]
     return found
 
 

@@ -5,10 +5,11 @@ import os
 import re
 import time
 
-from refresher import lifecycle, store
+from refresher import lifecycle
+from refresher.store import Store
 from refresher.engine.supervisor import SupervisorHandle
 
-from .conftest import EmbeddedService, make_settings, wait_until
+from .conftest import sql, EmbeddedService, make_settings, wait_until
 
 
 def gone(svc, job_id) -> bool:
@@ -23,8 +24,8 @@ def test_completed_and_cancelled_jobs_expire(make_service, media):
     svc.post(f"/api/jobs/{cancelled}/cancel")
     assert svc.get(f"/api/jobs/{done['jobId']}").status_code == 200
     wait_until(lambda: gone(svc, done["jobId"]) and gone(svc, cancelled), timeout=15)
-    conn = store.connect(svc.settings.db_path)
-    assert conn.execute("SELECT COUNT(*) FROM variations").fetchone()[0] == 0
+    conn = Store.shared(svc.settings.database)
+    assert sql(conn, "SELECT COUNT(*) FROM variations")[0][0] == 0
 
 
 def test_job_queued_past_expiry_fails(make_service, media):
@@ -47,7 +48,7 @@ def test_eviction_removes_oldest_finished_jobs_first(service, media):
     sizes = {j: lifecycle.directory_size(settings.data_dir / "jobs" / j) for j in finished}
     others = lifecycle.directory_size(settings.data_dir) - sum(sizes.values())
     limit = others + sizes[finished[2]] + 1000  # room for the newest job only
-    conn = store.connect(settings.db_path)
+    conn = Store.shared(settings.database)
     evicted = lifecycle.evict_for_space(conn, settings.with_overrides(storage_limit_mb=limit / 1024 / 1024))
     assert evicted == finished[:2]
     assert service.get(f"/api/jobs/{finished[2]}").status_code == 200
@@ -59,7 +60,7 @@ def test_eviction_never_touches_queued_or_running_jobs(make_service, media):
     done = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
     running = svc.submit([media["slow"]], variations=1)["jobId"]
     queued = svc.submit([media["clip"]], variations=1)["jobId"]
-    conn = store.connect(svc.settings.db_path)
+    conn = Store.shared(svc.settings.database)
     evicted = lifecycle.evict_for_space(conn, svc.settings.with_overrides(storage_limit_mb=0.001))
     assert evicted == [done]
     assert svc.get(f"/api/jobs/{running}").status_code == 200
@@ -72,8 +73,8 @@ def test_daemon_evicts_over_the_storage_limit(make_service, media):
     svc = make_service(storage_limit_mb=0.05, cleanup_interval_seconds=0.3)
     first = svc.submit([media["clip"]], variations=1)["jobId"]  # finished jobs only are evicted …
     wait_until(lambda: gone(svc, first), timeout=10)
-    conn = store.connect(svc.settings.db_path)
-    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    conn = Store.shared(svc.settings.database)
+    assert sql(conn, "SELECT COUNT(*) FROM jobs")[0][0] == 0
 
 
 def test_sweep_at_start_removes_what_no_row_owns(service, media):

@@ -6,9 +6,9 @@ import json
 import time
 import zipfile
 
-from refresher import store
+from refresher.store import Store
 
-from .conftest import decode_errors
+from .conftest import sql, decode_errors
 
 
 def sse_events(response, limit=10_000):
@@ -71,8 +71,8 @@ def test_download_status_codes(make_service, media):
     assert r.status_code == 404 and "no outputs" in r.get_json()["error"]
     svc.post(f"/api/jobs/{running}/cancel")
     assert svc.get("/api/jobs/nope/download").status_code == 404
-    conn = store.connect(svc.settings.db_path)
-    conn.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (time.time() - 1, queued))
+    conn = Store.shared(svc.settings.database)
+    sql(conn, "UPDATE jobs SET expires_at = ? WHERE id = ?", time.time() - 1, queued)
     assert svc.get(f"/api/jobs/{queued}/download").status_code == 410
 
 
@@ -102,8 +102,8 @@ def test_delete_finished_job_removes_rows_and_files(service, media):
     assert r.status_code == 204 and r.data == b""
     assert not folder.exists()
     assert service.get(f"/api/jobs/{job['jobId']}").status_code == 404
-    conn = store.connect(service.settings.db_path)
-    assert conn.execute("SELECT COUNT(*) FROM variations").fetchone()[0] == 0
+    conn = Store.shared(service.settings.database)
+    assert sql(conn, "SELECT COUNT(*) FROM variations")[0][0] == 0
     assert service.delete(f"/api/jobs/{job['jobId']}").status_code == 404
 
 

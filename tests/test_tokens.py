@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from refresher import create_app, store
+from refresher.store import Store, new_id
+from refresher.webapp import create_app
 
 from .conftest import PASSWORD, ROOT, make_settings
 
@@ -69,7 +70,7 @@ def test_secrets_are_never_stored_in_clear(app, client, session):
     secrets = [create(client, session, f"script {i}")["token"] for i in range(3)]
     for secret in secrets:  # used, so its row was written again
         assert client.get("/api/jobs", headers=bearer(secret)).status_code == 200
-    data_dir = Path(app.config["SETTINGS"].data_dir)
+    data_dir = Path(app.extensions["refresher"].settings.data_dir)
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.name.startswith("refresher.db") for p in files)
     for path in files:  # the database, its WAL and anything else kept there
@@ -106,8 +107,9 @@ def test_last_use_is_recorded_at_most_once_a_minute(app, client, session, monkey
     made = create(client, session)
     assert client.get("/api/tokens", headers=session).get_json()[0]["lastUsedAt"] is None
     writes = []
-    real_touch = store.touch_api_token
-    monkeypatch.setattr(store, "touch_api_token", lambda *a, **kw: (writes.append(a), real_touch(*a, **kw)))
+    db = app.extensions["refresher"].store
+    real_touch = db.touch_api_token
+    monkeypatch.setattr(db, "touch_api_token", lambda *a, **kw: (writes.append(a), real_touch(*a, **kw)))
     for _ in range(5):
         assert client.get("/api/jobs", headers=bearer(made["token"])).status_code == 200
     assert len(writes) == 1
@@ -115,9 +117,8 @@ def test_last_use_is_recorded_at_most_once_a_minute(app, client, session, monkey
     assert first_use is not None
 
     # a minute later the next use is recorded again
-    conn = store.connect(app.config["SETTINGS"].db_path)
-    conn.execute("UPDATE api_tokens SET last_used_at = last_used_at - 61")
-    conn.close()
+    with db.writing() as conn:
+        conn.exec_driver_sql("UPDATE api_tokens SET last_used_at = last_used_at - 61")
     assert client.get("/api/jobs", headers=bearer(made["token"])).status_code == 200
     assert len(writes) == 2
     assert client.get("/api/tokens", headers=session).get_json()[0]["lastUsedAt"] >= first_use

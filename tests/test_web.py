@@ -7,7 +7,7 @@ import re
 import time
 
 
-from refresher import create_app
+from refresher.webapp import create_app
 
 from .conftest import PASSWORD, make_settings
 
@@ -183,7 +183,7 @@ def test_cookie_upload_without_csrf_header_is_refused_and_leaves_nothing(app, cl
     r = upload(client, media, "ad.mp4", {})
     assert r.status_code == 403
     assert client.get("/api/jobs").get_json() == []
-    assert not list((app.config["SETTINGS"].data_dir / "incoming").glob("*/*"))
+    assert not list((app.extensions["refresher"].settings.data_dir / "incoming").glob("*/*"))
     r = upload(client, media, "ad.mp4", {"X-CSRF-Token": token})
     assert r.status_code == 202 and r.get_json()["files"][0]["name"] == "ad.mp4"
 

@@ -1,5 +1,7 @@
 """Every HTTP error of the API goes through `error_response`, so every error
-body has the same shape: {"error": "<a sentence a person can act on>", ...}."""
+body has the same shape: {"error": "<a sentence a person can act on>", ...}.
+The service's own layers raise `Rejected`; Werkzeug raises its HTTP errors;
+both end here."""
 from __future__ import annotations
 
 import errno
@@ -7,20 +9,16 @@ import errno
 from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-
-class APIError(Exception):
-    """Raise from a view to answer with a JSON error."""
-
-    def __init__(self, code: int, message: str, **extra):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
+from ..errors import Rejected
 
 
 def error_response(code: int, message: str, **extra):
     response = jsonify({"error": message, **extra})
     response.status_code = code
+    if code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="Video Refresher"'
+    if "retryAfter" in extra:
+        response.headers["Retry-After"] = str(extra["retryAfter"])
     return response
 
 
@@ -34,11 +32,8 @@ _MESSAGES = {
 }
 
 
-def handle_api_error(exc: APIError):
-    response = error_response(exc.code, exc.message, **exc.extra)
-    if "retryAfter" in exc.extra:
-        response.headers["Retry-After"] = str(exc.extra["retryAfter"])
-    return response
+def handle_rejected(exc: Rejected):
+    return error_response(exc.status, exc.message, **exc.extra)
 
 
 def handle_http_exception(exc: HTTPException):

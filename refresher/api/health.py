@@ -4,11 +4,10 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
-from .. import __version__, lifecycle, store
-from ..db import get_conn
-from ..engine.cancel_table import installed as installed_cancel_table
+from .. import __version__, lifecycle
+from ..extensions import refresher
 from ..media import ffmpeg
 from .openapi import spec
 
@@ -26,20 +25,21 @@ def _used_bytes(data_dir) -> int:
 
 @bp.get("/health")
 def health():
-    settings = current_app.config["SETTINGS"]
+    service = refresher()
+    settings = service.settings
     problems = []
     try:
-        ffmpeg_version = ffmpeg.version(current_app.config["FFMPEG_BINARY"])
+        ffmpeg_version = ffmpeg.version(service.ffmpeg)
     except (OSError, ValueError, RuntimeError) as exc:
         ffmpeg_version = None
         problems.append(f"ffmpeg cannot run: {exc}")
     if not os.access(settings.data_dir, os.W_OK):
         problems.append("the data directory is not writable")
-    table = installed_cancel_table()
+    control = service.control
     supervisor = "not running"
-    if table is not None and table.supervisor_alive():
+    if control is not None and control.supervisor_alive():
         # standby: another server's supervisor owns DATA_DIR and runs the jobs
-        supervisor = "standby" if table.supervisor_standby() else "running"
+        supervisor = "standby" if control.supervisor_standby() else "running"
     if supervisor == "not running":
         problems.append("no supervisor is running, so jobs are not processed")
     body = {
@@ -47,7 +47,7 @@ def health():
         "version": __version__,
         "ffmpeg": ffmpeg_version,
         "supervisor": supervisor,
-        "queue": store.queue_counts(get_conn()),
+        "queue": service.store.queue_counts(),
         "disk": {"usedBytes": _used_bytes(settings.data_dir), "limitBytes": settings.storage_limit_bytes},
     }
     if problems:

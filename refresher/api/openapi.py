@@ -7,7 +7,7 @@ fails the suite.
 """
 from __future__ import annotations
 
-from .. import __version__
+from .. import __version__, limits, rules
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -38,14 +38,14 @@ def _binary(media_type: str, description: str, headers: dict | None = None) -> d
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_JOB_STATUS = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
+_JOB_STATUS = {"type": "string", "enum": list(rules.JOB_STATUSES)}
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": _ID}
 _AUTH_ERRORS = {"401": _json(_ERROR, "missing, invalid, expired or revoked bearer token",
                              {"WWW-Authenticate": _header("Bearer")})}
 # 409 answers name the job's status, so a client knows what to do next.
 _STATUS_CONFLICT = {"allOf": [_ERROR, {"type": "object", "required": ["status"],
                                        "properties": {"status": _JOB_STATUS}}]}
-_TOKEN_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_TOKEN_NAME = {"type": "string", "minLength": limits.MIN_TOKEN_NAME_LENGTH, "maxLength": limits.MAX_TOKEN_NAME_LENGTH}
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
 # the stream with an event named "deleted".
 _SSE_EVENT = {
@@ -213,7 +213,7 @@ def spec() -> dict:
                                       "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                                      "token": {"type": "string"}, "createdAt": _TIME}},
                                      "the new token"),
-                        "400": _err("the name is missing or not 1-100 printable characters"),
+                        "400": _err(f"the name is missing or not {limits.MIN_TOKEN_NAME_LENGTH}-{limits.MAX_TOKEN_NAME_LENGTH} printable characters"),
                         "403": _err("called with an API token"),
                         **_AUTH_ERRORS,
                     },
@@ -234,17 +234,18 @@ def spec() -> dict:
             "/api/jobs": {
                 "post": {
                     "operationId": "createJob",
-                    "summary": "Create a job from 1-10 MP4/MOV videos",
+                    "summary": f"Create a job from 1-{limits.MAX_FILES} MP4/MOV videos",
                     "description": "Each file must be at most MAX_UPLOAD_MB and a video ffmpeg can read. "
                                    "A rejected request leaves nothing behind.",
                     "requestBody": {"required": True, "content": {"multipart/form-data": {
                         "schema": {
                             "type": "object", "required": ["videos"],
                             "properties": {
-                                "videos": {"type": "array", "minItems": 1, "maxItems": 10,
+                                "videos": {"type": "array", "minItems": 1, "maxItems": limits.MAX_FILES,
                                            "items": {"type": "string", "format": "binary"}},
-                                "variations": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-                                "seed": {"type": "string", "maxLength": 128,
+                                "variations": {"type": "integer", "minimum": limits.MIN_VARIATIONS, "maximum": limits.MAX_VARIATIONS,
+                                               "default": limits.DEFAULT_VARIATIONS},
+                                "seed": {"type": "string", "maxLength": limits.MAX_SEED_LENGTH,
                                          "description": "the same seed and inputs give the same effects"},
                             }},
                         "encoding": {"videos": {"contentType": "video/mp4, video/quicktime, "
@@ -253,7 +254,8 @@ def spec() -> dict:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/JobCreated"}, "queued",
                                      {"Location": _header("/api/jobs/<id>")}),
-                        "400": _err("no files, more than 10 files, or variations not a whole number in 1-20"),
+                        "400": _err(f"no files, more than {limits.MAX_FILES} files, or variations not a whole number in "
+                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}"),
                         "413": _err("a file or the request is too large"),
                         "415": _err("a file is not a readable MP4/MOV video (the message names it)"),
                         "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
@@ -265,7 +267,8 @@ def spec() -> dict:
                     "summary": "List jobs, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                    "maximum": 200, "default": 50}},
+                                                                    "maximum": limits.MAX_LIST_LIMIT,
+                                                                    "default": limits.DEFAULT_LIST_LIMIT}},
                         {"name": "status", "in": "query", "schema": _JOB_STATUS},
                     ],
                     "responses": {

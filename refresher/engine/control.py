@@ -1,9 +1,12 @@
 """The control block: a few words of shared memory that the web workers, the
-supervisor and its encode workers all see.
+supervisor and its encode workers of one host all see.
 
-It is one `multiprocessing.RawArray` of 64-bit integers, created before
-gunicorn forks its web workers and handed to the supervisor when it starts,
-so every process of the host maps the same memory. It carries:
+It is a small file under DATA_DIR/run, mapped into memory by every process
+(`mmap`, shared): gunicorn's master makes it before it forks the web
+workers, and the supervisor and its encode workers, each started as a fresh
+interpreter, map it by its path. So nothing has to be inherited through a
+fork, and a process that starts later (a replacement supervisor) finds the
+same memory. It carries:
 
 * cancel flags, the fast path from a web worker's cancel to the encode worker
   running the job's ffmpeg: slot `seq % SLOTS` holds the `seq` (never reused)
@@ -21,17 +24,49 @@ killed process).
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
+import fcntl
+import mmap
+import os
+import tempfile
 import time
+from pathlib import Path
 
 SLOTS = 4096
 _HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT, _STANDBY = range(5)
 _HEADER = 8
+_WORDS = _HEADER + SLOTS
+SIZE = _WORDS * 8
+PREFIX = "control-"
 
 
 class ControlBlock:
-    def __init__(self, array=None):
-        self.array = array if array is not None else multiprocessing.RawArray(ctypes.c_int64, _HEADER + SLOTS)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            # Held shared while this process lives: the sweep removes only
+            # blocks nobody holds (left behind by a killed server).
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._map = mmap.mmap(fd, SIZE)
+        finally:
+            os.close(fd)  # the mapping and its lock stay; the lock goes with the mapping's file
+        self.array = (ctypes.c_int64 * _WORDS).from_buffer(self._map)
+
+    @classmethod
+    def create(cls, folder: str | Path) -> "ControlBlock":
+        """A new, zeroed block in `folder` (DATA_DIR/run)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=PREFIX, dir=folder)
+        try:
+            os.ftruncate(fd, SIZE)
+        finally:
+            os.close(fd)
+        return cls(path)
+
+    def remove(self) -> None:
+        """Delete the file; processes that mapped it keep their memory."""
+        self.path.unlink(missing_ok=True)
 
     # --- cancels -------------------------------------------------------------
     def request_cancel(self, job_seq: int) -> None:
@@ -75,3 +110,22 @@ class ControlBlock:
 
     def shutting_down(self) -> bool:
         return self.array[_SHUTDOWN] == 1
+
+
+def remove_abandoned(folder: str | Path) -> list[Path]:
+    """Blocks no live process holds (their server was killed): delete them."""
+    removed = []
+    for path in Path(folder).glob(PREFIX + "*"):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # in use
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -9,20 +9,24 @@ workers report into the store's state (through `rules`), mirrors accepted
 cancels into the control block, and runs the cleanup daemon (APScheduler) —
 so the scheduler exists once per host, never once per web worker.
 
-`SupervisorHandle` starts it from a clean interpreter (spawn), with the
-control block passed in, from gunicorn's master (`on_starting`) or embedded
-(`python app.py`, tests), and watches it: its liveness is judged by the
-process sentinel and the heartbeat in the control block, never by
-`exitcode` (gunicorn's arbiter reaps children it does not know).
+`SupervisorHandle` starts it as a fresh interpreter (`python -m
+refresher.engine.supervisor`), with the control block's path, from
+gunicorn's master (`on_starting`) or embedded (`python app.py`, tests), and
+watches it: its liveness is judged by a pidfd and the heartbeat in the
+control block, never by an exit status (gunicorn's arbiter reaps children it
+does not know).
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
 import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -39,6 +43,8 @@ from .control import ControlBlock
 from .worker import partial_path, run_worker
 
 log = logging.getLogger("refresher.supervisor")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for the loop
 PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
@@ -131,7 +137,7 @@ class Supervisor:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=run_worker, name=f"refresher-encoder-{number}", daemon=True,
-            args=(theirs, self.control.array, str(self.data_dir), self.binary, self.settings.stall_seconds))
+            args=(theirs, str(self.control.path), str(self.data_dir), self.binary, self.settings.stall_seconds))
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -275,7 +281,7 @@ class Supervisor:
 
     def cleanup(self) -> None:
         running = {w.task["id"] for w in list(self.workers) if w.task is not None}
-        lifecycle.run_cleanup(self.settings, running=running)
+        lifecycle.run_cleanup(self.store, self.settings, running=running)
 
     # --- one supervisor per DATA_DIR ----------------------------------------------------------------
     def take_data_dir_lock(self) -> bool:
@@ -371,15 +377,15 @@ def _kill_stale_ffmpeg(row: dict, data_dir: Path) -> None:
         os.close(pidfd)
 
 
-def run_supervisor(settings: Settings, control_array) -> None:
-    """Entry point of the supervisor process (a fresh interpreter)."""
+def run_supervisor(settings: Settings, control: ControlBlock) -> None:
+    """The supervisor process's work, with its signals and its log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
-    supervisor = Supervisor(settings, ControlBlock(control_array))
+    supervisor = Supervisor(settings, control)
 
     def stop(signum, frame):
         supervisor.stopping.set()
@@ -389,25 +395,43 @@ def run_supervisor(settings: Settings, control_array) -> None:
     supervisor.run()
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m refresher.engine.supervisor --control PATH`, with the
+    settings as JSON on stdin: how SupervisorHandle starts it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--control", required=True, help="the control block's file")
+    args = parser.parse_args(argv)
+    settings = Settings.from_json(sys.stdin.read())
+    run_supervisor(settings, ControlBlock(args.control))
+
+
 class SupervisorHandle:
     """Starts, watches and stops the supervisor process from its parent."""
 
     def __init__(self, settings: Settings, control: ControlBlock):
         self.settings = settings
         self.control = control
-        self.process: multiprocessing.Process | None = None
+        self.process: subprocess.Popen | None = None
+        self._pidfd: int | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # a stop never races a restart
         self._watcher: threading.Thread | None = None
         self.restarts = 0
 
     def start(self) -> "SupervisorHandle":
-        # A clean interpreter: it inherits no sockets, signal handlers, threads
-        # or database connections of the server that starts it.
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=run_supervisor, args=(self.settings, self.control.array),
-                                       name="refresher-supervisor", daemon=False)
-        self.process.start()
+        # A fresh interpreter: it inherits no sockets, signal handlers, threads,
+        # database connections or multiprocessing bookkeeping of the server
+        # that starts it (a forked child would, and gunicorn's workers would
+        # then try to join it). The settings go in on stdin, never on the
+        # command line, where every user of the machine could read them.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "refresher.engine.supervisor", "--control", str(self.control.path)],
+            stdin=subprocess.PIPE, cwd=PROJECT_ROOT, close_fds=True, preexec_fn=_stop_with_parent)
+        self.process.stdin.write(self.settings.to_json().encode())
+        self.process.stdin.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+        self._pidfd = os.pidfd_open(self.process.pid)
         return self
 
     def watch(self, logger: logging.Logger | None = None, interval: float = 1.0) -> None:
@@ -420,7 +444,7 @@ class SupervisorHandle:
                 process = self.process
                 if process is None:
                     return
-                died = multiprocessing.connection.wait([process.sentinel], timeout=interval)
+                died = multiprocessing.connection.wait([self._pidfd], timeout=interval)
                 if not died or self._stopping.is_set():
                     continue
                 self._reap()
@@ -449,7 +473,7 @@ class SupervisorHandle:
     def alive(self) -> bool:
         if self.process is None:
             return False
-        return not multiprocessing.connection.wait([self.process.sentinel], timeout=0)
+        return not multiprocessing.connection.wait([self._pidfd], timeout=0)
 
     def wait_ready(self, timeout: float = 30) -> bool:
         deadline = time.monotonic() + timeout
@@ -472,7 +496,7 @@ class SupervisorHandle:
             os.kill(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        if multiprocessing.connection.wait([self.process.sentinel], timeout=timeout):
+        if multiprocessing.connection.wait([self._pidfd], timeout=timeout):
             self._reap()
             return
         log.error("supervisor %d did not stop in %ss; killing it", self.process.pid, timeout)
@@ -480,11 +504,19 @@ class SupervisorHandle:
             os.kill(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        multiprocessing.connection.wait([self.process.sentinel], timeout=5)
+        multiprocessing.connection.wait([self._pidfd], timeout=5)
         self._reap()
 
     def _reap(self) -> None:
-        try:
-            os.waitpid(self.process.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass  # gunicorn's arbiter reaped it already
+        # gunicorn's arbiter may have reaped it already: Popen copes with that
+        self.process.poll()
+
+
+def _stop_with_parent() -> None:
+    """In the supervisor before exec: a SIGTERM when the server that started
+    it dies (kill -9 of gunicorn's master), so it still shuts down cleanly."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+if __name__ == "__main__":
+    main()

@@ -114,10 +114,10 @@ class EncodeWorker:
         return {"outcome": "failed", "error": result.reason()}
 
 
-def run_worker(pipe: Connection, control_array, data_dir: str, binary: str, stall_seconds: float) -> None:
+def run_worker(pipe: Connection, control_path: str, data_dir: str, binary: str, stall_seconds: float) -> None:
     """Entry point of an encode worker process."""
     ffmpeg.die_with_parent()  # a killed supervisor takes its workers, and so their ffmpeg, along
-    worker = EncodeWorker(pipe, ControlBlock(control_array), Path(data_dir), binary, stall_seconds)
+    worker = EncodeWorker(pipe, ControlBlock(control_path), Path(data_dir), binary, stall_seconds)
 
     def on_sigterm(signum, frame):
         # Told to stop on its own (a platform shutdown signals every process):

@@ -14,6 +14,7 @@ upgrade; row locks on PostgreSQL).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from contextlib import contextmanager
@@ -115,6 +116,16 @@ def _variation_fields(state: rules.Variation) -> dict:
 
 
 class Store:
+    _shared: dict[tuple[int, str], "Store"] = {}
+
+    @classmethod
+    def shared(cls, url_or_path: str | Path) -> "Store":
+        """One store (one connection pool) per database per process."""
+        key = (os.getpid(), database_url(url_or_path))
+        if key not in cls._shared:
+            cls._shared[key] = cls(url_or_path)
+        return cls._shared[key]
+
     def __init__(self, url_or_path: str | Path):
         self.url = database_url(url_or_path)
         if self.url.startswith("sqlite:"):
@@ -354,19 +365,25 @@ class Store:
     # --- the supervisor's side ---------------------------------------------------------------
     def next_variation(self) -> dict | None:
         """The variation that should run next, fairly between jobs: the job with
-        the fewest variations running goes first (so a small job behind a big
-        one gets the next free slot), then the oldest; within a job, one
+        the fewest variations running goes first, then the one that has had
+        the fewest started, then the oldest — so jobs take turns, and a small
+        job behind a big one gets the next free slot. Within a job, one
         variation of every source before the second of any (a cancel then
         leaves every source about as far), the costliest first among equals."""
-        running = (select(func.count()).select_from(variations.alias("r"))
-                   .where(sa.literal_column("r.job_id") == variations.c.job_id,
-                          sa.literal_column("r.status") == "processing").scalar_subquery())
+        others = variations.alias("others")
+
+        def of_this_job(*conditions):
+            return (select(func.count()).select_from(others)
+                    .where(others.c.job_id == variations.c.job_id, *conditions).scalar_subquery())
+
+        running = of_this_job(others.c.status == "processing")
+        started = of_this_job(others.c.status != "queued")
         query = (select(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
                  .join(jobs, jobs.c.id == variations.c.job_id)
                  .join(source_files, source_files.c.id == variations.c.file_id)
                  .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
                         jobs.c.cancel_requested_at.is_(None))
-                 .order_by(running, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
+                 .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
                            source_files.c.position)
                  .limit(1))
         with self.reading() as conn:
@@ -462,6 +479,11 @@ class Store:
         for row in running:
             self.record_outcome(row["id"], "interrupted", now, ttl)
         return running
+
+    def running_variations(self) -> list[dict]:
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(variations).where(variations.c.status == "processing"))]
 
     def cancel_requested_jobs(self) -> list[dict]:
         """Jobs whose cancel was accepted but that have not settled yet."""

@@ -6,12 +6,10 @@ live through the API.
 """
 from __future__ import annotations
 
-from flask import current_app, render_template
+from flask import render_template
 
-from .. import intake, store
-from ..api.jobs import load_detail
-from ..api.serialize import job_summary
-from ..db import get_conn
+from .. import jobs, limits
+from ..extensions import refresher
 from . import bp
 from .signin import signin_required
 
@@ -37,23 +35,24 @@ def keep_pages_private(response):
 @bp.get("/")
 @signin_required
 def index():
-    settings = current_app.config["SETTINGS"]
-    jobs = [job_summary(row) for row in store.list_jobs(get_conn(), JOBS_SHOWN, None)]
-    limits = {
-        "maxFiles": intake.MAX_FILES,
+    service = refresher()
+    settings = service.settings
+    shown = jobs.summaries(service.store, JOBS_SHOWN)
+    form_limits = {
+        "maxFiles": limits.MAX_FILES,
         "maxFileBytes": settings.max_upload_bytes,
-        "maxVariations": intake.MAX_VARIATIONS,
-        "defaultVariations": intake.DEFAULT_VARIATIONS,
-        "maxSeedLength": intake.MAX_SEED_LENGTH,
+        "maxVariations": limits.MAX_VARIATIONS,
+        "defaultVariations": limits.DEFAULT_VARIATIONS,
+        "maxSeedLength": limits.MAX_SEED_LENGTH,
     }
-    return render_template("index.html", jobs=jobs, limits=limits,
+    return render_template("index.html", jobs=shown, limits=form_limits,
                            max_upload_mb=settings.max_upload_mb, job_ttl_hours=settings.job_ttl_hours)
 
 
 @bp.get("/jobs/<job_id>")
 @signin_required
 def job_page(job_id: str):
-    job = load_detail(get_conn(), job_id) if len(job_id) <= 64 else None
+    job = jobs.detail(refresher().store, job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
     if job is None:
         return render_template("message.html", title="Job not found",
                                message="This job does not exist any more: it was deleted, or its "

@@ -14,7 +14,6 @@ from flask import redirect, render_template, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 from .. import auth
-from ..api.auth import LOGIN_LIMIT
 from ..extensions import limiter
 from . import bp
 
@@ -39,7 +38,7 @@ def configure_session_cookie(state) -> None:
         SESSION_COOKIE_NAME="refresher_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=config["TOKEN_TTL_SECONDS"],
+        PERMANENT_SESSION_LIFETIME=state.app.extensions["refresher"].settings.token_ttl_seconds,
         # the sign-in time decides expiry, so the cookie need not be re-sent on every poll
         SESSION_REFRESH_EACH_REQUEST=False,
     )
@@ -78,7 +77,7 @@ def _login_page(error: str | None, status: int, next_url: str):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code == 401)
+@limiter.limit(auth.LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code == 401)
 def login():
     next_url = _local_target(request.values.get("next"))
     if request.method == "GET":

@@ -1,4 +1,5 @@
-"""The JSON shapes of jobs, as API.md defines them."""
+"""The JSON shapes of jobs and API tokens, as API.md defines them: the API
+answers with them, the web pages embed them, the CLI prints them."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -94,8 +95,6 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
 
 
 def job_summary(row: dict) -> dict:
-    import json
-
     return {
         "id": row["id"],
         "status": row["status"],
@@ -103,7 +102,7 @@ def job_summary(row: dict) -> dict:
         "totalVariations": row["total_variations"],
         "completedVariations": row["completed_variations"],
         "overallProgress": 100 if row["status"] == "completed" else row["progress"],
-        "fileNames": json.loads(row["file_names"] or "[]"),
+        "fileNames": row["file_names"],
         "thumbnailUrl": f"/api/jobs/{row['id']}/thumbnail" if row["thumbnail_path"] else None,
         "createdAt": iso(row["created_at"]),
         "finishedAt": iso(row["finished_at"]),
@@ -111,3 +110,8 @@ def job_summary(row: dict) -> dict:
         "expiresAt": iso(row["expires_at"]),
         "error": row["error"],
     }
+
+
+def token_summary(row: dict) -> dict:
+    return {"id": row["id"], "name": row["name"], "createdAt": iso(row["created_at"]),
+            "lastUsedAt": iso(row["last_used_at"])}

@@ -1,29 +1,26 @@
-"""POST /api/auth: the shared password in exchange for a session token."""
+"""/api/auth: the shared password in exchange for a session token."""
 from __future__ import annotations
 
 from flask import Blueprint, request
 
 from .. import auth
 from ..extensions import limiter
-from .errors import APIError
-from .serialize import iso
+from ..errors import Rejected
+from ..shapes import iso
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
-
-# Only failed attempts count, per client address.
-LOGIN_LIMIT = "10 per minute;50 per hour"
 
 
 def _password_from_request() -> str | None:
     if request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise APIError(400, "send JSON like {\"password\": \"...\"}")
+            raise Rejected(400, "send JSON like {\"password\": \"...\"}")
         value = body.get("password")
     else:
         value = request.form.get("password")
     if value is not None and not isinstance(value, str):
-        raise APIError(400, "password must be a string")
+        raise Rejected(400, "password must be a string")
     return value
 
 
@@ -37,12 +34,12 @@ def _is_utf8(text: str) -> bool:
 
 
 @bp.post("/auth")
-@limiter.limit(LOGIN_LIMIT, deduct_when=lambda response: response.status_code == 401)
+@limiter.limit(auth.LOGIN_LIMIT, deduct_when=lambda response: response.status_code == 401)
 def login():
     password = _password_from_request()
     if not password:
-        raise APIError(400, "no password: send {\"password\": \"...\"}")
+        raise Rejected(400, "no password: send {\"password\": \"...\"}")
     if len(password) > 1024 or not _is_utf8(password) or not auth.check_password(password):
-        raise APIError(401, "wrong password")
+        raise Rejected(401, "wrong password")
     token, expires = auth.issue_session_token()
     return {"token": token, "expiresAt": iso(expires)}

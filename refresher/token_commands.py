@@ -4,16 +4,11 @@ from __future__ import annotations
 import time
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
-from . import auth, store
-from .api.serialize import iso
-from .api.tokens import MAX_NAME_LENGTH, clean_token_name
-
-
-def _conn():
-    return store.connect(current_app.config["SETTINGS"].db_path)
+from . import auth, limits
+from .extensions import refresher
+from .shapes import iso
 
 
 @click.group("tokens", help="Create, list and revoke API tokens.")
@@ -26,14 +21,12 @@ def tokens_cli():
 @with_appcontext
 def create(name: str):
     """Create a token named NAME and print its secret (shown once)."""
-    name = clean_token_name(name)
+    name = auth.clean_token_name(name)
     if name is None:
-        raise click.BadParameter(f"the name must be 1 to {MAX_NAME_LENGTH} printable characters",
+        raise click.BadParameter(f"the name must be 1 to {limits.MAX_TOKEN_NAME_LENGTH} printable characters",
                                  param_hint="NAME")
     token_id, secret = auth.new_api_token()
-    conn = _conn()
-    store.create_api_token(conn, token_id, name, auth.hash_api_token(secret), time.time())
-    conn.close()
+    refresher().store.create_api_token(token_id, name, auth.hash_api_token(secret), time.time())
     click.echo(f"id: {token_id}\nname: {name}\ntoken: {secret}")
     click.echo("Keep the token now: it is not shown again.", err=True)
 
@@ -42,9 +35,7 @@ def create(name: str):
 @with_appcontext
 def list_():
     """List tokens (never their secrets)."""
-    conn = _conn()
-    rows = store.list_api_tokens(conn)
-    conn.close()
+    rows = refresher().store.list_api_tokens()
     if not rows:
         click.echo("no API tokens")
     for t in rows:
@@ -56,9 +47,7 @@ def list_():
 @with_appcontext
 def revoke(token_id: str):
     """Revoke the token with id TOKEN_ID; it stops working at once."""
-    conn = _conn()
-    found = store.delete_api_token(conn, token_id)
-    conn.close()
+    found = refresher().store.delete_api_token(token_id)
     if not found:
         raise click.ClickException(f"no API token with id {token_id}")
     click.echo(f"revoked {token_id}")

@@ -1,0 +1,85 @@
+"""Receiving an upload: Werkzeug's multipart parser streams each file part
+straight into a staging folder under DATA_DIR/incoming (never whole in
+memory, never outside DATA_DIR), each capped at MAX_UPLOAD_MB from the first
+byte past the limit. The staging folder is removed when the request ends,
+whatever happened, so a rejected request leaves nothing behind."""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from flask import Request, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .. import intake, lifecycle
+from ..errors import Rejected
+from ..extensions import refresher
+from ..names import display_name
+
+STAGING_KEY = "refresher.staging"
+
+
+class _CappedFile(io.BufferedRandom):
+    """A staging file that refuses to grow past the per-file limit."""
+
+    def __init__(self, path: Path, limit: int, filename: str | None):
+        super().__init__(io.FileIO(path, "w+"))
+        self.limit = limit
+        self.written = 0
+        self.filename = filename
+
+    def write(self, data) -> int:
+        self.written += len(data)
+        if self.written > self.limit:
+            limit_mb = refresher().settings.max_upload_mb
+            name = display_name(self.filename)
+            raise RequestEntityTooLarge(f"{name} is larger than the limit of {limit_mb:g} MB (MAX_UPLOAD_MB)")
+        return super().write(data)
+
+
+class UploadRequest(Request):
+    """Flask's request, with file parts written to DATA_DIR/incoming/<random>/."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        settings = refresher().settings
+        staging = self.environ.get(STAGING_KEY)
+        if staging is None:
+            staging = lifecycle.incoming_dir(settings.data_dir) / secrets.token_hex(8)
+            staging.mkdir(parents=True, exist_ok=True)
+            self.environ[STAGING_KEY] = staging
+        path = staging / f"part{len(os.listdir(staging))}"
+        return _CappedFile(path, settings.max_upload_bytes, filename)
+
+
+def remove_staging(exc: BaseException | None = None) -> None:
+    """teardown_request: close the parts and remove the staging folder."""
+    if "files" in request.__dict__:
+        for upload in request.files.values():
+            upload.close()
+    staging = request.environ.pop(STAGING_KEY, None)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
+    """The uploaded videos (on disk, in the staging folder) and the form fields."""
+    if request.mimetype != "multipart/form-data":
+        raise Rejected(415, "send the videos as multipart/form-data in the 'videos' field")
+    files = request.files  # parses the body, streaming files to the staging folder
+    unexpected = sorted(set(files) - {"videos"})
+    if unexpected:
+        raise Rejected(400, f"unexpected file field {unexpected[0][:40]!r}; send videos in the 'videos' field")
+    staged = []
+    for upload in files.getlist("videos"):
+        stream = upload.stream
+        if not upload.filename and not getattr(stream, "written", 0):
+            continue  # an empty file input of a form
+        name = display_name(upload.filename)
+        if not isinstance(stream, _CappedFile):
+            raise Rejected(400, f"{name} could not be read from the request", file=name)
+        stream.flush()
+        staged.append(intake.Staged(name=name, path=Path(stream.raw.name), size=stream.written))
+    return staged, {key: request.form.getlist(key) for key in request.form}

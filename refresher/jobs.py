@@ -1,0 +1,70 @@
+"""What people do with jobs once they exist: look at them, cancel them,
+delete them. The HTTP views, the web pages and the token commands call these;
+the rules of each change live in `rules`, and the store executes them."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import lifecycle, limits, rules
+from .engine.control import ControlBlock
+from .errors import Rejected
+from .shapes import iso, job_detail, job_summary
+from .store import Store
+
+CANCEL_SETTLE_SECONDS = 15.0  # > the q → SIGTERM → SIGKILL ladder (4 s), with room to spare
+CANCEL_POLL_SECONDS = 0.02
+
+
+def find_job(store: Store, job_id: str) -> dict:
+    job = store.get_job(job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
+    if job is None:
+        raise Rejected(404, f"no job with id {job_id[:limits.MAX_ID_LENGTH]!r}")
+    return job
+
+
+def detail(store: Store, job_id: str, job: dict | None = None) -> dict | None:
+    """The job as GET /api/jobs/<id> shows it; None when there is no such job."""
+    job = job if job is not None else store.get_job(job_id)
+    if job is None:
+        return None
+    return job_detail(job, store.get_job_files(job_id), store.get_job_variations(job_id))
+
+
+def summaries(store: Store, limit: int = limits.DEFAULT_LIST_LIMIT, status: str | None = None) -> list[dict]:
+    return [job_summary(row) for row in store.list_jobs(limit, status)]
+
+
+def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: float) -> tuple[dict, bool]:
+    """Accept a cancel and wait until the job has settled (no ffmpeg of it
+    alive). Returns the answer and whether it settled in time."""
+    job = find_job(store, job_id)
+    try:
+        job = store.request_cancel(job_id, time.time(), ttl)
+    except rules.IllegalTransition:
+        raise Rejected(409, f"job {job_id} is already {job['status']}", status=job["status"]) from None
+    if job is not None and control is not None and job["status"] not in rules.FINAL:
+        control.request_cancel(job["seq"])  # the fast path to the running ffmpeg
+    deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
+    while job is not None and job["status"] not in rules.FINAL and time.monotonic() < deadline:
+        time.sleep(CANCEL_POLL_SECONDS)
+        job = store.get_job(job_id)
+    if job is None:
+        raise Rejected(404, f"job {job_id} was deleted")
+    current = detail(store, job_id, job)
+    answer = {"jobId": job_id, "status": job["status"], "completedVariations": current["completedVariations"],
+              "totalVariations": current["totalVariations"],
+              "cancelledAt": iso(job["cancelled_at"] or job["cancel_requested_at"])}
+    return answer, job["status"] in rules.FINAL
+
+
+def finished_job(store: Store, job_id: str, then: str) -> dict:
+    job = find_job(store, job_id)
+    if job["status"] in rules.UNFINISHED:
+        raise Rejected(409, f"job {job['id']} is still {job['status']}; {then}", status=job["status"])
+    return job
+
+
+def delete_job(store: Store, data_dir: Path, job_id: str) -> None:
+    finished_job(store, job_id, "cancel it before deleting it")
+    lifecycle.delete_job_everywhere(store, data_dir, job_id)

@@ -1,0 +1,105 @@
+"""The web application: `create_app` is the table of contents, where HTTP
+ends and the rest begins.
+
+It never starts the supervisor, its encode workers or the scheduler —
+gunicorn's master (`config/gunicorn.conf.py`), `python app.py` or the worker
+process type does that, once per host, and hands the control block in.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config.settings import Settings, load_settings
+
+from . import limits, token_commands, web
+from .api import errors, health, jobs, sessions, tokens, uploads
+from .auth import load_secrets
+from .engine.control import ControlBlock
+from .errors import Rejected
+from .extensions import Refresher, limiter
+from .media import ffmpeg
+from .store import Store
+
+SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
+MAX_FORM_PARTS = 50
+
+
+def create_app(settings: Settings | None = None, control: ControlBlock | None = None) -> Flask:
+    """`control` is this host's control block, where a supervisor runs here."""
+    settings = settings if settings is not None else load_settings()
+    app = Flask(__name__)
+    configure(app, settings, control)
+    register_blueprints(app)
+    register_extensions(app)
+    register_request_limits(app)
+    register_errorhandlers(app)
+    app.cli.add_command(token_commands.tokens_cli)
+    return app
+
+
+def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.shared(settings.database)
+    store.migrate()
+    password, token_secret = load_secrets(settings)
+    try:
+        binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
+    except ffmpeg.FFmpegNotFound:
+        binary = settings.ffmpeg_binary or "ffmpeg-missing"  # /api/health reports it as degraded
+    app.extensions["refresher"] = Refresher(settings=settings, store=store, ffmpeg=binary, control=control,
+                                            password=password, token_secret=token_secret)
+    app.request_class = uploads.UploadRequest
+    app.config.update(
+        SECRET_KEY=token_secret,
+        # the whole request: every file at its limit, plus the form fields
+        MAX_CONTENT_LENGTH=limits.MAX_FILES * settings.max_upload_bytes + 1024 * 1024,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
+        RATELIMIT_STORAGE_URI=f"refresher-store://{settings.database}",
+    )
+    app.json.sort_keys = False  # keep the documented field order
+    if settings.trust_proxy_hops:
+        # Behind a router (Heroku's adds one hop): the client's address is in
+        # X-Forwarded-For, which login throttling must use.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy_hops,
+                                x_proto=settings.trust_proxy_hops)
+
+
+def register_blueprints(app: Flask) -> None:
+    for module in (sessions, tokens, jobs, health):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(web.bp)
+
+
+def register_extensions(app: Flask) -> None:
+    limiter.init_app(app)
+    for name in ("jobs", "tokens", "health"):  # only sign-in is throttled; skip the check elsewhere
+        limiter.exempt(app.blueprints[name])
+    origins = app.extensions["refresher"].settings.cors_origins
+    if origins:  # CORS stays off unless CORS_ORIGINS names who may call the API
+        CORS(app, resources={r"/api/*": {"origins": list(origins)}}, supports_credentials=False,
+             allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],
+             max_age=600)
+
+
+def register_request_limits(app: Flask) -> None:
+    """Only the upload route may receive a large body; everything else is
+    capped small, so a huge JSON document cannot eat a worker's memory."""
+
+    @app.before_request
+    def _cap_request_body():
+        if request.endpoint != "jobs.create_job":
+            request.max_content_length = SMALL_BODY_LIMIT
+
+
+def register_errorhandlers(app: Flask) -> None:
+    app.register_error_handler(Rejected, errors.handle_rejected)
+    app.register_error_handler(HTTPException, errors.handle_http_exception)
+    app.register_error_handler(OSError, errors.handle_disk_full)
+    app.teardown_request(uploads.remove_staging)
