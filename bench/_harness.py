@@ -16,10 +16,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from refresher.media.ffmpeg import resolve_binary
 
-from refresher.media.ffmpeg import resolve_binary  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
 PASSWORD = "bench-password"

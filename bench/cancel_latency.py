@@ -4,7 +4,7 @@ processes really gone, on a real gunicorn server with two encodes running.
 Baseline, measured in the same run: ffmpeg's own reaction to `q` (the same
 encode command started directly, `q` written, process reaped).
 
-    python bench/cancel_latency.py [--runs 15]
+    python -m bench.cancel_latency [--runs 15]
 Target: median under 0.3 s, max under 1 s.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import FFMPEG, Server, make_clip, summary, work_dir
+from bench._harness import FFMPEG, Server, make_clip, summary, work_dir
 
 from refresher.media import effects as fx
 from refresher.media import ffmpeg

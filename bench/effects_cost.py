@@ -9,7 +9,7 @@ the same binary, in the same run. Reported per output second of video:
 * SSIM and PSNR against the source, as ffmpeg measures them (a variation with
   a speed effect is compared with the source played at the same speed).
 
-    python bench/effects_cost.py [--seconds 10] [--variations 6]
+    python -m bench.effects_cost [--seconds 10] [--variations 6]
 Target (issue): at most half the reference's CPU per output second, fidelity
 no worse than the reference's.
 """
@@ -22,7 +22,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from _harness import FFMPEG, make_clip, work_dir
+from bench._harness import FFMPEG, make_clip, work_dir
 
 from refresher.media import effects as fx
 from refresher.media import ffmpeg

@@ -4,7 +4,7 @@ The same job — 2 sources × 3 variations of 10 s 640×360 clips — goes throu
 real gunicorn server started with each pool size in turn, from the start of
 the upload to `completed`. Baseline: ENCODE_WORKERS=1, in the same run.
 
-    python bench/encode_workers.py [--workers 1,2,4] [--seconds 10] [--rounds 3]
+    python -m bench.encode_workers [--workers 1,2,4] [--seconds 10] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from _harness import Server, make_clip, work_dir
+from bench._harness import Server, make_clip, work_dir
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 2. kill -9 of the supervisor while a job runs: time until a new supervisor
    answers (health 200 with "running"), and until the job completes.
 
-    python bench/resilience.py
+    python -m bench.resilience
 Targets (issue): every process gone well within 30 s; replaced within 10 s.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import signal
 import time
 
-from _harness import Server, make_clip, work_dir
+from bench._harness import Server, make_clip, work_dir
 
 
 def descendants_alive(root_pid: int, tag: str) -> list[int]:

@@ -9,7 +9,7 @@ one server:
 2. every core encoding (a long job with many variations running);
 3. the same, plus --streams Server-Sent Events streams open on the job.
 
-    python bench/status_latency.py [--pollers 20] [--interval 0.25] [--streams 10] [--requests 1000]
+    python -m bench.status_latency [--pollers 20] [--interval 0.25] [--streams 10] [--requests 1000]
 Target (issue): p99 under 100 ms with 20 concurrent pollers while encoding.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 
 import requests
 
-from _harness import Server, make_clip, summary, work_dir
+from bench._harness import Server, make_clip, summary, work_dir
 
 
 def poll(server, job_id: str, count: int, pollers: int, interval: float) -> list[float]:

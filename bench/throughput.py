@@ -9,7 +9,7 @@ job is `completed`. In the same run, with the same binary:
 * replay: the server's own six ffmpeg commands, rebuilt from the effects the
   job reports, run with a perfect schedule (longest first, one per core).
 
-    python bench/throughput.py [--seconds 10] [--rounds 1]
+    python -m bench.throughput [--seconds 10] [--rounds 1]
 Targets (issue): reference / server ≥ 1.5; server / replay ≤ 1.10.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _harness import FFMPEG, Server, make_clip, work_dir
-from effects_cost import reference_command
+from bench._harness import FFMPEG, Server, make_clip, work_dir
+from bench.effects_cost import reference_command
 
 from refresher.media import effects as fx
 from refresher.media import ffmpeg

@@ -8,7 +8,7 @@ their level before the upload.
 
 Baseline, same run: the same measurement for a 1 MB upload.
 
-    python bench/upload_memory.py [--mb 500]
+    python -m bench.upload_memory [--mb 500]
 Target (issue): < 64 MB added to the server's peak.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from requests_toolbelt import MultipartEncoder
 
-from _harness import FFMPEG, Server, make_clip, work_dir
-from zip_download import PeakRSS, worker_pids
+from bench._harness import FFMPEG, Server, make_clip, work_dir
+from bench.zip_download import PeakRSS, worker_pids
 
 
 def make_big_mp4(folder: Path, megabytes: int) -> Path:

@@ -8,7 +8,7 @@ the bytes are), so the run takes seconds instead of minutes.
 Baseline, in the same run: downloading one output of the same job through the
 plain file route (`send_file`), per byte.
 
-    python bench/zip_download.py [--mb-per-output 100]
+    python -m bench.zip_download [--mb-per-output 100]
 Target (issue): constant memory; < 64 MB added to the server's peak.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from _harness import Server, make_clip, work_dir
+from bench._harness import Server, make_clip, work_dir
 
 
 def worker_pids(master_pid: int) -> list[int]:

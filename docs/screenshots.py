@@ -1,6 +1,6 @@
 """Make the README's screenshots of the web form.
 
-    python docs/screenshots.py [--out docs]
+    python -m docs.screenshots [--out docs]
 
 Starts a real gunicorn on a free port (see bench/_harness.py), makes a few
 short ad-like clips with ffmpeg's lavfi sources, creates a completed, a
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+from bench._harness import FFMPEG, PASSWORD, Server, work_dir
 
-from _harness import FFMPEG, PASSWORD, Server, work_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 
 class Rejected(Exception):
-    """`status` is the HTTP-style code (400, 404, 409, 413, 415, 503 …);
+    """`code` is the HTTP-style status (400, 404, 409, 413, 415, 503 …);
     `extra` goes into the answer beside the message (e.g. file=, status=)."""
 
-    def __init__(self, status: int, message: str, **extra):
+    def __init__(self, code: int, message: str, **extra):
         super().__init__(message)
-        self.status = status
+        self.code = code
         self.message = message
         self.extra = extra

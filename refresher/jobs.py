@@ -38,11 +38,12 @@ def summaries(store: Store, limit: int = limits.DEFAULT_LIST_LIMIT, status: str 
 def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: float) -> tuple[dict, bool]:
     """Accept a cancel and wait until the job has settled (no ffmpeg of it
     alive). Returns the answer and whether it settled in time."""
-    job = find_job(store, job_id)
+    find_job(store, job_id)
     try:
         job = store.request_cancel(job_id, time.time(), ttl)
     except rules.IllegalTransition:
-        raise Rejected(409, f"job {job_id} is already {job['status']}", status=job["status"]) from None
+        status = find_job(store, job_id)["status"]
+        raise Rejected(409, f"job {job_id} is already {status}", status=status) from None
     if job is not None and control is not None and job["status"] not in rules.FINAL:
         control.request_cancel(job["seq"])  # the fast path to the running ffmpeg
     deadline = time.monotonic() + CANCEL_SETTLE_SECONDS

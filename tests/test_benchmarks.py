@@ -31,7 +31,8 @@ def test_every_benchmark_is_covered():
 def test_benchmark_runs(script, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *RUNS[script]], cwd=ROOT,
+    module = "bench." + script.removesuffix(".py")
+    r = subprocess.run([sys.executable, "-m", module, *RUNS[script]], cwd=ROOT,
                        capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(tmp.iterdir()) == [], "a benchmark removes its media and servers' data when it ends"

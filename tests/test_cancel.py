@@ -53,7 +53,10 @@ def test_cancel_queued_job_is_immediate_and_never_starts_ffmpeg(make_service, me
     conn = Store.shared(svc.settings.database)
     assert all(v["attempts"] == 0 and v["started_at"] is None for v in conn.get_job_variations(queued))
     svc.post(f"/api/jobs/{busy}/cancel")
-    time.sleep(0.5)
+    # the one worker is free now: a job submitted after it runs, and the
+    # cancelled one still never started
+    later = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])
+    assert later["status"] == "completed"
     assert all(v["attempts"] == 0 for v in conn.get_job_variations(queued)), "it never starts later"
 
 
@@ -79,7 +82,8 @@ def test_cancel_mid_job_keeps_finished_variations(make_service, media):
     row = conn.get_variation(outputs[0]["id"])
     assert decode_errors(svc.settings.data_dir / row["output_path"]) == ""
     files_on_disk = sorted(p.name for p in job_folder(svc, job_id).iterdir())
-    assert files_on_disk == sorted([Path(row["output_path"]).name, "thumbnail.webp"])
+    sources = [Path(f["upload_path"]).name for f in conn.get_job_files(job_id)]
+    assert files_on_disk == sorted([Path(row["output_path"]).name, "thumbnail.webp", *sources])
     statuses = sorted(v["status"] for v in conn.get_job_variations(job_id))
     assert statuses == ["cancelled", "cancelled", "completed"]
 

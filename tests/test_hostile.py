@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from refresher.store import Store, new_id
+from refresher.store import Store
 from refresher.webapp import create_app
 
 from .conftest import PASSWORD, make_settings

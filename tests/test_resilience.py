@@ -5,13 +5,15 @@ import hashlib
 import os
 import re
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
-from refresher import store
-from refresher.engine import supervisor as supervisor_module
-from refresher.engine.supervisor import SupervisorHandle
+import pytest
+
+from refresher.engine.control import ControlBlock
+from refresher.engine.supervisor import Supervisor, SupervisorHandle, _Outcome
+from refresher.store import OperationalError, Store
+from refresher.webapp import create_app
 
 from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
 
@@ -35,21 +37,16 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}[os.uname().machine]
-
-
-def queue_lock_holder(supervisor_pid: int, count: int) -> int | None:
-    """The idle pool worker blocked reading the task queue (it holds the queue's
-    lock; the other workers wait for that lock), once all `count` are idle."""
-    workers = children_of(supervisor_pid)
-    if len(workers) != count:
-        return None
-    try:
-        calls = [Path(f"/proc/{pid}/syscall").read_text().split()[0] for pid in workers]
-    except (FileNotFoundError, IndexError):
-        return None
-    readers = [pid for pid, call in zip(workers, calls) if call == READ_SYSCALL]
-    return readers[0] if len(readers) == 1 else None
+def encode_workers(supervisor_pid: int) -> list[int]:
+    """The supervisor's encode workers (not multiprocessing's resource tracker)."""
+    found = []
+    for pid in children_of(supervisor_pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def job_of(server, job_id):
@@ -65,12 +62,12 @@ def submit(server, paths, variations):
 
 def finished_outputs(data_dir: Path, job_id: str) -> dict[str, str]:
     """variation id → sha256 of its output, for every completed variation."""
-    conn = store.connect(data_dir / "refresher.db")
+    store = Store(data_dir / "refresher.db")
     try:
         return {v["id"]: hashlib.sha256((data_dir / v["output_path"]).read_bytes()).hexdigest()
-                for v in store.get_job_variations(conn, job_id) if v["status"] == "completed"}
+                for v in store.get_job_variations(job_id) if v["status"] == "completed"}
     finally:
-        conn.close()
+        store.close()
 
 
 def running_ffmpeg(data_dir: Path, job_id: str) -> list[int]:
@@ -147,8 +144,7 @@ def test_ffmpeg_killed_from_outside_is_retried_once(make_service, media):
     os.kill(pid, signal.SIGKILL)
     job = svc.wait(job_id, timeout=90)
     assert job["status"] == "completed"
-    conn = store.connect(svc.settings.db_path)
-    [v] = store.get_job_variations(conn, job_id)
+    [v] = svc.store.get_job_variations(job_id)
     assert (v["attempts"], v["failures"]) == (2, 1)
 
 
@@ -169,40 +165,30 @@ def test_encode_worker_killed_mid_encode_is_retried(make_service, media):
     job_id = svc.submit([media["slow"]], variations=1)["jobId"]
     ffmpeg_pid = wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id))[0]
     worker = int(Path(f"/proc/{ffmpeg_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert worker in children_of(svc.supervisor.pid), "ffmpeg runs under a pool worker"
+    assert worker in encode_workers(svc.supervisor.pid), "ffmpeg runs under an encode worker"
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: not alive(ffmpeg_pid), timeout=5)  # it dies with its worker
     job = svc.wait(job_id, timeout=90)
     assert job["status"] == "completed", job
-    conn = store.connect(svc.settings.db_path)
-    [v] = store.get_job_variations(conn, job_id)
+    [v] = svc.store.get_job_variations(job_id)
     assert (v["attempts"], v["failures"]) == (2, 1)
     assert not list((svc.settings.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
 
 
-def test_an_idle_encode_worker_killed_from_outside_does_not_stall_the_pool(make_service, media, monkeypatch):
-    """An idle pool worker waits for tasks holding the task queue's lock; killed
-    there, it takes the lock with it, and without help no worker reads again."""
-    monkeypatch.setattr(supervisor_module, "PICKUP_SECONDS", 2.0)  # the supervisor is forked: it sees this
+def test_an_idle_encode_worker_killed_from_outside_is_replaced(make_service, media):
     svc = make_service(encode_workers=2)
-    holder = wait_until(lambda: queue_lock_holder(svc.supervisor.pid, 2))
-    os.kill(holder, signal.SIGKILL)
-    wait_until(lambda: not alive(holder), timeout=5)
+    workers = wait_until(lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2 and found)
+    os.kill(workers[0], signal.SIGKILL)
+    replaced = wait_until(lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2
+                          and workers[0] not in found and found, timeout=10)
+    assert workers[1] in replaced
     job = svc.wait(svc.submit([media["clip"]], variations=2)["jobId"], timeout=30)
     assert job["status"] == "completed", job
-    conn = store.connect(svc.settings.db_path)
-    assert [v["failures"] for v in store.get_job_variations(conn, job["jobId"])] == [0, 0]
-
-
-def test_a_stuck_pool_does_not_hold_up_shutdown(make_service):
-    svc = make_service(encode_workers=2)
-    holder = wait_until(lambda: queue_lock_holder(svc.supervisor.pid, 2))
-    os.kill(holder, signal.SIGKILL)  # the task queue's lock goes with it
-    workers = wait_until(lambda: (found := children_of(svc.supervisor.pid)) and len(found) == 2 and found, timeout=5)
+    assert [v["failures"] for v in svc.store.get_job_variations(job["jobId"])] == [0, 0]
     started = time.monotonic()
     svc.supervisor.stop()
-    assert time.monotonic() - started < 15, "the supervisor stops on its own, not by SIGKILL at 20 s"
-    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5)
+    assert time.monotonic() - started < 10, "the supervisor stops on its own, not by SIGKILL at 20 s"
+    wait_until(lambda: not any(alive(pid) for pid in replaced), timeout=5)
 
 
 def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monkeypatch):
@@ -213,8 +199,7 @@ def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monk
     job = svc.wait(job_id, timeout=30)
     assert job["status"] == "failed" and "no progress" in job["error"], job
     assert "stalled" in job["error"], "ffmpeg's last words are part of the reason"
-    conn = store.connect(svc.settings.db_path)
-    assert [v["attempts"] for v in store.get_job_variations(conn, job_id)] == [2]
+    assert [v["attempts"] for v in svc.store.get_job_variations(job_id)] == [2]
     assert ffmpeg_pids_writing_under(svc.settings.data_dir) == []
 
 
@@ -262,8 +247,8 @@ def test_a_variation_interrupted_three_times_fails_with_a_reason(media, tmp_path
         for _ in range(3):
             wait_until(lambda: running_ffmpeg(settings.data_dir, job_id))
             os.kill(svc.supervisor.pid, signal.SIGKILL)  # a crash: no graceful requeue
-            svc.supervisor.process.join(10)
-            svc.supervisor = SupervisorHandle(settings, svc.table).start()
+            svc.supervisor.process.wait(10)
+            svc.supervisor = SupervisorHandle(settings, svc.control).start()
             assert svc.supervisor.wait_ready()
         job = svc.wait(job_id, timeout=30)
         assert job["status"] == "failed" and "interrupted 3 times" in job["error"], job
@@ -271,50 +256,34 @@ def test_a_variation_interrupted_three_times_fails_with_a_reason(media, tmp_path
         svc.close()
 
 
-def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(app, client, media):
+def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(tmp_path, media, monkeypatch):
     """A locked or failing database while an outcome comes in: the outcome is
     kept for the next tick instead of leaving the variation "processing"."""
-    from refresher.engine.cancel_table import CancelTable
-    from refresher.engine.supervisor import Supervisor, _InFlight
-
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings)
+    client = app.test_client()
     token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
     r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
                     data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
     assert r.status_code == 202
-    settings = app.config["SETTINGS"]
-    supervisor = Supervisor(settings, CancelTable())
-    good = store.connect(settings.db_path)
-    [variation] = store.get_job_variations(good, r.get_json()["jobId"])
-    assert store.dispatch_variation(good, variation["id"], time.time())
-    supervisor.in_flight[variation["id"]] = _InFlight(task=variation, dispatched_at=time.monotonic())
-    supervisor.conn = store.connect(settings.db_path)
-    supervisor.conn.close()  # every use now raises sqlite3.ProgrammingError
-    outcome = {"id": variation["id"], "outcome": "failed", "error": "ffmpeg exited with 1"}
-    try:
-        supervisor.handle_outcome(outcome)
-        raise AssertionError("the closed connection should have failed")
-    except sqlite3.Error:
-        pass
-    assert variation["id"] in supervisor.in_flight and supervisor.results.get_nowait() == outcome
-    supervisor.conn = good
-    supervisor.handle_outcome(outcome)
-    [row] = store.get_job_variations(good, r.get_json()["jobId"])
+    control = ControlBlock.create(settings.data_dir / "run")
+    supervisor = Supervisor(settings, control)
+    supervisor.store = store = Store(settings.database)
+    [variation] = store.get_job_variations(r.get_json()["jobId"])
+    task = store.claim_variation(variation["id"], "here", time.time())
+    outcome = _Outcome(task, {"outcome": "failed", "error": "ffmpeg exited with 1"})
+    supervisor.unrecorded.append(outcome)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("UPDATE variations …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "record_outcome", locked)
+    with pytest.raises(OperationalError):
+        supervisor.record_outcomes()
+    assert supervisor.unrecorded == [outcome], "kept for the next tick"
+    assert store.get_variation(variation["id"])["status"] == "processing"
+    monkeypatch.undo()
+    supervisor.record_outcomes()
+    row = store.get_variation(variation["id"])
     assert (row["status"], row["failures"], row["error"]) == ("queued", 1, "ffmpeg exited with 1")
-    assert supervisor.in_flight == {}
-
-
-def test_the_loop_can_describe_every_database_error():
-    """The supervisor loop logs each SQLite error it survives; one without an
-    error name (a closed connection) must not turn into an AttributeError."""
-    from refresher.engine.supervisor import describe_error
-
-    closed = sqlite3.connect(":memory:")
-    closed.close()
-    try:
-        closed.execute("SELECT 1")
-    except sqlite3.Error as exc:
-        assert "closed" in describe_error(exc)
-    try:
-        sqlite3.connect(":memory:").execute("SELECT * FROM nowhere")
-    except sqlite3.Error as exc:
-        assert describe_error(exc) == "no such table: nowhere (SQLITE_ERROR)"
+    assert supervisor.unrecorded == []

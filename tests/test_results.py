@@ -8,7 +8,7 @@ import zipfile
 
 from refresher.store import Store
 
-from .conftest import sql, decode_errors
+from .conftest import sql, decode_errors, wait_until
 
 
 def sse_events(response, limit=10_000):
@@ -63,9 +63,11 @@ def test_download_status_codes(make_service, media):
     svc = make_service(encode_workers=1)
     running = svc.submit([media["slow"]], variations=1)["jobId"]
     queued = svc.submit([media["clip"]], variations=1)["jobId"]
-    assert svc.get(f"/api/jobs/{queued}/download").status_code == 409
-    time.sleep(0.5)
-    assert svc.get(f"/api/jobs/{running}/download").get_json()["status"] in ("queued", "processing")
+    r = svc.get(f"/api/jobs/{queued}/download")
+    assert r.status_code == 409 and r.get_json()["status"] == "queued"
+    wait_until(lambda: svc.get(f"/api/jobs/{running}").get_json()["status"] == "processing")
+    r = svc.get(f"/api/jobs/{running}/download")
+    assert r.status_code == 409 and r.get_json()["status"] == "processing"
     svc.post(f"/api/jobs/{queued}/cancel")
     r = svc.get(f"/api/jobs/{queued}/download")
     assert r.status_code == 404 and "no outputs" in r.get_json()["error"]

@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import time
 
-from refresher import store
+from refresher.store import Store, new_id
+
+from .conftest import sql
 
 
 def _migrate(db_path, start) -> None:
     start.wait()
-    conn = store.connect(db_path)
-    try:
-        store.migrate(conn)
-    finally:
-        conn.close()
+    Store(db_path).migrate()
 
 
 def test_processes_starting_together_all_migrate_a_fresh_database(tmp_path):
     """The web workers and the supervisor of a first start all open a database
-    that does not exist yet; switching it to WAL must not fail any of them."""
+    that does not exist yet; switching it to WAL and migrating must not fail
+    any of them."""
     ctx = multiprocessing.get_context("fork")
-    for round_ in range(40):
+    for round_ in range(20):
         db_path = tmp_path / f"fresh{round_}.db"
         start = ctx.Event()
         processes = [ctx.Process(target=_migrate, args=(db_path, start)) for _ in range(6)]
@@ -29,7 +30,107 @@ def test_processes_starting_together_all_migrate_a_fresh_database(tmp_path):
         for p in processes:
             p.join(60)
         assert [p.exitcode for p in processes] == [0] * 6
-        conn = store.connect(db_path)
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store.schema_version(conn) == len(store.MIGRATIONS)
-        conn.close()
+        store = Store(db_path)
+        assert sql(store, "PRAGMA journal_mode") == [("wal",)]
+        assert sql(store, "SELECT version_num FROM alembic_version") == [("0002",)]
+        store.close()
+
+
+# The schema the service used before Alembic (its schema_version 4), as such a
+# database holds it.
+LEGACY_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1), (2), (3), (4);
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, status TEXT NOT NULL
+  CHECK (status IN ('queued','processing','completed','failed','cancelled')), variations_per_video INTEGER NOT NULL,
+  seed TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0, error TEXT, thumbnail_path TEXT, created_at REAL NOT NULL,
+  started_at REAL, finished_at REAL, cancel_requested_at REAL, cancelled_at REAL, expires_at REAL NOT NULL);
+CREATE INDEX jobs_status_created ON jobs (status, created_at);
+CREATE TABLE source_files (id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  position INTEGER NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, upload_path TEXT, duration REAL,
+  media TEXT NOT NULL DEFAULT '{}', UNIQUE (job_id, position));
+CREATE TABLE variations (id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  file_id TEXT NOT NULL REFERENCES source_files (id) ON DELETE CASCADE, variation_index INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('queued','processing','completed','failed','cancelled')),
+  attempts INTEGER NOT NULL DEFAULT 0, progress INTEGER NOT NULL DEFAULT 0, effects TEXT NOT NULL, name TEXT NOT NULL,
+  output_path TEXT NOT NULL, size INTEGER, worker_pid INTEGER, ffmpeg_pid INTEGER, error TEXT, dispatched_at REAL,
+  started_at REAL, finished_at REAL, failures INTEGER NOT NULL DEFAULT 0, est_cost REAL NOT NULL DEFAULT 0,
+  UNIQUE (file_id, variation_index));
+CREATE INDEX variations_job_status ON variations (job_id, status);
+CREATE TABLE api_tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+  created_at REAL NOT NULL, last_used_at REAL);
+CREATE TABLE rate_limits (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL);
+INSERT INTO jobs VALUES (1, 'old-job', 'processing', 2, 'seed', 40, NULL, NULL, 1, 2, NULL, NULL, NULL, 99999999999);
+INSERT INTO source_files VALUES ('f', 'old-job', 0, 'ad.mp4', 10, 'jobs/old-job/source_f', 6.0, '{}');
+INSERT INTO variations (id, job_id, file_id, variation_index, status, attempts, failures, effects, name, output_path)
+  VALUES ('v1', 'old-job', 'f', 1, 'completed', 1, 0, '{}', 'ad_var1.mp4', 'jobs/old-job/v1.mp4'),
+         ('v2', 'old-job', 'f', 2, 'queued', 3, 1, '{}', 'ad_var2.mp4', 'jobs/old-job/v2.mp4');
+INSERT INTO api_tokens VALUES ('t', 'nightly', 'hash', 1, NULL);
+"""
+
+
+def test_a_database_from_before_alembic_is_adopted_with_its_data(tmp_path):
+    db_path = tmp_path / "refresher.db"
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(LEGACY_SCHEMA)
+    store = Store(db_path)
+    store.migrate()
+    assert sql(store, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert not sql(store, "SELECT name FROM sqlite_master WHERE name = 'schema_version'")
+    assert [t["name"] for t in store.list_api_tokens()] == ["nightly"]
+    job = store.get_job("old-job")
+    assert (job["status"], job["progress"]) == ("processing", 40)
+    by_id = {v["id"]: v for v in store.get_job_variations("old-job")}
+    assert by_id["v1"]["status"] == "completed"
+    # two of its three attempts were interruptions, counted as such from now on
+    assert (by_id["v2"]["attempts"], by_id["v2"]["failures"], by_id["v2"]["interruptions"]) == (3, 1, 2)
+    store.migrate()  # and again: nothing to do
+
+
+def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tuple[str, list[str]]:
+    now = time.time()
+    job_id = new_id()
+    files = [{"id": new_id(), "position": i, "name": f"{name}{i}.mp4", "size": 1, "upload_path": f"u{i}",
+              "duration": 1.0, "media": {}} for i in range(sources)]
+    rows = [{"id": new_id(), "file_id": f["id"], "variation_index": index, "effects": {},
+             "name": "x.mp4", "output_path": "x.mp4", "est_cost": 1.0}
+            for f in files for index in range(1, per_source + 1)]
+    store.create_job({"id": job_id, "variations_per_video": per_source, "seed": "s", "thumbnail_path": None,
+                      "created_at": now, "expires_at": now + 60}, files, rows)
+    return job_id, [f["id"] for f in files]
+
+
+def _claim(store: Store) -> dict:
+    return store.claim_variation(store.next_variation()["id"], "here", time.time())
+
+
+def test_claims_interleave_sources_and_let_jobs_take_turns(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    store.migrate()
+    big, big_files = _job(store, sources=3, per_source=20, name="big")
+    small, _ = _job(store, sources=1, per_source=1, name="small")
+    first = [_claim(store) for _ in range(2)]
+    # the big job is older: its first claim; then the small one's turn
+    assert [t["job_id"] for t in first] == [big, small]
+    for task in first:
+        store.record_outcome(task["id"], "completed", time.time(), 60, size=1)
+    order = [_claim(store) for _ in range(5)]
+    for task in order:
+        store.record_outcome(task["id"], "completed", time.time(), 60, size=1)
+    claimed = [first[0], *order]
+    # one variation of every source before the second of any
+    assert [(big_files.index(t["file_id"]), t["variation_index"]) for t in claimed] == \
+        [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
+
+
+def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_ends(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=3)
+    running = _claim(store)
+    now = time.time()
+    assert store.request_cancel(job_id, now, 60)["status"] == "processing"
+    assert store.next_variation() is None
+    assert store.record_outcome(running["id"], "cancelled", now, 60) == (job_id, "cancelled")
+    job = store.get_job(job_id)
+    assert (job["status"], job["progress"], job["cancelled_at"]) == ("cancelled", 0, now)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from refresher.store import Store, new_id
 from refresher.webapp import create_app
 
 from .conftest import PASSWORD, ROOT, make_settings

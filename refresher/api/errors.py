@@ -33,7 +33,7 @@ _MESSAGES = {
 
 
 def handle_rejected(exc: Rejected):
-    return error_response(exc.status, exc.message, **exc.extra)
+    return error_response(exc.code, exc.message, **exc.extra)
 
 
 def handle_http_exception(exc: HTTPException):

@@ -11,7 +11,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from flask import Request, current_app, request
+from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import intake, lifecycle

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from .. import limits
 from . import commands, credentials
 from .api import Server
 from .errors import INTERRUPTED, ClientError
@@ -38,14 +39,15 @@ def _variations(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if not 1 <= value <= 20:
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 20")
+    if not limits.MIN_VARIATIONS <= value <= limits.MAX_VARIATIONS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from {limits.MIN_VARIATIONS} to {limits.MAX_VARIATIONS}")
     return value
 
 
 def _limit(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 200:
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 200")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= limits.MAX_LIST_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {limits.MAX_LIST_LIMIT}")
     return int(text)
 
 
@@ -76,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read the password from the first line of stdin")
     login.set_defaults(run=commands.login, needs_token=False)
 
-    submit = command("submit", "upload 1-10 MP4/MOV files as a new job; prints the job id")
+    submit = command("submit", f"upload 1-{limits.MAX_FILES} MP4/MOV files as a new job; prints the job id")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("-n", "--variations", type=_variations, default=5, metavar="N",
-                        help="variations per file, 1-20 (default 5)")
+                        help=f"variations per file, {limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS} "
+                             f"(default {limits.DEFAULT_VARIATIONS})")
     submit.add_argument("--seed", help="same seed and files give the same effects")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until it finishes; the exit code tells how it ended")
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(run=commands.status)
 
     list_ = command("list", "list jobs, newest first")
-    list_.add_argument("--limit", type=_limit, help="at most this many (1-200, server default 50)")
+    list_.add_argument("--limit", type=_limit, help=f"at most this many (1-{limits.MAX_LIST_LIMIT}, "
+                                                   f"server default {limits.DEFAULT_LIST_LIMIT})")
     list_.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
     list_.set_defaults(run=commands.list_jobs)
 

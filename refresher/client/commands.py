@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 
 from . import credentials
+from .. import limits
 from .api import Server
 from .errors import FINAL_STATUS_CODES, INTERRUPTED, OK, REFUSED, USAGE, ClientError
 from .progress import Reporter, human_size, job_line
 from .waiting import FINAL_STATUSES, ask_to_cancel, follow, settle
-
-MAX_FILES = 10
-
 
 class Output:
     """stdout: the result, as text for people or as one JSON document."""
@@ -143,8 +141,8 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     for path in paths:
         if not path.is_file() or not os.access(path, os.R_OK):
             raise ClientError(USAGE, f"{path}: no such readable file")
-    if len(paths) > MAX_FILES:
-        raise ClientError(USAGE, f"at most {MAX_FILES} files per job (got {len(paths)})")
+    if len(paths) > limits.MAX_FILES:
+        raise ClientError(USAGE, f"at most {limits.MAX_FILES} files per job (got {len(paths)})")
     server.check_token()  # fail fast, before a long upload
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.settings import Settings
@@ -66,8 +66,6 @@ class _Outcome:
     """What a worker reported, kept until the store has taken it."""
     task: dict
     result: dict
-    attempts_to_record: int = 0
-    at: float = field(default_factory=time.time)
 
 
 class Supervisor:

@@ -295,10 +295,6 @@ class Store:
         with self.writing() as conn:
             return conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount == 1
 
-    def set_source_upload_path(self, file_id: str, path: str | None) -> None:
-        with self.writing() as conn:
-            conn.execute(update(source_files).where(source_files.c.id == file_id).values(upload_path=path))
-
     # --- transitions ---------------------------------------------------------------------
     def _lock_job(self, conn: Connection, job_id: str) -> dict | None:
         return _mapping(conn.execute(self._locked(select(jobs).where(jobs.c.id == job_id))).first())
@@ -468,18 +464,6 @@ class Store:
                 conn.execute(update(variations).where(variations.c.id == variation_id).values(**fields))
             return job_id, self._settle(conn, job_id, now, ttl)
 
-    def interrupt_running(self, now: float, ttl: float, host: str | None = None) -> list[dict]:
-        """After a crash or restart: every variation still marked running (on
-        `host`, or anywhere) was interrupted. Returns them as they were."""
-        where = [variations.c.status == "processing"]
-        if host is not None:
-            where.append(variations.c.host == host)
-        with self.reading() as conn:
-            running = [dict(r._mapping) for r in conn.execute(select(variations).where(*where))]
-        for row in running:
-            self.record_outcome(row["id"], "interrupted", now, ttl)
-        return running
-
     def running_variations(self) -> list[dict]:
         with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(
@@ -547,14 +531,6 @@ class Store:
                 variations.c.job_id == job_id, variations.c.status == "completed")).scalars())
         paths.discard(None)
         return paths
-
-    def used_bytes(self) -> int:
-        with self.reading() as conn:
-            outputs = conn.execute(select(func.coalesce(func.sum(variations.c.size), 0))
-                                   .where(variations.c.status == "completed")).scalar()
-            sources = conn.execute(select(func.coalesce(func.sum(source_files.c.size), 0))
-                                   .where(source_files.c.upload_path.is_not(None))).scalar()
-        return int(outputs) + int(sources)
 
     # --- rate limits (login throttling, shared by every worker) ---------------------------------
     def rate_limit_incr(self, key: str, expiry: float, amount: int, now: float) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks, each runnable from the repository root as `python -m bench.<name>`."""
