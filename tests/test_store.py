@@ -87,6 +87,36 @@ def test_a_database_from_before_alembic_is_adopted_with_its_data(tmp_path):
     store.migrate()  # and again: nothing to do
 
 
+def test_the_migrations_build_exactly_the_schema_the_code_declares(tmp_path):
+    """A new database gets the declared schema at once; an older one gets it
+    through the migrations. The two must never drift apart."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from refresher.store import _alembic_config
+    from refresher.store.schema import metadata
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "head")
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()
+
+
+def test_deleting_an_adopted_job_still_takes_its_rows_along(tmp_path):
+    db_path = tmp_path / "refresher.db"
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(LEGACY_SCHEMA)
+    store = Store(db_path)
+    store.migrate()
+    assert store.delete_job("old-job")
+    assert sql(store, "SELECT COUNT(*) FROM variations") == [(0,)]
+    assert sql(store, "SELECT COUNT(*) FROM source_files") == [(0,)]
+
+
 def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tuple[str, list[str]]:
     now = time.time()
     job_id = new_id()

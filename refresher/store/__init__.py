@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .. import rules
-from .schema import api_tokens, jobs, rate_limits, source_files, variations
+from .schema import api_tokens, jobs, metadata, rate_limits, source_files, variations
 
 Error = sa.exc.SQLAlchemyError          # what a caller catches when the database fails
 OperationalError = sa.exc.OperationalError
@@ -171,6 +171,12 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
                 inspector = sa.inspect(conn)
+                if not inspector.get_table_names():
+                    # A new database: the newest schema at once, as the
+                    # migrations would build it (a test holds the two equal).
+                    metadata.create_all(conn)
+                    command.stamp(config, "head")
+                    return
                 if inspector.has_table("schema_version") and not inspector.has_table("alembic_version"):
                     self._adopt_legacy_schema(conn, config)
                 command.upgrade(config, "head")
