@@ -117,10 +117,14 @@ class RequestFirstWorker(ThreadWorker):
 
     Past that, a thread reads an upload's body and writes responses with
     blocking calls that give up after `timeout` seconds without progress
-    (SO_RCVTIMEO/SO_SNDTIMEO), so a stalled client frees its thread. And a
-    connection closed after its answer lingers on the event loop, not in
-    it: gunicorn's close reads what the client still sends for up to 2 s,
-    which on the loop thread let a trickling client pause the whole worker.
+    (SO_RCVTIMEO/SO_SNDTIMEO), so a stalled client frees its thread. (The
+    rest of a body the app refused is drained by gunicorn for at most 5 s
+    and 64 KB; for an upload refused for want of a token, those 64 KB are
+    already in.) And a connection closed after its answer lingers on the
+    event loop, not in a thread nor blocking it: gunicorn's own close reads
+    what the client still sends for up to 2 s on the loop's thread, which
+    let a trickling client pause the whole worker. A stopping worker gives
+    requests still arriving what it gives kept-alive connections (2 s).
 
     TLS and cleartext HTTP/2 connections are served as stock gthread does."""
 
@@ -211,6 +215,12 @@ class RequestFirstWorker(ThreadWorker):
             self._drop(self.arriving[0], 408, "Request Timeout")
         while self.lingering and self.lingering[0][0] <= now:
             self._end_linger(self.lingering[0])
+
+    def _cap_keepalive(self, deadline):
+        """Called once when the worker stops."""
+        super()._cap_keepalive(deadline)
+        for conn in self.arriving:
+            conn.deadline = min(conn.deadline, deadline)
 
     def finish_request(self, conn, fs):
         if fs.cancelled() or fs.exception() is not None or fs.result() is not False:

@@ -199,19 +199,25 @@ def test_slow_request_heads_do_not_stall_polls_or_uploads(local_server, media):
         assert all(a.startswith(b"HTTP/1.1 408 ") for a in slow.answers.values())
 
 
-def test_slow_bodies_and_lingering_clients_do_not_stall_polls(local_server, media):
-    """A small body trickled to a route open to anyone, and clients that keep
-    sending after their answer, while the server closes the connection."""
+def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(local_server, media):
+    """A small body trickled to a route open to anyone; clients that keep
+    sending after their answer, while the server closes the connection; and
+    uploads without a token that trickle after their first 64 KB."""
     server = local_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
-    body_head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                 "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n").encode()
-    closing = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode()
-    with slow_clients(server.port, 100, body_head, b'{"password": "' + b"a" * 100) as bodies, \
-            slow_clients(server.port, 100, closing, b"a" * 100) as lingering:
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+    body_head = (f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                 "Content-Length: 60000\r\n\r\n").encode()
+    closing = f"GET /api/health HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
+    refused = (f"POST /api/jobs HTTP/1.1\r\n{host}Content-Type: multipart/form-data; boundary=b\r\n"
+               "Content-Length: 100000000\r\n\r\n").encode() + b"\0" * 65536
+    with slow_clients(server.port, 50, body_head, b'{"password": "' + b"a" * 100) as bodies, \
+            slow_clients(server.port, 50, closing, b"a" * 100) as lingering, \
+            slow_clients(server.port, 100, refused, b"\0" * 100) as uploads:
         time.sleep(2)
         assert_service_answers(server, job_id, media)
         assert all(a.startswith(b"HTTP/1.1 200 ") for a in lingering.answers.values())
+        assert all(a.startswith(b"HTTP/1.1 401 ") for a in uploads.answers.values())
         assert not bodies.closed_at, "a body still arriving is waited for"
 
 
@@ -312,6 +318,14 @@ def test_a_stalled_upload_frees_its_thread(local_server, media):
     assert timed_get(server.url + "/api/health") < 0.5
     incoming = incoming_dir(server.data_dir)
     assert not incoming.exists() or not list(incoming.iterdir()), "a cut-off upload leaves nothing behind"
+
+
+def test_a_stopping_server_does_not_wait_for_slow_clients(local_server):
+    server = local_server()
+    with slow_clients(server.port, 20, trickle=b"GET /api/health HTTP/1.1\r\nX-Padding: " + b"a" * 100):
+        time.sleep(1.5)
+        assert server.stop() < 8
+    assert server.leftovers() == []
 
 
 def test_request_ready():
