@@ -61,7 +61,7 @@ def _parse_head(data: bytes):
         name, _, value = line.partition(b":")
         name, value = name.strip().lower(), value.strip().lower()
         if name == b"content-length":
-            length = int(value) if value.isdigit() else None
+            length = int(value) if value.isdigit() and len(value) < 19 else None
         elif name == b"transfer-encoding":
             chunked = b"chunked" in value
         elif name == b"expect":

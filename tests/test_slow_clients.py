@@ -337,6 +337,7 @@ def test_request_ready():
     assert ready(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 65536)
     assert not ready(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 1000)
     assert ready(b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n")  # the parser answers 400
+    assert ready(b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
     chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert not ready(chunked + b"3\r\nabc\r\n")
     assert not ready(chunked + b"3\r\nabc\r\n0\r\n")
