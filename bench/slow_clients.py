@@ -6,9 +6,7 @@ A slow client connects and sends one byte a second, never finishing:
 * `--kind header` (the default): a request head;
 * `--kind body`: a whole head of `POST /api/auth`, then a 60 KB body;
 * `--kind linger`: a whole `GET /api/health` with `Connection: close`, then
-  bytes nobody asked for, while the server closes the connection;
-* `--kind upload`: an upload without a token, its first 64 KB at once, then
-  the rest of its 100 MB a byte a second.
+  bytes nobody asked for, while the server closes the connection.
 
 When the server closes one, it connects again at once, so `--slow` of them
 stay open for the whole phase (as an attacker would keep them). Meanwhile
@@ -17,7 +15,7 @@ seconds on a new connection per request, giving up after 2.5 s (a timeout
 counts as 2.5 s), and one real upload is sent; the same upload without slow
 clients is the baseline.
 
-    python bench/slow_clients.py [--slow 200] [--kind header|body|linger|upload] [--seconds 15]
+    python bench/slow_clients.py [--slow 200] [--kind header|body|linger] [--seconds 15]
                                  [--pollers 4] [--interval 0.1] [--gunicorn-arg=...]
 
 `--gunicorn-arg` (repeatable) passes an option to gunicorn after the config
@@ -60,10 +58,6 @@ class SlowClients:
         if self.kind == "linger":  # a whole request, then bytes the server never asked for
             return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                     "Connection: close\r\n\r\n").encode() + b"a" * 60_000
-        if self.kind == "upload":
-            head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                    "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000000\r\n\r\n").encode()
-            return head + b"\0" * 64 * 1024 + b"\0" * 60_000
         if self.kind == "body":
             head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                     "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n").encode()
@@ -76,8 +70,8 @@ class SlowClients:
         s.setblocking(False)
         self.opened += 1
         payload = self._payload()
-        if self.kind in ("body", "linger", "upload"):
-            head_end = payload.index(b"\r\n\r\n") + 4 + (64 * 1024 if self.kind == "upload" else 0)
+        if self.kind in ("body", "linger"):
+            head_end = payload.index(b"\r\n\r\n") + 4
             s.send(payload[:head_end])
             payload = payload[head_end:]
         self.sending[s] = [payload, 0]
@@ -201,7 +195,7 @@ def line(label: str, values: list[float], failures: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=200, help="slow connections kept open")
-    parser.add_argument("--kind", choices=("header", "body", "linger", "upload"), default="header")
+    parser.add_argument("--kind", choices=("header", "body", "linger"), default="header")
     parser.add_argument("--seconds", type=float, default=15, help="length of each measured phase")
     parser.add_argument("--pollers", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.1)
@@ -229,8 +223,7 @@ def main() -> None:
             uploader.join()
         slow_upload = upload_result[0]
 
-    what = {"header": "slow request heads", "body": "slow request bodies", "linger": "lingering clients",
-            "upload": "refused slow uploads"}[args.kind]
+    what = {"header": "slow request heads", "body": "slow request bodies", "linger": "lingering clients"}[args.kind]
     config = " ".join(args.gunicorn_args) or "config/gunicorn.conf.py as it is"
     print(f"GET /api/health and GET /api/jobs/<id>, {args.pollers} pollers every {args.interval} s, "
           f"new connection each, {CLIENT_LIMIT} s client limit ({config})")
