@@ -151,11 +151,11 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def upload(server, path: Path, **kw) -> requests.Response:
+def upload(server, path: Path) -> requests.Response:
     with open(path, "rb") as f:
         return requests.post(server.url + "/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
                              data={"variations": "1"}, timeout=30,
-                             headers={"Authorization": server.session.headers["Authorization"]}, **kw)
+                             headers={"Authorization": server.session.headers["Authorization"]})
 
 
 def finished_job(server, media) -> str:
