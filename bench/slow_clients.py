@@ -215,7 +215,7 @@ def main() -> None:
         base_upload = upload(server, clip)
         with SlowClients(server.port, args.slow, args.kind) as slow:
             time.sleep(3)  # every slow connection open and a few bytes in
-            loaded, upload_result = {}, []
+            upload_result = []
             uploader = threading.Thread(target=lambda: (time.sleep(args.seconds / 2),
                                                         upload_result.append(upload(server, clip))))
             uploader.start()
