@@ -123,7 +123,7 @@ def timed_get(url: str, headers=None) -> float:
 
 
 def poll_for(server, job_id: str, seconds: float, pollers: int = 4) -> dict[str, list[float]]:
-    """Health and status polls from `pollers` clients, each every 0.1 s, for `seconds`."""
+    """Health and status polls from `pollers` clients, each every 0.05 s, for `seconds`."""
     times = {"health": [], "status": []}
     auth = {"Authorization": server.session.headers["Authorization"]}
     ends_at = time.monotonic() + seconds
@@ -136,7 +136,7 @@ def poll_for(server, job_id: str, seconds: float, pollers: int = 4) -> dict[str,
             else:
                 times["status"].append(timed_get(f"{server.url}/api/jobs/{job_id}", auth))
             i += 1
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     threads = [threading.Thread(target=poller, args=(i,)) for i in range(pollers)]
     for t in threads:
@@ -169,7 +169,9 @@ def finished_job(server, media) -> str:
     return job_id
 
 
-def assert_service_answers(server, job_id, media, seconds=6.0):
+def assert_service_answers(server, job_id, media, seconds=8.0):
+    """p99 < 500 ms (the issue's target) for health and status polls, over
+    enough polls (hundreds) that one hiccup of a busy machine is not the p99."""
     uploaded = []
     uploader = threading.Thread(target=lambda: (time.sleep(seconds / 3),
                                                 uploaded.append(upload(server, media["clip"]))))
@@ -178,7 +180,7 @@ def assert_service_answers(server, job_id, media, seconds=6.0):
     uploader.join()
     for name, values in times.items():
         assert p99(values) < 0.5, f"{name} p99 {p99(values) * 1000:.0f} ms: {sorted(values)[-5:]}"
-        assert len(values) >= 20, (name, values)
+        assert len(values) >= 100, (name, len(values))
     assert uploaded and uploaded[0].status_code == 202, uploaded and uploaded[0].text
 
 
