@@ -1,6 +1,7 @@
 """gunicorn settings, then its hooks.
 
-The master makes this host's control block and starts exactly one supervisor
+The web worker is gunicorn's gthread with one change against slow clients
+(refresher/gunicorn_worker.py). The master makes this host's control block and starts exactly one supervisor
 (the encode workers and the cleanup daemon) in `on_starting`, before any web
 worker forks; each web worker's app is handed the control block in
 `post_worker_init`; `on_exit` stops the supervisor.
@@ -29,9 +30,10 @@ bind = _settings.bind
 workers = _settings.web_concurrency
 # Threads keep status polling fast while uploads, downloads and SSE streams
 # are open; the heartbeat runs on its own thread, so long uploads are fine.
-worker_class = "gthread"
+# A thread is given only to a request that has arrived (slow clients).
+worker_class = "refresher.gunicorn_worker.RequestFirstWorker"
 threads = 32
-timeout = 60
+timeout = 60                   # also: a thread's read or write that makes no progress this long gives up
 graceful_timeout = 20          # Heroku sends SIGKILL 30 s after SIGTERM
 keepalive = 5
 accesslog = "-"

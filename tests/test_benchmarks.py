@@ -19,6 +19,7 @@ RUNS = {
     "status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
     "upload_memory.py": ["--mb", "20"],
     "resilience.py": ["--seconds", "20"],
+    "slow_clients.py": ["--slow", "20", "--seconds", "2", "--pollers", "2"],
 }
 
 

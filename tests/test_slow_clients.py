@@ -1,0 +1,342 @@
+"""Slow clients against a real gunicorn on 127.0.0.1: hundreds of connections
+that send their request a byte a second must not stall status polls, health
+checks or uploads, and what the web worker changed for them (a thread only
+for a request that has arrived) keeps keep-alive, pipelining, 100-continue,
+live progress streams, uploads and ZIP downloads working."""
+from __future__ import annotations
+
+import io
+import json
+import selectors
+import socket
+import threading
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from refresher import gunicorn_worker
+from refresher.lifecycle import incoming_dir
+
+from .conftest import GunicornServer
+
+POLL_LIMIT = 2.5  # seconds a poller waits, as a person's script would
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """start(*gunicorn_args, **env) → a GunicornServer listening on 127.0.0.1 only."""
+    servers = []
+
+    def start(*gunicorn_args, **env):
+        server = GunicornServer(tmp_path / f"data{len(servers)}", HOST="127.0.0.1", **env)
+        if gunicorn_args:
+            server.env["GUNICORN_CMD_ARGS"] = " ".join(gunicorn_args)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.kill_leftovers()
+
+
+class SlowClients:
+    """`count` connections that send `first` at once, then `trickle` one byte a
+    second; what the server answers on each is kept."""
+
+    def __init__(self, port: int, count: int, first: bytes, trickle: bytes):
+        self.socks = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.setblocking(False)
+            if first:
+                s.send(first)
+            self.socks.append(s)
+        self.trickle = trickle
+        self.answers = {s: b"" for s in self.socks}
+        self.closed_at: dict[socket.socket, float] = {}
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+        sent, next_tick = 0, time.monotonic()
+        while not self.stop.is_set():
+            for key, _ in sel.select(timeout=max(0.0, min(0.2, next_tick - time.monotonic()))):
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    data = b""
+                self.answers[key.fileobj] += data
+                if not data:
+                    sel.unregister(key.fileobj)
+                    self.closed_at[key.fileobj] = time.monotonic() - self.started
+            if time.monotonic() >= next_tick and sent < len(self.trickle):
+                next_tick += 1.0
+                for s in self.socks:
+                    if s not in self.closed_at:
+                        try:
+                            s.send(self.trickle[sent:sent + 1])
+                        except OSError:
+                            pass
+                sent += 1
+        sel.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        for s in self.socks:
+            s.close()
+
+
+@contextmanager
+def slow_clients(port, count, first=b"", trickle=b""):
+    clients = SlowClients(port, count, first, trickle)
+    try:
+        yield clients
+    finally:
+        clients.close()
+
+
+def timed_get(url: str, headers=None) -> float:
+    """Seconds for one GET on a new connection; POLL_LIMIT when it fails or times out."""
+    started = time.monotonic()
+    try:
+        r = requests.get(url, headers=headers, timeout=POLL_LIMIT)
+        return time.monotonic() - started if r.status_code == 200 else POLL_LIMIT
+    except requests.RequestException:
+        return POLL_LIMIT
+
+
+def poll_for(server, job_id: str, seconds: float, pollers: int = 4) -> dict[str, list[float]]:
+    """Health and status polls from `pollers` clients, each every 0.05 s, for `seconds`."""
+    times = {"health": [], "status": []}
+    auth = {"Authorization": server.session.headers["Authorization"]}
+    ends_at = time.monotonic() + seconds
+
+    def poller(index):
+        i = index
+        while time.monotonic() < ends_at:
+            if i % 2:
+                times["health"].append(timed_get(server.url + "/api/health"))
+            else:
+                times["status"].append(timed_get(f"{server.url}/api/jobs/{job_id}", auth))
+            i += 1
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=poller, args=(i,)) for i in range(pollers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return times
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def upload(server, path: Path) -> requests.Response:
+    with open(path, "rb") as f:
+        return requests.post(server.url + "/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
+                             data={"variations": "1"}, timeout=30,
+                             headers={"Authorization": server.session.headers["Authorization"]})
+
+
+def finished_job(server, media) -> str:
+    r = upload(server, media["clip"])
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobId"]
+    deadline = time.monotonic() + 60
+    while server.session.get(f"{server.url}/api/jobs/{job_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return job_id
+
+
+def assert_service_answers(server, job_id, media, seconds=8.0):
+    """p99 < 500 ms (the issue's target) for health and status polls, over
+    enough polls (hundreds) that one hiccup of a busy machine is not the p99."""
+    uploaded = []
+    uploader = threading.Thread(target=lambda: (time.sleep(seconds / 3),
+                                                uploaded.append(upload(server, media["clip"]))))
+    uploader.start()
+    times = poll_for(server, job_id, seconds)
+    uploader.join()
+    for name, values in times.items():
+        assert p99(values) < 0.5, f"{name} p99 {p99(values) * 1000:.0f} ms: {sorted(values)[-5:]}"
+        assert len(values) >= 100, (name, len(values))
+    assert uploaded and uploaded[0].status_code == 202, uploaded and uploaded[0].text
+
+
+def test_slow_request_heads_do_not_stall_polls_or_uploads(local_server, media):
+    """The issue: 200 connections sending their request head a byte a second."""
+    server = local_server(ENCODE_WORKERS=1)
+    job_id = finished_job(server, media)
+    head = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Padding: ".encode() + b"a" * 100
+    with slow_clients(server.port, 200, trickle=head) as slow:
+        time.sleep(2)  # every connection open, a byte or two in
+        assert_service_answers(server, job_id, media)
+        # A head that has not arrived in HEAD_TIMEOUT is refused, and the connection closed.
+        limit = gunicorn_worker.HEAD_TIMEOUT
+        while len(slow.closed_at) < 200 and time.monotonic() - slow.started < limit + 5:
+            time.sleep(0.2)
+        assert len(slow.closed_at) == 200
+        assert all(limit - 1 <= t <= limit + 3 for t in slow.closed_at.values()), sorted(slow.closed_at.values())
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in slow.answers.values())
+
+
+def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(local_server, media):
+    """A small body trickled to a route open to anyone; clients that keep
+    sending after their answer, while the server closes the connection; and
+    uploads without a token that trickle after their first 64 KB."""
+    server = local_server(ENCODE_WORKERS=1)
+    job_id = finished_job(server, media)
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+    body_head = (f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                 "Content-Length: 60000\r\n\r\n").encode()
+    closing = f"GET /api/health HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
+    refused = (f"POST /api/jobs HTTP/1.1\r\n{host}Content-Type: multipart/form-data; boundary=b\r\n"
+               "Content-Length: 100000000\r\n\r\n").encode() + b"\0" * 65536
+    with slow_clients(server.port, 50, body_head, b'{"password": "' + b"a" * 100) as bodies, \
+            slow_clients(server.port, 50, closing, b"a" * 100) as lingering, \
+            slow_clients(server.port, 100, refused, b"\0" * 100) as uploads:
+        time.sleep(2)
+        assert_service_answers(server, job_id, media)
+        assert all(a.startswith(b"HTTP/1.1 200 ") for a in lingering.answers.values())
+        assert all(a.startswith(b"HTTP/1.1 401 ") for a in uploads.answers.values())
+        assert not bodies.closed_at, "a body still arriving is waited for"
+
+
+def test_keep_alive_pipelining_continue_and_oversized_heads(local_server):
+    server = local_server()
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+
+    def read_answers(sock, count, timeout=5):
+        """`count` final answers (1xx ones are not counted), each a JSON body."""
+        sock.settimeout(timeout)
+        data = b""
+        while data.count(b"HTTP/1.1 ") - data.count(b"HTTP/1.1 100 ") < count or not data.endswith(b"}\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        # two requests in one packet
+        s.sendall(f"GET /api/health HTTP/1.1\r\n{host}\r\n".encode() * 2)
+        assert read_answers(s, 2).count(b"HTTP/1.1 200 OK") == 2
+        # the same kept-alive connection, the next request in pieces
+        for piece in (b"GET /api/he", f"alth HTTP/1.1\r\n{host}".encode(), b"\r\n"):
+            s.sendall(piece)
+            time.sleep(0.3)
+        assert read_answers(s, 1).startswith(b"HTTP/1.1 200 OK")
+
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        body = b'{"password": "wrong"}'
+        s.sendall(f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        s.settimeout(5)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        assert b"HTTP/1.1 401 " in read_answers(s, 1)
+
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /api/health HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70_000)
+        s.settimeout(5)
+        assert s.recv(100).startswith(b"HTTP/1.1 431 ")
+
+    # curl sends Expect: 100-continue with a large upload
+    r = requests.post(server.url + "/api/auth", json={"password": "x" * 100},
+                      headers={"Expect": "100-continue"}, timeout=5)
+    assert r.status_code == 401
+
+
+def test_sse_stream_zip_download_and_chunked_upload(local_server, media):
+    """The long-lived responses still stream through the web worker."""
+    server = local_server(ENCODE_WORKERS=2)
+    r = upload(server, media["clip"])
+    assert r.status_code == 202
+    job_id = r.json()["jobId"]
+    statuses = []
+    with server.session.get(f"{server.url}/api/jobs/{job_id}/events", stream=True, timeout=60) as events:
+        assert events.headers["Content-Type"].startswith("text/event-stream")
+        for line in events.iter_lines():
+            if line.startswith(b"data: "):
+                statuses.append(json.loads(line[6:])["status"])
+    assert statuses[-1] == "completed"
+
+    with server.session.get(f"{server.url}/api/jobs/{job_id}/download", stream=True, timeout=60) as z:
+        assert z.status_code == 200
+        data = b"".join(z.iter_content(1 << 16))
+    assert len(data) == int(z.headers["Content-Length"])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None and "manifest.json" in archive.namelist()
+
+    # a body of unknown length, sent in chunks (a streaming client)
+    payload = media["clip"].read_bytes()
+    boundary = "slowclientsboundary"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"variations\"\r\n\r\n1\r\n".encode(),
+             f"--{boundary}\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"clip.mp4\"\r\n"
+             "Content-Type: video/mp4\r\n\r\n".encode(), payload, f"\r\n--{boundary}--\r\n".encode()]
+    r = requests.post(server.url + "/api/jobs", data=iter(parts), timeout=30,
+                      headers={"Authorization": server.session.headers["Authorization"],
+                               "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 202, r.text
+
+
+def test_a_stalled_upload_frees_its_thread(local_server, media):
+    """More stalled uploads than threads (signed in, so past every check):
+    each thread gives up after gunicorn's `timeout` without a byte, and the
+    client gets 400 as if it had gone."""
+    server = local_server("--timeout=4")
+    auth = server.session.headers["Authorization"]
+    start = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {auth}\r\n"
+             "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
+             "--b\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"a.mp4\"\r\n\r\n").encode()
+    with slow_clients(server.port, 70, start + b"\0" * 70_000) as stalled:
+        deadline = time.monotonic() + 20
+        while len(stalled.closed_at) < 70 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(stalled.closed_at) == 70
+        assert all(a.startswith(b"HTTP/1.1 400 ") for a in stalled.answers.values()), \
+            {a[:40] for a in stalled.answers.values()}
+    assert timed_get(server.url + "/api/health") < 0.5
+    incoming = incoming_dir(server.data_dir)
+    assert not incoming.exists() or not list(incoming.iterdir()), "a cut-off upload leaves nothing behind"
+
+
+def test_a_stopping_server_does_not_wait_for_slow_clients(local_server):
+    server = local_server()
+    with slow_clients(server.port, 20, trickle=b"GET /api/health HTTP/1.1\r\nX-Padding: " + b"a" * 100):
+        time.sleep(1.5)
+        assert server.stop() < 8
+    assert server.leftovers() == []
+
+
+def test_request_ready():
+    ready = gunicorn_worker.request_ready
+    assert not ready(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    assert ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert not ready(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabc")
+    assert ready(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nabcde")
+    assert ready(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 65536)
+    assert not ready(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 1000)
+    assert ready(b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n")  # the parser answers 400
+    assert ready(b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert not ready(chunked + b"3\r\nabc\r\n")
+    assert not ready(chunked + b"3\r\nabc\r\n0\r\n")
+    assert ready(chunked + b"3\r\nabc\r\n0\r\n\r\n")
+    assert ready(chunked + b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    assert ready(chunked + b"zz\r\n")  # the parser answers 400
