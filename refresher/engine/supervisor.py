@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from config.settings import Settings
 
 from .. import lifecycle
@@ -270,8 +272,6 @@ class Supervisor:
 
     # --- the cleanup daemon ------------------------------------------------------------------------
     def start_scheduler(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
-
         self.scheduler = BackgroundScheduler(daemon=True)
         self.scheduler.add_job(self.cleanup, "interval", seconds=self.settings.cleanup_interval_seconds,
                                id="cleanup", max_instances=1, coalesce=True)
