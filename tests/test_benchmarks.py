@@ -19,6 +19,7 @@ RUNS = {
     "status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
     "upload_memory.py": ["--mb", "20"],
     "resilience.py": ["--seconds", "20"],
+    "quality.py": ["--tiny"],
 }
 
 
