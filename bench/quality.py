@@ -22,7 +22,7 @@ same filters, same frame times) and:
 * duration, frame rate, size against the source, bitrate, and CPU seconds
   (user + system of ffmpeg) per output second.
 
-    python bench/quality.py [--seconds 6] [--variations 6] [--repeat 1]
+    python bench/quality.py [--seconds 4] [--variations 6] [--repeat 1]
     python bench/quality.py --tiny      (two 1 s lavfi clips; for the tests)
 """
 from __future__ import annotations
@@ -317,7 +317,7 @@ def verdicts(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=6, help="length of the synthetic clips")
+    parser.add_argument("--seconds", type=float, default=4, help="length of the synthetic clips")
     parser.add_argument("--variations", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each encode (median CPU kept)")
     parser.add_argument("--tiny", action="store_true", help="two 1 s lavfi clips, 2 variations (for the tests)")
