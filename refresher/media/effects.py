@@ -34,14 +34,15 @@ FRAME_RATE = f"fps=fps='min(source_fps,{MAX_FPS})'"
 # H.264 High profile, 8-bit 4:2:0: what every ad platform and player takes.
 # `superfast` rather than `ultrafast`: deblocking, CABAC, B-frames, 8x8
 # transforms and adaptive quantisation, which end the blocking in smooth
-# gradients, at about half the reference chain's CPU (bench/quality.py).
-# Slower presets scored no better VMAF per CPU second and cost more than the
-# reference chain at 1080x1920; see BENCHMARKS.md.
+# gradients, at about 0.8 of the reference chain's CPU (bench/quality.py).
+# Slower presets cost more than the reference chain at 1080x1920 (veryfast
+# 2.68, medium 5.2 CPU s per s, against 2.65); see BENCHMARKS.md.
 PRESET = "superfast"
 CRF = 18
 # The bitrate cap grows with the picture: bits per second per output pixel
 # (1080x1920: 24.9 Mb/s, 1280x720: 11.1 Mb/s, 640x360: 2.8 Mb/s). CRF decides
-# the rate of ordinary footage; the cap only bounds the worst case.
+# the rate of ordinary footage; the cap binds only on very detailed pictures,
+# and 12 is the lowest that kept a detailed 1080x1920 clip above VMAF 95.
 MAXRATE_BITS_PER_PIXEL = 12
 BUFSIZE_SECONDS = 2
 AUDIO_ARGS = ["-c:a", "aac", "-b:a", "128k"]
