@@ -137,8 +137,12 @@ def sweep_temporaries(store: Store, settings: Settings, running: set[str] = froz
     return removed
 
 
-# Outputs are capped at 2.5 Mb/s video + 128 kb/s audio; leave room for the
-# moov rewrite of +faststart and a margin.
+# What an output of ordinary footage takes at the encoder's CRF: about
+# 2.5 Mb/s of video at 720p (bench/quality.py: 1.8 Mb/s at 640x360, 4.2 Mb/s
+# for a low-bitrate 1280x720 source), + 128 kb/s audio; with room for the
+# moov rewrite of +faststart and a margin. It is an estimate, not a bound:
+# the encoder's cap grows with the picture (24.9 Mb/s at 1080x1920), and a
+# job that fills the disk after all fails with a clear error.
 OUTPUT_BYTES_PER_SECOND = (2_500_000 + 128_000) / 8
 SPACE_MARGIN = 1.5
 UNKNOWN_DURATION_SECONDS = 600

@@ -20,6 +20,7 @@ RUNS = {
     "upload_memory.py": ["--mb", "20"],
     "resilience.py": ["--seconds", "20"],
     "slow_clients.py": ["--slow", "20", "--seconds", "2", "--pollers", "2"],
+    "quality.py": ["--tiny"],
 }
 
 

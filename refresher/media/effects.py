@@ -4,17 +4,20 @@ Each variation gets its own random mix drawn from a generator seeded by the
 job's seed, the source's position and the variation number, so the same seed
 and inputs always give the same effects. Every effect is small enough that
 the ad still looks like itself: colour shifts of a few percent, a hue turn of
-a few degrees, a touch of film grain, a speed change of at most 2 %, and now
-and then a rotation of a fraction of a degree. No mirroring: it would flip
-on-screen text.
+a few degrees, light film grain, playback up to 2 % faster, and now and then
+a rotation of a fraction of a degree. No mirroring: it would flip on-screen
+text.
+
+Ad placements have hard length limits, so an output keeps its source's frame
+rate (up to 60 fps) and length: never longer, and shorter by at most a frame.
 
 The trade against the reference palette (rotation 0.001–0.01 rad on every
-variation): ffmpeg's rotate filter resamples every pixel and costs about 80 %
-of a variation's CPU, so a rotation goes to about one variation in seven, at
-0.001–0.003 rad, where it still moves the corners by a pixel or two but
-blurs less. Measured with bench/effects_cost.py (see BENCHMARKS.md): under
-half the reference chain's CPU per output second, and closer to the source
-by SSIM and PSNR.
+variation): ffmpeg's rotate filter resamples every pixel, so a rotation goes
+to about one variation in seven, at 0.001–0.003 rad, where it still moves the
+corners by a pixel or two but blurs less. The CPU this saves goes into the
+encoder: High profile at `superfast` instead of `ultrafast`, CRF 18, a cap
+sized to the picture. Measured with bench/quality.py (VMAF against the same
+effects rendered losslessly, on real footage; see BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -22,10 +25,26 @@ import hashlib
 import random
 from pathlib import Path
 
-OUTPUT_FPS = "30000/1001"       # 29.97
 MAX_LONG_SIDE = 1920            # larger sources are scaled down to 1080p-class outputs
-VIDEO_ARGS = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23",
-              "-maxrate", "2500k", "-bufsize", "5000k", "-pix_fmt", "yuv420p"]
+MAX_FPS = 60                    # the source's frame rate is kept, up to this
+# Frames are retimed only above MAX_FPS. (ffmpeg's -fpsmax made a 2.00 s 120 fps
+# source 2.03 s long; the fps filter keeps the length.)
+FRAME_RATE = f"fps=fps='min(source_fps,{MAX_FPS})'"
+
+# H.264 High profile, 8-bit 4:2:0: what every ad platform and player takes.
+# `superfast` rather than `ultrafast`: deblocking, CABAC, B-frames, 8x8
+# transforms and adaptive quantisation, which end the blocking in smooth
+# gradients, at about 0.8 of the reference chain's CPU (bench/quality.py).
+# Slower presets cost more than the reference chain at 1080x1920 (veryfast
+# 2.68, medium 5.2 CPU s per s, against 2.65); see BENCHMARKS.md.
+PRESET = "superfast"
+CRF = 18
+# The bitrate cap grows with the picture: bits per second per output pixel
+# (1080x1920: 24.9 Mb/s, 1280x720: 11.1 Mb/s, 640x360: 2.8 Mb/s). CRF decides
+# the rate of ordinary footage; the cap binds only on very detailed pictures,
+# and 12 is the lowest that kept a detailed 1080x1920 clip above VMAF 95.
+MAXRATE_BITS_PER_PIXEL = 12
+BUFSIZE_SECONDS = 2
 AUDIO_ARGS = ["-c:a", "aac", "-b:a", "128k"]
 
 # The palette: (name, probability a variation uses it, low, high, decimals).
@@ -34,8 +53,8 @@ _PALETTE = [
     ("contrast", 1.0, 0.96, 1.04, 3),
     ("saturation", 1.0, 0.95, 1.05, 3),
     ("hue", 0.5, -3.0, 3.0, 1),            # degrees
-    ("noise", 0.3, 1, 3, 0),               # temporal grain strength
-    ("speed", 0.3, 0.98, 1.02, 3),         # playback speed; audio tempo follows
+    ("noise", 0.3, 1, 1, 0),               # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6, 3 doubled 720p bitrates
+    ("speed", 0.3, 1.005, 1.02, 3),        # playback speed, only faster: the last frame is held to the source's length
     ("rotation", 0.15, 0.001, 0.003, 4),   # radians, either direction
 ]
 
@@ -55,10 +74,10 @@ def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 
         negative = rng.random() < 0.5
         if not used:
             continue
-        value = round(value, decimals) if decimals else int(round(value))
+        value = round(value, decimals) + 0.0 if decimals else int(round(value))  # + 0.0: never -0.0
         if name == "rotation" and negative:
             value = -value
-        if (name == "speed" and abs(value - 1) < 0.005) or (name == "hue" and value == 0):
+        if name == "hue" and value == 0:
             continue
         effects[name] = value
     return effects
@@ -92,13 +111,24 @@ def output_size(width: int, height: int) -> tuple[int, int]:
     return w, h
 
 
+def rate_control(width: int, height: int) -> list[str]:
+    """CRF with a bitrate cap sized to the output picture."""
+    out_w, out_h = output_size(width, height)
+    maxrate = MAXRATE_BITS_PER_PIXEL * out_w * out_h
+    return ["-crf", str(CRF), "-maxrate", str(maxrate), "-bufsize", str(maxrate * BUFSIZE_SECONDS)]
+
+
+def video_args(width: int, height: int) -> list[str]:
+    """The video encoder's options for an output of a width×height source."""
+    return ["-c:v", "libx264", "-preset", PRESET, *rate_control(width, height),
+            "-profile:v", "high", "-pix_fmt", "yuv420p"]
+
+
 def video_filter(effects: dict, width: int, height: int) -> str:
-    """The -vf chain for a source whose displayed size is width×height."""
+    """The visual effects, frame by frame, for a source whose displayed size is
+    width×height. Timing (the speed effect) is not part of it: see encode_command."""
     out_w, out_h = output_size(width, height)
     chain = []
-    speed = effects.get("speed")
-    if speed:
-        chain.append(f"setpts=PTS/{speed}")
     if (out_w, out_h) != (width, height):
         chain.append(f"scale={out_w}:{out_h}:flags=bicubic")
     chain.append("format=yuv420p")
@@ -111,30 +141,61 @@ def video_filter(effects: dict, width: int, height: int) -> str:
         chain.append(f"hue=h={effects['hue']}")
     if "noise" in effects:
         chain.append(f"noise=alls={effects['noise']}:allf=t")
-    chain.append(f"fps={OUTPUT_FPS}")
     return ",".join(chain)
 
 
 def encode_command(binary: str, source: str | Path, target: str | Path, effects: dict,
-                   width: int, height: int, has_audio: bool, audio_codec: str | None = None) -> list[str]:
+                   width: int, height: int, has_audio: bool, audio_codec: str | None = None,
+                   *, encoder_args: list[str] | None = None) -> list[str]:
     """The full ffmpeg command for one variation: one single-threaded process,
-    progress on stdout, metadata stripped, +faststart. AAC audio is copied as it
-    is unless the speed changes (re-encoding it would cost a third of the CPU
-    of a small variation and change nothing anybody hears)."""
+    progress on stdout, metadata stripped, +faststart.
+
+    The output keeps the source's frame rate (up to MAX_FPS) and its length:
+    no filter retimes the frames. A speed effect plays the picture faster and
+    holds its last frame to the source's end, so that a variation is never
+    longer than its ad, nor shorter by more than a frame. The source is opened
+    a second time for that: the first opening, decoded without deblocking
+    since its pixels are never seen, gives the output its frame times and its
+    end (a `split` would have to keep up to a fiftieth of the video's frames in
+    memory), and the second the picture, overlaid on it. The sound is treated
+    the same way, so that it too ends with the source's.
+
+    AAC audio is copied as it is unless the speed changes (re-encoding it would
+    cost a third of the CPU of a small variation and change nothing anybody
+    hears). `encoder_args` replaces the video encoder's options (the quality
+    bench renders the same chain losslessly with it)."""
     from .ffmpeg import SAFE_INPUT_OPTIONS
 
-    cmd = [binary, "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-           "-threads", "1", "-filter_threads", "1",
-           *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
-           "-map", "0:v:0", "-vf", video_filter(effects, width, height), *VIDEO_ARGS, "-threads", "1"]
-    if has_audio:
-        cmd += ["-map", "0:a:0?"]
-        if effects.get("speed"):
-            cmd += [*AUDIO_ARGS, "-af", f"atempo={effects['speed']}"]
-        elif audio_codec == "aac":
-            cmd += ["-c:a", "copy"]
-        else:
-            cmd += AUDIO_ARGS
+    url = f"file:{Path(source).resolve()}"
+    out_w, out_h = output_size(width, height)
+    chain = video_filter(effects, width, height)
+    speed = effects.get("speed")
+    if speed is not None and speed <= 1:
+        # Recorded before speeds only went up (a retry or resume of an old
+        # job): slowing down would outlast the source, so it plays at 1x.
+        speed = None
+    cmd = [binary, "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-filter_threads", "1"]
+    if speed:
+        clock = f"{FRAME_RATE},format=yuv420p" if (out_w, out_h) == (width, height) else \
+            f"{FRAME_RATE},scale={out_w}:{out_h}:flags=neighbor,format=yuv420p"
+        graph = (f"[0:v:0]{clock}[clock];[1:v:0]setpts=PTS/{speed},{chain}[picture];"
+                 f"[clock][picture]overlay=eof_action=repeat:format=yuv420[v]")
+        if has_audio:
+            # the sound follows the picture's tempo; silence from the first
+            # opening's audio, mixed in, makes it end where the source's ends
+            graph += (f";[0:a:0]volume=0[quiet];[1:a:0]atempo={speed}[tempo];"
+                      f"[quiet][tempo]amix=inputs=2:duration=first:normalize=0[a]")
+        cmd += ["-threads", "1", "-skip_loop_filter", "all", *SAFE_INPUT_OPTIONS, "-i", url,
+                "-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url,
+                "-filter_complex_threads", "1", "-filter_complex", graph, "-map", "[v]"]
+        if has_audio:
+            cmd += ["-map", "[a]", *AUDIO_ARGS]
+    else:
+        cmd += ["-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url, "-map", "0:v:0", "-vf", f"{FRAME_RATE},{chain}"]
+        if has_audio:
+            cmd += ["-map", "0:a:0?"]
+            cmd += ["-c:a", "copy"] if audio_codec == "aac" else AUDIO_ARGS
+    cmd += [*(encoder_args if encoder_args is not None else video_args(width, height)), "-threads", "1"]
     cmd += ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
             "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
             "-movflags", "+faststart", "-f", "mp4",
@@ -146,21 +207,23 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
 
 def estimated_cost(effects: dict, width: int, height: int, duration: float | None) -> float:
     """Relative encoding cost, for scheduling the longest encodes first.
-    Factors measured with bench/effects_cost.py: a rotation roughly triples a
-    variation's CPU; grain adds a tenth."""
+    Factors measured with bench/quality.py: a rotation adds 30–90 % to a
+    variation's CPU, a speed change (a second decode, the overlay, audio
+    re-encoded) 25–70 %, grain about a tenth."""
     out_w, out_h = output_size(width, height)
-    cost = (duration or 60.0) / effects.get("speed", 1.0) * out_w * out_h / 1e6
+    cost = (duration or 60.0) * out_w * out_h / 1e6
     if "rotation" in effects:
-        cost *= 3.0
+        cost *= 1.6
+    if "speed" in effects:
+        cost *= 1.4
     if "noise" in effects:
         cost *= 1.1
     return round(cost, 3)
 
 
 def expected_duration(source_duration: float | None, effects: dict) -> float | None:
-    if source_duration is None:
-        return None
-    return source_duration / effects.get("speed", 1.0)
+    """Every output is as long as its source, whatever its effects."""
+    return source_duration
 
 
 def every_effect() -> dict:

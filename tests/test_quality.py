@@ -1,0 +1,125 @@
+"""What ad placements check: an output keeps its source's frame rate and is
+never longer than the source, nor shorter by more than a frame, whatever its
+effects; and the quality bench's VMAF measurement works. Real ffmpeg on tiny
+lavfi clips; no timing asserts."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import quality
+from refresher.media import effects as fx
+from refresher.media import ffmpeg
+
+from .conftest import FFMPEG
+
+
+
+def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x240", audio: bool = True) -> Path:
+    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
+    subprocess.run([*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+                   check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+def encode(source: Path, target: Path, effects: dict) -> Path:
+    info = ffmpeg.probe(FFMPEG, source)
+    cmd = fx.encode_command(FFMPEG, source, target, effects, info.width, info.height, info.has_audio,
+                            info.audio_codec)
+    result = ffmpeg.run_ffmpeg(cmd)
+    assert result.ok, result.reason()
+    return target
+
+
+def frame_rate(path: Path) -> float:
+    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return float(re.search(r"Video: .*?, (\d+(?:\.\d+)?) fps,", r.stderr).group(1))
+
+
+def frame_count(path: Path) -> int:
+    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+                       capture_output=True, text=True)
+    return int(re.findall(r"frame=\s*(\d+)", r.stderr)[-1])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quality")
+    return {25: make_clip(d / "pal.mp4", 25), 30: make_clip(d / "ntsc.mp4", 30),
+            120: make_clip(d / "fast.mp4", 120, audio=False), "folder": d}
+
+
+@pytest.mark.parametrize("rate", [25, 30])
+@pytest.mark.parametrize("effects", [
+    {"brightness": 0.02, "contrast": 1.03, "saturation": 0.97},
+    {"brightness": -0.01, "hue": 2.0, "noise": 2, "rotation": -0.002},
+    {"contrast": 0.98, "speed": 1.02},
+    {"saturation": 1.02, "speed": 0.985},  # recorded before speeds only went up: played at 1x
+], ids=["colour", "grain-rotation", "faster", "old-slower"])
+def test_output_keeps_the_frame_rate_and_never_outlasts_the_source(clips, rate, effects):
+    source = clips[rate]
+    out = encode(source, clips["folder"] / f"out-{rate}-{len(effects)}-{effects.get('speed', 1)}.mp4", effects)
+    src, got = ffmpeg.probe(FFMPEG, source), ffmpeg.probe(FFMPEG, out)
+    assert frame_rate(out) == rate
+    assert got.duration <= src.duration + 0.001, "never longer than the source"
+    assert got.duration >= src.duration - 1 / rate - 0.001, "shorter by at most one frame"
+    assert frame_count(out) == frame_count(source)
+    assert got.has_audio and fx.expected_duration(src.duration, effects) == src.duration
+
+
+def test_frame_rates_above_the_cap_are_halved_without_changing_the_length(clips):
+    out = encode(clips[120], clips["folder"] / "out-120.mp4", {"brightness": 0.01, "speed": 1.01})
+    assert frame_rate(out) == fx.MAX_FPS
+    src, got = ffmpeg.probe(FFMPEG, clips[120]), ffmpeg.probe(FFMPEG, out)
+    assert src.duration - 1 / fx.MAX_FPS - 0.001 <= got.duration <= src.duration + 0.001
+
+
+def test_outputs_are_high_profile_and_the_cap_grows_with_the_picture(clips):
+    out = encode(clips[30], clips["folder"] / "profile.mp4", {"brightness": 0.01})
+    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(out)], capture_output=True, text=True)
+    assert "Video: h264 (High)" in r.stderr and "yuv420p" in r.stderr
+
+    def maxrate(w, h):
+        args = fx.video_args(w, h)
+        return int(args[args.index("-maxrate") + 1])
+    assert maxrate(640, 360) < maxrate(1280, 720) < maxrate(1080, 1920) == maxrate(2160, 3840)
+    assert maxrate(1080, 1920) >= 20_000_000, "1080x1920 is no longer held to 2.5 Mb/s"
+
+
+def test_speed_only_goes_up_and_effects_stay_unique():
+    drawn = [e for row in fx.draw_job_effects("speeds", 5, 20) for e in row]
+    speeds = [e["speed"] for e in drawn if "speed" in e]
+    assert speeds and all(1 < s <= 1.02 for s in speeds)
+    assert len({repr(sorted(e.items())) for e in drawn}) == len(drawn)
+
+
+def test_commands_keep_their_safety_options():
+    for effects in ({"hue": 1.0}, {"speed": 1.01}):
+        cmd = fx.encode_command("ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac")
+        inputs = [i for i, a in enumerate(cmd) if a == "-i"]
+        assert len(inputs) == (2 if "speed" in effects else 1)
+        for i in inputs:
+            assert cmd[i - 8:i] == ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0",
+                                    "-use_absolute_path", "0"]
+            assert cmd[i + 1] == "file:/in.mp4"
+        assert cmd.count("-threads") == len(inputs) + 1 and all(
+            cmd[i + 1] == "1" for i, a in enumerate(cmd) if a == "-threads")
+        assert cmd[-5:] == ["-stats_period", "0.05", "-progress", "pipe:1", "file:/out.mp4"]
+        assert "-map_metadata" in cmd and "+faststart" in cmd
+
+
+def test_vmaf_measurement_runs(clips):
+    source = clips[25]
+    same = quality.measure_vmaf(source, source)
+    assert same["frames"] == 25 and same["vmaf"] > 97 and same["vmaf_p1"] > 90 and same["ssim"] > 0.999
+    rough = clips["folder"] / "rough.mp4"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-crf", "45", str(rough)], check=True)
+    worse = quality.measure_vmaf(rough, source)
+    assert worse["vmaf"] < same["vmaf"] - 10 and worse["psnr"] < same["psnr"]
