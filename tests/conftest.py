@@ -298,11 +298,14 @@ class GunicornServer:
 
 @pytest.fixture
 def gunicorn_server(tmp_path):
+    """start(*gunicorn_args, **env) → a started GunicornServer on 127.0.0.1."""
     servers = []
 
-    def start(**env):
+    def start(*gunicorn_args, **env):
         data_dir = Path(env.pop("DATA_DIR", tmp_path / f"data{len(servers)}"))
         server = GunicornServer(data_dir, **env)
+        if gunicorn_args:
+            server.env["GUNICORN_CMD_ARGS"] = " ".join(gunicorn_args)
         servers.append(server)
         return server.start()
 

@@ -15,33 +15,12 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import requests
 
 from refresher import gunicorn_worker
 from refresher.lifecycle import incoming_dir
 
-from .conftest import GunicornServer
-
 POLL_LIMIT = 2.5  # seconds a poller waits, as a person's script would
-
-
-@pytest.fixture
-def local_server(tmp_path):
-    """start(*gunicorn_args, **env) → a GunicornServer listening on 127.0.0.1 only."""
-    servers = []
-
-    def start(*gunicorn_args, **env):
-        server = GunicornServer(tmp_path / f"data{len(servers)}", HOST="127.0.0.1", **env)
-        if gunicorn_args:
-            server.env["GUNICORN_CMD_ARGS"] = " ".join(gunicorn_args)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
-        server.kill_leftovers()
 
 
 class SlowClients:
@@ -178,9 +157,9 @@ def assert_service_answers(server, job_id, media, seconds=8.0):
     assert uploaded and uploaded[0].status_code == 202, uploaded and uploaded[0].text
 
 
-def test_slow_request_heads_do_not_stall_polls_or_uploads(local_server, media):
+def test_slow_request_heads_do_not_stall_polls_or_uploads(gunicorn_server, media):
     """The issue: 200 connections sending their request head a byte a second."""
-    server = local_server(ENCODE_WORKERS=1)
+    server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
     head = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Padding: ".encode() + b"a" * 100
     with slow_clients(server.port, 200, trickle=head) as slow:
@@ -195,11 +174,11 @@ def test_slow_request_heads_do_not_stall_polls_or_uploads(local_server, media):
         assert all(a.startswith(b"HTTP/1.1 408 ") for a in slow.answers.values())
 
 
-def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(local_server, media):
+def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(gunicorn_server, media):
     """A small body trickled to a route open to anyone; clients that keep
     sending after their answer, while the server closes the connection; and
     uploads without a token that trickle after their first 64 KB."""
-    server = local_server(ENCODE_WORKERS=1)
+    server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
     host = f"Host: 127.0.0.1:{server.port}\r\n"
     body_head = (f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
@@ -217,8 +196,8 @@ def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(lo
         assert not bodies.closed_at, "a body still arriving is waited for"
 
 
-def test_keep_alive_pipelining_continue_and_oversized_heads(local_server):
-    server = local_server()
+def test_keep_alive_pipelining_continue_and_oversized_heads(gunicorn_server):
+    server = gunicorn_server()
     host = f"Host: 127.0.0.1:{server.port}\r\n"
 
     def read_answers(sock, count, timeout=5):
@@ -262,9 +241,9 @@ def test_keep_alive_pipelining_continue_and_oversized_heads(local_server):
     assert r.status_code == 401
 
 
-def test_sse_stream_zip_download_and_chunked_upload(local_server, media):
+def test_sse_stream_zip_download_and_chunked_upload(gunicorn_server, media):
     """The long-lived responses still stream through the web worker."""
-    server = local_server(ENCODE_WORKERS=2)
+    server = gunicorn_server(ENCODE_WORKERS=2)
     r = upload(server, media["clip"])
     assert r.status_code == 202
     job_id = r.json()["jobId"]
@@ -295,11 +274,11 @@ def test_sse_stream_zip_download_and_chunked_upload(local_server, media):
     assert r.status_code == 202, r.text
 
 
-def test_a_stalled_upload_frees_its_thread(local_server, media):
+def test_a_stalled_upload_frees_its_thread(gunicorn_server, media):
     """More stalled uploads than threads (signed in, so past every check):
     each thread gives up after gunicorn's `timeout` without a byte, and the
     client gets 400 as if it had gone."""
-    server = local_server("--timeout=4")
+    server = gunicorn_server("--timeout=4")
     auth = server.session.headers["Authorization"]
     start = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {auth}\r\n"
              "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
@@ -316,8 +295,8 @@ def test_a_stalled_upload_frees_its_thread(local_server, media):
     assert not incoming.exists() or not list(incoming.iterdir()), "a cut-off upload leaves nothing behind"
 
 
-def test_a_stopping_server_does_not_wait_for_slow_clients(local_server):
-    server = local_server()
+def test_a_stopping_server_does_not_wait_for_slow_clients(gunicorn_server):
+    server = gunicorn_server()
     with slow_clients(server.port, 20, trickle=b"GET /api/health HTTP/1.1\r\nX-Padding: " + b"a" * 100):
         time.sleep(1.5)
         assert server.stop() < 8
