@@ -156,7 +156,8 @@ class Supervisor:
                 self.worker_died(worker)
 
     def receive(self, worker: _Worker) -> None:
-        while worker.pipe.poll():
+        # (its sentinel may have been handled first in this round: pipe closed)
+        while not worker.pipe.closed and worker.pipe.poll():
             try:
                 kind, variation_id, payload = worker.pipe.recv()
             except (EOFError, OSError):
