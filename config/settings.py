@@ -46,10 +46,17 @@ class Settings:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
-    def db_path(self) -> Path:
-        if self.database_url:
+    def db_path(self) -> Path | None:
+        """The SQLite file, when the store is SQLite."""
+        if self.database_url is None:
+            return self.data_dir / "refresher.db"
+        if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url[len("sqlite:///"):])
-        return self.data_dir / "refresher.db"
+        return None
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.database_url) and not self.database_url.startswith("sqlite:")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -134,13 +141,17 @@ def _host(name: str, raw: str) -> str:
 
 
 def _database_url(name: str, raw: str) -> str:
-    if raw.startswith(("postgres://", "postgresql://")):
-        raise SettingsError(
-            f"{name}: PostgreSQL is not supported by this version yet; unset it to use SQLite in DATA_DIR"
-        )
-    if not raw.startswith("sqlite:///"):
-        raise SettingsError(f"{name} must be a sqlite:/// URL, got {raw!r}")
-    return raw
+    """postgres:// (what platforms hand out), postgresql://, or sqlite:///path."""
+    value = raw.strip()
+    if value.startswith(("postgres://", "postgresql://")):
+        rest = value.split("://", 1)[1]
+        if not rest or rest.startswith("?") and "host=" not in rest:
+            raise SettingsError(f"{name} must name a server, e.g. postgres://user:password@host:5432/db")
+        return value
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    shown = value.split("@")[-1] if "@" in value else value  # never echo a password
+    raise SettingsError(f"{name} must be a postgres://, postgresql:// or sqlite:/// URL, got {shown!r}")
 
 
 def _origins(name: str, raw: str) -> tuple[str, ...]:
@@ -159,7 +170,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "AUTH_PASSWORD": ("auth_password", _text),
     "TOKEN_SECRET": ("token_secret", _text),
     "TOKEN_TTL_SECONDS": ("token_ttl_seconds", lambda n, v: _int(n, v, 1)),
-    "ENCODE_WORKERS": ("encode_workers", lambda n, v: _int(n, v, 1, 64)),
+    # 0: this process serves HTTP only; worker processes elsewhere encode
+    "ENCODE_WORKERS": ("encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "MAX_UPLOAD_MB": ("max_upload_mb", _positive_float),
     "JOB_TTL_HOURS": ("job_ttl_hours", _positive_float),
     "STORAGE_LIMIT_MB": ("storage_limit_mb", _positive_float),

@@ -4,10 +4,12 @@ a real gunicorn server."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -347,3 +349,88 @@ def video_md5(path: Path) -> str:
     r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0",
                         "-f", "md5", "-"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
     return r.stdout.strip()
+
+
+# --- a throwaway PostgreSQL ---------------------------------------------------------------
+
+def _postgres_bin() -> Path | None:
+    """Debian's PostgreSQL keeps its server programs out of PATH."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return versions[-1].parent if versions else None
+
+
+class PostgresCluster:
+    """initdb + pg_ctl in a temporary folder, on a unix socket only (no TCP
+    port), as an unprivileged user: PostgreSQL refuses to run as root, so as
+    root it runs as the `postgres` user the Debian package creates."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        # Not under pytest's tmp folders: those are private to root, and the
+        # server's user must reach its data and socket.
+        self.folder = Path(tempfile.mkdtemp(prefix="refresher-pg-"))
+        self.socket_dir = self.folder
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.folder, user=self.user)
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        r = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {r.stdout}{r.stderr}")
+
+    def start(self) -> "PostgresCluster":
+        data = self.folder / "data"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        options = (f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "
+                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL cluster (skipped only where PostgreSQL is not
+    installed and this is not CI: CI installs it and must run these tests)."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    cluster = PostgresCluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A fresh database's URL, once on each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -134,8 +134,8 @@ def _claim(store: Store) -> dict:
     return store.claim_variation(store.next_variation()["id"], "here", time.time())
 
 
-def test_claims_interleave_sources_and_let_jobs_take_turns(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def test_claims_interleave_sources_and_let_jobs_take_turns(database):
+    store = Store(database)
     store.migrate()
     big, big_files = _job(store, sources=3, per_source=20, name="big")
     small, _ = _job(store, sources=1, per_source=1, name="small")
@@ -153,8 +153,8 @@ def test_claims_interleave_sources_and_let_jobs_take_turns(tmp_path):
         [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
 
 
-def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_ends(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_ends(database):
+    store = Store(database)
     store.migrate()
     job_id, _ = _job(store, sources=1, per_source=3)
     running = _claim(store)
@@ -164,3 +164,76 @@ def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_
     assert store.record_outcome(running["id"], "cancelled", now, 60) == (job_id, "cancelled")
     job = store.get_job(job_id)
     assert (job["status"], job["progress"], job["cancelled_at"]) == ("cancelled", 0, now)
+
+
+def test_every_store_operation_a_job_goes_through(database):
+    """One job's whole life on the store: create, list, claim, progress,
+    outcomes with a retry, settle, expire; the same on both engines."""
+    store = Store(database)
+    store.migrate()
+    store.migrate()  # a second start finds it done
+    job_id, files = _job(store, sources=2, per_source=1)
+    assert store.queue_counts() == {"queued": 1, "processing": 0}
+    [listed] = store.list_jobs()
+    assert (listed["id"], listed["file_names"], listed["total_variations"]) == (job_id, ["job0.mp4", "job1.mp4"], 2)
+    first, second = _claim(store), _claim(store)
+    assert store.get_job(job_id)["status"] == "processing" and store.next_variation() is None
+    store.record_start(first["id"], 10, 11, time.time())
+    store.record_progress({first["id"]: 40, second["id"]: 250})
+    store.roll_up_progress()
+    assert store.get_job(job_id)["progress"] == 69  # (40 + 99) / 2, never 100 while running
+    assert store.record_outcome(first["id"], "failed", time.time(), 60, error="exit 1") == (job_id, None)
+    assert store.get_variation(first["id"])["status"] == "queued", "a failed attempt is tried once more"
+    again = _claim(store)
+    assert again["id"] == first["id"] and again["attempts"] == 2
+    assert store.record_outcome(again["id"], "completed", time.time(), 60, size=5) == (job_id, None)
+    assert store.record_outcome(second["id"], "completed", time.time(), 60, size=7) == (job_id, "completed")
+    job = store.get_job(job_id)
+    assert (job["status"], job["progress"]) == ("completed", 100)
+    assert store.known_paths(job_id) == {"u0", "u1", "x.mp4"}
+    assert store.expired_jobs(time.time()) == [] and store.expired_jobs(time.time() + 61)[0]["id"] == job_id
+    assert store.delete_job(job_id) and store.get_job(job_id) is None and store.all_job_ids() == set()
+
+
+def test_tokens_and_rate_limits(database):
+    store = Store(database)
+    store.migrate()
+    now = time.time()
+    store.create_api_token("t1", "nightly", "hash1", now)
+    assert store.find_api_token("hash1")["name"] == "nightly"
+    store.touch_api_token("t1", now + 1)
+    store.touch_api_token("t1", now + 2)  # within the minute: not written
+    assert store.list_api_tokens()[0]["last_used_at"] == now + 1
+    assert store.delete_api_token("t1") and not store.delete_api_token("t1")
+    assert [store.rate_limit_incr("k", 60, 1, now) for _ in range(3)] == [1, 2, 3]
+    assert store.rate_limit_get("k", now) == (3, now + 60)
+    assert store.rate_limit_incr("k", 60, 1, now + 61) == 1, "a new window"
+    assert store.rate_limit_clear() == 1
+
+
+def test_the_queue_cap_holds_under_concurrent_creation(database):
+    """Twelve creations at once with room for two: exactly two get in."""
+    import threading
+
+    from refresher.store import QueueFull
+
+    store = Store(database)
+    store.migrate()
+    results, start = [], threading.Barrier(12)
+
+    def create():
+        start.wait()
+        try:
+            _job(store, sources=1, per_source=1)
+            results.append("in")
+        except QueueFull:
+            results.append("full")
+
+    original = store.create_job
+    store.create_job = lambda *a, **kw: original(*a, **kw, max_unfinished=2)
+    threads = [threading.Thread(target=create) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["full"] * 10 + ["in"] * 2
