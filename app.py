@@ -26,6 +26,9 @@ app = create_app(settings)
 
 
 def main() -> None:
+    if settings.encode_workers == 0:  # HTTP only: worker processes encode
+        app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
+        return
     control = ControlBlock.create(settings.data_dir / "run")
     app.extensions["refresher"].control = control
     supervisor = SupervisorHandle(settings, control).start()

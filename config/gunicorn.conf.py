@@ -51,9 +51,18 @@ def on_starting(server):
     from refresher.auth import load_secrets
     from refresher.engine import control
     from refresher.engine.supervisor import SupervisorHandle
+    from refresher.store import Store
 
     _settings.data_dir.mkdir(parents=True, exist_ok=True)
-    load_secrets(_settings)  # generate once, here, before workers could race for it
+    # Once, here, before the workers start: the schema, and a generated
+    # password printed by this process. Closed again before any fork.
+    store = Store(_settings.database)
+    store.migrate()
+    load_secrets(_settings, store)
+    store.close()
+    if _settings.encode_workers == 0:
+        server.log.info("ENCODE_WORKERS=0: this server only serves HTTP; worker processes encode")
+        return
     run_dir = _settings.data_dir / "run"
     control.remove_abandoned(run_dir)
     _control = control.ControlBlock.create(run_dir)

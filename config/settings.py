@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -39,6 +40,8 @@ class Settings:
     max_queued_jobs: int = 100
     cors_origins: tuple[str, ...] = ()
     trust_proxy_hops: int = 0
+    host_id: str = field(default_factory=lambda: os.environ.get("DYNO") or socket.gethostname())
+    host_timeout_seconds: float = 30
 
     @property
     def bind(self) -> str:
@@ -140,6 +143,13 @@ def _host(name: str, raw: str) -> str:
     return value
 
 
+def _host_id(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}", value):
+        raise SettingsError(f"{name} must be 1 to 100 letters, digits, '.', '_', ':' or '-', got {raw!r}")
+    return value
+
+
 def _database_url(name: str, raw: str) -> str:
     """postgres:// (what platforms hand out), postgresql://, or sqlite:///path."""
     value = raw.strip()
@@ -182,6 +192,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_QUEUED_JOBS": ("max_queued_jobs", lambda n, v: _int(n, v, 1)),
     "CORS_ORIGINS": ("cors_origins", _origins),
     "TRUST_PROXY_HOPS": ("trust_proxy_hops", lambda n, v: _int(n, v, 0, 5)),
+    "HOST_ID": ("host_id", _host_id),
+    "HOST_TIMEOUT_SECONDS": ("host_timeout_seconds", _positive_float),
 }
 
 
@@ -193,6 +205,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw = environ.get(variable)
         if raw is not None and raw != "":
             values[attribute] = parse(variable, raw)
+    if "host_id" not in values:  # the platform's name for this process (Heroku: $DYNO), else the machine's
+        values["host_id"] = _host_id("DYNO", environ.get("DYNO") or socket.gethostname())
     return Settings(**values)
 
 

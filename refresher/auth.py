@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 import unicodedata
@@ -34,7 +33,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from . import limits
 from .errors import Rejected
 from .extensions import refresher
-from .store import new_id
+from .store import Store, new_id
 
 log = logging.getLogger(__name__)
 
@@ -55,46 +54,38 @@ class Caller:
     token_id: str | None = None  # the API token's id
 
 
-# --- secrets kept in DATA_DIR -------------------------------------------------
+# --- secrets shared by every process ---------------------------------------------------
 
-def _read_or_create(path: Path, make) -> tuple[str, bool]:
-    """Return the file's content, creating it atomically (0600) if missing.
-    Safe when several processes race: exactly one creation wins."""
+PASSWORD_SECRET = "auth_password"
+TOKEN_SECRET = "token_secret"
+
+
+def _kept_file(settings, name: str) -> str | None:
+    """A secret an older release kept as a file in DATA_DIR, so that an
+    upgraded install keeps its password and its sessions."""
     try:
-        return path.read_text().strip(), False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(make() + "\n")
-    try:
-        os.link(temp, path)  # fails if another process got there first
-        created = True
-    except FileExistsError:
-        created = False
-    finally:
-        temp.unlink()
-    return path.read_text().strip(), created
+        return (Path(settings.data_dir) / name).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
-def load_secrets(settings) -> tuple[str, str]:
-    """(password, token secret) from the settings, or generated once and kept in
-    DATA_DIR so that every worker and every restart agrees. A generated password
-    is printed once, when it is made."""
+def load_secrets(settings, store: Store) -> tuple[str, str]:
+    """(password, token secret) from the settings, or made once and kept in
+    the database, so that every worker, every host and every restart agrees —
+    never on a disk that a platform wipes at each restart. A generated
+    password is printed once, by the process that made it."""
+    now = time.time()
     password = settings.auth_password
     if password is None:
-        password, created = _read_or_create(Path(settings.data_dir) / PASSWORD_FILE,
-                                            lambda: secrets.token_urlsafe(12))
-        if created:
-            message = (f"Generated password for Video Refresher: {password}  "
-                       f"(kept in {Path(settings.data_dir) / PASSWORD_FILE}; set AUTH_PASSWORD to choose one)")
-            print(message, flush=True)
+        kept = _kept_file(settings, PASSWORD_FILE)
+        password, made = store.secret(PASSWORD_SECRET, lambda: kept or secrets.token_urlsafe(12), now)
+        if made and not kept:
+            print(f"Generated password for Video Refresher: {password}  (kept in the database; "
+                  f"`flask --app app password` shows it again; set AUTH_PASSWORD to choose one)", flush=True)
     token_secret = settings.token_secret
     if token_secret is None:
-        token_secret, _ = _read_or_create(Path(settings.data_dir) / SECRET_FILE,
-                                          lambda: secrets.token_urlsafe(48))
+        kept = _kept_file(settings, SECRET_FILE)
+        token_secret, _ = store.secret(TOKEN_SECRET, lambda: kept or secrets.token_urlsafe(48), now)
     return password, token_secret
 
 

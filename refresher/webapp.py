@@ -48,7 +48,7 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.shared(settings.database)
     store.migrate()
-    password, token_secret = load_secrets(settings)
+    password, token_secret = load_secrets(settings, store)
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:

@@ -32,7 +32,7 @@ def test_processes_starting_together_all_migrate_a_fresh_database(tmp_path):
         assert [p.exitcode for p in processes] == [0] * 6
         store = Store(db_path)
         assert sql(store, "PRAGMA journal_mode") == [("wal",)]
-        assert sql(store, "SELECT version_num FROM alembic_version") == [("0002",)]
+        assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
         store.close()
 
 
@@ -75,7 +75,7 @@ def test_a_database_from_before_alembic_is_adopted_with_its_data(tmp_path):
         conn.executescript(LEGACY_SCHEMA)
     store = Store(db_path)
     store.migrate()
-    assert sql(store, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
     assert not sql(store, "SELECT name FROM sqlite_master WHERE name = 'schema_version'")
     assert [t["name"] for t in store.list_api_tokens()] == ["nightly"]
     job = store.get_job("old-job")

@@ -36,10 +36,13 @@ def health():
     if not os.access(settings.data_dir, os.W_OK):
         problems.append("the data directory is not writable")
     control = service.control
+    live = service.store.live_hosts(time.time(), settings.host_timeout_seconds)
     supervisor = "not running"
     if control is not None and control.supervisor_alive():
         # standby: another server's supervisor owns DATA_DIR and runs the jobs
         supervisor = "standby" if control.supervisor_standby() else "running"
+    elif control is None and live:
+        supervisor = "elsewhere"  # a web-only process; worker processes encode
     if supervisor == "not running":
         problems.append("no supervisor is running, so jobs are not processed")
     body = {
@@ -47,6 +50,7 @@ def health():
         "version": __version__,
         "ffmpeg": ffmpeg_version,
         "supervisor": supervisor,
+        "hosts": [host["id"] for host in live],
         "queue": service.store.queue_counts(),
         "disk": {"usedBytes": _used_bytes(settings.data_dir), "limitBytes": settings.storage_limit_bytes},
     }

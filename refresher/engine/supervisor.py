@@ -50,6 +50,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for the loop
 PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
+HEARTBEAT_SECONDS = 1.0          # this host's heartbeat in the store
+RECLAIM_CHECK_SECONDS = 5.0      # how often silent hosts are looked for
 RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
 SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5   # > the whole q → TERM → KILL ladder
 SUPERVISOR_LOCK = "supervisor.lock"
@@ -78,7 +80,7 @@ class Supervisor:
         self.control = control
         self.data_dir = Path(settings.data_dir).resolve()
         self.binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
-        self.host = os.uname().nodename
+        self.host = settings.host_id
         self.ttl = settings.job_ttl_seconds
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Worker] = []
@@ -89,17 +91,23 @@ class Supervisor:
         self.store: Store | None = None
         self.scheduler = None
         self._last_flush = 0.0
+        self._last_heartbeat = 0.0
+        self._last_reclaim = 0.0
 
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
         self.control.mark_stopped(clean=False)  # not ready yet; a crash from here on is unclean
-        if not self.take_data_dir_lock():
+        # SQLite: one supervisor per DATA_DIR. PostgreSQL: the hosts share the
+        # database and find each other there (heartbeats, row locks).
+        if not self.settings.uses_postgres and not self.take_data_dir_lock():
             return
         self.store = Store(self.settings.database)
         self.store.migrate()
+        self.store.heartbeat(self.host, os.getpid(), time.time())
         self.control.set_shutdown(False)
         self.recover()
-        lifecycle.sweep_temporaries(self.store, self.settings, min_age=lifecycle.ORPHAN_AGE_SECONDS)
+        lifecycle.sweep_temporaries(self.store, self.settings, running=self.running_anywhere(),
+                                    min_age=lifecycle.ORPHAN_AGE_SECONDS)
         self.workers = [self.start_worker(i) for i in range(self.settings.encode_workers)]
         self.start_scheduler()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
@@ -124,6 +132,13 @@ class Supervisor:
     def tick(self) -> None:
         self.listen(TICK_SECONDS)
         self.record_outcomes()
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            self.store.heartbeat(self.host, os.getpid(), time.time())
+        if now - self._last_reclaim >= RECLAIM_CHECK_SECONDS:
+            self._last_reclaim = now
+            self.reclaim_from_silent_hosts()
         self.propagate_cancels()
         self.dispatch()
         if time.monotonic() - self._last_flush >= PROGRESS_FLUSH_SECONDS:
@@ -256,13 +271,36 @@ class Supervisor:
             if job["id"] not in running:
                 self.store.settle_job(job["id"], time.time(), self.ttl)
 
+    def running_anywhere(self) -> set[str]:
+        """Variations being encoded now, here or on another host: their
+        partial files are not strays."""
+        mine = {w.task["id"] for w in list(self.workers) if w.task is not None}
+        return mine | {row["id"] for row in self.store.running_variations()}
+
+    # --- hosts that fell silent --------------------------------------------------------------
+    def reclaim_from_silent_hosts(self) -> None:
+        """A host with no heartbeat for HOST_TIMEOUT_SECONDS is presumed dead:
+        its claimed variations go back to the queue as interrupted (what it
+        finished stays), and it is forgotten."""
+        now = time.time()
+        for host in self.store.silent_hosts(now, self.settings.host_timeout_seconds):
+            if host == self.host:
+                continue
+            running = self.store.running_variations(host)
+            for row in running:
+                self.store.record_outcome(row["id"], "interrupted", now, self.ttl)
+            self.store.forget_host(host)
+            log.warning("host %s fell silent; %d of its variation(s) went back to the queue", host, len(running))
+
     # --- start-up recovery ---------------------------------------------------------------------
     def recover(self) -> None:
         """After a restart or crash: no ffmpeg from before keeps running, no
         partial output survives, finished variations are kept, and interrupted
-        ones go back to the queue (their jobs resume from them)."""
+        ones go back to the queue (their jobs resume from them). Only this
+        host's claims: other hosts may be running theirs."""
         now = time.time()
-        for row in self.store.running_variations():
+        mine = self.host if self.settings.uses_postgres else None
+        for row in self.store.running_variations(mine):
             _kill_stale_ffmpeg(row, self.data_dir)
             output = self.data_dir / row["output_path"]
             partial_path(output).unlink(missing_ok=True)
@@ -279,8 +317,12 @@ class Supervisor:
         self.scheduler.start()
 
     def cleanup(self) -> None:
-        running = {w.task["id"] for w in list(self.workers) if w.task is not None}
-        lifecycle.run_cleanup(self.store, self.settings, running=running)
+        """A cleanup pass, on one host of the cluster at a time."""
+        with self.store.cluster_lock("cleanup") as mine:
+            if not mine:
+                log.info("cleanup pass skipped: another host runs one")
+                return
+            lifecycle.run_cleanup(self.store, self.settings, running=self.running_anywhere())
 
     # --- one supervisor per DATA_DIR ----------------------------------------------------------------
     def take_data_dir_lock(self) -> bool:
@@ -341,6 +383,7 @@ class Supervisor:
                 worker.task = None
         try:
             self.record_outcomes()
+            self.store.forget_host(self.host)  # its work is back in the queue
         except (StoreError, OSError) as exc:  # the next start's recovery takes them over
             log.error("recording outcomes at shutdown: %s", exc)
         self.store.close()

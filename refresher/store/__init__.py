@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import secrets as random_secrets
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,13 +31,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .. import rules
-from .schema import api_tokens, jobs, metadata, rate_limits, source_files, variations
+from .schema import api_tokens, hosts, jobs, metadata, rate_limits, secrets, source_files, variations
 
 Error = sa.exc.SQLAlchemyError          # what a caller catches when the database fails
 OperationalError = sa.exc.OperationalError
 
 _MIGRATION_LOCK = 7_402_118_001          # PostgreSQL advisory lock keys of this service
 _JOB_CREATION_LOCK = 7_402_118_002
+_CLUSTER_LOCKS = {"cleanup": 7_402_118_010}
 _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
 
 
@@ -63,7 +64,7 @@ def new_id() -> str:
     """An opaque, URL-safe id (72 random bits). Never starts with '-' or '_',
     so it cannot pass for an option on a command line."""
     while True:
-        candidate = secrets.token_urlsafe(9)
+        candidate = random_secrets.token_urlsafe(9)
         if candidate[0] not in "-_":
             return candidate
 
@@ -394,10 +395,14 @@ class Store:
     def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
         """queued → processing for this host, starting its job if it was queued.
         Returns the task (the variation with its source's path and media), or
-        None when the variation was taken, cancelled or deleted meanwhile."""
+        None when the variation was taken, cancelled or deleted meanwhile — or,
+        on PostgreSQL, is being claimed by another host right now (SKIP LOCKED:
+        hosts never wait for each other's claims)."""
         with self.writing() as conn:
-            row = _mapping(conn.execute(self._locked(
-                select(variations).where(variations.c.id == variation_id))).first())
+            query = select(variations).where(variations.c.id == variation_id)
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            row = _mapping(conn.execute(query).first())
             if row is None:
                 return None
             job = self._lock_job(conn, row["job_id"])
@@ -470,10 +475,67 @@ class Store:
                 conn.execute(update(variations).where(variations.c.id == variation_id).values(**fields))
             return job_id, self._settle(conn, job_id, now, ttl)
 
-    def running_variations(self) -> list[dict]:
+    def running_variations(self, host: str | None = None) -> list[dict]:
+        """Variations marked running (claimed by `host`, or by anyone)."""
+        where = [variations.c.status == "processing"]
+        if host is not None:
+            where.append(variations.c.host == host)
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(variations).where(*where))]
+
+    # --- hosts: who encodes, and who fell silent ---------------------------------------------
+    def heartbeat(self, host: str, pid: int, now: float) -> None:
+        """This host's supervisor is alive."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(hosts).values(id=host, pid=pid, started_at=now, heartbeat_at=now)
+        with self.writing() as conn:
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[hosts.c.id], set_={"pid": pid, "heartbeat_at": now}))
+
+    def forget_host(self, host: str) -> None:
+        """A supervisor that stops cleanly has handed its work back."""
+        with self.writing() as conn:
+            conn.execute(delete(hosts).where(hosts.c.id == host))
+
+    def live_hosts(self, now: float, timeout: float) -> list[dict]:
         with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(
-                select(variations).where(variations.c.status == "processing"))]
+                select(hosts).where(hosts.c.heartbeat_at > now - timeout).order_by(hosts.c.id))]
+
+    def silent_hosts(self, now: float, timeout: float) -> list[str]:
+        """Hosts presumed dead: no heartbeat for `timeout` seconds."""
+        with self.reading() as conn:
+            return list(conn.execute(select(hosts.c.id).where(hosts.c.heartbeat_at <= now - timeout)).scalars())
+
+    # --- secrets every host shares ---------------------------------------------------------------
+    def secret(self, name: str, make, now: float) -> tuple[str, bool]:
+        """The secret called `name`, made with `make()` by whichever process
+        asks first; (value, whether this call made it)."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self.writing() as conn:
+            made = conn.execute(dialect_insert(secrets).values(name=name, value=make(), created_at=now)
+                                .on_conflict_do_nothing(index_elements=[secrets.c.name])).rowcount == 1
+            value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
+        return value, made
+
+    # --- once per cluster ---------------------------------------------------------------------------
+    @contextmanager
+    def cluster_lock(self, name: str) -> Iterator[bool]:
+        """Yields True to the one process of the whole cluster that holds the
+        lock for this block, False to the others (PostgreSQL advisory lock).
+        SQLite serves one host, whose supervisor is alone by its DATA_DIR lock."""
+        if self.dialect != "postgresql":
+            yield True
+            return
+        key = _CLUSTER_LOCKS[name]
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            try:
+                yield bool(held)
+            finally:
+                if held:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
     def cancel_requested_jobs(self) -> list[dict]:
         """Jobs whose cancel was accepted but that have not settled yet."""

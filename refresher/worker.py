@@ -1,0 +1,44 @@
+"""The worker process type: `python -m refresher.worker` runs the supervisor
+alone — its encode workers, its control block and the cleanup daemon — for
+hosts that only encode (Procfile `worker:`). Web processes then run with
+ENCODE_WORKERS=0, and every process shares DATABASE_URL (PostgreSQL) and,
+where hosts share no disk, STORAGE_URL.
+"""
+from __future__ import annotations
+
+import sys
+
+from config.settings import SettingsError, load_settings
+
+from .auth import load_secrets
+from .engine.control import ControlBlock, remove_abandoned
+from .engine.supervisor import run_supervisor
+from .media.check import FFmpegUnusable, check_binary
+from .media.ffmpeg import FFmpegNotFound, resolve_binary
+from .store import Store
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        if settings.encode_workers == 0:
+            raise SettingsError("ENCODE_WORKERS is 0, but a worker process is there to encode; set it to 1 or more")
+        check_binary(resolve_binary(settings.ffmpeg_binary))
+    except (SettingsError, FFmpegNotFound, FFmpegUnusable) as exc:
+        sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
+        sys.exit(2)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.shared(settings.database)
+    store.migrate()
+    load_secrets(settings, store)  # made once, by whichever process comes first
+    run_dir = settings.data_dir / "run"
+    remove_abandoned(run_dir)
+    control = ControlBlock.create(run_dir)
+    try:
+        run_supervisor(settings, control)
+    finally:
+        control.remove()
+
+
+if __name__ == "__main__":
+    main()
