@@ -70,6 +70,7 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
                 "size": v["size"],
                 "url": output_url(job["id"], v["id"]),
                 "effects": v["effects"],
+                "host": v["host"],
             } for v in done],
         })
     completed = sum(f["completedVariations"] for f in file_views)
