@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 
-from . import limits, token_commands, web
+from . import admin, limits, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, control: ControlBlock | None = 
     register_extensions(app)
     register_request_limits(app)
     register_errorhandlers(app)
-    app.cli.add_command(token_commands.tokens_cli)
+    app.cli.add_command(admin.tokens_cli)
+    app.cli.add_command(admin.password_cli)
     return app
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, ROOT
 
 
 def wait_done(server, job_id, timeout=60):
@@ -59,6 +61,17 @@ def test_token_accepted_by_every_worker(gunicorn_server):
     assert "401" not in re.findall(r'"GET /api/jobs HTTP/1.1" (\d+)', server.log_text())
 
 
+def test_an_older_install_keeps_its_generated_password(tmp_path, gunicorn_server):
+    import requests
+
+    data_dir = tmp_path / "older"
+    data_dir.mkdir()
+    (data_dir / "auth_password").write_text("kept-from-before\n")
+    server = gunicorn_server(AUTH_PASSWORD="", DATA_DIR=data_dir)
+    assert "Generated password" not in server.log_text()
+    assert requests.post(server.url + "/api/auth", json={"password": "kept-from-before"}).status_code == 200
+
+
 def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     import requests
 
@@ -68,7 +81,10 @@ def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     lines = [l for l in server.log_text().splitlines() if "Generated password" in l]
     assert len(lines) == 1
     password = re.search(r"Video Refresher: (\S+)", lines[0]).group(1)
-    assert (server.data_dir / "auth_password").read_text().strip() == password
+    shown = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "password"], cwd=ROOT,
+                           env={**server.env, "AUTH_PASSWORD": ""}, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == password, "kept in the database, shown again on request"
+    assert not (server.data_dir / "auth_password").exists(), "no longer a file a wiped disk would lose"
     assert requests.post(server.url + "/api/auth", json={"password": password}).status_code == 200
     assert requests.post(server.url + "/api/auth", json={"password": PASSWORD}).status_code == 401
     server.stop()

@@ -40,7 +40,8 @@ def test_host_sets_the_listening_address(raw, host, bind):
 def test_every_documented_setting_is_read():
     documented = {"PORT", "WEB_CONCURRENCY", "DATA_DIR", "AUTH_PASSWORD", "TOKEN_SECRET", "TOKEN_TTL_SECONDS",
                   "ENCODE_WORKERS", "MAX_UPLOAD_MB", "JOB_TTL_HOURS", "STORAGE_LIMIT_MB",
-                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL", "HOST"}
+                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL", "HOST", "HOST_ID",
+                  "HOST_TIMEOUT_SECONDS"}
     assert documented <= set(describe())
     readme = (ROOT / "README.md").read_text()
     for name in describe():
@@ -48,10 +49,11 @@ def test_every_documented_setting_is_read():
 
 
 @pytest.mark.parametrize("name, value", [
-    ("ENCODE_WORKERS", "abc"), ("ENCODE_WORKERS", "0"), ("PORT", "70000"), ("WEB_CONCURRENCY", "-1"),
+    ("ENCODE_WORKERS", "abc"), ("ENCODE_WORKERS", "-1"), ("PORT", "70000"), ("WEB_CONCURRENCY", "-1"),
     ("JOB_TTL_HOURS", "soon"), ("JOB_TTL_HOURS", "0"), ("MAX_UPLOAD_MB", "nan"), ("TOKEN_TTL_SECONDS", "1.5"),
     ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
     ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
+    ("HOST_ID", "two words"), ("HOST_TIMEOUT_SECONDS", "0"), ("DATABASE_URL", "postgres://"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
@@ -68,3 +70,17 @@ def test_bad_value_stops_start_up_with_one_line(command, tmp_path):
     assert r.returncode != 0
     lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
     assert len(lines) == 1 and "ENCODE_WORKERS" in lines[0], lines
+
+
+def test_database_url_takes_what_platforms_hand_out():
+    for url in ("postgres://u:p@db.example:5432/app", "postgresql://u@/app?host=/run/pg", "sqlite:////srv/x.db"):
+        assert load_settings({"DATABASE_URL": url}).database == url
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"DATABASE_URL": "mysql://u:secret@db/app"})
+    assert "secret" not in str(raised.value), "a password is never echoed"
+
+
+def test_host_id_defaults_to_the_platform_s_name_for_the_process():
+    assert load_settings({"DYNO": "worker.2"}).host_id == "worker.2"
+    assert load_settings({"DYNO": "worker.2", "HOST_ID": "encoder-a"}).host_id == "encoder-a"
+    assert load_settings({}).host_id

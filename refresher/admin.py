@@ -1,4 +1,5 @@
-"""`flask --app app tokens …`: manage API tokens without the web page."""
+"""`flask --app app …` for the person who runs the service: `tokens`
+(create, list, revoke API tokens without the web page) and `password`."""
 from __future__ import annotations
 
 import time
@@ -51,3 +52,9 @@ def revoke(token_id: str):
     if not found:
         raise click.ClickException(f"no API token with id {token_id}")
     click.echo(f"revoked {token_id}")
+
+
+@click.command("password", help="Print the shared password (AUTH_PASSWORD, or the generated one).")
+@with_appcontext
+def password_cli():
+    click.echo(refresher().password)
