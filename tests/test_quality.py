@@ -28,10 +28,10 @@ def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x24
     return path
 
 
-def encode(source: Path, target: Path, effects: dict) -> Path:
+def encode(source: Path, target: Path, effects: dict, length_known: bool = True) -> Path:
     info = ffmpeg.probe(FFMPEG, source)
     cmd = fx.encode_command(FFMPEG, source, target, effects, info.width, info.height, info.has_audio,
-                            info.audio_codec)
+                            info.audio_codec, duration=info.duration if length_known else None)
     result = ffmpeg.run_ffmpeg(cmd)
     assert result.ok, result.reason()
     return target
@@ -55,6 +55,7 @@ def clips(tmp_path_factory):
             120: make_clip(d / "fast.mp4", 120, audio=False), "folder": d}
 
 
+@pytest.mark.parametrize("length_known", [True, False], ids=["probed", "length-unknown"])
 @pytest.mark.parametrize("rate", [25, 30])
 @pytest.mark.parametrize("effects", [
     {"brightness": 0.02, "contrast": 1.03, "saturation": 0.97},
@@ -62,9 +63,10 @@ def clips(tmp_path_factory):
     {"contrast": 0.98, "speed": 1.02},
     {"saturation": 1.02, "speed": 0.985},  # recorded before speeds only went up: played at 1x
 ], ids=["colour", "grain-rotation", "faster", "old-slower"])
-def test_output_keeps_the_frame_rate_and_never_outlasts_the_source(clips, rate, effects):
+def test_output_keeps_the_frame_rate_and_never_outlasts_the_source(clips, rate, effects, length_known):
     source = clips[rate]
-    out = encode(source, clips["folder"] / f"out-{rate}-{len(effects)}-{effects.get('speed', 1)}.mp4", effects)
+    name = f"out-{rate}-{len(effects)}-{effects.get('speed', 1)}-{length_known}.mp4"
+    out = encode(source, clips["folder"] / name, effects, length_known)
     src, got = ffmpeg.probe(FFMPEG, source), ffmpeg.probe(FFMPEG, out)
     assert frame_rate(out) == rate
     assert got.duration <= src.duration + 0.001, "never longer than the source"
@@ -99,11 +101,28 @@ def test_speed_only_goes_up_and_effects_stay_unique():
     assert len({repr(sorted(e.items())) for e in drawn}) == len(drawn)
 
 
+@pytest.mark.parametrize("variations", [1, 3, 6, 20])
+def test_what_a_job_costs_follows_from_its_inputs_not_the_dice(variations):
+    """Every seed gives each source the same number of rotations, speed changes,
+    grain and hue turns, so the estimated cost of a job depends only on it."""
+    counts = fx.optional_effect_counts(variations)
+    costs = set()
+    for seed in ("a", "b", "c", "d", "e", "f"):
+        rows = fx.draw_job_effects(seed, 2, variations)
+        for row in rows:
+            assert {name: sum(name in e for e in row) for name in counts} == counts
+        costs.add(sum(fx.estimated_cost(e, 1280, 720, 10.0) for row in rows for e in row))
+    assert max(costs) - min(costs) < 0.01
+
+
 def test_commands_keep_their_safety_options():
-    for effects in ({"hue": 1.0}, {"speed": 1.01}):
-        cmd = fx.encode_command("ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac")
+    # a speed change decodes the source once when its length is known, twice otherwise
+    for effects, duration, openings in (({"hue": 1.0}, 2.0, 1), ({"speed": 1.01}, 2.0, 1),
+                                        ({"speed": 1.01}, None, 2)):
+        cmd = fx.encode_command("ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac",
+                                duration=duration)
         inputs = [i for i, a in enumerate(cmd) if a == "-i"]
-        assert len(inputs) == (2 if "speed" in effects else 1)
+        assert len(inputs) == openings
         for i in inputs:
             assert cmd[i - 8:i] == ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0",
                                     "-use_absolute_path", "0"]

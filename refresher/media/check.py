@@ -89,12 +89,14 @@ def _trial(binary: str, where: str) -> None:
             info = ffmpeg.probe(binary, source)
         except ffmpeg.ProbeError as exc:
             raise FFmpegUnusable(f"{where} cannot read a test clip: it {exc}") from None
-        command = fx.encode_command(binary, source, Path(folder) / "out.mp4", fx.every_effect(),
-                                    info.width, info.height, info.has_audio, info.audio_codec)
-        result = ffmpeg.run_ffmpeg(command)
-        if not result.ok:
-            said = result.stderr_tail[-1] if result.stderr_tail else result.reason()
-            raise FFmpegUnusable(f"{where} cannot run the service's encode: {_last_line(said)}")
+        for duration in (info.duration, None):  # both ways of holding a sped-up ad to its length
+            command = fx.encode_command(binary, source, Path(folder) / "out.mp4", fx.every_effect(),
+                                        info.width, info.height, info.has_audio, info.audio_codec,
+                                        duration=duration)
+            result = ffmpeg.run_ffmpeg(command)
+            if not result.ok:
+                said = result.stderr_tail[-1] if result.stderr_tail else result.reason()
+                raise FFmpegUnusable(f"{where} cannot run the service's encode: {_last_line(said)}")
         try:
             ffmpeg.make_thumbnail(binary, source, Path(folder) / "thumbnail.webp", info.duration)
         except RuntimeError as exc:

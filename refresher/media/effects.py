@@ -52,7 +52,7 @@ _PALETTE = [
     ("brightness", 1.0, -0.04, 0.04, 3),
     ("contrast", 1.0, 0.96, 1.04, 3),
     ("saturation", 1.0, 0.95, 1.05, 3),
-    ("hue", 0.5, -3.0, 3.0, 1),            # degrees
+    ("hue", 0.5, 0.2, 3.0, 1),             # degrees, either direction
     ("noise", 0.3, 1, 1, 0),               # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6, 3 doubled 720p bitrates
     ("speed", 0.3, 1.005, 1.02, 3),        # playback speed, only faster: the last frame is held to the source's length
     ("rotation", 0.15, 0.001, 0.003, 4),   # radians, either direction
@@ -64,23 +64,36 @@ def _rng(seed: str, position: int, variation_index: int, attempt: int) -> random
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0) -> dict:
-    """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, "hue": -1.5}."""
+def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0,
+                 uses: set[str] | None = None) -> dict:
+    """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, "hue": -1.5}.
+    `uses` names the optional effects it carries; without it, each is drawn
+    with its probability."""
     rng = _rng(seed, position, variation_index, attempt)
     effects: dict = {}
     for name, probability, low, high, decimals in _PALETTE:
         used = rng.random() < probability
         value = rng.uniform(low, high)
         negative = rng.random() < 0.5
+        if uses is not None and probability < 1:
+            used = name in uses
         if not used:
             continue
         value = round(value, decimals) + 0.0 if decimals else int(round(value))  # + 0.0: never -0.0
-        if name == "rotation" and negative:
+        if name in ("hue", "rotation") and negative:
             value = -value
-        if name == "hue" and value == 0:
-            continue
         effects[name] = value
     return effects
+
+
+def optional_effect_counts(variations: int) -> dict[str, int]:
+    """How many of a source's variations carry each optional effect: its
+    probability times the count, rounded half up. Fixed by the count alone, so
+    that what a job costs follows from its inputs (a rotation adds 30–90 % to
+    a variation's CPU), not from the dice; which variations carry them is
+    drawn."""
+    return {name: int(probability * variations + 0.5)
+            for name, probability, *_ in _PALETTE if probability < 1}
 
 
 def draw_job_effects(seed: str, files: int, variations: int) -> list[list[dict]]:
@@ -88,11 +101,15 @@ def draw_job_effects(seed: str, files: int, variations: int) -> list[list[dict]]
     seen: set[str] = set()
     result = []
     for position in range(files):
+        picker = _rng(seed, position, 0, -1)
+        carriers = {name: set(picker.sample(range(1, variations + 1), count))
+                    for name, count in optional_effect_counts(variations).items()}
         row = []
         for index in range(1, variations + 1):
+            uses = {name for name, chosen in carriers.items() if index in chosen}
             attempt = 0
             while True:
-                effects = draw_effects(seed, position, index, attempt)
+                effects = draw_effects(seed, position, index, attempt, uses)
                 key = repr(sorted(effects.items()))
                 if key not in seen:
                     break
@@ -146,19 +163,20 @@ def video_filter(effects: dict, width: int, height: int) -> str:
 
 def encode_command(binary: str, source: str | Path, target: str | Path, effects: dict,
                    width: int, height: int, has_audio: bool, audio_codec: str | None = None,
-                   *, encoder_args: list[str] | None = None) -> list[str]:
+                   *, duration: float | None = None, encoder_args: list[str] | None = None) -> list[str]:
     """The full ffmpeg command for one variation: one single-threaded process,
     progress on stdout, metadata stripped, +faststart.
 
     The output keeps the source's frame rate (up to MAX_FPS) and its length:
     no filter retimes the frames. A speed effect plays the picture faster and
     holds its last frame to the source's end, so that a variation is never
-    longer than its ad, nor shorter by more than a frame. The source is opened
-    a second time for that: the first opening, decoded without deblocking
-    since its pixels are never seen, gives the output its frame times and its
-    end (a `split` would have to keep up to a fiftieth of the video's frames in
-    memory), and the second the picture, overlaid on it. The sound is treated
-    the same way, so that it too ends with the source's.
+    longer than its ad, nor shorter by more than a frame. When the source's
+    `duration` is known (the service always probes it), the sped-up picture
+    and sound are padded (the last frame held, silence) and the output is cut
+    at that duration: one decode. Without it, the source is opened a second
+    time: the first opening, decoded without deblocking since its pixels are
+    never seen, gives the output its frame times and its end, and the second
+    the picture, overlaid on it; the sound likewise.
 
     AAC audio is copied as it is unless the speed changes (re-encoding it would
     cost a third of the CPU of a small variation and change nothing anybody
@@ -175,7 +193,14 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
         # job): slowing down would outlast the source, so it plays at 1x.
         speed = None
     cmd = [binary, "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-filter_threads", "1"]
-    if speed:
+    if speed and duration:
+        hold = duration - duration / speed + 1.0  # more than enough; -t cuts at the source's end
+        cmd += ["-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url, "-map", "0:v:0",
+                "-vf", f"setpts=PTS/{speed},{FRAME_RATE},{chain},tpad=stop_mode=clone:stop_duration={hold:.3f}"]
+        if has_audio:
+            cmd += ["-map", "0:a:0?", "-af", f"atempo={speed},apad=whole_dur={duration:.6f}", *AUDIO_ARGS]
+        cmd += ["-t", f"{duration:.6f}"]
+    elif speed:
         clock = f"{FRAME_RATE},format=yuv420p" if (out_w, out_h) == (width, height) else \
             f"{FRAME_RATE},scale={out_w}:{out_h}:flags=neighbor,format=yuv420p"
         graph = (f"[0:v:0]{clock}[clock];[1:v:0]setpts=PTS/{speed},{chain}[picture];"
@@ -205,20 +230,17 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
     return cmd
 
 
+# What an optional effect adds to a variation's encoding CPU, as a share of
+# a plain one (bench/effects_cost.py): the filters add their own work per pixel,
+# so the shares add up rather than multiply.
+EXTRA_COST = {"rotation": 0.6, "speed": 0.15, "noise": 0.1}
+
+
 def estimated_cost(effects: dict, width: int, height: int, duration: float | None) -> float:
-    """Relative encoding cost, for scheduling the longest encodes first.
-    Factors measured with bench/quality.py: a rotation adds 30–90 % to a
-    variation's CPU, a speed change (a second decode, the overlay, audio
-    re-encoded) 25–70 %, grain about a tenth."""
+    """Relative encoding cost, for scheduling the longest encodes first."""
     out_w, out_h = output_size(width, height)
-    cost = (duration or 60.0) * out_w * out_h / 1e6
-    if "rotation" in effects:
-        cost *= 1.6
-    if "speed" in effects:
-        cost *= 1.4
-    if "noise" in effects:
-        cost *= 1.1
-    return round(cost, 3)
+    plain = (duration or 60.0) * out_w * out_h / 1e6
+    return round(plain * (1 + sum(share for name, share in EXTRA_COST.items() if name in effects)), 3)
 
 
 def expected_duration(source_duration: float | None, effects: dict) -> float | None:
