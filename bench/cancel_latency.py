@@ -44,7 +44,8 @@ def baseline(source: Path, runs: int) -> list[float]:
         for i in range(runs):
             cmd = fx.encode_command(FFMPEG, source, Path(out) / "b.mp4", fx.draw_effects("b", 0, i),
                                     info.width, info.height, info.has_audio, info.audio_codec,
-                                    duration=info.duration)
+                                    duration=info.duration,
+                                    video_frames=ffmpeg.count_video_frames(FFMPEG, source))
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(0.8 + 0.037 * i)  # land at different points of ffmpeg's cycle

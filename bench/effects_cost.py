@@ -71,7 +71,8 @@ def measure(source: Path, variations: int, work: Path) -> dict:
     for index, effects in enumerate(fx.draw_job_effects("bench", 1, variations)[0], start=1):
         out = work / f"{source.stem}-var{index}.mp4"
         cmd = fx.encode_command(FFMPEG, source, out, effects, info.width, info.height, info.has_audio, info.audio_codec,
-                                duration=info.duration)
+                                duration=info.duration,
+                                video_frames=ffmpeg.count_video_frames(FFMPEG, source))
         cpu = cpu_seconds(cmd)
         duration = ffmpeg.probe(FFMPEG, out).duration
         ssim, psnr = fidelity(out, source, effects.get("speed", 1.0))

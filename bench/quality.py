@@ -123,7 +123,8 @@ def describe(path: Path) -> dict:
 
 def service_command(source: Path, target: Path, effects: dict, src: dict, encoder: list[str] | None = None):
     cmd = fx.encode_command(FFMPEG, source, target, effects, src["width"], src["height"], src["has_audio"],
-                            src["audio_codec"], duration=src["duration"], encoder_args=encoder)
+                            src["audio_codec"], duration=src["duration"],
+                            video_frames=ffmpeg.count_video_frames(FFMPEG, source), encoder_args=encoder)
     return _without_progress(cmd)
 
 

@@ -18,11 +18,13 @@ from .conftest import FFMPEG
 
 
 
-def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x240", audio: bool = True) -> Path:
+def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x240", audio: bool = True,
+              audio_seconds: float | None = None) -> Path:
     args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
     if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds or seconds}", "-c:a", "aac"]
+        args += [] if audio_seconds else ["-shortest"]
     subprocess.run([*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
                    check=True, stdin=subprocess.DEVNULL)
     return path
@@ -31,7 +33,8 @@ def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x24
 def encode(source: Path, target: Path, effects: dict, length_known: bool = True) -> Path:
     info = ffmpeg.probe(FFMPEG, source)
     cmd = fx.encode_command(FFMPEG, source, target, effects, info.width, info.height, info.has_audio,
-                            info.audio_codec, duration=info.duration if length_known else None)
+                            info.audio_codec, duration=info.duration if length_known else None,
+                            video_frames=ffmpeg.count_video_frames(FFMPEG, source) if length_known else None)
     result = ffmpeg.run_ffmpeg(cmd)
     assert result.ok, result.reason()
     return target
@@ -48,15 +51,23 @@ def frame_count(path: Path) -> int:
     return int(re.findall(r"frame=\s*(\d+)", r.stderr)[-1])
 
 
+def sound_length(path: Path) -> float:
+    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:a:0", "-f", "null",
+                        "-progress", "pipe:1", "-"], capture_output=True, text=True)
+    return int(re.findall(r"^out_time_us=(\d+)", r.stdout, re.M)[-1]) / 1e6
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("quality")
     return {25: make_clip(d / "pal.mp4", 25), 30: make_clip(d / "ntsc.mp4", 30),
+            # the sound outlasts the picture by most of a frame, as in real ads
+            "long-sound": make_clip(d / "long-sound.mp4", 25, audio_seconds=1.035),
             120: make_clip(d / "fast.mp4", 120, audio=False), "folder": d}
 
 
 @pytest.mark.parametrize("length_known", [True, False], ids=["probed", "length-unknown"])
-@pytest.mark.parametrize("rate", [25, 30])
+@pytest.mark.parametrize("rate", [25, 30, "long-sound"])
 @pytest.mark.parametrize("effects", [
     {"brightness": 0.02, "contrast": 1.03, "saturation": 0.97},
     {"brightness": -0.01, "hue": 2.0, "noise": 2, "rotation": -0.002},
@@ -68,9 +79,12 @@ def test_output_keeps_the_frame_rate_and_never_outlasts_the_source(clips, rate, 
     name = f"out-{rate}-{len(effects)}-{effects.get('speed', 1)}-{length_known}.mp4"
     out = encode(source, clips["folder"] / name, effects, length_known)
     src, got = ffmpeg.probe(FFMPEG, source), ffmpeg.probe(FFMPEG, out)
-    assert frame_rate(out) == rate
+    fps = 25 if rate == "long-sound" else rate
+    assert frame_rate(out) == fps
+    # the sound ends with the source's (within the 5 ms of rounding in the probed length)
+    assert sound_length(source) - 0.011 <= sound_length(out) <= sound_length(source) + 0.001
     assert got.duration <= src.duration + 0.001, "never longer than the source"
-    assert got.duration >= src.duration - 1 / rate - 0.001, "shorter by at most one frame"
+    assert got.duration >= src.duration - 1 / fps - 0.001, "shorter by at most one frame"
     assert frame_count(out) == frame_count(source)
     assert got.has_audio and fx.expected_duration(src.duration, effects) == src.duration
 
@@ -117,10 +131,10 @@ def test_what_a_job_costs_follows_from_its_inputs_not_the_dice(variations):
 
 def test_commands_keep_their_safety_options():
     # a speed change decodes the source once when its length is known, twice otherwise
-    for effects, duration, openings in (({"hue": 1.0}, 2.0, 1), ({"speed": 1.01}, 2.0, 1),
-                                        ({"speed": 1.01}, None, 2)):
+    for effects, frames, openings in (({"hue": 1.0}, (50, 25.0), 1), ({"speed": 1.01}, (50, 25.0), 1),
+                                      ({"speed": 1.01}, None, 2), ({"speed": 1.01}, (240, 120.0), 2)):
         cmd = fx.encode_command("ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac",
-                                duration=duration)
+                                duration=2.0, video_frames=frames)
         inputs = [i for i, a in enumerate(cmd) if a == "-i"]
         assert len(inputs) == openings
         for i in inputs:

@@ -92,9 +92,12 @@ class EncodeWorker:
                 last.update(at=now, percent=percent)
                 self.pipe.send(("progress", variation_id, percent))
 
-        command = fx.encode_command(self.binary, self.data_dir / task["upload_path"], partial, effects,
+        source = self.data_dir / task["upload_path"]
+        # a speed change needs the source's frame count to end where it ends
+        frames = ffmpeg.count_video_frames(self.binary, source) if effects.get("speed") else None
+        command = fx.encode_command(self.binary, source, partial, effects,
                                     media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
-                                    duration=task.get("duration"))
+                                    duration=task.get("duration"), video_frames=frames)
         try:
             result = ffmpeg.run_ffmpeg(command, should_stop=should_stop, on_start=on_start,
                                        on_progress=on_progress, stall_seconds=self.stall_seconds)

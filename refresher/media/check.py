@@ -89,10 +89,13 @@ def _trial(binary: str, where: str) -> None:
             info = ffmpeg.probe(binary, source)
         except ffmpeg.ProbeError as exc:
             raise FFmpegUnusable(f"{where} cannot read a test clip: it {exc}") from None
-        for duration in (info.duration, None):  # both ways of holding a sped-up ad to its length
+        frames = ffmpeg.count_video_frames(binary, source)
+        if frames is None:
+            raise FFmpegUnusable(f"{where} cannot count the frames of a test clip")
+        for known in (frames, None):  # both ways of holding a sped-up ad to its length
             command = fx.encode_command(binary, source, Path(folder) / "out.mp4", fx.every_effect(),
                                         info.width, info.height, info.has_audio, info.audio_codec,
-                                        duration=duration)
+                                        duration=info.duration, video_frames=known)
             result = ffmpeg.run_ffmpeg(command)
             if not result.ok:
                 said = result.stderr_tail[-1] if result.stderr_tail else result.reason()

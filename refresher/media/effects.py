@@ -163,7 +163,8 @@ def video_filter(effects: dict, width: int, height: int) -> str:
 
 def encode_command(binary: str, source: str | Path, target: str | Path, effects: dict,
                    width: int, height: int, has_audio: bool, audio_codec: str | None = None,
-                   *, duration: float | None = None, encoder_args: list[str] | None = None) -> list[str]:
+                   *, duration: float | None = None, video_frames: tuple[int, float] | None = None,
+                   encoder_args: list[str] | None = None) -> list[str]:
     """The full ffmpeg command for one variation: one single-threaded process,
     progress on stdout, metadata stripped, +faststart.
 
@@ -171,12 +172,13 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
     no filter retimes the frames. A speed effect plays the picture faster and
     holds its last frame to the source's end, so that a variation is never
     longer than its ad, nor shorter by more than a frame. When the source's
-    `duration` is known (the service always probes it), the sped-up picture
-    and sound are padded (the last frame held, silence) and the output is cut
-    at that duration: one decode. Without it, the source is opened a second
-    time: the first opening, decoded without deblocking since its pixels are
-    never seen, gives the output its frame times and its end, and the second
-    the picture, overlaid on it; the sound likewise.
+    `duration` and `video_frames` (its video's frame count and rate, from
+    ffmpeg.count_video_frames) are known and the rate is kept, the sped-up
+    picture and sound are padded (the last frame held, silence) and cut at
+    the source's frame count and length: one decode. Otherwise the source is
+    opened a second time: the first opening, decoded without deblocking since
+    its pixels are never seen, gives the output its frame times and its end,
+    and the second the picture, overlaid on it; the sound likewise.
 
     AAC audio is copied as it is unless the speed changes (re-encoding it would
     cost a third of the CPU of a small variation and change nothing anybody
@@ -193,13 +195,17 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
         # job): slowing down would outlast the source, so it plays at 1x.
         speed = None
     cmd = [binary, "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-filter_threads", "1"]
-    if speed and duration:
-        hold = duration - duration / speed + 1.0  # more than enough; -t cuts at the source's end
+    if speed and duration and video_frames and video_frames[1] <= MAX_FPS:
+        hold = duration - duration / speed + 1.0  # more than enough: the cuts below end it
+        # ffmpeg gives the length in hundredths, rounded: the source's own is
+        # at least 5 ms less
+        length = duration - 0.005
         cmd += ["-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url, "-map", "0:v:0",
-                "-vf", f"setpts=PTS/{speed},{FRAME_RATE},{chain},tpad=stop_mode=clone:stop_duration={hold:.3f}"]
+                "-vf", f"setpts=PTS/{speed},{FRAME_RATE},{chain},tpad=stop_mode=clone:stop_duration={hold:.3f},"
+                      f"trim=end_frame={video_frames[0]}"]
         if has_audio:
-            cmd += ["-map", "0:a:0?", "-af", f"atempo={speed},apad=whole_dur={duration:.6f}", *AUDIO_ARGS]
-        cmd += ["-t", f"{duration:.6f}"]
+            cmd += ["-map", "0:a:0?", "-af", f"atempo={speed},apad=whole_dur={length:.3f},atrim=end={length:.3f}",
+                    *AUDIO_ARGS]
     elif speed:
         clock = f"{FRAME_RATE},format=yuv420p" if (out_w, out_h) == (width, height) else \
             f"{FRAME_RATE},scale={out_w}:{out_h}:flags=neighbor,format=yuv420p"
