@@ -228,8 +228,11 @@ def spec() -> dict:
             "/api/tokens/{tokenId}": {"delete": {
                 "operationId": "revokeToken",
                 "summary": "Revoke an API token; it stops working at once",
+                "description": "A session may revoke any token; an API token only itself (403 otherwise).",
                 "parameters": [{"name": "tokenId", "in": "path", "required": True, "schema": _ID}],
-                "responses": {"204": {"description": "revoked"}, "404": _err("unknown token"), **_AUTH_ERRORS},
+                "responses": {"204": {"description": "revoked"},
+                              "403": _err("an API token tried to revoke another token"),
+                              "404": _err("unknown token"), **_AUTH_ERRORS},
             }},
             "/api/jobs": {
                 "post": {
