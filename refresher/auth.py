@@ -32,14 +32,17 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from . import limits
 from .errors import Rejected
-from .extensions import refresher
+from .extensions import limiter, refresher
 from .store import Store, new_id
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_PREFIX = "vr_"
-# Failed sign-ins, per client address, by POST /api/auth and the web form alike.
+# Failed sign-ins per client address: POST /api/auth and the web form draw on
+# one budget (a shared limit), so trying both routes buys no extra guesses.
 LOGIN_LIMIT = "10 per minute;50 per hour"
+throttle_failed_sign_ins = limiter.shared_limit(
+    LOGIN_LIMIT, scope="sign-in", methods=["POST"], deduct_when=lambda response: response.status_code == 401)
 PASSWORD_FILE = "auth_password"
 SECRET_FILE = "token_secret"
 LAST_USED_GRANULARITY = 60  # seconds

@@ -120,6 +120,17 @@ def test_failed_sign_ins_are_throttled_and_successful_ones_are_not(client):
     assert r.mimetype == "text/html" and "Retry-After" in r.headers
 
 
+
+def test_the_form_and_the_api_share_one_budget_of_failed_sign_ins(client):
+    for _ in range(5):
+        assert sign_in(client, "wrong").status_code == 401
+        assert client.post("/api/auth", json={"password": "wrong"}).status_code == 401
+    # ten failures in all, half on each route: both are now closed
+    assert sign_in(client, "wrong").status_code == 429
+    r = client.post("/api/auth", json={"password": "wrong"})
+    assert r.status_code == 429 and r.is_json and "Retry-After" in r.headers
+    assert client.post("/api/auth", json={"password": PASSWORD}).status_code == 429, "until the window ends"
+
 def test_sign_out_needs_the_token_and_ends_the_session(client):
     token = signed_in_token(client)
     assert client.post("/logout").status_code == 400

@@ -4,7 +4,6 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from .. import auth
-from ..extensions import limiter
 from ..errors import Rejected
 from ..shapes import iso
 
@@ -34,7 +33,7 @@ def _is_utf8(text: str) -> bool:
 
 
 @bp.post("/auth")
-@limiter.limit(auth.LOGIN_LIMIT, deduct_when=lambda response: response.status_code == 401)
+@auth.throttle_failed_sign_ins
 def login():
     password = _password_from_request()
     if not password:
