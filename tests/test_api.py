@@ -158,6 +158,29 @@ def test_accepted_upload_shape(app, client, media):
     assert default["variationsPerVideo"] == 5 and default["seed"]
 
 
+
+def test_files_behind_the_password_are_never_kept_by_shared_caches(app, client, media):
+    headers = login(client)
+    job_id = _upload(client, headers, [(open(media["clip"], "rb"), "ad.mp4")], variations="1").get_json()["jobId"]
+    # the output as the encoder would leave it (no encoder runs in this app)
+    store, data_dir = Store.shared(app.extensions["refresher"].settings.database), app.extensions["refresher"].settings.data_dir
+    [(output_id, output_path)] = sql(store, "SELECT id, output_path FROM variations WHERE job_id = ?", job_id)
+    (data_dir / output_path).parent.mkdir(parents=True, exist_ok=True)
+    (data_dir / output_path).write_bytes(media["clip"].read_bytes())
+    sql(store, "UPDATE variations SET status = 'completed', size = ? WHERE id = ?",
+        media["clip"].stat().st_size, output_id)
+    sql(store, "UPDATE jobs SET status = 'completed', progress = 100, finished_at = ? WHERE id = ?",
+        time.time(), job_id)
+
+    for url, extra in [(f"/api/jobs/{job_id}/outputs/{output_id}", {}),
+                       (f"/api/jobs/{job_id}/outputs/{output_id}", {"Range": "bytes=0-99"}),
+                       (f"/api/jobs/{job_id}/thumbnail", {}), (f"/api/jobs/{job_id}/download", {})]:
+        r = client.get(url, headers={**headers, **extra})
+        assert r.status_code in (200, 206), (url, r.status_code)
+        cache_control = {d.strip().split("=")[0] for d in r.headers["Cache-Control"].split(",")}
+        assert "private" in cache_control and "public" not in cache_control, (url, r.headers["Cache-Control"])
+        assert {"authorization", "cookie"} <= {v.strip().lower() for v in r.headers["Vary"].split(",")}, url
+
 def test_ids_never_look_like_command_line_options():
     ids = [new_id() for _ in range(5000)]
     assert all(i[0] not in "-_" and len(i) == 12 for i in ids) and len(set(ids)) == len(ids)
