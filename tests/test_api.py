@@ -92,6 +92,46 @@ def test_token_signed_with_another_secret_is_refused(tmp_path, client):
     assert client.get("/api/jobs", headers=login(other)).status_code == 401
 
 
+
+def test_sign_out_ends_the_session_token_at_once(client):
+    mine, other = login(client), login(client)
+    assert client.delete("/api/auth").status_code == 401, "no token"
+    assert client.delete("/api/auth", headers={"Authorization": "Bearer garbage"}).status_code == 401
+    r = client.delete("/api/auth", headers=mine)
+    assert r.status_code == 204 and r.get_data() == b""
+    for method, url in [("get", "/api/jobs"), ("post", "/api/tokens"), ("delete", "/api/auth")]:
+        r = getattr(client, method)(url, headers=mine, json={"name": "x"})
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), url
+    assert client.get("/api/jobs", headers=other).status_code == 200, "only that session ended"
+
+
+def test_sign_out_everywhere_ends_every_session_but_not_api_tokens(tmp_path):
+    # two apps on one database: two web workers (or hosts)
+    data = tmp_path / "data"
+    first, second = create_app(make_settings(data)).test_client(), create_app(make_settings(data)).test_client()
+    mine, other = login(first), login(second)
+    api_token = first.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()["token"]
+    api = {"Authorization": f"Bearer {api_token}"}
+    assert first.delete("/api/auth?all=1", headers=api).status_code == 403, "an API token is no session"
+    assert first.delete("/api/auth?all=maybe", headers=mine).status_code == 400
+    assert second.delete("/api/auth?all=1", headers=other).status_code == 204
+    for client in (first, second):
+        for headers in (mine, other):
+            assert client.get("/api/jobs", headers=headers).status_code == 401
+        assert client.get("/api/jobs", headers=api).status_code == 200, "API tokens are revoked one by one"
+    fresh = login(first)
+    assert second.get("/api/jobs", headers=fresh).status_code == 200, "a new sign-in works at once"
+
+
+def test_a_session_token_is_good_until_the_end_it_was_given(tmp_path):
+    data = tmp_path / "data"
+    short = create_app(make_settings(data, token_ttl_seconds=1)).test_client()
+    headers = login(short)
+    longer = create_app(make_settings(data, token_ttl_seconds=3600)).test_client()
+    assert longer.get("/api/jobs", headers=headers).status_code == 200
+    time.sleep(1.1)
+    assert longer.get("/api/jobs", headers=headers).status_code == 401, "a longer TTL later does not extend it"
+
 def test_unknown_job_is_404(client):
     headers = login(client)
     for method, url in [("get", "/api/jobs/nope"), ("post", "/api/jobs/nope/cancel"),

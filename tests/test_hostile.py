@@ -133,7 +133,7 @@ def cases(media):
         ("auth json array", "post", "/api/auth", {"json": ["pw"]}, 400, "JSON"),
         ("auth long password", "post", "/api/auth", {"json": {"password": "p" * 5000}}, 401, "wrong password"),
         ("wrong method on jobs", "put", "/api/jobs", {}, 405, "not allowed"),
-        ("wrong method on auth", "delete", "/api/auth", {}, 405, "not allowed"),
+        ("wrong method on auth", "put", "/api/auth", {}, 405, "not allowed"),
         ("unknown route", "get", "/api/nothing-here", {}, 404, "no such"),
         ("traversal in id", "get", "/api/jobs/..%2F..%2Fetc%2Fpasswd", {}, 404, "no"),
         ("nul in id", "get", "/api/jobs/%00", {}, 404, "no job"),

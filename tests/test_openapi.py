@@ -46,7 +46,14 @@ fuzzed = schemathesis.pytest.from_fixture("api_schema")
 @fuzzed.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_described(case, service):
-    case.call_and_validate(headers=service.headers, checks=CHECKS)
+    headers = service.headers
+    if (case.method.upper(), case.path) == ("DELETE", "/api/auth"):
+        headers = {"Authorization": f"Bearer {_new_session_token(service)}"}  # each sign-out its own session
+    case.call_and_validate(headers=headers, checks=CHECKS)
+
+
+def _new_session_token(service) -> str:
+    return service.client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
 
 
 def test_the_description_is_valid_openapi(service):
@@ -139,5 +146,18 @@ def test_auth_and_tokens_answer_as_described(service):
     c.check("DELETE", "/api/tokens/{tokenId}", service.delete(f"/api/tokens/{created['id']}"), 204)
     c.check("DELETE", "/api/tokens/{tokenId}", service.delete(f"/api/tokens/{created['id']}"), 404)
     c.check("GET", "/api/tokens", service.get("/api/tokens", headers=as_api_token), 401)
+
+    mine = c.check("POST", "/api/tokens", service.post("/api/tokens", json={"name": "mine"}), 201).get_json()
+    as_mine = {"Authorization": f"Bearer {mine['token']}"}
+    other = service.post("/api/tokens", json={"name": "other"}).get_json()
+    c.check("DELETE", "/api/tokens/{tokenId}", service.delete(f"/api/tokens/{other['id']}", headers=as_mine), 403)
+    c.check("DELETE", "/api/tokens/{tokenId}", service.delete(f"/api/tokens/{mine['id']}", headers=as_mine), 204)
+
+    signed_in = {"Authorization": f"Bearer {_new_session_token(service)}"}
+    c.check("DELETE", "/api/auth", service.client.delete("/api/auth?all=2", headers=signed_in), 400)
+    c.check("DELETE", "/api/auth", service.client.delete("/api/auth", headers=signed_in), 204)
+    c.check("DELETE", "/api/auth", service.client.delete("/api/auth", headers=signed_in), 401)
+    as_other = {"Authorization": f"Bearer {other['token']}"}
+    c.check("DELETE", "/api/auth", service.client.delete("/api/auth", headers=as_other), 403)
     c.check("GET", "/api/health", service.client.get("/api/health"), 200)
     c.check("GET", "/api/openapi.json", service.client.get("/api/openapi.json"), 200)

@@ -1,7 +1,9 @@
 """Signing a browser in and out with the shared password.
 
 A successful sign-in marks Flask's signed cookie session (HttpOnly,
-SameSite=Lax, valid TOKEN_TTL_SECONDS from the sign-in). Both forms carry the
+SameSite=Lax, valid TOKEN_TTL_SECONDS from the sign-in) with a session id;
+signing out ends that session on the server, so a copy of the cookie kept
+elsewhere stops working too. Both forms carry the
 session's CSRF token. Failed attempts are throttled per address, on the same
 budget as POST /api/auth; successful ones never count.
 """
