@@ -105,13 +105,17 @@ def test_sign_out_ends_the_session_token_at_once(client):
     assert client.get("/api/jobs", headers=other).status_code == 200, "only that session ended"
 
 
-def test_sign_out_everywhere_ends_every_session_but_not_api_tokens(tmp_path):
-    # two apps on one database: two web workers (or hosts)
-    data = tmp_path / "data"
-    first, second = create_app(make_settings(data)).test_client(), create_app(make_settings(data)).test_client()
+def test_sign_out_everywhere_ends_every_session_on_every_host_but_not_api_tokens(tmp_path, database):
+    # two hosts (each its own DATA_DIR) on one database, on each engine
+    first, second = (create_app(make_settings(tmp_path / name, database_url=database)).test_client()
+                     for name in ("first", "second"))
     mine, other = login(first), login(second)
     api_token = first.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()["token"]
     api = {"Authorization": f"Bearer {api_token}"}
+    third = login(first)
+    assert first.delete("/api/auth", headers=third).status_code == 204
+    assert second.get("/api/jobs", headers=third).status_code == 401, "ended on one host, refused on the other"
+    assert second.get("/api/jobs", headers=mine).status_code == 200
     assert first.delete("/api/auth?all=1", headers=api).status_code == 403, "an API token is no session"
     assert first.delete("/api/auth?all=maybe", headers=mine).status_code == 400
     assert second.delete("/api/auth?all=1", headers=other).status_code == 204
