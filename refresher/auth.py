@@ -1,13 +1,20 @@
 """Who may call the API: the shared password, signed session tokens and API tokens.
 
-* The password (AUTH_PASSWORD, or generated once and kept in DATA_DIR) buys a
-  session token: an itsdangerous signature over the issue time, made with
-  TOKEN_SECRET, valid TOKEN_TTL_SECONDS. Stateless, so every worker accepts it.
+* The password (AUTH_PASSWORD, or generated once and kept in the database)
+  buys a session token: an itsdangerous signature, made with TOKEN_SECRET,
+  over the session's random id, its start and its end (TOKEN_TTL_SECONDS
+  later). Every worker and host checks the signature alone, and then asks the
+  store whether the session was ended early: by sign-out (its id is recorded
+  until it would have expired) or by "end every session" (one mark in time;
+  sessions begun before it are over). The store is shared by every worker and,
+  on PostgreSQL, every host, so an ended session stops working everywhere at
+  once.
 * API tokens are long-lived random secrets with a recognizable prefix; only
   their SHA-256 is stored.
 
 * The web form signs a browser in with a cookie session (Flask's signed
-  cookie) instead. When a request to the API carries no Authorization header,
+  cookie) instead, with a session id of its own, ended the same way. When a
+  request to the API carries no Authorization header,
   that session is accepted too; because a browser sends its cookies along with
   requests that other sites make it send, a state-changing request that relies
   on the cookie must also carry the page's CSRF token.
@@ -26,20 +33,23 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import request, session
+from flask import g, request, session
 from flask_httpauth import HTTPTokenAuth
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from . import limits
 from .errors import Rejected
-from .extensions import refresher
+from .extensions import limiter, refresher
 from .store import Store, new_id
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_PREFIX = "vr_"
-# Failed sign-ins, per client address, by POST /api/auth and the web form alike.
+# Failed sign-ins per client address: POST /api/auth and the web form draw on
+# one budget (a shared limit), so trying both routes buys no extra guesses.
 LOGIN_LIMIT = "10 per minute;50 per hour"
+throttle_failed_sign_ins = limiter.shared_limit(
+    LOGIN_LIMIT, scope="sign-in", methods=["POST"], deduct_when=lambda response: response.status_code == 401)
 PASSWORD_FILE = "auth_password"
 SECRET_FILE = "token_secret"
 LAST_USED_GRANULARITY = 60  # seconds
@@ -49,9 +59,19 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
+class Session:
+    """One sign-in with the password: a session token, or a browser's cookie."""
+    id: str
+    begun_at: float
+    expires_at: float
+    browser: bool = False        # the web form's cookie session, not a bearer token
+
+
+@dataclass(frozen=True)
 class Caller:
     kind: str                    # "session" (the password holder, by token or browser) or "api"
     token_id: str | None = None  # the API token's id
+    session: Session | None = None
 
 
 # --- secrets shared by every process ---------------------------------------------------
@@ -103,8 +123,27 @@ def check_password(candidate: str) -> bool:
 def issue_session_token() -> tuple[str, float]:
     """A signed token and its expiry time (Unix seconds). It carries a mark of
     the password, so choosing a new password ends every session."""
-    token = _serializer().dumps({"k": "s", "p": _password_mark()[:12]})
-    return token, time.time() + refresher().settings.token_ttl_seconds
+    now = time.time()
+    expires_at = now + refresher().settings.token_ttl_seconds
+    token = _serializer().dumps({"k": "s", "i": _new_session_id(), "t": now, "e": expires_at,
+                                 "p": _password_mark()[:12]})
+    return token, expires_at
+
+
+def _new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _session(session_id, begun_at, expires_at, browser: bool = False) -> Session | None:
+    """The session these values describe, if it is still going: not expired,
+    not ended early. (Tokens from before sessions had ids carry none: refused.)"""
+    if not isinstance(session_id, str) or not 16 <= len(session_id) <= 64:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (begun_at, expires_at)):
+        return None
+    if time.time() >= expires_at or refresher().store.session_ended(session_id, begun_at):
+        return None
+    return Session(session_id, float(begun_at), float(expires_at), browser)
 
 
 def _verify_session_token(token: str) -> Caller | None:
@@ -117,7 +156,21 @@ def _verify_session_token(token: str) -> Caller | None:
     mark = payload.get("p")
     if not isinstance(mark, str) or not hmac.compare_digest(mark, _password_mark()[:12]):
         return None
-    return Caller("session")
+    found = _session(payload.get("i"), payload.get("t"), payload.get("e"))
+    return Caller("session", session=found) if found else None
+
+
+def end_session(ended: Session) -> None:
+    """Sign-out: this session stops working on every worker and host at once."""
+    refresher().store.end_session(ended.id, ended.expires_at, time.time())
+    g.pop(_BROWSER_SESSION, None)
+
+
+def end_every_session() -> None:
+    """Every session begun until now, by token or browser, stops working.
+    API tokens are not sessions: they stay until revoked."""
+    refresher().store.end_every_session(time.time())
+    g.pop(_BROWSER_SESSION, None)
 
 
 # --- API tokens ------------------------------------------------------------------------
@@ -160,9 +213,12 @@ def clean_token_name(name) -> str | None:
 
 # --- browser sessions (the web form) ---------------------------------------------
 
+_SESSION_ID = "sessionId"
 _SIGNED_IN_AT = "signedInAt"
+_EXPIRES_AT = "expiresAt"
 _PASSWORD_MARK = "passwordMark"
 _CSRF = "csrf"
+_BROWSER_SESSION = "refresher_browser_session"  # in flask.g: checked once per request
 
 
 def _password_mark() -> str:
@@ -187,33 +243,57 @@ def csrf_token_matches(candidate: str | None) -> bool:
 
 
 def sign_in_browser() -> None:
-    """Mark this browser as signed in, with a fresh CSRF token."""
+    """Mark this browser as signed in, with a new session id and a fresh CSRF token."""
+    now = time.time()
     session.clear()
     session.permanent = True
-    session[_SIGNED_IN_AT] = time.time()
+    session[_SESSION_ID] = _new_session_id()
+    session[_SIGNED_IN_AT] = now
+    session[_EXPIRES_AT] = now + refresher().settings.token_ttl_seconds
     session[_PASSWORD_MARK] = _password_mark()
     session[_CSRF] = secrets.token_urlsafe(32)
+    g.pop(_BROWSER_SESSION, None)
 
 
 def sign_out_browser() -> None:
+    """End the browser's session on the server (a copy of the cookie kept
+    elsewhere is worthless from now on), then forget it in the browser."""
+    signed_in = browser_session()
+    if signed_in is not None:
+        end_session(signed_in)
     session.clear()
+    g.pop(_BROWSER_SESSION, None)
+
+
+def browser_session() -> Session | None:
+    """The browser's session when it is signed in; None otherwise."""
+    if _BROWSER_SESSION not in g:
+        setattr(g, _BROWSER_SESSION, _read_browser_session())
+    return g.get(_BROWSER_SESSION)
+
+
+def _read_browser_session() -> Session | None:
+    signed_in_at = session.get(_SIGNED_IN_AT)
+    if not isinstance(signed_in_at, (int, float)):
+        return None
+    if time.time() - signed_in_at > refresher().settings.token_ttl_seconds:
+        return None
+    if not hmac.compare_digest(str(session.get(_PASSWORD_MARK, "")).encode(), _password_mark().encode()):
+        return None
+    return _session(session.get(_SESSION_ID), signed_in_at, session.get(_EXPIRES_AT), browser=True)
 
 
 def browser_signed_in() -> bool:
-    signed_in_at = session.get(_SIGNED_IN_AT)
-    if not isinstance(signed_in_at, (int, float)):
-        return False
-    if time.time() - signed_in_at > refresher().settings.token_ttl_seconds:
-        return False
-    return hmac.compare_digest(str(session.get(_PASSWORD_MARK, "")).encode(), _password_mark().encode())
+    return browser_session() is not None
 
 
 def _browser_caller() -> Caller | None:
-    if not browser_signed_in():
+    signed_in = browser_session()
+    if signed_in is None:
         return None
     if request.method not in SAFE_METHODS and not csrf_token_matches(request.headers.get(CSRF_HEADER)):
         raise Rejected(403, f"this request needs the page's {CSRF_HEADER} header; reload the page and try again")
-    return Caller("session")
+    return Caller("session", session=signed_in)
 
 
 class BearerOrBrowserAuth(HTTPTokenAuth):

@@ -92,6 +92,50 @@ def test_token_signed_with_another_secret_is_refused(tmp_path, client):
     assert client.get("/api/jobs", headers=login(other)).status_code == 401
 
 
+
+def test_sign_out_ends_the_session_token_at_once(client):
+    mine, other = login(client), login(client)
+    assert client.delete("/api/auth").status_code == 401, "no token"
+    assert client.delete("/api/auth", headers={"Authorization": "Bearer garbage"}).status_code == 401
+    r = client.delete("/api/auth", headers=mine)
+    assert r.status_code == 204 and r.get_data() == b""
+    for method, url in [("get", "/api/jobs"), ("post", "/api/tokens"), ("delete", "/api/auth")]:
+        r = getattr(client, method)(url, headers=mine, json={"name": "x"})
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), url
+    assert client.get("/api/jobs", headers=other).status_code == 200, "only that session ended"
+
+
+def test_sign_out_everywhere_ends_every_session_on_every_host_but_not_api_tokens(tmp_path, database):
+    # two hosts (each its own DATA_DIR) on one database, on each engine
+    first, second = (create_app(make_settings(tmp_path / name, database_url=database)).test_client()
+                     for name in ("first", "second"))
+    mine, other = login(first), login(second)
+    api_token = first.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()["token"]
+    api = {"Authorization": f"Bearer {api_token}"}
+    third = login(first)
+    assert first.delete("/api/auth", headers=third).status_code == 204
+    assert second.get("/api/jobs", headers=third).status_code == 401, "ended on one host, refused on the other"
+    assert second.get("/api/jobs", headers=mine).status_code == 200
+    assert first.delete("/api/auth?all=1", headers=api).status_code == 403, "an API token is no session"
+    assert first.delete("/api/auth?all=maybe", headers=mine).status_code == 400
+    assert second.delete("/api/auth?all=1", headers=other).status_code == 204
+    for client in (first, second):
+        for headers in (mine, other):
+            assert client.get("/api/jobs", headers=headers).status_code == 401
+        assert client.get("/api/jobs", headers=api).status_code == 200, "API tokens are revoked one by one"
+    fresh = login(first)
+    assert second.get("/api/jobs", headers=fresh).status_code == 200, "a new sign-in works at once"
+
+
+def test_a_session_token_is_good_until_the_end_it_was_given(tmp_path):
+    data = tmp_path / "data"
+    short = create_app(make_settings(data, token_ttl_seconds=1)).test_client()
+    headers = login(short)
+    longer = create_app(make_settings(data, token_ttl_seconds=3600)).test_client()
+    assert longer.get("/api/jobs", headers=headers).status_code == 200
+    time.sleep(1.1)
+    assert longer.get("/api/jobs", headers=headers).status_code == 401, "a longer TTL later does not extend it"
+
 def test_unknown_job_is_404(client):
     headers = login(client)
     for method, url in [("get", "/api/jobs/nope"), ("post", "/api/jobs/nope/cancel"),
@@ -157,6 +201,29 @@ def test_accepted_upload_shape(app, client, media):
     default = _upload(client, headers, [(open(media["clip"], "rb"), "x.mp4")]).get_json()
     assert default["variationsPerVideo"] == 5 and default["seed"]
 
+
+
+def test_files_behind_the_password_are_never_kept_by_shared_caches(app, client, media):
+    headers = login(client)
+    job_id = _upload(client, headers, [(open(media["clip"], "rb"), "ad.mp4")], variations="1").get_json()["jobId"]
+    # the output as the encoder would leave it (no encoder runs in this app)
+    store, data_dir = Store.shared(app.extensions["refresher"].settings.database), app.extensions["refresher"].settings.data_dir
+    [(output_id, output_path)] = sql(store, "SELECT id, output_path FROM variations WHERE job_id = ?", job_id)
+    (data_dir / output_path).parent.mkdir(parents=True, exist_ok=True)
+    (data_dir / output_path).write_bytes(media["clip"].read_bytes())
+    sql(store, "UPDATE variations SET status = 'completed', size = ? WHERE id = ?",
+        media["clip"].stat().st_size, output_id)
+    sql(store, "UPDATE jobs SET status = 'completed', progress = 100, finished_at = ? WHERE id = ?",
+        time.time(), job_id)
+
+    for url, extra in [(f"/api/jobs/{job_id}/outputs/{output_id}", {}),
+                       (f"/api/jobs/{job_id}/outputs/{output_id}", {"Range": "bytes=0-99"}),
+                       (f"/api/jobs/{job_id}/thumbnail", {}), (f"/api/jobs/{job_id}/download", {})]:
+        r = client.get(url, headers={**headers, **extra})
+        assert r.status_code in (200, 206), (url, r.status_code)
+        cache_control = {d.strip().split("=")[0] for d in r.headers["Cache-Control"].split(",")}
+        assert "private" in cache_control and "public" not in cache_control, (url, r.headers["Cache-Control"])
+        assert {"authorization", "cookie"} <= {v.strip().lower() for v in r.headers["Vary"].split(",")}, url
 
 def test_ids_never_look_like_command_line_options():
     ids = [new_id() for _ in range(5000)]

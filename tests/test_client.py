@@ -185,6 +185,15 @@ def test_login_saves_a_private_token(gunicorn_server, client_env):
     assert r.returncode == 0 and set(json.loads(r.stdout)) == {"token", "expiresAt"}
 
 
+    saved = token_file.read_text().strip()
+    r = run(env, "logout")
+    assert r.returncode == 0 and "signed out" in r.stderr and not token_file.exists()
+    gone = server.session.get(f"{server.url}/api/jobs", headers={"Authorization": f"Bearer {saved}"})
+    assert gone.status_code == 401, "the session ended on the server, not only on this machine"
+    r = run({**env, "REFRESHER_TOKEN": saved}, "logout")
+    assert r.returncode == 5 and "HTTP 401" in one_line(r.stderr)
+
+
 def _submit_long_job(env, media, *extra, **popen) -> tuple[subprocess.Popen, str]:
     """Start `submit --wait` on a job that runs for a while; return it and the job id."""
     proc = start(env, "submit", media["long"], "-n", 12, "--wait", *extra, **popen)

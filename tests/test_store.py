@@ -10,6 +10,15 @@ from refresher.store import Store, new_id
 from .conftest import sql
 
 
+def newest_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", "refresher.store:migrations")
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def _migrate(db_path, start) -> None:
     start.wait()
     Store(db_path).migrate()
@@ -32,7 +41,7 @@ def test_processes_starting_together_all_migrate_a_fresh_database(tmp_path):
         assert [p.exitcode for p in processes] == [0] * 6
         store = Store(db_path)
         assert sql(store, "PRAGMA journal_mode") == [("wal",)]
-        assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
+        assert sql(store, "SELECT version_num FROM alembic_version") == [(newest_revision(),)]
         store.close()
 
 
@@ -75,7 +84,7 @@ def test_a_database_from_before_alembic_is_adopted_with_its_data(tmp_path):
         conn.executescript(LEGACY_SCHEMA)
     store = Store(db_path)
     store.migrate()
-    assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert sql(store, "SELECT version_num FROM alembic_version") == [(newest_revision(),)]
     assert not sql(store, "SELECT name FROM sqlite_master WHERE name = 'schema_version'")
     assert [t["name"] for t in store.list_api_tokens()] == ["nightly"]
     job = store.get_job("old-job")
@@ -210,6 +219,26 @@ def test_tokens_and_rate_limits(database):
     assert store.rate_limit_incr("k", 60, 1, now + 61) == 1, "a new window"
     assert store.rate_limit_clear() == 1
 
+
+
+def test_ended_sessions(database):
+    store = Store(database)
+    store.migrate()
+    now = time.time()
+    assert not store.session_ended("s1", now - 10)
+    store.end_session("s1", now + 100, now)
+    store.end_session("s1", now + 100, now)  # ending twice is harmless
+    assert store.session_ended("s1", now - 10) and not store.session_ended("s2", now - 10)
+
+    store.end_every_session(now + 1)
+    assert store.session_ended("s2", now - 10) and store.session_ended("s3", now + 1)
+    assert not store.session_ended("s4", now + 2), "a session begun afterwards is unaffected"
+    store.end_every_session(now - 50)  # a slower call that began earlier does not move the mark back
+    assert store.session_ended("s2", now - 10)
+
+    store.end_session("s5", now + 300, now + 200)  # s1 has expired by now: its row goes
+    rows = dict(sql(store, "SELECT id, expires_at FROM ended_sessions"))
+    assert rows == {"s5": now + 300, "*": None}
 
 def test_the_queue_cap_holds_under_concurrent_creation(database):
     """Twelve creations at once with room for two: exactly two get in."""

@@ -59,6 +59,19 @@ def test_token_lifecycle(client, session):
     assert r.status_code == 404 and "error" in r.get_json()
 
 
+
+def test_an_api_token_may_revoke_only_itself(client, session):
+    mine, other = create(client, session, "mine"), create(client, session, "other")
+    r = client.delete(f"/api/tokens/{other['id']}", headers=bearer(mine["token"]))
+    assert r.status_code == 403 and "only itself" in r.get_json()["error"]
+    r = client.delete("/api/tokens/unknown", headers=bearer(mine["token"]))
+    assert r.status_code == 403, "nor does it learn which ids exist"
+    assert client.get("/api/jobs", headers=bearer(other["token"])).status_code == 200, "the other still works"
+
+    assert client.delete(f"/api/tokens/{mine['id']}", headers=bearer(mine["token"])).status_code == 204
+    assert client.get("/api/jobs", headers=bearer(mine["token"])).status_code == 401
+    assert [t["id"] for t in client.get("/api/tokens", headers=session).get_json()] == [other["id"]]
+
 def test_secrets_are_random_and_recognizable(client, session):
     secrets = {create(client, session, f"t{i}")["token"] for i in range(5)}
     assert len(secrets) == 5

@@ -120,6 +120,17 @@ def test_failed_sign_ins_are_throttled_and_successful_ones_are_not(client):
     assert r.mimetype == "text/html" and "Retry-After" in r.headers
 
 
+
+def test_the_form_and_the_api_share_one_budget_of_failed_sign_ins(client):
+    for _ in range(5):
+        assert sign_in(client, "wrong").status_code == 401
+        assert client.post("/api/auth", json={"password": "wrong"}).status_code == 401
+    # ten failures in all, half on each route: both are now closed
+    assert sign_in(client, "wrong").status_code == 429
+    r = client.post("/api/auth", json={"password": "wrong"})
+    assert r.status_code == 429 and r.is_json and "Retry-After" in r.headers
+    assert client.post("/api/auth", json={"password": PASSWORD}).status_code == 429, "until the window ends"
+
 def test_sign_out_needs_the_token_and_ends_the_session(client):
     token = signed_in_token(client)
     assert client.post("/logout").status_code == 400
@@ -129,6 +140,40 @@ def test_sign_out_needs_the_token_and_ends_the_session(client):
     assert client.get("/api/jobs").status_code == 401
     assert client.get("/").status_code == 302
 
+
+
+def test_sign_out_ends_the_session_on_the_server_too(app, client):
+    token = signed_in_token(client)
+    kept = client.get_cookie("refresher_session").value  # e.g. stolen, or a second tab's copy
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("refresher_session", kept)
+    assert thief.get("/api/jobs").status_code == 401
+    r = thief.post("/api/tokens", json={"name": "x"}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 401
+    assert thief.get("/").status_code == 302
+
+
+def test_the_page_session_can_sign_out_through_the_api(app, client):
+    token = signed_in_token(client)
+    kept = client.get_cookie("refresher_session").value
+    assert client.delete("/api/auth").status_code == 403, "a cookie needs the CSRF header"
+    assert client.get("/api/jobs").status_code == 200
+    assert client.delete("/api/auth", headers={"X-CSRF-Token": token}).status_code == 204
+    assert client.get("/api/jobs").status_code == 401
+    thief = app.test_client()
+    thief.set_cookie("refresher_session", kept)
+    assert thief.get("/api/jobs").status_code == 401
+
+
+def test_ending_every_session_signs_out_browsers_and_tokens(app, client):
+    other_browser = app.test_client()
+    signed_in_token(other_browser)
+    headers = bearer(client)
+    assert client.delete("/api/auth?all=1", headers=headers).status_code == 204
+    assert other_browser.get("/api/jobs").status_code == 401 and other_browser.get("/").status_code == 302
+    signed_in_token(other_browser)
+    assert other_browser.get("/api/jobs").status_code == 200, "signing in again works"
 
 def test_browser_session_expires_with_the_token_lifetime(tmp_path):
     client = create_app(make_settings(tmp_path / "data", token_ttl_seconds=1)).test_client()

@@ -21,6 +21,7 @@ EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 600.0
 MAX_EVENT_STREAMS_PER_PROCESS = 24  # gunicorn runs 32 threads per worker
 _event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS_PER_PROCESS)
+FILE_MAX_AGE = 3600  # seconds a browser may reuse an output or thumbnail without asking
 
 
 @bp.before_request
@@ -128,7 +129,7 @@ def download(job_id: str):
     response = Response(zs, mimetype="application/zip", direct_passthrough=True)
     response.headers["Content-Length"] = str(len(zs))
     response.headers["Content-Disposition"] = f'attachment; filename="refresher-{job_id}.zip"'
-    return response
+    return _private(response)
 
 
 @bp.get("/<job_id>/outputs/<output_id>")
@@ -142,8 +143,8 @@ def output(job_id: str, output_id: str):
     if not path.is_file():
         raise Rejected(404, f"output {output_id} is gone")
     as_attachment = request.args.get("download") in ("1", "true")
-    return send_file(path, mimetype="video/mp4", conditional=True, download_name=v["name"],
-                     as_attachment=as_attachment, max_age=3600)
+    return _private(send_file(path, mimetype="video/mp4", conditional=True, download_name=v["name"],
+                              as_attachment=as_attachment, max_age=FILE_MAX_AGE))
 
 
 @bp.get("/<job_id>/thumbnail")
@@ -153,7 +154,17 @@ def thumbnail(job_id: str):
     path = Path(service.settings.data_dir) / job["thumbnail_path"] if job["thumbnail_path"] else None
     if path is None or not path.is_file():
         raise Rejected(404, f"job {job_id} has no thumbnail")
-    return send_file(path, mimetype="image/webp", conditional=True, max_age=3600)
+    return _private(send_file(path, mimetype="image/webp", conditional=True, max_age=FILE_MAX_AGE))
+
+
+def _private(response: Response) -> Response:
+    """Files that only a signed-in caller may fetch: a browser may keep them
+    (an output never changes), a shared cache or proxy never, and what was
+    fetched with one token or cookie is never replayed for another."""
+    response.cache_control.public = False
+    response.cache_control.private = True
+    response.vary.update(("Authorization", "Cookie"))
+    return response
 
 
 @bp.delete("/<job_id>")

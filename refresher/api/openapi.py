@@ -196,6 +196,22 @@ def spec() -> dict:
                     "401": _err("wrong password"),
                     "429": _err("too many failed attempts from this address"),
                 },
+            }, "delete": {
+                "operationId": "logout",
+                "summary": "Sign out: the session token (or cookie session) that sends this stops working at once",
+                "description": "With all=1, every session ends, by token or browser, this one included; API "
+                               "tokens are not sessions and stay until revoked. A cookie session needs the "
+                               "page's X-CSRF-Token header.",
+                "parameters": [{"name": "all", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["0", "1", "false", "true"]},
+                                "description": "1: end every session, not only this one"}],
+                "responses": {
+                    "204": {"description": "signed out"},
+                    "400": _err("all is neither 1 nor 0"),
+                    "403": _err("called with an API token (revoke it with DELETE /api/tokens/{tokenId}), "
+                                "or a cookie session without its CSRF header"),
+                    **_AUTH_ERRORS,
+                },
             }},
             "/api/tokens": {
                 "post": {
@@ -228,8 +244,11 @@ def spec() -> dict:
             "/api/tokens/{tokenId}": {"delete": {
                 "operationId": "revokeToken",
                 "summary": "Revoke an API token; it stops working at once",
+                "description": "A session may revoke any token; an API token only itself (403 otherwise).",
                 "parameters": [{"name": "tokenId", "in": "path", "required": True, "schema": _ID}],
-                "responses": {"204": {"description": "revoked"}, "404": _err("unknown token"), **_AUTH_ERRORS},
+                "responses": {"204": {"description": "revoked"},
+                              "403": _err("an API token tried to revoke another token"),
+                              "404": _err("unknown token"), **_AUTH_ERRORS},
             }},
             "/api/jobs": {
                 "post": {

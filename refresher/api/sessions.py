@@ -1,10 +1,11 @@
-"""/api/auth: the shared password in exchange for a session token."""
+"""/api/auth: the shared password in exchange for a session token, and
+sign-out (this session, or every session at once)."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, request, session
 
 from .. import auth
-from ..extensions import limiter
+from ..auth import token_auth
 from ..errors import Rejected
 from ..shapes import iso
 
@@ -34,7 +35,7 @@ def _is_utf8(text: str) -> bool:
 
 
 @bp.post("/auth")
-@limiter.limit(auth.LOGIN_LIMIT, deduct_when=lambda response: response.status_code == 401)
+@auth.throttle_failed_sign_ins
 def login():
     password = _password_from_request()
     if not password:
@@ -43,3 +44,23 @@ def login():
         raise Rejected(401, "wrong password")
     token, expires = auth.issue_session_token()
     return {"token": token, "expiresAt": iso(expires)}
+
+
+@bp.delete("/auth")
+@token_auth.login_required
+def logout():
+    """End the session that sent this (a session token or the browser's cookie
+    session); with ?all=1, every session, this one included."""
+    caller = token_auth.current_user()
+    if caller.session is None:
+        raise Rejected(403, "an API token is not a session: revoke it with DELETE /api/tokens/<id>")
+    every = request.args.get("all", "0")
+    if every not in ("0", "1", "false", "true"):
+        raise Rejected(400, "all must be 1 (end every session) or 0 (this one)")
+    if every in ("1", "true"):
+        auth.end_every_session()
+    else:
+        auth.end_session(caller.session)
+    if caller.session.browser:
+        session.clear()  # and the browser forgets its cookie
+    return "", 204

@@ -1,5 +1,7 @@
 """/api/tokens: named, revocable API tokens for scripts; only a session (the
-password holder) may create them, and the secret is shown once."""
+password holder) may create them or revoke any of them, and the secret is
+shown once. An API token may revoke only itself (a leaked one cannot lock the
+team's scripts out)."""
 from __future__ import annotations
 
 import time
@@ -42,6 +44,9 @@ def list_tokens():
 
 @bp.delete("/<token_id>")
 def revoke_token(token_id: str):
+    caller = token_auth.current_user()
+    if caller.kind != "session" and caller.token_id != token_id:
+        raise Rejected(403, "an API token may revoke only itself; sign in with the password to revoke others")
     if not refresher().store.delete_api_token(token_id):
         raise Rejected(404, f"no API token with id {token_id[:64]!r}")
     return "", 204

@@ -2,7 +2,11 @@
 straight into a staging folder under DATA_DIR/incoming (never whole in
 memory, never outside DATA_DIR), each capped at MAX_UPLOAD_MB from the first
 byte past the limit. The staging folder is removed when the request ends,
-whatever happened, so a rejected request leaves nothing behind."""
+whatever happened, so a rejected request leaves nothing behind.
+
+The parser also counts the parts as they arrive: the eleventh file, or one
+text field too many, ends the request with a 400 naming the limit (Werkzeug's
+own MAX_FORM_PARTS check would answer 413, which reads as "too large")."""
 from __future__ import annotations
 
 import io
@@ -13,13 +17,15 @@ from pathlib import Path
 
 from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser, MultiPartParser
 
-from .. import intake, lifecycle
+from .. import intake, lifecycle, limits
 from ..errors import Rejected
 from ..extensions import refresher
 from ..names import display_name
 
 STAGING_KEY = "refresher.staging"
+STREAMS_KEY = "refresher.staged-streams"
 
 
 class _CappedFile(io.BufferedRandom):
@@ -40,8 +46,46 @@ class _CappedFile(io.BufferedRandom):
         return super().write(data)
 
 
+class _CountingMultiPartParser(MultiPartParser):
+    """Werkzeug's streaming multipart parser, stopping at the first part over
+    the limits: more than MAX_FILES files, or more than `max_fields` text
+    fields (each is held in memory, up to MAX_FORM_MEMORY_SIZE)."""
+
+    def __init__(self, *args, max_fields: int | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_fields = max_fields
+        self.files = self.fields = 0
+
+    def start_file_streaming(self, event, total_content_length):
+        self.files += 1
+        if self.files > limits.MAX_FILES:
+            raise Rejected(400, f"too many files: at most {limits.MAX_FILES} files per job")
+        return super().start_file_streaming(event, total_content_length)
+
+    def get_part_charset(self, headers):
+        # Called once for each text field, as soon as it has been read.
+        self.fields += 1
+        if self.max_fields is not None and self.fields > self.max_fields:
+            raise Rejected(400, f"too many form fields: at most {self.max_fields}")
+        return super().get_part_charset(headers)
+
+
+class _FormDataParser(FormDataParser):
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        parser = _CountingMultiPartParser(stream_factory=self.stream_factory,
+                                          max_form_memory_size=self.max_form_memory_size, cls=self.cls,
+                                          max_fields=self.max_form_parts)
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
 class UploadRequest(Request):
     """Flask's request, with file parts written to DATA_DIR/incoming/<random>/."""
+
+    form_data_parser_class = _FormDataParser
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         settings = refresher().settings
@@ -51,14 +95,16 @@ class UploadRequest(Request):
             staging.mkdir(parents=True, exist_ok=True)
             self.environ[STAGING_KEY] = staging
         path = staging / f"part{len(os.listdir(staging))}"
-        return _CappedFile(path, settings.max_upload_bytes, filename)
+        stream = _CappedFile(path, settings.max_upload_bytes, filename)
+        # kept here too: a request refused while parsing never sets request.files
+        self.environ.setdefault(STREAMS_KEY, []).append(stream)
+        return stream
 
 
 def remove_staging(exc: BaseException | None = None) -> None:
     """teardown_request: close the parts and remove the staging folder."""
-    if "files" in request.__dict__:
-        for upload in request.files.values():
-            upload.close()
+    for stream in request.environ.pop(STREAMS_KEY, []):
+        stream.close()
     staging = request.environ.pop(STAGING_KEY, None)
     if staging is not None:
         shutil.rmtree(staging, ignore_errors=True)

@@ -106,6 +106,10 @@ class Server:
         """{"token", "expiresAt"} for the shared password."""
         return self._json(self._request("POST", "/api/auth", authenticated=False, json={"password": password}))
 
+    def logout(self, every_session: bool = False) -> None:
+        """End this token's session on the server (with `every_session`, every session)."""
+        self._request("DELETE", "/api/auth", params={"all": "1"} if every_session else None)
+
     def check_token(self) -> None:
         """A cheap authenticated call, so a bad token fails before a long upload."""
         self._request("GET", "/api/jobs", params={"limit": 1})

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read the password from the first line of stdin")
     login.set_defaults(run=commands.login, needs_token=False)
 
+    logout = command("logout", "end the token's session on the server at once, and forget it if it was saved")
+    logout.add_argument("--all", action="store_true", help="end every session (every browser and session token), "
+                                                           "not only this one; API tokens stay")
+    logout.set_defaults(run=commands.logout)
+
     submit = command("submit", f"upload 1-{limits.MAX_FILES} MP4/MOV files as a new job; prints the job id")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("-n", "--variations", type=_variations, default=5, metavar="N",

@@ -136,6 +136,18 @@ def login(args, server: Server, reporter: Reporter, out: Output) -> int:
     return OK
 
 
+def logout(args, server: Server, reporter: Reporter, out: Output) -> int:
+    server.logout(every_session=args.all)
+    forgotten = credentials.forget_token(server.token)
+    if forgotten is not None:
+        reporter.note(f"signed out; removed the token saved in {forgotten}")
+    else:
+        reporter.note("signed out" + (": every session has ended" if args.all else ""))
+    out.result({"signedOut": True, "allSessions": args.all,
+                "removed": str(forgotten) if forgotten else None}, None)
+    return OK
+
+
 def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     paths = [Path(p) for p in args.files]
     for path in paths:

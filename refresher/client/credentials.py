@@ -50,3 +50,12 @@ def save_token(token: str) -> Path:
         os.unlink(temp)
         raise
     return path
+
+
+def forget_token(token: str) -> Path | None:
+    """Delete the saved token if it is this one; the file's path if it was."""
+    if saved_token() != token:
+        return None
+    path = token_file()
+    path.unlink(missing_ok=True)
+    return path

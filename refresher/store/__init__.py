@@ -31,7 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .. import rules
-from .schema import api_tokens, hosts, jobs, metadata, rate_limits, secrets, source_files, variations
+from .schema import (api_tokens, ended_sessions, hosts, jobs, metadata, rate_limits, secrets, source_files,
+                     variations)
 
 Error = sa.exc.SQLAlchemyError          # what a caller catches when the database fails
 OperationalError = sa.exc.OperationalError
@@ -40,6 +41,7 @@ _MIGRATION_LOCK = 7_402_118_001          # PostgreSQL advisory lock keys of this
 _JOB_CREATION_LOCK = 7_402_118_002
 _CLUSTER_LOCKS = {"cleanup": 7_402_118_010}
 _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
+EVERY_SESSION = "*"                      # the ended_sessions row that ends every session begun before it
 
 
 class QueueFull(Exception):
@@ -652,3 +654,34 @@ class Store:
     def delete_api_token(self, token_id: str) -> bool:
         with self.writing() as conn:
             return conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id)).rowcount == 1
+
+    # --- sessions ended before they expire (sign-out) --------------------------------------------
+    def end_session(self, session_id: str, expires_at: float, now: float) -> None:
+        """The session stops working everywhere at once; its row goes once the
+        session would have expired anyway (rows of expired sessions go here
+        too, so the table stays as small as the sessions still alive)."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self.writing() as conn:
+            conn.execute(delete(ended_sessions).where(ended_sessions.c.expires_at <= now))
+            conn.execute(dialect_insert(ended_sessions)
+                         .values(id=session_id, ended_at=now, expires_at=expires_at)
+                         .on_conflict_do_nothing(index_elements=[ended_sessions.c.id]))
+
+    def end_every_session(self, now: float) -> None:
+        """Every session begun until now stops working; later ones are unaffected.
+        One row, kept for good (a later, shorter TOKEN_TTL_SECONDS must not
+        bring back a session it ended)."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(ended_sessions).values(id=EVERY_SESSION, ended_at=now, expires_at=None)
+        later = statement.excluded.ended_at > ended_sessions.c.ended_at  # two at once: the later one holds
+        with self.writing() as conn:
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[ended_sessions.c.id],
+                set_={"ended_at": sa.case((later, statement.excluded.ended_at), else_=ended_sessions.c.ended_at)}))
+
+    def session_ended(self, session_id: str, begun_at: float) -> bool:
+        """Whether this session was ended, on its own or with every other."""
+        with self.reading() as conn:
+            rows = conn.execute(select(ended_sessions.c.id, ended_sessions.c.ended_at).where(
+                ended_sessions.c.id.in_([session_id, EVERY_SESSION]))).all()
+        return any(r.id == session_id or r.ended_at >= begun_at for r in rows)

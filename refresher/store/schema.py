@@ -108,3 +108,13 @@ secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# since revision 0004
+ended_sessions = Table(
+    "ended_sessions", metadata,
+    # a session's id, or "*": every session begun at or before ended_at
+    Column("id", Text, primary_key=True),
+    Column("ended_at", Float, nullable=False),
+    # the session would have expired by then, so the row may go ("*": never)
+    Column("expires_at", Float),
+)

@@ -1,9 +1,11 @@
 """Signing a browser in and out with the shared password.
 
 A successful sign-in marks Flask's signed cookie session (HttpOnly,
-SameSite=Lax, valid TOKEN_TTL_SECONDS from the sign-in). Both forms carry the
-session's CSRF token. Failed attempts are throttled per address, like
-POST /api/auth; successful ones never count.
+SameSite=Lax, valid TOKEN_TTL_SECONDS from the sign-in) with a session id;
+signing out ends that session on the server, so a copy of the cookie kept
+elsewhere stops working too. Both forms carry the
+session's CSRF token. Failed attempts are throttled per address, on the same
+budget as POST /api/auth; successful ones never count.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from flask import redirect, render_template, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 from .. import auth
-from ..extensions import limiter
 from . import bp
 
 MAX_PASSWORD_LENGTH = 1024
@@ -77,7 +78,7 @@ def _login_page(error: str | None, status: int, next_url: str):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(auth.LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code == 401)
+@auth.throttle_failed_sign_ins
 def login():
     next_url = _local_target(request.values.get("next"))
     if request.method == "GET":
