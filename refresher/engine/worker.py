@@ -93,7 +93,8 @@ class EncodeWorker:
                 self.pipe.send(("progress", variation_id, percent))
 
         command = fx.encode_command(self.binary, self.data_dir / task["upload_path"], partial, effects,
-                                    media["width"], media["height"], media["hasAudio"], media.get("audioCodec"))
+                                    media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
+                                    duration=task.get("duration"))
         try:
             result = ffmpeg.run_ffmpeg(command, should_stop=should_stop, on_start=on_start,
                                        on_progress=on_progress, stall_seconds=self.stall_seconds)
