@@ -97,7 +97,8 @@ def main() -> None:
                 info = ffmpeg.probe(FFMPEG, source)
                 for o in f["outputs"]:
                     cmd = fx.encode_command(FFMPEG, source, work / f"replay-{o['id']}.mp4", o["effects"],
-                                            info.width, info.height, info.has_audio, info.audio_codec)
+                                            info.width, info.height, info.has_audio, info.audio_codec,
+                                            duration=info.duration)
                     cost = fx.estimated_cost(o["effects"], info.width, info.height, info.duration)
                     commands.append((cost, cmd))
             commands.sort(key=lambda c: -c[0])
