@@ -104,7 +104,8 @@ def _check_duration(name: str, duration: float | None, longest: float) -> None:
     if duration is None:
         raise Rejected(415, f"{name} does not say how long it is; send MP4 or MOV videos", file=name)
     if duration > longest:
-        raise Rejected(400, f"{name} is {duration:.0f} s long; the longest accepted is {longest:g} s "
+        shown = f"{duration:.0f}" if round(duration) > longest else f"{duration:.2f}"  # never "300 s; at most 300 s"
+        raise Rejected(400, f"{name} is {shown} s long; the longest accepted is {longest:g} s "
                             f"(MAX_DURATION_SECONDS)", file=name)
 
 
