@@ -141,12 +141,16 @@ def main() -> None:
     print(f"{args.uploads} uploads at once: peak summed RSS of their ffmpeg probes (most running at once)")
     print(f"  baseline  {args.size} MJPEG ({hostile.stat().st_size / 1e6:.1f} MB), old probe command   : "
           f"{old.peak_mb:7.1f} MB  ({old.most} at once)")
-    print(f"  service   {args.size} MJPEG, POST /api/jobs → {refused_codes[0]}×{len(refused_codes)}"
-          f"{'' if len(set(refused_codes)) == 1 else ' ' + str(refused_codes)}  : "
+    print(f"  service   {args.size} MJPEG, POST /api/jobs → {answers(refused_codes)}  : "
           f"{refused.peak_mb:7.1f} MB  ({refused.most} at once, {refused_seconds:.1f} s)")
     print(f"  service   7680x4320 H.264 ({legit.stat().st_size / 1e6:.1f} MB), POST /api/jobs → "
-          f"{accepted_codes[0]}×{len(accepted_codes)}{'' if len(set(accepted_codes)) == 1 else ' ' + str(accepted_codes)}"
-          f" : {accepted.peak_mb:7.1f} MB  ({accepted.most} at once, {accepted_seconds:.1f} s)")
+          f"{answers(accepted_codes)} : {accepted.peak_mb:7.1f} MB  ({accepted.most} at once, "
+          f"{accepted_seconds:.1f} s)")
+
+
+def answers(codes: list[int]) -> str:
+    """'415×8', or every code when they differ."""
+    return f"{codes[0]}×{len(codes)}" if len(set(codes)) == 1 else " ".join(map(str, codes))
 
 
 if __name__ == "__main__":

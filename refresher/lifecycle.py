@@ -177,7 +177,8 @@ def estimate_output_bytes(duration: float, width: int, height: int, has_audio: b
 def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
     """The outputs of a job, from each source's duration and picture (its `media`)."""
     return variations_per_video * sum(
-        estimate_output_bytes(f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"], f["media"]["hasAudio"])
+        estimate_output_bytes(f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"],
+                              f["media"]["hasAudio"])
         for f in files)
 
 
@@ -198,8 +199,8 @@ def make_room_for(store: Store, settings: Settings, job: dict) -> str | None:
     room = settings.storage_limit_bytes - directory_size(settings.data_dir)
     if needed > room:
         return (f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
-                f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, and queued "
-                f"and running jobs leave {megabytes(max(0, room))}")
+                f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
+                f"the limit leaves even with every finished job evicted")
     free = free_bytes(settings.data_dir)
     if free < needed:
         return (f"not enough disk space for this job: its outputs need about {megabytes(needed)} "

@@ -50,6 +50,7 @@ PROBE_MEMORY_LIMIT = 1024 * 1024 * 1024
 
 # What libavcodec says when it refuses a picture over -max_pixels.
 _OVERSIZED = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+UP_TO_8K = "videos up to 8K (7680×4320) are accepted"
 
 
 class FFmpegNotFound(RuntimeError):
@@ -64,7 +65,7 @@ class PictureTooLarge(ProbeError):
     """The video has (or declares) a picture larger than 8K."""
 
     def __init__(self, width: int, height: int):
-        super().__init__(f"is {width}×{height}; videos up to 8K (7680×4320) are accepted")
+        super().__init__(f"is {width}×{height}; {UP_TO_8K}")
         self.width, self.height = width, height
 
 
@@ -256,8 +257,7 @@ class RunResult:
 
     def reason(self) -> str:
         if self.too_large is not None:
-            return (f"the video has a {self.too_large.width}×{self.too_large.height} frame; "
-                    f"videos up to 8K (7680×4320) are accepted")
+            return f"the video has a {self.too_large.width}×{self.too_large.height} frame; {UP_TO_8K}"
         tail = " | ".join(line for line in self.stderr_tail[-5:] if line)
         if self.stalled:
             return f"ffmpeg made no progress and was stopped. {tail}".strip()
@@ -308,7 +308,6 @@ def run_ffmpeg(
                     result.stopped = True
                     break
                 if refused:
-                    result.too_large = refused[0]
                     break
                 if stall_seconds and time.monotonic() - last_progress_at > stall_seconds:
                     result.stalled = True
@@ -339,7 +338,7 @@ def run_ffmpeg(
                         last_progress_at = time.monotonic()
                         if on_progress:
                             on_progress(micros / 1e6)
-        if result.stopped or result.stalled or result.too_large:
+        if result.stopped or result.stalled or refused:
             result.stop_stage = stop_process_group(proc, grace)
     finally:
         if proc.poll() is None:  # an exception above: never leave it running
@@ -354,6 +353,8 @@ def run_ffmpeg(
                     pass
     result.returncode = proc.returncode
     result.stderr_tail = list(tail)
+    # read once all of stderr is: a refusal just before ffmpeg ended counts too
+    result.too_large = refused[0] if refused else None
     result.elapsed = time.monotonic() - started
     return result
 
