@@ -55,6 +55,7 @@ def test_every_documented_setting_is_read():
     ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
     ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
     ("HOST_ID", "two words"), ("HOST_TIMEOUT_SECONDS", "0"), ("DATABASE_URL", "postgres://"),
+    ("MAX_DURATION_SECONDS", "0"), ("MAX_DURATION_SECONDS", "5 min"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
