@@ -33,6 +33,7 @@ class Settings:
     max_upload_mb: float = 500
     job_ttl_hours: float = 24
     storage_limit_mb: float = 3072
+    max_duration_seconds: float = 300
     cleanup_interval_seconds: float = 300
     ffmpeg_binary: str | None = None
     database_url: str | None = None
@@ -185,6 +186,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_UPLOAD_MB": ("max_upload_mb", _positive_float),
     "JOB_TTL_HOURS": ("job_ttl_hours", _positive_float),
     "STORAGE_LIMIT_MB": ("storage_limit_mb", _positive_float),
+    "MAX_DURATION_SECONDS": ("max_duration_seconds", _positive_float),
     "CLEANUP_INTERVAL_SECONDS": ("cleanup_interval_seconds", _positive_float),
     "FFMPEG_BINARY": ("ffmpeg_binary", _text),
     "DATABASE_URL": ("database_url", _database_url),

@@ -27,6 +27,7 @@ from . import lifecycle, limits
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
+from .media.slots import ProbeSlots
 from .names import CONTROL_CHARACTERS, safe_stem
 from .store import QueueFull, Store, new_id
 
@@ -79,22 +80,49 @@ def accept_job(store: Store, settings: Settings, binary: str, staged: list[Stage
         raise Rejected(400, f"too many files: {len(staged)} sent, at most {limits.MAX_FILES} per job")
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
+    slots = ProbeSlots(settings.data_dir / "run")
     accepted = []
     for video in staged:
         if video.size == 0:
             raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
         try:
-            info = ffmpeg.probe(binary, video.path)
+            with slots.hold():
+                info = ffmpeg.probe(binary, video.path)
+        except ffmpeg.PictureTooLarge as exc:
+            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
-        if info.width * info.height > limits.MAX_PIXELS:
-            raise Rejected(415, f"{video.name} is {info.width}×{info.height}; videos up to 8K (7680×4320) "
-                                f"are accepted", file=video.name)
+        _check_duration(video.name, info.duration, settings.max_duration_seconds)
         accepted.append({"name": video.name, "size": video.size, "path": video.path, "info": info})
-    return _create_job(store, settings, binary, accepted, variations, seed)
+    _check_storage(settings, accepted, variations)
+    return _create_job(store, settings, binary, slots, accepted, variations, seed)
 
 
-def _create_job(store: Store, settings: Settings, binary: str, accepted: list[dict], variations: int, seed: str) -> dict:
+def _check_duration(name: str, duration: float | None, longest: float) -> None:
+    """Encoding costs CPU in proportion to a source's length, whatever its size
+    in bytes (ten minutes of a still picture fit in 17 KB), so the length is capped."""
+    if duration is None:
+        raise Rejected(415, f"{name} does not say how long it is; send MP4 or MOV videos", file=name)
+    if duration > longest:
+        shown = f"{duration:.0f}" if round(duration) > longest else f"{duration:.2f}"  # never "300 s; at most 300 s"
+        raise Rejected(400, f"{name} is {shown} s long; the longest accepted is {longest:g} s "
+                            f"(MAX_DURATION_SECONDS)", file=name)
+
+
+def _check_storage(settings: Settings, accepted: list[dict], variations: int) -> None:
+    """A job whose sources and outputs alone would not fit under STORAGE_LIMIT_MB
+    is refused now, rather than failing later (and evicting nothing for it)."""
+    outputs = lifecycle.estimate_job_bytes(
+        [{"duration": item["info"].duration, "media": item["info"].as_dict()} for item in accepted], variations)
+    needed = outputs + sum(item["size"] for item in accepted)
+    if needed > settings.storage_limit_bytes:
+        raise Rejected(413, f"this job needs about {lifecycle.megabytes(needed)} (its videos and their variations), "
+                            f"more than the storage limit of {settings.storage_limit_mb:g} MB "
+                            f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos")
+
+
+def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots, accepted: list[dict],
+                variations: int, seed: str) -> dict:
     job_id = new_id()
     folder = lifecycle.job_dir(settings.data_dir, job_id)
     folder.mkdir(parents=True)
@@ -120,8 +148,9 @@ def _create_job(store: Store, settings: Settings, binary: str, accepted: list[di
                              "est_cost": fx.estimated_cost(effects, info.width, info.height, info.duration)})
         thumbnail = f"jobs/{job_id}/thumbnail.webp"
         try:
-            ffmpeg.make_thumbnail(binary, settings.data_dir / files[0]["upload_path"],
-                                  settings.data_dir / thumbnail, files[0]["duration"])
+            with slots.hold():
+                ffmpeg.make_thumbnail(binary, settings.data_dir / files[0]["upload_path"],
+                                      settings.data_dir / thumbnail, files[0]["duration"])
         except (RuntimeError, OSError) as exc:
             log.warning("no thumbnail for job %s: %s", job_id, exc)
             thumbnail = None

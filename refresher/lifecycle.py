@@ -13,6 +13,7 @@ from pathlib import Path
 
 from config.settings import Settings
 
+from .media import effects as fx
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -78,22 +79,33 @@ def disk_too_full(path: Path) -> bool:
 
 
 def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> list[str]:
-    """Delete the oldest finished jobs until DATA_DIR (plus `extra_needed` bytes
-    about to be written) is under STORAGE_LIMIT_MB and the disk under 85 % full.
-    Queued and running jobs are never touched."""
+    """Delete the oldest finished jobs, only as many as it takes for DATA_DIR
+    (plus `extra_needed` bytes about to be written) to be under
+    STORAGE_LIMIT_MB, for `extra_needed` bytes to be free, and for the disk to
+    be under 85 % full. When deleting every finished job would still leave no
+    room for `extra_needed`, nothing is deleted: eviction never makes room for
+    what cannot fit anyway. Queued and running jobs are never touched."""
+    data_dir = settings.data_dir
+    finished = [(job["id"], directory_size(job_dir(data_dir, job["id"])))
+                for job in store.finished_jobs_oldest_first()]
+    used = directory_size(data_dir)
+    if extra_needed and _room_lacking(settings, used, extra_needed) > sum(size for _, size in finished):
+        return []
     evicted = []
-    used = directory_size(settings.data_dir)
-    for job in store.finished_jobs_oldest_first():
-        if used + extra_needed <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir) \
-                and free_bytes(settings.data_dir) >= extra_needed:
+    for job_id, size in finished:
+        if _room_lacking(settings, used, extra_needed) <= 0 and not disk_too_full(data_dir):
             break
-        size = directory_size(job_dir(settings.data_dir, job["id"]))
-        delete_job_everywhere(store, settings.data_dir, job["id"])
+        delete_job_everywhere(store, data_dir, job_id)
         used -= size
-        evicted.append(job["id"])
+        evicted.append(job_id)
     if evicted:
         log.warning("evicted %d finished job(s) to free space", len(evicted))
     return evicted
+
+
+def _room_lacking(settings: Settings, used: int, extra_needed: int) -> int:
+    """Bytes to delete before `extra_needed` more fit under STORAGE_LIMIT_MB and on the disk."""
+    return max(used + extra_needed - settings.storage_limit_bytes, extra_needed - free_bytes(settings.data_dir))
 
 
 def sweep_temporaries(store: Store, settings: Settings, running: set[str] = frozenset(),
@@ -137,37 +149,62 @@ def sweep_temporaries(store: Store, settings: Settings, running: set[str] = froz
     return removed
 
 
-# What an output of ordinary footage takes at the encoder's CRF: about
-# 2.5 Mb/s of video at 720p (bench/quality.py: 1.8 Mb/s at 640x360, 4.2 Mb/s
-# for a low-bitrate 1280x720 source), + 128 kb/s audio; with room for the
-# moov rewrite of +faststart and a margin. It is an estimate, not a bound:
-# the encoder's cap grows with the picture (24.9 Mb/s at 1080x1920), and a
-# job that fills the disk after all fails with a clear error.
-OUTPUT_BYTES_PER_SECOND = (2_500_000 + 128_000) / 8
-SPACE_MARGIN = 1.5
-UNKNOWN_DURATION_SECONDS = 600
+# What an output takes, per second: the encoder's CRF decides, under a cap of
+# 12 bit/s per output pixel (effects.MAXRATE_BITS_PER_PIXEL: 24.9 Mb/s at
+# 1080x1920). Measured at that CRF (BENCHMARKS.md): real footage 4.5 to 7.7
+# bit/s per pixel (1280x720, 640x360, 640x272), lavfi's testsrc2 9.8, a
+# detailed 1080x1920 clip at the cap. So the estimate takes 10 per pixel, with
+# a floor for tiny pictures, where every frame's headers and index entries
+# cost more than its pixels (a 16x16 picture at 60 fps), and copied AAC audio
+# at up to 192 kb/s. It is an estimate, not a bound: a job whose pictures are
+# all detail can still outgrow it, and a job that fills the disk after all
+# fails with a clear error.
+ESTIMATE_BITS_PER_PIXEL = 10
+MIN_VIDEO_BITS_PER_SECOND = 100_000
+AUDIO_BITS_PER_SECOND = 192_000
+UNKNOWN_DURATION_SECONDS = 600  # jobs accepted before a source had to state its length
+
+
+def estimate_output_bytes(duration: float, width: int, height: int, has_audio: bool) -> int:
+    """About how large one variation of a width×height source of `duration` seconds will be."""
+    out_w, out_h = fx.output_size(width, height)
+    bits = max(MIN_VIDEO_BITS_PER_SECOND, ESTIMATE_BITS_PER_PIXEL * out_w * out_h)
+    if has_audio:
+        bits += AUDIO_BITS_PER_SECOND
+    return int(duration * bits / 8)
 
 
 def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
-    seconds = sum((f["duration"] or UNKNOWN_DURATION_SECONDS) for f in files)
-    return int(seconds * variations_per_video * OUTPUT_BYTES_PER_SECOND * SPACE_MARGIN)
+    """The outputs of a job, from each source's duration and picture (its `media`)."""
+    return variations_per_video * sum(
+        estimate_output_bytes(f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"],
+                              f["media"]["hasAudio"])
+        for f in files)
 
 
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.0f} MB"
+
+
 def make_room_for(store: Store, settings: Settings, job: dict) -> str | None:
     """Before a job starts: evict finished jobs if its outputs would push the
-    data directory over its limits; return a reason if the disk cannot hold them."""
+    data directory over its limits; return a reason if they cannot fit, in
+    which case nothing was evicted."""
     needed = estimate_job_bytes(store.get_job_files(job["id"]), job["variations_per_video"])
-    if free_bytes(settings.data_dir) < needed or \
-            directory_size(settings.data_dir) + needed > settings.storage_limit_bytes:
-        evict_for_space(store, settings, extra_needed=needed)
+    evict_for_space(store, settings, extra_needed=needed)
+    room = settings.storage_limit_bytes - directory_size(settings.data_dir)
+    if needed > room:
+        return (f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
+                f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
+                f"the limit leaves even with every finished job evicted")
     free = free_bytes(settings.data_dir)
     if free < needed:
-        return (f"not enough disk space for this job: its outputs need about {needed / 1e6:.0f} MB "
-                f"and only {free / 1e6:.0f} MB are free")
+        return (f"not enough disk space for this job: its outputs need about {megabytes(needed)} "
+                f"and only {megabytes(free)} are free")
     return None
 
 

@@ -70,7 +70,31 @@ def media(tmp_path_factory) -> dict[str, Path]:
     _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(m["mkv"]))
     m["truncated"] = d / "truncated.mp4"
     m["truncated"].write_bytes(m["clip"].read_bytes()[:2000])
+    m["endless"] = d / "endless.mp4"  # an hour of a 16×16 still: 95 KB, hours of CPU at 1080p
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=16x16:rate=1:duration=3600", "-c:v", "libx264",
+            "-g", "3600", "-pix_fmt", "yuv420p", str(m["endless"]))
     return m
+
+
+@pytest.fixture(scope="session")
+def frame_over_8k(tmp_path_factory) -> dict[str, Path]:
+    """MJPEG MOVs of 160×120 frames but one of 7700×4400, which their stream
+    header does not announce: at 3 s ("early", within what a probe reads) and
+    at 10 s ("late", past it)."""
+    d = tmp_path_factory.mktemp("frame-over-8k")
+    small, large = d / "small.jpg", d / "large.jpg"
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=160x120", "-frames:v", "1", "-update", "1", str(small))
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=7700x4400", "-frames:v", "1", "-q:v", "31",
+            "-update", "1", str(large))
+    made = {}
+    for name, before in (("early", 3), ("late", 10)):
+        frames = d / name
+        frames.mkdir()
+        for index in range(before + 5):
+            (frames / f"{index:03d}.jpg").write_bytes((large if index == before else small).read_bytes())
+        made[name] = d / f"{name}.mov"
+        _ffmpeg("-framerate", "1", "-i", str(frames / "%03d.jpg"), "-c:v", "copy", "-f", "mov", str(made[name]))
+    return made
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:

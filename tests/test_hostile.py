@@ -14,7 +14,7 @@ import pytest
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, make_settings
+from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,9 @@ def cases(media):
         ("resolution over 8K", "post", "/api/jobs", {"data": multipart([("videos", "huge.mp4",
                                                                          media["huge"].read_bytes())]),
                                                        "content_type": mp}, 415, "8192×4608"),
+        ("longer than MAX_DURATION_SECONDS", "post", "/api/jobs",
+         {"data": multipart([("videos", "endless.mp4", media["endless"].read_bytes())]), "content_type": mp}, 400,
+         "endless.mp4 is 3600 s long; the longest accepted is 300 s (MAX_DURATION_SECONDS)"),
         ("one good one bad", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
                                                                       ("videos", "b.mp4", b"junk" * 50)]),
                                                     "content_type": mp}, 415, "b.mp4"),
@@ -351,3 +354,73 @@ def test_a_full_queue_is_refused_with_503(make_service, media):
     assert len(svc.get("/api/jobs").get_json()) == 2, "the refused upload left no job"
     for job_id in (second, first):
         svc.post(f"/api/jobs/{job_id}/cancel")
+
+
+def test_a_frame_over_8k_within_what_the_probe_reads_is_refused(app, headers, frame_over_8k):
+    """The stream says 160×120; its fourth frame is 7700×4400. The decoder
+    refuses that picture instead of allocating it, and the upload is refused."""
+    r = app.test_client().post("/api/jobs", headers=headers, content_type="multipart/form-data",
+                               data={"videos": [(open(frame_over_8k["early"], "rb"), "early.mov")]})
+    assert r.status_code == 415, r.get_json()
+    assert r.get_json()["error"] == "early.mov is 7700×4400; videos up to 8K (7680×4320) are accepted"
+    assert leftovers(app) == []
+
+
+def test_a_frame_over_8k_later_in_the_video_fails_the_job(make_service, frame_over_8k):
+    """Past what the probe reads, the encoding ffmpeg's decoder refuses the
+    picture; the variation stops and fails with the reason, never with an
+    output that silently lacks a frame."""
+    svc = make_service()
+    job = svc.wait(svc.submit([frame_over_8k["late"]], variations=1)["jobId"])
+    assert job["status"] == "failed", job
+    assert job["error"] == "the video has a 7700×4400 frame; videos up to 8K (7680×4320) are accepted", job
+    assert job["files"][0]["outputs"] == []
+
+
+def _flock_waiters(paths) -> list[int]:
+    """Pids blocked in flock(2) on any of `paths` (from /proc/locks)."""
+    inodes = {os.stat(p).st_ino for p in paths}
+    pids = []
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if "->" in fields and fields[1] == "->" and int(fields[6].rsplit(":", 1)[1]) in inodes:
+                pids.append(int(fields[5]))
+    return pids
+
+
+def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
+    """Every web worker of a host shares the same few probe slots: with all of
+    them taken, uploads to any worker wait for one before any ffmpeg starts."""
+    import fcntl
+
+    import requests
+
+    from refresher.media.slots import ProbeSlots
+
+    server = gunicorn_server(WEB_CONCURRENCY=2)
+    slots = ProbeSlots(server.data_dir / "run")
+    held = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in slots.paths]
+    for fd in held:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    answers = []
+
+    def upload():
+        with open(media["clip"], "rb") as f:
+            answers.append(requests.post(server.url + "/api/jobs", files={"videos": ("clip.mp4", f)},
+                                         headers=server.session.headers, timeout=60).status_code)
+
+    senders = [threading.Thread(target=upload) for _ in range(4)]
+    try:
+        for sender in senders:
+            sender.start()
+        waiting = wait_until(lambda: len(w := _flock_waiters(slots.paths)) == 4 and w, timeout=30)
+        assert set(waiting) <= set(processes_tagged(server.tag)), "the server's own workers wait"
+        assert ffmpeg_pids_writing_under(server.data_dir) == [], "no probe runs while every slot is taken"
+        assert answers == []
+    finally:
+        for fd in held:
+            os.close(fd)
+        for sender in senders:
+            sender.join(60)
+    assert answers == [202] * 4

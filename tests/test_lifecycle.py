@@ -70,11 +70,63 @@ def test_eviction_never_touches_queued_or_running_jobs(make_service, media):
 
 
 def test_daemon_evicts_over_the_storage_limit(make_service, media):
-    svc = make_service(storage_limit_mb=0.05, cleanup_interval_seconds=0.3)
-    first = svc.submit([media["clip"]], variations=1)["jobId"]  # finished jobs only are evicted …
+    svc = make_service(storage_limit_mb=3, cleanup_interval_seconds=0.3)
+    first = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
+    assert svc.get(f"/api/jobs/{first}").status_code == 200, "under the limit, nothing is evicted"
+    (svc.settings.data_dir / "filler").write_bytes(b"\0" * 3 * 1024 * 1024)  # now over it
     wait_until(lambda: gone(svc, first), timeout=10)
     conn = Store.shared(svc.settings.database)
     assert sql(conn, "SELECT COUNT(*) FROM jobs")[0][0] == 0
+
+
+def test_eviction_makes_only_the_room_asked_for(service, media):
+    finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
+    settings = service.settings
+    sizes = [lifecycle.directory_size(settings.data_dir / "jobs" / j) for j in finished]
+    spare = min(sizes) // 2
+    limit = lifecycle.directory_size(settings.data_dir) + spare
+    tight = settings.with_overrides(storage_limit_mb=limit / 1024 / 1024)
+    conn = Store.shared(settings.database)
+    # what cannot fit even with every finished job gone evicts nothing
+    assert lifecycle.evict_for_space(conn, tight, extra_needed=tight.storage_limit_bytes + 1) == []
+    assert lifecycle.evict_for_space(conn, tight, extra_needed=limit) == []
+    assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished)
+    # half the oldest job's size more than there is room for: that job goes, no other
+    assert lifecycle.evict_for_space(conn, tight, extra_needed=spare + sizes[0] // 2) == finished[:1]
+    assert gone(service, finished[0])
+    assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished[1:])
+
+
+def test_a_job_that_cannot_fit_under_the_limit_fails_at_start_and_evicts_nothing(service, media):
+    finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
+    conn = Store.shared(service.settings.database)
+    tight = service.settings.with_overrides(storage_limit_mb=5)
+    huge = {"id": finished[2], "variations_per_video": 1000}  # ~240 MB of outputs
+    problem = lifecycle.make_room_for(conn, tight, huge)
+    assert problem is not None and "STORAGE_LIMIT_MB" in problem and "5 MB" in problem, problem
+    assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished)
+
+
+def test_an_upload_too_large_for_the_storage_limit_is_refused_and_evicts_nothing(make_service, media):
+    """Three finished jobs, then an hour of a 16×16 picture (95 KB) whose
+    outputs alone would pass STORAGE_LIMIT_MB: refused at once, nothing evicted."""
+    svc = make_service(storage_limit_mb=4, max_duration_seconds=3600)
+    finished = [svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
+    refused = svc.submit([media["endless"]], variations=1, expect=413)
+    assert "STORAGE_LIMIT_MB" in refused["error"] and "4 MB" in refused["error"], refused
+    assert all(svc.get(f"/api/jobs/{j}").status_code == 200 for j in finished)
+    assert len(svc.get("/api/jobs").get_json()) == 3
+
+
+def test_output_estimate_grows_with_the_picture_and_the_length():
+    vertical = lifecycle.estimate_output_bytes(60, 1080, 1920, has_audio=True)
+    small = lifecycle.estimate_output_bytes(60, 640, 360, has_audio=True)
+    assert vertical > 8 * small
+    # between CRF 18 on real footage (at most 7.7 bit/s per pixel measured) and the encoder's cap (12)
+    assert 60 * 7.7 * 1080 * 1920 / 8 < vertical < 60 * (12 * 1080 * 1920 + 192_000) / 8
+    assert lifecycle.estimate_output_bytes(120, 1080, 1920, has_audio=True) == 2 * vertical
+    tiny = lifecycle.estimate_output_bytes(3600, 16, 16, has_audio=False)
+    assert tiny >= 3600 * 60 * 20, "at least 20 bytes a frame at 60 fps, whatever the picture"
 
 
 def test_sweep_at_start_removes_what_no_row_owns(service, media):
@@ -116,9 +168,9 @@ def test_scheduler_runs_once_per_host(gunicorn_server):
 
 def test_job_that_cannot_fit_fails_with_a_clear_error(media, small_disk):
     disk = small_disk(8)
-    svc = EmbeddedService(make_settings(disk / "data"))
+    svc = EmbeddedService(make_settings(disk / "data", max_duration_seconds=3600))
     try:
-        job_id = svc.submit([media["clip"]], variations=20)["jobId"]  # ~20 MB of outputs, 8 MB disk
+        job_id = svc.submit([media["endless"]], variations=1)["jobId"]  # ~45 MB of outputs, 8 MB disk
         job = svc.wait(job_id, timeout=30)
         assert job["status"] == "failed" and "not enough disk space" in job["error"], job
         assert job["startedAt"] is None

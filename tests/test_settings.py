@@ -17,6 +17,7 @@ def test_defaults():
     s = load_settings({})
     assert (s.port, s.web_concurrency, s.token_ttl_seconds, s.max_upload_mb) == (8000, 2, 86400, 500)
     assert (s.job_ttl_hours, s.storage_limit_mb, s.cleanup_interval_seconds) == (24, 3072, 300)
+    assert s.max_duration_seconds == 300
     assert s.encode_workers == os.cpu_count() and s.data_dir == Path("./data")
     assert s.auth_password is None and s.token_secret is None and s.ffmpeg_binary is None
 
@@ -41,7 +42,7 @@ def test_every_documented_setting_is_read():
     documented = {"PORT", "WEB_CONCURRENCY", "DATA_DIR", "AUTH_PASSWORD", "TOKEN_SECRET", "TOKEN_TTL_SECONDS",
                   "ENCODE_WORKERS", "MAX_UPLOAD_MB", "JOB_TTL_HOURS", "STORAGE_LIMIT_MB",
                   "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL", "HOST", "HOST_ID",
-                  "HOST_TIMEOUT_SECONDS"}
+                  "HOST_TIMEOUT_SECONDS", "MAX_DURATION_SECONDS"}
     assert documented <= set(describe())
     readme = (ROOT / "README.md").read_text()
     for name in describe():
@@ -54,6 +55,7 @@ def test_every_documented_setting_is_read():
     ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
     ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
     ("HOST_ID", "two words"), ("HOST_TIMEOUT_SECONDS", "0"), ("DATABASE_URL", "postgres://"),
+    ("MAX_DURATION_SECONDS", "0"), ("MAX_DURATION_SECONDS", "5 min"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):

@@ -273,10 +273,13 @@ def spec() -> dict:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/JobCreated"}, "queued",
                                      {"Location": _header("/api/jobs/<id>")}),
-                        "400": _err(f"no files, more than {limits.MAX_FILES} files, or variations not a whole number in "
-                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}"),
-                        "413": _err("a file or the request is too large"),
-                        "415": _err("a file is not a readable MP4/MOV video (the message names it)"),
+                        "400": _err(f"no files, more than {limits.MAX_FILES} files, variations not a whole number in "
+                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, or a video longer than "
+                                    f"MAX_DURATION_SECONDS"),
+                        "413": _err("a file or the request is too large, or the job's videos and estimated outputs "
+                                    "alone exceed STORAGE_LIMIT_MB"),
+                        "415": _err("a file is not a readable MP4/MOV video, or has a picture over 8K "
+                                    "(the message names it)"),
                         "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
                         **_AUTH_ERRORS,
                     },

@@ -22,6 +22,7 @@ effects rendered losslessly, on real footage; see BENCHMARKS.md).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from pathlib import Path
 
@@ -182,8 +183,11 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
 
     AAC audio is copied as it is unless the speed changes (re-encoding it would
     cost a third of the CPU of a small variation and change nothing anybody
-    hears). `encoder_args` replaces the video encoder's options (the quality
-    bench renders the same chain losslessly with it)."""
+    hears). With the source's probed `duration`, the output stops there even
+    if the streams run on past what the container states, so the cost of a
+    variation is bounded by the length its source was accepted with.
+    `encoder_args` replaces the video encoder's options (the quality bench
+    renders the same chain losslessly with it)."""
     from .ffmpeg import SAFE_INPUT_OPTIONS
 
     url = f"file:{Path(source).resolve()}"
@@ -227,6 +231,8 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
             cmd += ["-map", "0:a:0?"]
             cmd += ["-c:a", "copy"] if audio_codec == "aac" else AUDIO_ARGS
     cmd += [*(encoder_args if encoder_args is not None else video_args(width, height)), "-threads", "1"]
+    if duration:
+        cmd += ["-t", f"{math.ceil(duration * 1000) / 1000:.3f}"]
     cmd += ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
             "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
             "-movflags", "+faststart", "-f", "mp4",

@@ -16,6 +16,7 @@ import ctypes
 import importlib.resources
 import os
 import re
+import resource
 import select
 import selectors
 import shutil
@@ -27,13 +28,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..limits import MAX_PIXELS
+
 # Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
 # this long. ffmpeg answers `q` within a frame or two; the waits only matter
 # for a process that is stuck in I/O or ignores us.
 STOP_GRACE_SECONDS = 2.0
 
-# Input options that confine ffmpeg to the uploaded file itself.
-SAFE_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0"]
+# Input options that confine ffmpeg to the uploaded file itself, and its
+# decoder to pictures up to 8K: the size a stream declares says nothing about
+# its later frames (an MJPEG MOV can hold one 16000x16000 frame after a
+# hundred small ones, costing the decoder 400 MB and more), so libavcodec
+# refuses any larger picture before it allocates it.
+SAFE_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0",
+                      "-max_pixels", str(MAX_PIXELS)]
+
+# The address space of a probe or thumbnail ffmpeg: a hard ceiling on its
+# memory, whatever a file makes its decoder do. An 8K H.264 probe peaks at
+# about 250 MB resident and runs within 600 MB of address space.
+PROBE_MEMORY_LIMIT = 1024 * 1024 * 1024
+
+# What libavcodec says when it refuses a picture over -max_pixels.
+_OVERSIZED = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+UP_TO_8K = "videos up to 8K (7680×4320) are accepted"
 
 
 class FFmpegNotFound(RuntimeError):
@@ -42,6 +59,20 @@ class FFmpegNotFound(RuntimeError):
 
 class ProbeError(ValueError):
     """The file is not a readable MP4/MOV video."""
+
+
+class PictureTooLarge(ProbeError):
+    """The video has (or declares) a picture larger than 8K."""
+
+    def __init__(self, width: int, height: int):
+        super().__init__(f"is {width}×{height}; {UP_TO_8K}")
+        self.width, self.height = width, height
+
+
+def oversized_picture(line: str) -> PictureTooLarge | None:
+    """The refusal of a picture over 8K, if ffmpeg's `line` reports one."""
+    found = _OVERSIZED.search(line)
+    return PictureTooLarge(int(found.group(1)), int(found.group(2))) if found else None
 
 
 def bundled_binary() -> str:
@@ -115,17 +146,22 @@ _ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     """Decode the first video frame of `path` and describe the file.
 
-    Raises ProbeError when ffmpeg cannot read a video stream from it as MP4/MOV.
+    Raises ProbeError when ffmpeg cannot read a video stream from it as MP4/MOV,
+    PictureTooLarge when its picture is over 8K. One decoding thread: more
+    would decode frames past the first, each at its full size.
     """
-    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", *SAFE_INPUT_OPTIONS,
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-threads", "1", *SAFE_INPUT_OPTIONS,
            "-i", f"file:{Path(path).resolve()}",
            "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                              stdin=subprocess.DEVNULL, preexec_fn=_probe_child_setup)
     except subprocess.TimeoutExpired:
         raise ProbeError("took too long to read") from None
     err = proc.stderr
+    too_large = oversized_picture(err)  # the decoder refused it (and ffmpeg may have given up)
+    if too_large:
+        raise too_large
     if proc.returncode != 0 or "Input #0" not in err:
         raise ProbeError("is not a readable MP4/MOV video")
     frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
@@ -141,6 +177,8 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     if size is None:
         raise ProbeError("has a video stream of unknown size")
     width, height = int(size.group(1)), int(size.group(2))
+    if width * height > MAX_PIXELS:
+        raise PictureTooLarge(width, height)
     if width < 16 or height < 16:
         raise ProbeError(f"is too small ({width}×{height}); videos must be at least 16×16")
     duration = None
@@ -184,11 +222,11 @@ def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration
     """A WebP still about `width` px wide, near 2 s into the video (earlier for short ones)."""
     at = 2.0 if duration is None else min(2.0, duration * 0.4)
     cmd = [binary, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-           "-ss", f"{at:.3f}", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
-           "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
+           "-ss", f"{at:.3f}", "-threads", "1", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
+           "-map", "0:v:0", "-frames:v", "1", "-filter_threads", "1", "-vf", f"scale={width}:-2",
            "-c:v", "libwebp", "-quality", "80", "-f", "webp", f"file:{Path(target).resolve()}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                          stdin=subprocess.DEVNULL, preexec_fn=_probe_child_setup)
     if proc.returncode != 0 or not Path(target).exists():
         raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
 
@@ -205,6 +243,11 @@ def die_with_parent() -> None:
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _probe_child_setup() -> None:
+    die_with_parent()
+    resource.setrlimit(resource.RLIMIT_AS, (PROBE_MEMORY_LIMIT, PROBE_MEMORY_LIMIT))
 
 
 def _encoder_child_setup() -> None:
@@ -225,14 +268,17 @@ class RunResult:
     stopped: bool = False                    # we asked it to stop (cancel or shutdown)
     stalled: bool = False                    # no progress for too long, so we stopped it
     stop_stage: str | None = None            # "q", "SIGTERM" or "SIGKILL": what finally ended it
+    too_large: PictureTooLarge | None = None # a frame over 8K, refused by the decoder, so we stopped it
     stderr_tail: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.stopped and not self.stalled
+        return self.returncode == 0 and not self.stopped and not self.stalled and self.too_large is None
 
     def reason(self) -> str:
+        if self.too_large is not None:
+            return f"the video has a {self.too_large.width}×{self.too_large.height} frame; {UP_TO_8K}"
         tail = " | ".join(line for line in self.stderr_tail[-5:] if line)
         if self.stalled:
             return f"ffmpeg made no progress and was stopped. {tail}".strip()
@@ -256,7 +302,9 @@ def run_ffmpeg(
     `cmd` must include `-progress pipe:1 -nostats`; `on_progress` gets the
     output time in seconds. ffmpeg runs in its own process group with stdin a
     pipe, so a stop can escalate q → SIGTERM → SIGKILL to the whole group.
-    The process is always reaped before this returns.
+    A frame over 8K, which the decoder refuses (and ffmpeg would skip), stops
+    it too: the output would lack that frame. The process is always reaped
+    before this returns.
     """
     grace = STOP_GRACE_SECONDS if grace is None else grace
     started = time.monotonic()
@@ -264,7 +312,8 @@ def run_ffmpeg(
                             start_new_session=True, preexec_fn=_encoder_child_setup, bufsize=0)
     result = RunResult(returncode=None)
     tail: collections.deque[str] = collections.deque(maxlen=20)
-    drain = threading.Thread(target=_drain_lines, args=(proc.stderr, tail), daemon=True)
+    refused: list[PictureTooLarge] = []
+    drain = threading.Thread(target=_drain_lines, args=(proc.stderr, tail, refused), daemon=True)
     drain.start()
     try:
         if on_start:
@@ -278,6 +327,8 @@ def run_ffmpeg(
             while True:
                 if should_stop():
                     result.stopped = True
+                    break
+                if refused:
                     break
                 if stall_seconds and time.monotonic() - last_progress_at > stall_seconds:
                     result.stalled = True
@@ -308,7 +359,7 @@ def run_ffmpeg(
                         last_progress_at = time.monotonic()
                         if on_progress:
                             on_progress(micros / 1e6)
-        if result.stopped or result.stalled:
+        if result.stopped or result.stalled or refused:
             result.stop_stage = stop_process_group(proc, grace)
     finally:
         if proc.poll() is None:  # an exception above: never leave it running
@@ -323,15 +374,20 @@ def run_ffmpeg(
                     pass
     result.returncode = proc.returncode
     result.stderr_tail = list(tail)
+    # read once all of stderr is: a refusal just before ffmpeg ended counts too
+    result.too_large = refused[0] if refused else None
     result.elapsed = time.monotonic() - started
     return result
 
 
-def _drain_lines(pipe, tail: collections.deque) -> None:
+def _drain_lines(pipe, tail: collections.deque, refused: list[PictureTooLarge]) -> None:
     for raw in iter(pipe.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
         if line:
             tail.append(line)
+            too_large = oversized_picture(line)
+            if too_large and not refused:
+                refused.append(too_large)
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> str:
