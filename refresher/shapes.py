@@ -84,6 +84,7 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
         "totalVideos": len(files),
         "totalVariations": len(variations),
         "completedVariations": completed,
+        "failedVariations": sum(1 for v in variations if v["status"] == "failed"),
         "variationsPerVideo": job["variations_per_video"],
         "seed": job["seed"],
         "thumbnailUrl": f"/api/jobs/{job['id']}/thumbnail" if job["thumbnail_path"] else None,

@@ -102,6 +102,8 @@ _SCHEMAS = {
             "overallProgress": {"type": "integer", "minimum": 0, "maximum": 100},
             "totalVideos": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "completedVariations": {"type": "integer"}, "variationsPerVideo": {"type": "integer"},
+            "failedVariations": {"type": "integer", "description": "variations that failed for good "
+                                                                    "(POST .../retry queues them again)"},
             "seed": {"type": "string"},
             "thumbnailUrl": {"type": ["string", "null"]}, "downloadUrl": {"type": ["string", "null"]},
             "files": {"type": "array", "items": {"$ref": "#/components/schemas/JobFile"}},
