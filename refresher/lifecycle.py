@@ -62,13 +62,36 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
 
 
 def directory_size(path: Path) -> int:
+    """Bytes on disk under `path`; a file hard-linked twice (the sources of a
+    rerun) counts once."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if info.st_nlink > 1:
+                if (info.st_dev, info.st_ino) in seen:
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+            total += info.st_size
+    return total
+
+
+def bytes_freed_by_removing(path: Path) -> int:
+    """What deleting `path` gives back: files linked from elsewhere too (a
+    rerun's sources) stay on disk."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                info = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
-                pass
+                continue
+            if info.st_nlink == 1:
+                total += info.st_size
     return total
 
 
@@ -87,7 +110,7 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> 
         if used + extra_needed <= settings.storage_limit_bytes and not disk_too_full(settings.data_dir) \
                 and free_bytes(settings.data_dir) >= extra_needed:
             break
-        size = directory_size(job_dir(settings.data_dir, job["id"]))
+        size = bytes_freed_by_removing(job_dir(settings.data_dir, job["id"]))
         delete_job_everywhere(store, settings.data_dir, job["id"])
         used -= size
         evicted.append(job["id"])
