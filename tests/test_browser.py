@@ -426,10 +426,19 @@ def test_resume_a_cancelled_job_from_its_page(gunicorn_server, media, page):
 
 def test_run_again_with_new_effects_from_the_job_page(gunicorn_server, media, page):
     server = gunicorn_server(ENCODE_WORKERS=2)
-    job_id = api_submit(server, [media["clip"]], 1, seed="first")
-    wait_for(lambda: api_job(server, job_id)["status"] == "completed", 60, "the job to end")
     sign_in(page, server)
+    page.set_input_files("#videos", str(media["clip"]))
+    page.fill("#variations", "1")
+    page.fill("#seed", "first")
+    page.fill("#job-name", "First take")
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-message.alert-success")
+    assert page.input_value("#job-name") == ""
+    job_id = newest_job_id(page)
+    assert card(page, job_id).locator(".job-title").inner_text() == "First take"
+    wait_for(lambda: api_job(server, job_id)["status"] == "completed", 60, "the job to end")
     page.goto(f"{server.url}/jobs/{job_id}")
+    assert page.inner_text("h1") == "First take"
     assert page.locator("#rerun-form").is_hidden()
     page.click("#rerun-job")
     assert page.locator("#rerun-form").is_visible() and page.locator("#rerun-job").get_attribute("aria-expanded") == "true"
@@ -450,4 +459,4 @@ def test_run_again_with_new_effects_from_the_job_page(gunicorn_server, media, pa
     page.click(".breadcrumb a")
     page.wait_for_url(server.url + "/")
     assert card(page, new_id).locator(".job-title").inner_text() == "Second take"
-    assert card(page, job_id).locator(".job-title").inner_text() == "clip.mp4"
+    assert card(page, job_id).locator(".job-title").inner_text() == "First take"
