@@ -9,11 +9,13 @@ name), and a `manifest.json` describing every output.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 
 from zipstream import ZIP_STORED, ZipStream
 
-from .names import safe_stem
+from .names import name_from_files, safe_stem
 
 
 def folder_names(files: list[dict]) -> dict[str, str]:
@@ -34,7 +36,8 @@ def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dic
     folders = folder_names(files)
     by_id = {f["id"]: f for f in files}
     zs = ZipStream(compress_type=ZIP_STORED, sized=True)
-    manifest = {"jobId": job["id"], "seed": job["seed"], "status": job["status"], "outputs": []}
+    manifest = {"jobId": job["id"], "name": job["name"] or name_from_files([f["name"] for f in files]),
+                "seed": job["seed"], "status": job["status"], "outputs": []}
     for v in variations:
         if v["status"] != "completed":
             continue
@@ -47,3 +50,23 @@ def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dic
         })
     zs.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), "manifest.json")
     return zs
+
+
+def zip_file_name(job: dict) -> str:
+    """The ZIP's name: after the job's given name, else after its id."""
+    if job["name"]:
+        return f"{safe_stem(job['name'] + '.zip')}.zip"
+    return f"refresher-{job['id']}.zip"
+
+
+def content_disposition(job: dict) -> str:
+    """An ASCII file name for every client, and the name itself (RFC 6266)
+    for those that read `filename*`."""
+    name = zip_file_name(job)
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    if not fallback.removesuffix(".zip").strip("._-"):
+        fallback = f"refresher-{job['id']}.zip"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header

@@ -28,7 +28,7 @@ from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
 from .media.slots import ProbeSlots
-from .names import CONTROL_CHARACTERS, safe_stem
+from .names import CONTROL_CHARACTERS, clean_job_name, name_from_files, safe_stem
 from .store import QueueFull, Store, new_id
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,17 @@ def parse_seed(raw: str | None) -> str:
     return raw
 
 
+def parse_name(raw) -> str | None:
+    """The job's name, or None when none was given (it is then named after its files)."""
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    name = clean_job_name(raw)
+    if name is None:
+        raise Rejected(400, f"name must be {limits.MIN_JOB_NAME_LENGTH} to {limits.MAX_JOB_NAME_LENGTH} "
+                            f"printable characters, e.g. \"Spring sale\"")
+    return name
+
+
 # --- the job ------------------------------------------------------------------------------
 
 def accept_job(store: Store, settings: Settings, binary: str, staged: list[Staged],
@@ -80,6 +91,7 @@ def accept_job(store: Store, settings: Settings, binary: str, staged: list[Stage
         raise Rejected(400, f"too many files: {len(staged)} sent, at most {limits.MAX_FILES} per job")
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
+    name = parse_name(_one(form, "name"))
     slots = ProbeSlots(settings.data_dir / "run")
     accepted = []
     for video in staged:
@@ -95,7 +107,7 @@ def accept_job(store: Store, settings: Settings, binary: str, staged: list[Stage
         _check_duration(video.name, info.duration, settings.max_duration_seconds)
         accepted.append({"name": video.name, "size": video.size, "path": video.path, "info": info})
     _check_storage(settings, accepted, variations)
-    return _create_job(store, settings, binary, slots, accepted, variations, seed)
+    return _create_job(store, settings, binary, slots, accepted, variations, seed, name)
 
 
 def _check_duration(name: str, duration: float | None, longest: float) -> None:
@@ -122,7 +134,9 @@ def _check_storage(settings: Settings, accepted: list[dict], variations: int) ->
 
 
 def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots, accepted: list[dict],
-                variations: int, seed: str) -> dict:
+                variations: int, seed: str, name: str | None, bring=os.replace) -> dict:
+    """Write the job: each source is brought into the job's folder with
+    `bring(from, to)` (moved from the staging folder, or linked from another job)."""
     job_id = new_id()
     folder = lifecycle.job_dir(settings.data_dir, job_id)
     folder.mkdir(parents=True)
@@ -133,7 +147,7 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
         for position, item in enumerate(accepted):
             file_id = new_id()
             upload_rel = f"jobs/{job_id}/source_{file_id}"
-            os.replace(item["path"], settings.data_dir / upload_rel)
+            bring(item["path"], settings.data_dir / upload_rel)
             files.append({"id": file_id, "position": position, "name": item["name"], "size": item["size"],
                           "upload_path": upload_rel, "duration": item["info"].duration,
                           "media": item["info"].as_dict()})
@@ -155,7 +169,7 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
             log.warning("no thumbnail for job %s: %s", job_id, exc)
             thumbnail = None
         try:
-            store.create_job({"id": job_id, "variations_per_video": variations, "seed": seed,
+            store.create_job({"id": job_id, "name": name, "variations_per_video": variations, "seed": seed,
                               "thumbnail_path": thumbnail, "created_at": now,
                               "expires_at": now + settings.job_ttl_seconds}, files, rows,
                              max_unfinished=settings.max_queued_jobs)
@@ -167,8 +181,83 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
         raise
     log.info("job %s queued: %d file(s) × %d variation(s)", job_id, len(files), variations)
     return {
-        "jobId": job_id, "status": "queued", "variationsPerVideo": variations,
+        "jobId": job_id, "name": name or name_from_files([f["name"] for f in files]),
+        "status": "queued", "variationsPerVideo": variations,
         "totalVariations": len(rows), "seed": seed,
         "files": [{"id": f["id"], "name": f["name"], "size": f["size"]} for f in files],
         "statusUrl": f"/api/jobs/{job_id}",
     }
+
+
+# --- run again --------------------------------------------------------------------------------
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link when the file system allows one (no second copy on disk),
+    else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _can_link(source: Path, folder: Path) -> bool:
+    trial = folder / f".link-check-{secrets.token_hex(4)}"
+    try:
+        os.link(source, trial)
+    except OSError:
+        return False
+    trial.unlink(missing_ok=True)
+    return True
+
+
+def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
+    """variations, seed and name of a rerun: from the JSON body, else the
+    original's variations and name and a new seed."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise Rejected(400, "send a JSON object, e.g. {\"seed\": \"summer\", \"variations\": 3}, or nothing")
+    unexpected = sorted(set(body) - {"seed", "name", "variations"})
+    if unexpected:
+        raise Rejected(400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name and variations")
+    raw_variations = body.get("variations")
+    if raw_variations is None:
+        variations = original["variations_per_video"]
+    elif isinstance(raw_variations, int) and not isinstance(raw_variations, bool):
+        variations = parse_variations(str(raw_variations))
+    elif isinstance(raw_variations, str):
+        variations = parse_variations(raw_variations)
+    else:
+        variations = parse_variations("invalid")
+    raw_seed = body.get("seed")
+    if raw_seed is not None and not isinstance(raw_seed, str):
+        raise Rejected(400, f"seed must be printable text of at most {limits.MAX_SEED_LENGTH} characters")
+    seed = parse_seed(raw_seed)
+    name = parse_name(body["name"]) if "name" in body else original["name"]
+    return variations, seed, name
+
+
+def rerun_job(store: Store, settings: Settings, binary: str, original: dict, files: list[dict],
+              body) -> dict:
+    """A new job from the sources of `original` (which must still be on disk),
+    with a new seed or the one given: the sources are hard-linked into the
+    new job's folder, or copied where a link is not possible."""
+    variations, seed, name = parse_rerun(body, original)
+    sources = [settings.data_dir / f["upload_path"] for f in files]
+    if not _can_link(sources[0], sources[0].parent):  # (the sweep removes a trial left by a crash)
+        needed = sum(path.stat().st_size for path in sources)
+        if lifecycle.free_bytes(settings.data_dir) < needed:
+            raise Rejected(507, f"the server's disk is full: the sources need {needed / 1e6:.0f} MB; "
+                                f"try again later or ask for space to be freed")
+    slots = ProbeSlots(settings.data_dir / "run")
+    accepted = []
+    for f, path in zip(files, sources):
+        try:
+            with slots.hold():
+                info = ffmpeg.probe(binary, path)
+        except ffmpeg.ProbeError as exc:
+            raise Rejected(410, f"the source {f['name']} of job {original['id']} cannot be read any more: "
+                                f"{exc}") from None
+        accepted.append({"name": f["name"], "size": f["size"], "path": path, "info": info})
+    _check_storage(settings, accepted, variations)
+    return _create_job(store, settings, binary, slots, accepted, variations, seed, name, bring=link_or_copy)

@@ -1,5 +1,5 @@
 """What people do with jobs once they exist: look at them, cancel them,
-delete them. The HTTP views, the web pages and the token commands call these;
+retry or resume them, delete them. The HTTP views, the web pages and the token commands call these;
 the rules of each change live in `rules`, and the store executes them."""
 from __future__ import annotations
 
@@ -69,3 +69,34 @@ def finished_job(store: Store, job_id: str, then: str) -> dict:
 def delete_job(store: Store, data_dir: Path, job_id: str) -> None:
     finished_job(store, job_id, "cancel it before deleting it")
     lifecycle.delete_job_everywhere(store, data_dir, job_id)
+
+
+def sources_on_disk(data_dir: Path, store: Store, job: dict, now: float | None = None) -> list[dict]:
+    """The job's source files, for retry, resume and rerun; a 410 when the job
+    expired or a source is gone (evicted, or a job from before sources were kept)."""
+    now = time.time() if now is None else now
+    if job["status"] in rules.FINAL and job["expires_at"] <= now:
+        raise Rejected(410, f"job {job['id']} has expired and its sources are gone; upload the videos again")
+    files = store.get_job_files(job["id"])
+    for f in files:
+        if not f["upload_path"] or not (data_dir / f["upload_path"]).is_file():
+            raise Rejected(410, f"the source {f['name']} of job {job['id']} is gone; upload the videos again")
+    return files
+
+
+def reopen_job(store: Store, control: ControlBlock | None, data_dir: Path, job_id: str, kind: str,
+               ttl: float) -> dict:
+    """retry (failed variations) or resume (variations a cancel left unmade):
+    the job goes back to the queue; returns it as GET /api/jobs/<id> shows it."""
+    job = find_job(store, job_id)
+    sources_on_disk(data_dir, store, job)
+    try:
+        job = store.reopen_job(job_id, kind, time.time(), ttl)
+    except rules.IllegalTransition as exc:
+        status = find_job(store, job_id)["status"]
+        raise Rejected(409, str(exc), status=status) from None
+    if job is None:
+        raise Rejected(404, f"job {job_id} was deleted")
+    if control is not None:
+        control.clear_cancel(job["seq"])  # the supervisor also clears it when it claims the job's work
+    return detail(store, job_id, job)

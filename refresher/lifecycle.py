@@ -63,13 +63,36 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
 
 
 def directory_size(path: Path) -> int:
+    """Bytes on disk under `path`; a file hard-linked twice (the sources of a
+    rerun) counts once."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if info.st_nlink > 1:
+                if (info.st_dev, info.st_ino) in seen:
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+            total += info.st_size
+    return total
+
+
+def bytes_freed_by_removing(path: Path) -> int:
+    """What deleting `path` gives back: files linked from elsewhere too (a
+    rerun's sources) stay on disk."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                info = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
-                pass
+                continue
+            if info.st_nlink == 1:
+                total += info.st_size
     return total
 
 
@@ -86,7 +109,7 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> 
     room for `extra_needed`, nothing is deleted: eviction never makes room for
     what cannot fit anyway. Queued and running jobs are never touched."""
     data_dir = settings.data_dir
-    finished = [(job["id"], directory_size(job_dir(data_dir, job["id"])))
+    finished = [(job["id"], bytes_freed_by_removing(job_dir(data_dir, job["id"])))
                 for job in store.finished_jobs_oldest_first()]
     used = directory_size(data_dir)
     if extra_needed and _room_lacking(settings, used, extra_needed) > sum(size for _, size in finished):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from .names import name_from_files
+
 
 def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC with a trailing Z."""
@@ -76,11 +78,13 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
     completed = sum(f["completedVariations"] for f in file_views)
     return {
         "jobId": job["id"],
+        "name": job["name"] or name_from_files([f["name"] for f in files]),
         "status": job["status"],
         "overallProgress": 100 if job["status"] == "completed" else job["progress"],
         "totalVideos": len(files),
         "totalVariations": len(variations),
         "completedVariations": completed,
+        "failedVariations": sum(1 for v in variations if v["status"] == "failed"),
         "variationsPerVideo": job["variations_per_video"],
         "seed": job["seed"],
         "thumbnailUrl": f"/api/jobs/{job['id']}/thumbnail" if job["thumbnail_path"] else None,
@@ -98,6 +102,7 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
 def job_summary(row: dict) -> dict:
     return {
         "id": row["id"],
+        "name": row["name"] or name_from_files(row["file_names"]),
         "status": row["status"],
         "totalVideos": row["total_videos"],
         "totalVariations": row["total_variations"],

@@ -58,7 +58,8 @@ def test_login_is_throttled_after_failures(client):
     ("get", "/api/jobs"), ("post", "/api/jobs"), ("get", "/api/jobs/x"), ("get", "/api/jobs/x/events"),
     ("post", "/api/jobs/x/cancel"), ("get", "/api/jobs/x/download"), ("get", "/api/jobs/x/outputs/y"),
     ("get", "/api/jobs/x/thumbnail"), ("delete", "/api/jobs/x"), ("get", "/api/tokens"),
-    ("post", "/api/tokens"), ("delete", "/api/tokens/x"),
+    ("post", "/api/tokens"), ("delete", "/api/tokens/x"), ("post", "/api/jobs/x/retry"),
+    ("post", "/api/jobs/x/resume"), ("post", "/api/jobs/x/rerun"),
 ])
 @pytest.mark.parametrize("token", [None, "garbage", "vr_unknown"])
 def test_every_protected_route_needs_a_token(client, method, url, token):

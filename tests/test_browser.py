@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD
+from .conftest import FFMPEG, PASSWORD, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -305,12 +305,17 @@ def test_rejected_files_and_hostile_names_on_a_phone(gunicorn_server, media, pag
     assert page.inner_text("#upload-message") == "brochure.pdf is not an MP4 or MOV video."
     assert page.locator(".chosen-file").count() == 0
 
-    page.set_input_files("#videos", str(media["not_video"]))
+    page.set_input_files("#videos", [str(media["clip"]), str(media["not_video"])])
     page.click("#upload-submit")
     message = page.locator("#upload-message.alert-error")
     message.wait_for()
     assert message.inner_text().startswith("notes.mp4 is not a readable MP4/MOV video")
+    refused = page.locator(".chosen-file.is-refused")
+    assert refused.count() == 1 and refused.locator(".chosen-name").inner_text() == "notes.mp4", \
+        "the file the server refused is marked in the list"
+    assert refused.locator(".chosen-problem").is_visible()
     page.click('[aria-label="Remove notes.mp4"]')
+    page.click('[aria-label="Remove clip.mp4"]')
     assert page.locator(".chosen-file").count() == 0
 
     page.set_input_files("#videos", str(hostile))
@@ -338,6 +343,12 @@ def test_rejected_files_and_hostile_names_on_a_phone(gunicorn_server, media, pag
     # Tab from the top reaches the file picker with a visible focus ring.
     page.goto(server.url + "/")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    fields = page.locator(".upload-form .fields").bounding_box()
+    button = page.locator("#upload-submit").bounding_box()
+    assert abs(button["width"] - fields["width"]) < 1, "the button is as wide as the fields"
+    job_card = card(page, job_id).bounding_box()
+    thumb = card(page, job_id).locator(".job-thumb").bounding_box()
+    assert thumb["y"] - job_card["y"] < 16, "no blank space above the thumbnail"
     for _ in range(10):
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.id") == "videos":
@@ -346,3 +357,106 @@ def test_rejected_files_and_hostile_names_on_a_phone(gunicorn_server, media, pag
         raise AssertionError("Tab never reached the file picker")
     ring = page.locator(".dropzone-label").evaluate("label => getComputedStyle(label).boxShadow")
     assert ring not in ("", "none")
+
+
+def api_job(server, job_id) -> dict:
+    return server.session.get(f"{server.url}/api/jobs/{job_id}").json()
+
+
+def api_submit(server, paths, variations, **fields) -> str:
+    files = [("videos", (Path(p).name, open(p, "rb"), "video/mp4")) for p in paths]
+    r = server.session.post(f"{server.url}/api/jobs", files=files, data={"variations": str(variations), **fields})
+    assert r.status_code == 202, r.text
+    return r.json()["jobId"]
+
+
+def test_retry_failed_variations_from_the_job_page(gunicorn_server, media, page, tmp_path):
+    switch = tmp_path / "fail-clip2"
+    switch.touch()
+    server = gunicorn_server(ENCODE_WORKERS=2, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["clip2"].stat().st_size)
+    job_id = api_submit(server, [media["clip"], media["clip2"]], 1, name="Spring sale")
+    wait_for(lambda: api_job(server, job_id)["status"] == "completed", 60, "the job to end")
+    sign_in(page, server)
+    assert card(page, job_id).locator(".job-title").inner_text() == "Spring sale"
+    page.goto(f"{server.url}/jobs/{job_id}")
+    assert page.inner_text("h1") == "Spring sale" and page.title().startswith("Spring sale")
+    assert page.locator(".variation").count() == 1
+    assert page.locator("#resume-job").is_hidden() and page.locator("#rerun-job").is_visible()
+    retry = page.locator("#retry-job")
+    assert retry.is_visible() and retry.inner_text() == "Retry failed variations"
+
+    switch.unlink()
+    retry.click()
+    page.locator(".variation").nth(1).wait_for(timeout=60_000)
+    page.locator("#job-badge", has_text="Completed").wait_for()
+    assert retry.is_hidden(), "no failure left to retry"
+    assert all(error.is_hidden() for error in page.locator(".source-error").all())
+    assert api_job(server, job_id)["completedVariations"] == 2
+
+
+def test_resume_a_cancelled_job_from_its_page(gunicorn_server, media, page):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    job_id = api_submit(server, [media["long"]], 3)
+    never_started = api_submit(server, [media["clip"]], 1)
+    assert server.session.post(f"{server.url}/api/jobs/{never_started}/cancel").json()["status"] == "cancelled"
+    wait_for(lambda: api_job(server, job_id)["completedVariations"] >= 1, 60, "a first variation")
+    assert server.session.post(f"{server.url}/api/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    made = api_job(server, job_id)["completedVariations"]
+    sign_in(page, server)
+
+    # a job with no variation has no ZIP to speak of
+    page.goto(f"{server.url}/jobs/{never_started}")
+    page.click("#delete-job")
+    page.locator("#confirm-dialog").wait_for()
+    message = page.inner_text("#confirm-dialog")
+    assert "no variation was made" in message and "ZIP" not in message
+    page.keyboard.press("Escape")
+    page.locator("#confirm-dialog").wait_for(state="hidden")
+
+    page.goto(f"{server.url}/jobs/{job_id}")
+    assert page.locator("#job-badge").inner_text() == f"Cancelled ({made}/3)"
+    assert page.locator("#retry-job").is_hidden()
+    page.click("#resume-job")
+    page.locator("#job-badge", has_text="Completed").wait_for(timeout=90_000)
+    page.locator(".variation").nth(2).wait_for()
+    assert page.locator(".variation").count() == 3
+    assert page.locator("#resume-job").is_hidden() and page.locator(".variations-pending").is_hidden()
+
+
+def test_run_again_with_new_effects_from_the_job_page(gunicorn_server, media, page):
+    server = gunicorn_server(ENCODE_WORKERS=2)
+    sign_in(page, server)
+    page.set_input_files("#videos", str(media["clip"]))
+    page.fill("#variations", "1")
+    page.fill("#seed", "first")
+    page.fill("#job-name", "First take")
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-message.alert-success")
+    assert page.input_value("#job-name") == ""
+    job_id = newest_job_id(page)
+    assert card(page, job_id).locator(".job-title").inner_text() == "First take"
+    wait_for(lambda: api_job(server, job_id)["status"] == "completed", 60, "the job to end")
+    page.goto(f"{server.url}/jobs/{job_id}")
+    assert page.inner_text("h1") == "First take"
+    assert page.locator("#rerun-form").is_hidden()
+    page.click("#rerun-job")
+    assert page.locator("#rerun-form").is_visible() and page.locator("#rerun-job").get_attribute("aria-expanded") == "true"
+    assert page.input_value("#rerun-variations") == "1"
+    page.fill("#rerun-variations", "0")
+    page.click("#rerun-submit")
+    assert page.inner_text("#rerun-error") == "Choose from 1 to 20 variations per video."
+    page.fill("#rerun-name", "Second take")
+    page.fill("#rerun-variations", "2")
+    page.click("#rerun-submit")
+    page.wait_for_url(re.compile(r"/jobs/(?!" + re.escape(job_id) + r"$)[A-Za-z0-9_-]+$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    assert page.inner_text("h1") == "Second take"
+    page.locator("#job-badge", has_text="Completed").wait_for(timeout=60_000)
+    page.locator(".variation").nth(1).wait_for()
+    again = api_job(server, new_id)
+    assert again["seed"] != "first" and again["totalVariations"] == 2 and again["files"][0]["name"] == "clip.mp4"
+    page.click(".breadcrumb a")
+    page.wait_for_url(server.url + "/")
+    assert card(page, new_id).locator(".job-title").inner_text() == "Second take"
+    assert card(page, job_id).locator(".job-title").inner_text() == "First take"

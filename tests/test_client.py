@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, ROOT, free_port
+from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
 
 CONTROL_CHARACTERS = re.compile(r"[\r\x1b\x08]")  # what progress bars draw with
 
@@ -89,6 +89,19 @@ def test_usage_errors_and_an_unreachable_server(client_env, tmp_path):
     assert r.returncode == 5 and "no token" in one_line(r.stderr)
     help_text = run(env, "--help").stdout
     assert "exit codes" in help_text and "REFRESHER_TOKEN" in help_text
+    assert "8    download: the job has no outputs" in help_text
+
+
+def test_a_url_without_a_scheme_is_http_and_a_bad_one_is_a_usage_error(client_env):
+    port = free_port()
+    env = {**client_env, "REFRESHER_TOKEN": "vr_x"}
+    r = run(env, "--url", f"127.0.0.1:{port}", "list")
+    assert r.returncode == 7 and f"cannot reach http://127.0.0.1:{port}" in one_line(r.stderr)
+    r = run({**env, "REFRESHER_URL": f"localhost:{port}"}, "list")
+    assert r.returncode == 7 and "Traceback" not in r.stderr
+    for bad in ("ftp://example.org", "http://", "localhost:port", "http://[::1"):
+        r = run(env, "--url", bad, "list")
+        assert r.returncode == 2 and "is not a server address" in one_line(r.stderr), (bad, r.stderr)
 
 
 def test_submit_wait_download_and_the_other_commands(gunicorn_server, media, client_env, tmp_path):
@@ -163,13 +176,24 @@ def test_errors_give_an_exit_code_and_one_line(gunicorn_server, client_env, medi
     r = run(env, "submit", media["not_video"])
     assert r.returncode == 1 and "HTTP 415" in r.stderr.splitlines()[-1] and "notes.mp4" in r.stderr
 
+    # a job cancelled before any variation was made has nothing to download: its own exit code
+    busy = run(env, "submit", media["slow"], "-n", 1).stdout.strip()
+    empty = run(env, "submit", media["clip"], "-n", 1).stdout.strip()
+    assert run(env, "cancel", empty).returncode == 0
+    r = run(env, "download", empty)
+    assert r.returncode == 8 and "has no outputs" in one_line(r.stderr) and "cancelled" in r.stderr
+    run(env, "cancel", busy)
+
 
 def test_login_saves_a_private_token(gunicorn_server, client_env):
     server = gunicorn_server(ENCODE_WORKERS=1)
     env = {**client_env, "REFRESHER_URL": server.url}
 
-    r = run({**env, "REFRESHER_PASSWORD": "wrong"}, "login")
-    assert r.returncode == 5 and "wrong password" in one_line(r.stderr)
+    for save in ((), ("--save",)):
+        r = run({**env, "REFRESHER_PASSWORD": "wrong"}, "login", *save)
+        line = one_line(r.stderr)
+        assert r.returncode == 5 and "password was refused" in line and "wrong password" in line
+        assert "log in again" not in line and "REFRESHER_TOKEN" not in line
 
     printed = run({**env, "REFRESHER_PASSWORD": PASSWORD}, "login")
     assert printed.returncode == 0 and len(printed.stdout.strip()) > 20
@@ -257,3 +281,41 @@ def test_ctrl_c_at_a_terminal_offers_to_cancel(gunicorn_server, media, client_en
     assert proc.returncode == 4, stderr
     assert f"job {job_id} cancelled" in stdout
     assert server.session.get(f"{server.url}/api/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_names_retry_resume_and_rerun(gunicorn_server, media, client_env, tmp_path):
+    switch = tmp_path / "fail-clip2"
+    switch.touch()
+    server = gunicorn_server(ENCODE_WORKERS=2, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["clip2"].stat().st_size)
+    env = for_server(client_env, server)
+
+    r = run(env, "submit", media["clip2"], "-n", 1, "--name", "Spring sale", "--wait")
+    assert r.returncode == 3, r.stderr
+    job_id = r.stdout.strip()
+    switch.unlink()
+    r = run(env, "retry", job_id, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert f"job {job_id}: completed 100%" in r.stdout and "name: Spring sale" in r.stdout
+    r = run(env, "retry", job_id)
+    assert r.returncode == 1 and "no failed variations" in one_line(r.stderr) and "HTTP 409" in r.stderr
+    r = run(env, "resume", job_id)
+    assert r.returncode == 1 and "only a cancelled job can be resumed" in one_line(r.stderr)
+
+    r = run(env, "rerun", job_id, "-n", 2, "--seed", "again", "--name", "Second go", "--wait", "--json")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["jobId"] != job_id and again["status"] == "completed" and again["completedVariations"] == 2
+    assert again["name"] == "Second go" and again["seed"] == "again"
+    listed = run(env, "list")
+    assert "Second go" in listed.stdout and "Spring sale" in listed.stdout
+
+    proc = start(env, "submit", media["long"], "-n", 4, "--wait")
+    long_job = proc.stdout.readline().strip()
+    wait_until(lambda: server.session.get(f"{server.url}/api/jobs/{long_job}").json()["completedVariations"] >= 1,
+               interval=0.02)
+    assert run(env, "cancel", long_job).returncode == 0
+    assert proc.wait(timeout=60) == 4
+    r = run(env, "resume", long_job, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert f"job {long_job}: completed 100% (4 of 4 variations done)" in r.stdout

@@ -181,3 +181,17 @@ def test_job_that_cannot_fit_fails_with_a_clear_error(media, small_disk):
         assert len(list((disk / "data" / "jobs" / job_id).glob("source_*"))) == 1
     finally:
         svc.close()
+
+
+def test_hard_linked_sources_count_once(tmp_path):
+    """A rerun links its sources: they take their room once, and deleting one
+    of the two jobs gives none of it back."""
+    first, second = tmp_path / "jobs" / "a", tmp_path / "jobs" / "b"
+    first.mkdir(parents=True)
+    second.mkdir()
+    (first / "source").write_bytes(b"x" * 1000)
+    (first / "output.mp4").write_bytes(b"y" * 300)
+    os.link(first / "source", second / "source")
+    assert lifecycle.directory_size(tmp_path) == 1300
+    assert lifecycle.bytes_freed_by_removing(first) == 300
+    assert lifecycle.bytes_freed_by_removing(second) == 0

@@ -118,6 +118,12 @@ def test_a_real_job_answers_as_described(service, media):
     c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}",
             service.get(output, headers={"Range": "bytes=999999999-"}), 416)
     c.check("POST", "/api/jobs/{jobId}/cancel", service.post(f"/api/jobs/{job_id}/cancel"), 409)
+    c.check("POST", "/api/jobs/{jobId}/retry", service.post(f"/api/jobs/{job_id}/retry"), 409)
+    c.check("POST", "/api/jobs/{jobId}/resume", service.post(f"/api/jobs/{job_id}/resume"), 409)
+    again = c.check("POST", "/api/jobs/{jobId}/rerun",
+                    service.post(f"/api/jobs/{job_id}/rerun", json={"name": "Again", "variations": 1}), 202)
+    c.check("POST", "/api/jobs/{jobId}/rerun", service.post(f"/api/jobs/{job_id}/rerun", json={"variations": 0}), 400)
+    service.wait(again.get_json()["jobId"])
     c.check("DELETE", "/api/jobs/{jobId}", service.delete(f"/api/jobs/{job_id}"), 204)
     c.check("GET", "/api/jobs/{jobId}", service.get(f"/api/jobs/{job_id}"), 404)
     c.check("GET", "/api/jobs/{jobId}/download", service.get(f"/api/jobs/{job_id}/download"), 404)
@@ -133,8 +139,11 @@ def test_a_running_job_answers_as_described(service, media):
     service.wait(job_id, ("processing",))
     c.check("GET", "/api/jobs/{jobId}/download", service.get(f"/api/jobs/{job_id}/download"), 409)
     c.check("DELETE", "/api/jobs/{jobId}", service.delete(f"/api/jobs/{job_id}"), 409)
+    c.check("POST", "/api/jobs/{jobId}/retry", service.post(f"/api/jobs/{job_id}/retry"), 409)
     c.check("POST", "/api/jobs/{jobId}/cancel", service.post(f"/api/jobs/{job_id}/cancel"), 200)
     c.check("GET", "/api/jobs/{jobId}", service.get(f"/api/jobs/{job_id}"), 200)
+    c.check("POST", "/api/jobs/{jobId}/resume", service.post(f"/api/jobs/{job_id}/resume"), 202)
+    service.post(f"/api/jobs/{job_id}/cancel")
 
 
 def test_auth_and_tokens_answer_as_described(service):

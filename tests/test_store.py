@@ -5,6 +5,9 @@ import multiprocessing
 import sqlite3
 import time
 
+import pytest
+
+from refresher import rules
 from refresher.store import Store, new_id
 
 from .conftest import sql
@@ -202,6 +205,34 @@ def test_every_store_operation_a_job_goes_through(database):
     assert store.known_paths(job_id) == {"u0", "u1", "x.mp4"}
     assert store.expired_jobs(time.time()) == [] and store.expired_jobs(time.time() + 61)[0]["id"] == job_id
     assert store.delete_job(job_id) and store.get_job(job_id) is None and store.all_job_ids() == set()
+
+
+def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
+    store = Store(database)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=2)
+    made, doomed = _claim(store), _claim(store)
+    store.record_outcome(made["id"], "completed", time.time(), 60, size=1)
+    store.record_outcome(doomed["id"], "failed", time.time(), 60, error="exit 1")
+    store.record_outcome(_claim(store)["id"], "failed", time.time(), 60, error="exit 1")
+    assert store.get_job(job_id)["status"] == "completed"
+    with pytest.raises(rules.IllegalTransition, match="only a cancelled job"):
+        store.reopen_job(job_id, "resume", time.time(), 60)
+    job = store.reopen_job(job_id, "retry", time.time(), 60)
+    assert (job["status"], job["progress"], job["finished_at"], job["error"]) == ("queued", 50, None, None)
+    row = store.get_variation(doomed["id"])
+    assert (row["status"], row["failures"], row["error"], row["attempts"]) == ("queued", 0, None, 2)
+    assert store.get_variation(made["id"])["status"] == "completed"
+    with pytest.raises(rules.IllegalTransition, match="still queued"):
+        store.reopen_job(job_id, "retry", time.time(), 60)
+    assert _claim(store)["id"] == doomed["id"]
+    assert store.request_cancel(job_id, time.time(), 60)["status"] == "processing"
+    store.record_outcome(doomed["id"], "cancelled", time.time(), 60)
+    assert store.get_job(job_id)["status"] == "cancelled"
+    job = store.reopen_job(job_id, "resume", time.time(), 60)
+    assert (job["status"], job["cancel_requested_at"], job["cancelled_at"]) == ("queued", None, None)
+    assert _claim(store)["id"] == doomed["id"], "a resumed job gives claims again"
+    assert store.reopen_job("nope", "retry", time.time(), 60) is None
 
 
 def test_tokens_and_rate_limits(database):

@@ -116,6 +116,50 @@ def cancel_job(job_id: str):
     return answer, 200 if settled else 202
 
 
+def _accepted(body: dict):
+    response = current_app.response_class(json.dumps(body), status=202, mimetype="application/json")
+    response.headers["Location"] = f"/api/jobs/{body['jobId']}"
+    return response
+
+
+@bp.post("/<job_id>/retry")
+def retry_job(job_id: str):
+    """Queue a finished job's failed variations again, with their recorded effects."""
+    service = refresher()
+    return _accepted(jobs.reopen_job(service.store, service.control, service.settings.data_dir, job_id,
+                                     "retry", service.settings.job_ttl_seconds))
+
+
+@bp.post("/<job_id>/resume")
+def resume_job(job_id: str):
+    """Make the variations a cancel left unmade, with the same seed and effects."""
+    service = refresher()
+    return _accepted(jobs.reopen_job(service.store, service.control, service.settings.data_dir, job_id,
+                                     "resume", service.settings.job_ttl_seconds))
+
+
+@bp.post("/<job_id>/rerun")
+def rerun_job(job_id: str):
+    """A new job from the same sources, with a new seed (or the one given)."""
+    service = refresher()
+    original = jobs.find_job(service.store, job_id)
+    files = jobs.sources_on_disk(service.settings.data_dir, service.store, original)
+    body = None
+    if request.get_data():
+        if not request.is_json:
+            raise Rejected(415, "send the options as JSON, e.g. {\"seed\": \"summer\", \"variations\": 3}")
+        try:
+            body = json.loads(request.get_data())
+        except ValueError:
+            raise Rejected(400, "the body is not valid JSON") from None
+    if sum(service.store.queue_counts().values()) >= service.settings.max_queued_jobs:
+        raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
+                            f"try again later", retryAfter=30)
+    created = intake.rerun_job(service.store, service.settings, service.ffmpeg, original, files, body)
+    body = {**jobs.detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}
+    return _accepted(body)
+
+
 @bp.get("/<job_id>/download")
 def download(job_id: str):
     service = refresher()
@@ -128,7 +172,7 @@ def download(job_id: str):
     zs = archive.build_zip(service.settings.data_dir, job, service.store.get_job_files(job_id), variations)
     response = Response(zs, mimetype="application/zip", direct_passthrough=True)
     response.headers["Content-Length"] = str(len(zs))
-    response.headers["Content-Disposition"] = f'attachment; filename="refresher-{job_id}.zip"'
+    response.headers["Content-Disposition"] = archive.content_disposition(job)
     return _private(response)
 
 

@@ -46,6 +46,11 @@ _AUTH_ERRORS = {"401": _json(_ERROR, "missing, invalid, expired or revoked beare
 _STATUS_CONFLICT = {"allOf": [_ERROR, {"type": "object", "required": ["status"],
                                        "properties": {"status": _JOB_STATUS}}]}
 _TOKEN_NAME = {"type": "string", "minLength": limits.MIN_TOKEN_NAME_LENGTH, "maxLength": limits.MAX_TOKEN_NAME_LENGTH}
+_JOB_NAME = {"type": "string", "maxLength": limits.MAX_JOB_NAME_LENGTH,
+             "description": f"{limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters "
+                            f"(no control or format characters); blank means none: the job is then named "
+                            f"after its files"}
+_BAD_JOB_NAME = f"a name that is not {limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters"
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
 # the stream with an event named "deleted".
 _SSE_EVENT = {
@@ -90,13 +95,15 @@ _SCHEMAS = {
     },
     "Job": {
         "type": "object",
-        "required": ["jobId", "status", "overallProgress", "totalVideos", "totalVariations",
+        "required": ["jobId", "name", "status", "overallProgress", "totalVideos", "totalVariations",
                      "completedVariations", "seed", "files", "createdAt", "expiresAt", "error"],
         "properties": {
-            "jobId": {"type": "string"}, "status": _JOB_STATUS,
+            "jobId": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS,
             "overallProgress": {"type": "integer", "minimum": 0, "maximum": 100},
             "totalVideos": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "completedVariations": {"type": "integer"}, "variationsPerVideo": {"type": "integer"},
+            "failedVariations": {"type": "integer", "description": "variations that failed for good "
+                                                                    "(POST .../retry queues them again)"},
             "seed": {"type": "string"},
             "thumbnailUrl": {"type": ["string", "null"]}, "downloadUrl": {"type": ["string", "null"]},
             "files": {"type": "array", "items": {"$ref": "#/components/schemas/JobFile"}},
@@ -106,10 +113,10 @@ _SCHEMAS = {
     },
     "JobSummary": {
         "type": "object",
-        "required": ["id", "status", "totalVideos", "totalVariations", "completedVariations",
+        "required": ["id", "name", "status", "totalVideos", "totalVariations", "completedVariations",
                      "overallProgress", "fileNames", "thumbnailUrl", "createdAt", "expiresAt"],
         "properties": {
-            "id": {"type": "string"}, "status": _JOB_STATUS,
+            "id": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS,
             "totalVideos": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "completedVariations": {"type": "integer"},
             "overallProgress": {"type": "integer", "minimum": 0, "maximum": 100},
@@ -121,9 +128,9 @@ _SCHEMAS = {
     },
     "JobCreated": {
         "type": "object",
-        "required": ["jobId", "status", "variationsPerVideo", "totalVariations", "files", "statusUrl"],
+        "required": ["jobId", "name", "status", "variationsPerVideo", "totalVariations", "files", "statusUrl"],
         "properties": {
-            "jobId": {"type": "string"}, "status": {"const": "queued"},
+            "jobId": {"type": "string"}, "name": {"type": "string"}, "status": {"const": "queued"},
             "variationsPerVideo": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "seed": {"type": "string"},
             "files": {"type": "array", "items": {
@@ -266,6 +273,7 @@ def spec() -> dict:
                                                "default": limits.DEFAULT_VARIATIONS},
                                 "seed": {"type": "string", "maxLength": limits.MAX_SEED_LENGTH,
                                          "description": "the same seed and inputs give the same effects"},
+                                "name": _JOB_NAME,
                             }},
                         "encoding": {"videos": {"contentType": "video/mp4, video/quicktime, "
                                                                "application/octet-stream"}},
@@ -274,8 +282,8 @@ def spec() -> dict:
                         "202": _json({"$ref": "#/components/schemas/JobCreated"}, "queued",
                                      {"Location": _header("/api/jobs/<id>")}),
                         "400": _err(f"no files, more than {limits.MAX_FILES} files, variations not a whole number in "
-                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, or a video longer than "
-                                    f"MAX_DURATION_SECONDS"),
+                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, a video longer than "
+                                    f"MAX_DURATION_SECONDS, or {_BAD_JOB_NAME}"),
                         "413": _err("a file or the request is too large, or the job's videos and estimated outputs "
                                     "alone exceed STORAGE_LIMIT_MB"),
                         "415": _err("a file is not a readable MP4/MOV video, or has a picture over 8K "
@@ -338,6 +346,62 @@ def spec() -> dict:
                     **_AUTH_ERRORS,
                 },
             }},
+            "/api/jobs/{jobId}/retry": {"post": {
+                "operationId": "retryJob",
+                "summary": "Queue a finished job's failed variations again, with their recorded effects",
+                "description": "Finished variations are kept; the job goes back to queued and its status and "
+                               "counts follow its variations again.",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "202": _json(job_ref, "queued again", {"Location": _header("/api/jobs/<id>")}),
+                    "404": _err("unknown job"),
+                    "409": _json(_STATUS_CONFLICT, "the job is queued or processing, or has no failed variations"),
+                    "410": _err("the job expired or its sources are gone"),
+                    **_AUTH_ERRORS,
+                },
+            }},
+            "/api/jobs/{jobId}/resume": {"post": {
+                "operationId": "resumeJob",
+                "summary": "Make the variations a cancel left unmade, with the same seed and effects",
+                "description": "The variations made before the cancel are kept.",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "202": _json(job_ref, "queued again", {"Location": _header("/api/jobs/<id>")}),
+                    "404": _err("unknown job"),
+                    "409": _json(_STATUS_CONFLICT, "the job is not cancelled"),
+                    "410": _err("the job expired or its sources are gone"),
+                    **_AUTH_ERRORS,
+                },
+            }},
+            "/api/jobs/{jobId}/rerun": {"post": {
+                "operationId": "rerunJob",
+                "summary": "A new job from the same sources, with new effects; nothing is uploaded again",
+                "description": "Every field is optional: a new seed is drawn unless one is given; variations "
+                               "and name default to the original job's (a blank name names the job after its "
+                               "files). The queue cap (MAX_QUEUED_JOBS) holds as for an upload.",
+                "parameters": [_JOB_ID_PARAM],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {
+                        "seed": {"type": "string", "maxLength": limits.MAX_SEED_LENGTH},
+                        "name": {"type": ["string", "null"], "maxLength": limits.MAX_JOB_NAME_LENGTH},
+                        "variations": {"type": "integer", "minimum": limits.MIN_VARIATIONS,
+                                       "maximum": limits.MAX_VARIATIONS},
+                    }}}}},
+                "responses": {
+                    "202": _json({"allOf": [job_ref, {"type": "object", "required": ["statusUrl"],
+                                                      "properties": {"statusUrl": {"type": "string"}}}]},
+                                 "the new job, queued", {"Location": _header("/api/jobs/<new id>")}),
+                    "400": _err(f"not a JSON object, an unknown field, variations not a whole number in "
+                                f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, a bad seed, or {_BAD_JOB_NAME}"),
+                    "404": _err("unknown job"),
+                    "410": _err("the job expired or its sources are gone"),
+                    "415": _err("a body that is not JSON"),
+                    "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
+                    "507": _err("no room on the server's disk for a copy of the sources"),
+                    **_AUTH_ERRORS,
+                },
+            }},
             "/api/jobs/{jobId}/download": {"get": {
                 "operationId": "downloadJob",
                 "summary": "A ZIP (STORE) of every output, one folder per source, with manifest.json",
@@ -345,7 +409,9 @@ def spec() -> dict:
                 "responses": {
                     "200": _binary("application/zip", "the ZIP", {
                         "Content-Length": _header("exact size", {"type": "integer"}),
-                        "Content-Disposition": _header("attachment; filename=\"refresher-<id>.zip\"")}),
+                        "Content-Disposition": _header(
+                            "attachment; filename=\"<the job's name>.zip\" (with filename* when it is not ASCII), "
+                            "or filename=\"refresher-<id>.zip\" for a job given no name")}),
                     "404": _err("unknown job, or no outputs"),
                     "409": _json(_STATUS_CONFLICT, "still queued or processing"),
                     "410": _err("expired"), **_AUTH_ERRORS,

@@ -65,13 +65,16 @@ class Server:
                                             timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs)
         except requests.exceptions.Timeout:
             raise ClientError(UNREACHABLE, f"{self.url} did not answer in time") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            raise ClientError(USAGE, f"{self.url} is not a server address: {exc}") from None
         except requests.exceptions.ConnectionError as exc:
             raise ClientError(UNREACHABLE, f"cannot reach {self.url}: {_network_reason(exc)}") from None
         if response.status_code >= 400:
-            self._raise_for(response)
+            self._raise_for(response, authenticated)
         return response
 
-    def _raise_for(self, response: requests.Response):
+    def _raise_for(self, response: requests.Response, authenticated: bool = True):
         body = None
         try:
             body = response.json()
@@ -84,8 +87,10 @@ class Server:
                 raise ClientError(UNREACHABLE, f"{response.url} is not found; is {self.url} the Video "
                                                f"Refresher service? (HTTP 404)", status)
             message = f"the server answered {response.reason or 'an error'}"
-        if status == 401:
+        if status == 401 and authenticated:
             message += "; log in again (`login --save`) or check REFRESHER_TOKEN"
+        elif status == 401:
+            message = f"the password was refused ({message}): check it and run `login` again"
         raise ClientError(code_for_http_status(status), f"{message} (HTTP {status})", status,
                           body if isinstance(body, dict) else None)
 
@@ -115,7 +120,7 @@ class Server:
         self._request("GET", "/api/jobs", params={"limit": 1})
 
     def create_job(self, paths: list[Path], variations: int, seed: str | None,
-                   start_transfer: Callable[[int], object]) -> dict:
+                   start_transfer: Callable[[int], object], name: str | None = None) -> dict:
         """Upload `paths` as one job. `start_transfer(total_bytes)` returns a
         context manager whose `reached(bytes_sent)` is called as the upload goes."""
         from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
@@ -124,6 +129,8 @@ class Server:
             fields = [("variations", str(variations))]
             if seed is not None:
                 fields.append(("seed", seed))
+            if name is not None:
+                fields.append(("name", name))
             for path in paths:
                 content_type = VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
                 fields.append(("videos", (path.name, stack.enter_context(open(path, "rb")),
@@ -148,6 +155,20 @@ class Server:
         a job that had already finished raises a ClientError with HTTP 409."""
         return self._json(self._request("POST", self._job_path(job_id, "/cancel"),
                                         read_timeout=CANCEL_READ_TIMEOUT))
+
+    def retry(self, job_id: str) -> dict:
+        """The job, queued again; HTTP 409 when it has no failed variations or is not finished."""
+        return self._json(self._request("POST", self._job_path(job_id, "/retry")))
+
+    def resume(self, job_id: str) -> dict:
+        """The job, queued again; HTTP 409 when it is not cancelled."""
+        return self._json(self._request("POST", self._job_path(job_id, "/resume")))
+
+    def rerun(self, job_id: str, variations: int | None, seed: str | None, name: str | None) -> dict:
+        """A new job from the same sources (the new job, as GET /api/jobs/<id> shows it)."""
+        options = {k: v for k, v in (("variations", variations), ("seed", seed), ("name", name)) if v is not None}
+        return self._json(self._request("POST", self._job_path(job_id, "/rerun"), json=options,
+                                        read_timeout=UPLOAD_READ_TIMEOUT))
 
     def download(self, job_id: str, destination: Path | None,
                  start_transfer: Callable[[int], object]) -> Path:

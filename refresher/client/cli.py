@@ -8,7 +8,7 @@ import sys
 from .. import limits
 from . import commands, credentials
 from .api import Server
-from .errors import INTERRUPTED, ClientError
+from .errors import INTERRUPTED, USAGE, ClientError
 from .progress import Reporter
 
 PROG = "python -m refresher.client"
@@ -30,6 +30,7 @@ exit codes:
   5    no token, or the token or password was refused (401/403)
   6    unknown or expired job (404/410)
   7    cannot reach the server
+  8    download: the job has no outputs (none were made, or it has not finished)
   130  interrupted (Ctrl-C)
 """
 
@@ -43,6 +44,13 @@ def _variations(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be a whole number from {limits.MIN_VARIATIONS} to {limits.MAX_VARIATIONS}")
     return value
+
+
+def _name(text: str) -> str:
+    if not limits.MIN_JOB_NAME_LENGTH <= len(text.strip()) <= limits.MAX_JOB_NAME_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"must be {limits.MIN_JOB_NAME_LENGTH} to {limits.MAX_JOB_NAME_LENGTH} characters")
+    return text
 
 
 def _limit(text: str) -> int:
@@ -89,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variations per file, {limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS} "
                              f"(default {limits.DEFAULT_VARIATIONS})")
     submit.add_argument("--seed", help="same seed and files give the same effects")
+    submit.add_argument("--name", type=_name, help=f"the job's name, {limits.MIN_JOB_NAME_LENGTH}-"
+                                                   f"{limits.MAX_JOB_NAME_LENGTH} characters (default: "
+                                                   f"named after its files)")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until it finishes; the exit code tells how it ended")
     submit.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
@@ -109,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job", metavar="JOB")
     cancel.set_defaults(run=commands.cancel)
 
+    retry = command("retry", "queue a finished job's failed variations again, with their recorded effects")
+    retry.add_argument("job", metavar="JOB")
+    retry.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    retry.set_defaults(run=commands.retry)
+
+    resume = command("resume", "make the variations a cancel left unmade (same seed and effects)")
+    resume.add_argument("job", metavar="JOB")
+    resume.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    resume.set_defaults(run=commands.resume)
+
+    rerun = command("rerun", "run a job's videos again with new effects, as a new job, without uploading "
+                             "them again; prints the new job's id")
+    rerun.add_argument("job", metavar="JOB")
+    rerun.add_argument("-n", "--variations", type=_variations, metavar="N",
+                       help="variations per file (default: as the job had)")
+    rerun.add_argument("--seed", help="a seed of your choosing (default: a new one)")
+    rerun.add_argument("--name", help="the new job's name (default: the job's; \"\" names it after its files)")
+    rerun.add_argument("--wait", action="store_true",
+                       help="follow the new job until it finishes; the exit code tells how it ended")
+    rerun.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
+    rerun.set_defaults(run=commands.rerun)
+
     download = command("download", "save a finished job's outputs as one ZIP")
     download.add_argument("job", metavar="JOB")
     download.add_argument("-o", "--output", metavar="ZIP",
@@ -121,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = Reporter.for_this_terminal()
     out = commands.Output(as_json=getattr(args, "json", False))
-    server = Server(credentials.server_url(getattr(args, "url", None)),
-                    credentials.find_token(getattr(args, "token", None)))
+    try:
+        url = credentials.server_url(getattr(args, "url", None))
+    except credentials.BadURL as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
+    server = Server(url, credentials.find_token(getattr(args, "token", None)))
     try:
         return args.run(args, server, reporter, out)
     except ClientError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import credentials
 from .. import limits
 from .api import Server
-from .errors import FINAL_STATUS_CODES, INTERRUPTED, OK, REFUSED, USAGE, ClientError
+from .errors import FINAL_STATUS_CODES, INTERRUPTED, NO_OUTPUTS, OK, REFUSED, USAGE, ClientError
 from .progress import Reporter, human_size, job_line
 from .waiting import FINAL_STATUSES, ask_to_cancel, follow, settle
 
@@ -33,6 +33,8 @@ class Output:
 
 def describe(job: dict) -> str:
     lines = [f"job {job['jobId']}: {job_line(job)}"]
+    if job.get("name"):
+        lines.append(f"  name: {job['name']}")
     for f in job["files"]:
         detail = (f"{f['status']} {f['progress']}% "
                   f"({f['completedVariations']} of {f.get('totalVariations', '?')} done)")
@@ -159,7 +161,7 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
         created = server.create_job(paths, args.variations, args.seed,
-                                    lambda total: reporter.transfer(label, total))
+                                    lambda total: reporter.transfer(label, total), name=args.name)
     except KeyboardInterrupt:
         raise ClientError(INTERRUPTED, "interrupted during the upload") from None
     job_id = created["jobId"]
@@ -185,7 +187,7 @@ def status(args, server: Server, reporter: Reporter, out: Output) -> int:
 def list_jobs(args, server: Server, reporter: Reporter, out: Output) -> int:
     jobs = server.jobs(args.limit, args.status)
     lines = [f"{j['id']}  {j['status']:<10} {j['overallProgress']:>3}%  "
-             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  {', '.join(j['fileNames'])}"
+             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  {j.get('name') or ', '.join(j['fileNames'])}"
              for j in jobs]
     if not jobs and not out.as_json:
         reporter.note("no jobs")
@@ -202,9 +204,49 @@ def cancel(args, server: Server, reporter: Reporter, out: Output) -> int:
     return OK
 
 
+def _again(args, server: Server, reporter: Reporter, out: Output, job: dict, what: str) -> int:
+    reporter.note(f"job {job['jobId']} {what}: {job['totalVariations'] - job['completedVariations']} "
+                  f"variation(s) to make, {job['completedVariations']} kept")
+    if not args.wait:
+        out.result(job, describe(job))
+        return OK
+    return _wait(server, job["jobId"], None, reporter, out, print_status=True)
+
+
+def retry(args, server: Server, reporter: Reporter, out: Output) -> int:
+    return _again(args, server, reporter, out, server.retry(args.job), "queued again")
+
+
+def resume(args, server: Server, reporter: Reporter, out: Output) -> int:
+    return _again(args, server, reporter, out, server.resume(args.job), "resumed")
+
+
+def rerun(args, server: Server, reporter: Reporter, out: Output) -> int:
+    created = server.rerun(args.job, args.variations, args.seed, args.name)
+    job_id = created["jobId"]
+    reporter.note(f"job {job_id} queued from the videos of job {args.job}: {created['variationsPerVideo']} "
+                  f"variations of {len(created['files'])} file(s), seed {created['seed']!r}")
+    download = Path(args.download) if args.download is not None else None
+    if not (args.wait or download is not None):
+        out.result(created, job_id)
+        return OK
+    if not out.as_json:
+        out.result(None, job_id)
+    return _wait(server, job_id, download, reporter, out, print_status=False)
+
+
 def download(args, server: Server, reporter: Reporter, out: Output) -> int:
     destination = Path(args.output) if args.output else None
-    path = _save_zip(server, args.job, destination, reporter)
+    try:
+        path = _save_zip(server, args.job, destination, reporter)
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        job = server.job(args.job)  # an unknown job raises its own 404 here
+        why = ("it has not finished yet" if job["status"] not in FINAL_STATUSES
+               else f"it ended {job['status']} before any variation was made")
+        raise ClientError(NO_OUTPUTS, f"job {args.job} has no outputs to download: {why} (HTTP 404)",
+                          404, exc.body) from None
     size = path.stat().st_size
     out.result({"jobId": args.job, "path": str(path), "size": size}, str(path))
     return OK

@@ -10,12 +10,30 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://localhost:8000"
 
 
+class BadURL(ValueError):
+    """The server's address is not an http(s) URL."""
+
+
 def server_url(option: str | None) -> str:
-    url = option or os.environ.get("REFRESHER_URL") or DEFAULT_URL
+    """The server's base URL; `127.0.0.1:8000` (no scheme) means http://.
+    BadURL when it cannot be an address of the service."""
+    url = (option or os.environ.get("REFRESHER_URL") or DEFAULT_URL).strip()
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname \
+            or parts.query or parts.fragment:
+        raise BadURL(f"{url!r} is not a server address: give an http:// or https:// URL, "
+                     f"e.g. --url {DEFAULT_URL}")
     return url.rstrip("/")
 
 

@@ -13,6 +13,7 @@ JOB_CANCELLED = 4   # the job ended `cancelled`
 AUTH = 5            # no token, or the token or password was refused (401/403)
 NOT_FOUND = 6       # unknown or expired job (404/410)
 UNREACHABLE = 7     # no answer from the server, or not this API answering
+NO_OUTPUTS = 8      # `download`: the job exists but has no outputs (none made, or not finished yet)
 INTERRUPTED = 130   # Ctrl-C (128 + SIGINT, as shells do)
 
 # A job's final status → the exit code of a command that waited for it.

@@ -257,6 +257,10 @@ class Supervisor:
                     continue
             task = self.store.claim_variation(candidate["id"], self.host, time.time())
             if task is not None:
+                # The job is not cancelled (else no claim): a flag left from a
+                # cancel before a resume must not stop it. A cancel accepted
+                # after this claim is flagged again by propagate_cancels.
+                self.control.clear_cancel(task["job_seq"])
                 return task
         return None
 

@@ -351,6 +351,37 @@ class Store:
             self._settle(conn, job_id, now, ttl)
             return self.get_job(job_id, conn)
 
+    def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> dict | None:
+        """Give a finished job work again: "retry" queues its failed variations
+        (with their recorded effects), "resume" those a cancel left unmade.
+        Finished variations stay. Returns the job as it now stands (None: no
+        such job); raises rules.IllegalTransition, with the reason as its
+        message, when the job is in the wrong state for it."""
+        step, from_status = {"retry": (rules.retry, "failed"), "resume": (rules.resume, "cancelled")}[kind]
+        with self.writing() as conn:
+            job = self._lock_job(conn, job_id)
+            if job is None:
+                return None
+            rows = [r._mapping for r in conn.execute(select(variations).where(variations.c.job_id == job_id))]
+            states = [_variation_state(r) for r in rows]
+            state = _job_state(job)
+            reason = rules.can_retry(state, states) if kind == "retry" else rules.can_resume(state)
+            if reason is not None:
+                raise rules.IllegalTransition(reason)
+            reopened = rules.reopen(state)
+            after = []
+            for row, before in zip(rows, states):
+                if row["status"] == from_status:
+                    before = step(before)
+                    conn.execute(update(variations).where(variations.c.id == row["id"]).values(
+                        **_variation_fields(before), finished_at=None, host=None, worker_pid=None,
+                        ffmpeg_pid=None, dispatched_at=None))
+                after.append(before)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                status=reopened.status, error=reopened.error, cancel_requested_at=None, cancelled_at=None,
+                finished_at=None, progress=rules.made_share(rules.count(after)), expires_at=now + ttl))
+            return self.get_job(job_id, conn)
+
     def fail_queued_job(self, job_id: str, reason: str, now: float, ttl: float) -> bool:
         """A queued job that cannot run at all: it and its variations fail with `reason`."""
         with self.writing() as conn:

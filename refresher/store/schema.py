@@ -32,6 +32,7 @@ jobs = Table(
     Column("cancel_requested_at", Float),
     Column("cancelled_at", Float),
     Column("expires_at", Float, nullable=False),
+    Column("name", Text),  # since revision 0005: the name given at upload, if any
     Index("jobs_status_created", "status", "created_at"),
     sqlite_autoincrement=True,
 )

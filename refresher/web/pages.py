@@ -16,15 +16,6 @@ from .signin import signin_required
 JOBS_SHOWN = 50
 
 
-def job_title(names: list[str]) -> str:
-    """How a job is called on screen: its first source, and how many others."""
-    if not names:
-        return "Untitled job"
-    if len(names) == 1:
-        return names[0]
-    return f"{names[0]} and {len(names) - 1} more"
-
-
 @bp.after_request
 def keep_pages_private(response):
     if response.mimetype == "text/html":
@@ -44,6 +35,7 @@ def index():
         "maxVariations": limits.MAX_VARIATIONS,
         "defaultVariations": limits.DEFAULT_VARIATIONS,
         "maxSeedLength": limits.MAX_SEED_LENGTH,
+        "maxNameLength": limits.MAX_JOB_NAME_LENGTH,
     }
     return render_template("index.html", jobs=shown, limits=form_limits,
                            max_upload_mb=settings.max_upload_mb, job_ttl_hours=settings.job_ttl_hours)
@@ -57,4 +49,5 @@ def job_page(job_id: str):
         return render_template("message.html", title="Job not found",
                                message="This job does not exist any more: it was deleted, or its "
                                        "results expired."), 404
-    return render_template("job.html", job=job, title=job_title([f["name"] for f in job["files"]]))
+    return render_template("job.html", job=job, title=job["name"], max_name_length=limits.MAX_JOB_NAME_LENGTH,
+                           max_variations=limits.MAX_VARIATIONS, max_seed_length=limits.MAX_SEED_LENGTH)

@@ -43,10 +43,12 @@ export async function cancelJob({ button, jobId, title, errorBox }) {
 }
 
 // Resolves true once the job is gone.
-export async function deleteJob({ button, jobId, title, errorBox }) {
+export async function deleteJob({ button, jobId, title, madeAny, errorBox }) {
   const confirmed = await confirmAction({
     title: 'Delete this job?',
-    message: `${title}: its variations and the ZIP are deleted for good.`,
+    message: madeAny
+      ? `${title}: its variations and the ZIP are deleted for good.`
+      : `${title}: no variation was made; the job and its videos are deleted for good.`,
     confirmLabel: 'Delete job',
     dismissLabel: 'Keep it',
   });
@@ -60,5 +62,31 @@ export async function deleteJob({ button, jobId, title, errorBox }) {
     showMessage(errorBox, `Could not delete: ${error.message}`);
     button.focus();
     return false;
+  }
+}
+
+// Retry (failed variations) or resume (a cancelled job): resolves with the
+// job as the API now shows it, or null when the request failed.
+export async function reopenJob({ button, jobId, action, busyLabel, errorBox }) {
+  showMessage(errorBox, '');
+  try {
+    return await withBusyButton(button, busyLabel,
+      () => apiRequest('POST', `/api/jobs/${encodeURIComponent(jobId)}/${action}`));
+  } catch (error) {
+    showMessage(errorBox, `Could not ${action}: ${error.message}`);
+    button.focus();
+    return null;
+  }
+}
+
+// A new job from the same sources; resolves with it, or null on failure.
+export async function rerunJob({ button, jobId, options, errorBox }) {
+  showMessage(errorBox, '');
+  try {
+    return await withBusyButton(button, 'Starting…',
+      () => apiRequest('POST', `/api/jobs/${encodeURIComponent(jobId)}/rerun`, options));
+  } catch (error) {
+    showMessage(errorBox, `Could not start it: ${error.message}`);
+    return null;
   }
 }

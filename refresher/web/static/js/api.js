@@ -30,12 +30,18 @@ function errorFrom(status, body) {
   return new ApiError(`The server answered with an error (HTTP ${status}). Please try again.`, status, body);
 }
 
-export async function apiRequest(method, url) {
+// `payload`, when given, is sent as JSON.
+export async function apiRequest(method, url, payload) {
   const headers = { Accept: 'application/json' };
   if (method !== 'GET') headers['X-CSRF-Token'] = csrfToken;
+  const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (payload !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    options.body = JSON.stringify(payload);
+  }
   let response;
   try {
-    response = await fetch(url, { method, headers, credentials: 'same-origin', cache: 'no-store' });
+    response = await fetch(url, options);
   } catch {
     throw new ApiError('The server could not be reached. Check the connection and try again.', 0, null);
   }

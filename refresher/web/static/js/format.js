@@ -45,9 +45,12 @@ export function plural(count, word) {
   return `${count} ${word}${count === 1 ? '' : 's'}`;
 }
 
-// "summer.mp4", "summer.mp4 and 2 more"
-export function jobTitle(names) {
-  if (!names || names.length === 0) return 'Untitled job';
+// The job's name; for a job (or summary) from before names: "summer.mp4",
+// "summer.mp4 and 2 more"
+export function jobTitle(job) {
+  if (job.name) return job.name;
+  const names = job.fileNames ?? (job.files ?? []).map((file) => file.name);
+  if (names.length === 0) return 'Untitled job';
   if (names.length === 1) return names[0];
   return `${names[0]} and ${names.length - 1} more`;
 }

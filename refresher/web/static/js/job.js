@@ -2,7 +2,7 @@
 // each one previewable and downloadable alone; live until the job ends.
 
 import { asSentence, getJSON } from './api.js';
-import { cancelJob, deleteJob } from './actions.js';
+import { cancelJob, deleteJob, reopenJob, rerunJob } from './actions.js';
 import { describeEffects } from './effects.js';
 import {
   formatBytes, formatDuration, hasDownload, isFinal, isStale, jobTitle, plural, setTime,
@@ -19,6 +19,11 @@ const actionError = document.getElementById('job-action-error');
 const liveError = document.getElementById('job-live-error');
 const cancelButton = document.getElementById('cancel-job');
 const deleteButton = document.getElementById('delete-job');
+const retryButton = document.getElementById('retry-job');
+const resumeButton = document.getElementById('resume-job');
+const rerunButton = document.getElementById('rerun-job');
+const rerunForm = document.getElementById('rerun-form');
+const rerunVariations = document.getElementById('rerun-variations');
 const sources = new Map();
 
 let job = JSON.parse(document.getElementById('initial-job').textContent);
@@ -74,6 +79,10 @@ function renderHeader() {
   document.getElementById('download-all').hidden = !hasDownload(job);
   cancelButton.hidden = isFinal(job.status);
   deleteButton.hidden = !isFinal(job.status);
+  retryButton.hidden = !(isFinal(job.status) && job.failedVariations > 0);
+  resumeButton.hidden = job.status !== 'cancelled';
+  rerunButton.hidden = !isFinal(job.status);
+  if (rerunButton.hidden) showRerunForm(false);
   renderTimes();
 }
 
@@ -144,6 +153,11 @@ function renderSource(file) {
   showMessage(element.querySelector('.variations-pending'), pending);
 }
 
+function showRerunForm(visible) {
+  rerunForm.hidden = !visible;
+  rerunButton.setAttribute('aria-expanded', String(visible));
+}
+
 function render() {
   renderHeader();
   for (const file of job.files) renderSource(file);
@@ -158,8 +172,8 @@ function show(next, { force = false } = {}) {
 function jobGone() {
   stopFollowing();
   showMessage(actionError, 'This job was deleted.');
-  cancelButton.hidden = true;
-  deleteButton.hidden = true;
+  for (const button of [cancelButton, deleteButton, retryButton, resumeButton, rerunButton]) button.hidden = true;
+  showRerunForm(false);
 }
 
 function follow() {
@@ -172,7 +186,7 @@ function follow() {
 }
 
 cancelButton.addEventListener('click', async () => {
-  const answer = await cancelJob({ button: cancelButton, jobId, title: jobTitle(job.files.map((f) => f.name)), errorBox: actionError });
+  const answer = await cancelJob({ button: cancelButton, jobId, title: jobTitle(job), errorBox: actionError });
   if (answer === null) return;
   stopFollowing();
   try {
@@ -185,8 +199,47 @@ cancelButton.addEventListener('click', async () => {
   if (!isFinal(job.status)) follow();
 });
 
+async function reopen(button, action, busyLabel) {
+  const next = await reopenJob({ button, jobId, action, busyLabel, errorBox: actionError });
+  if (next === null) return;
+  stopFollowing();
+  show(next, { force: true });
+  follow();
+}
+
+retryButton.addEventListener('click', () => reopen(retryButton, 'retry', 'Retrying…'));
+resumeButton.addEventListener('click', () => reopen(resumeButton, 'resume', 'Resuming…'));
+
+rerunButton.addEventListener('click', () => {
+  showRerunForm(rerunForm.hidden);
+  if (!rerunForm.hidden) document.getElementById('rerun-name').focus();
+});
+document.getElementById('rerun-close').addEventListener('click', () => {
+  showRerunForm(false);
+  rerunButton.focus();
+});
+
+rerunForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const errorBox = document.getElementById('rerun-error');
+  const count = Number(rerunVariations.value);
+  const max = Number(rerunVariations.max);
+  if (!Number.isInteger(count) || count < 1 || count > max) {
+    showMessage(errorBox, `Choose from 1 to ${max} variations per video.`);
+    rerunVariations.focus();
+    return;
+  }
+  const options = { variations: count };
+  const name = document.getElementById('rerun-name').value.trim();
+  const seed = document.getElementById('rerun-seed').value.trim();
+  if (name) options.name = name;
+  if (seed) options.seed = seed;
+  const created = await rerunJob({ button: document.getElementById('rerun-submit'), jobId, options, errorBox });
+  if (created !== null) window.location.assign(`/jobs/${encodeURIComponent(created.jobId)}`);
+});
+
 deleteButton.addEventListener('click', async () => {
-  if (await deleteJob({ button: deleteButton, jobId, title: jobTitle(job.files.map((f) => f.name)), errorBox: actionError })) {
+  if (await deleteJob({ button: deleteButton, jobId, title: jobTitle(job), madeAny: job.completedVariations > 0, errorBox: actionError })) {
     window.location.assign('/');
   }
 });

@@ -15,6 +15,7 @@ const POLL_WHILE_IDLE_MS = 15000;
 function summaryOf(detail) {
   return {
     id: detail.jobId,
+    name: detail.name,
     status: detail.status,
     totalVideos: detail.totalVideos,
     totalVariations: detail.totalVariations,
@@ -41,12 +42,12 @@ export function setUpJobsList(initialJobs) {
     const { card, job } = entry;
     const page = `/jobs/${encodeURIComponent(job.id)}`;
     const title = card.querySelector('.job-title');
-    title.textContent = jobTitle(job.fileNames);
+    title.textContent = jobTitle(job);
     title.title = job.fileNames.join(', ');
     title.href = page;
     card.querySelector('.job-thumb').href = page;
     card.querySelector('[data-action="open"]').href = page;
-    card.querySelector('[data-action="open"]').setAttribute('aria-label', `Open ${jobTitle(job.fileNames)}`);
+    card.querySelector('[data-action="open"]').setAttribute('aria-label', `Open ${jobTitle(job)}`);
 
     const image = card.querySelector('.job-thumb img');
     if (job.thumbnailUrl && image.getAttribute('src') !== job.thumbnailUrl) {
@@ -68,7 +69,7 @@ export function setUpJobsList(initialJobs) {
     const download = card.querySelector('[data-action="download"]');
     download.hidden = !hasDownload(job);
     download.href = `/api/jobs/${encodeURIComponent(job.id)}/download`;
-    download.setAttribute('aria-label', `Download all variations of ${jobTitle(job.fileNames)} as a ZIP`);
+    download.setAttribute('aria-label', `Download all variations of ${jobTitle(job)} as a ZIP`);
     card.querySelector('[data-action="cancel"]').hidden = isFinal(job.status);
     card.querySelector('[data-action="delete"]').hidden = !isFinal(job.status);
   }
@@ -83,7 +84,7 @@ export function setUpJobsList(initialJobs) {
 
     const cancel = card.querySelector('[data-action="cancel"]');
     cancel.addEventListener('click', async () => {
-      const answer = await cancelJob({ button: cancel, jobId: entry.job.id, title: jobTitle(entry.job.fileNames), errorBox: actionError });
+      const answer = await cancelJob({ button: cancel, jobId: entry.job.id, title: jobTitle(entry.job), errorBox: actionError });
       if (answer === null) {
         refreshSoon();
         return;
@@ -96,7 +97,7 @@ export function setUpJobsList(initialJobs) {
 
     const remove = card.querySelector('[data-action="delete"]');
     remove.addEventListener('click', async () => {
-      if (await deleteJob({ button: remove, jobId: entry.job.id, title: jobTitle(entry.job.fileNames), errorBox: actionError })) {
+      if (await deleteJob({ button: remove, jobId: entry.job.id, title: jobTitle(entry.job), madeAny: entry.job.completedVariations > 0, errorBox: actionError })) {
         const next = card.nextElementSibling ?? card.previousElementSibling;
         removeCard(entry.job.id);
         (next?.querySelector('.job-title') ?? document.getElementById('jobs-heading')).focus();

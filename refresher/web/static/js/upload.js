@@ -27,6 +27,7 @@ export function setUpUploadForm({ onJobCreated }) {
   const message = document.getElementById('upload-message');
   const variations = document.getElementById('variations');
   const seed = document.getElementById('seed');
+  const jobName = document.getElementById('job-name');
   const submit = document.getElementById('upload-submit');
   const stop = document.getElementById('upload-abort');
   const progressBox = document.getElementById('upload-progress');
@@ -37,6 +38,7 @@ export function setUpUploadForm({ onJobCreated }) {
 
   let chosen = [];
   let upload = null;
+  let refusedName = null;  // the file the server refused last, marked in the list
 
   function say(kind, lines) {
     const texts = [].concat(lines).filter(Boolean);
@@ -80,6 +82,10 @@ export function setUpUploadForm({ onJobCreated }) {
       item.querySelector('.chosen-name').textContent = file.name;
       item.querySelector('.chosen-name').title = file.name;
       item.querySelector('.chosen-size').textContent = formatBytes(file.size);
+      const refused = file.name === refusedName;
+      item.classList.toggle('is-refused', refused);
+      item.querySelector('.chosen-problem').hidden = !refused;
+      if (refused) item.querySelector('.chosen-name').title = `${file.name}: not accepted (see the message above)`;
       const remove = item.querySelector('.chosen-remove');
       remove.setAttribute('aria-label', `Remove ${file.name}`);
       remove.disabled = upload !== null;
@@ -116,7 +122,7 @@ export function setUpUploadForm({ onJobCreated }) {
   }
 
   function setUploading(active) {
-    for (const control of [input, variations, seed]) control.disabled = active;
+    for (const control of [input, variations, seed, jobName]) control.disabled = active;
     for (const remove of chosenList.querySelectorAll('.chosen-remove')) remove.disabled = active;
     dropzone.classList.toggle('is-disabled', active);
     stop.hidden = !active;
@@ -167,6 +173,7 @@ export function setUpUploadForm({ onJobCreated }) {
     for (const file of chosen) data.append('videos', file, file.name);
     data.append('variations', String(count));
     if (seed.value.trim()) data.append('seed', seed.value.trim());
+    if (jobName.value.trim()) data.append('name', jobName.value.trim());
 
     say('info', []);
     renderProgress(progressBox, 0, 'Starting the upload…');
@@ -181,11 +188,14 @@ export function setUpUploadForm({ onJobCreated }) {
     try {
       const job = await upload.promise;
       chosen = [];
+      refusedName = null;
       seed.value = '';
+      jobName.value = '';
       say('success', `Job created: ${plural(job.files.length, 'video')} × ${plural(job.variationsPerVideo, 'variation')}. Follow it in the list below.`);
       onJobCreated(job);
     } catch (error) {
       say(error instanceof UploadStopped ? 'info' : 'error', error.message);
+      refusedName = typeof error.body?.file === 'string' ? error.body.file : null;
     } finally {
       upload = null;
       setUploading(false);
