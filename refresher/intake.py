@@ -27,7 +27,7 @@ from . import lifecycle, limits
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
-from .names import CONTROL_CHARACTERS, safe_stem
+from .names import has_invisible, safe_stem
 from .store import QueueFull, Store, new_id
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def parse_variations(raw: str | None) -> int:
 def parse_seed(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_hex(6)
-    if len(raw) > limits.MAX_SEED_LENGTH or CONTROL_CHARACTERS.search(raw):
+    if len(raw) > limits.MAX_SEED_LENGTH or has_invisible(raw):
         raise Rejected(400, f"seed must be printable text of at most {limits.MAX_SEED_LENGTH} characters")
     return raw
 

@@ -137,6 +137,12 @@ def cases(media):
         ("token name too long", "post", "/api/tokens", {"json": {"name": "n" * 101}}, 400, "name"),
         ("token name not text", "post", "/api/tokens", {"json": {"name": 5}}, 400, "name"),
         ("token json array", "post", "/api/tokens", {"json": [1]}, 400, "name"),
+        # a right-to-left override shows "invoice\u202egpj" as "invoicejpg"
+        *[(f"token name with U+{ord(c):04X}", "post", "/api/tokens", {"json": {"name": f"invoice{c}gpj"}}, 400,
+           "name") for c in "\u202e\u2066\u200b\ufeff\u2028\u2029\x85\ue000\U000f0001\u0378"],
+        ("seed with bidi override", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                            ("seed", None, "a\u202eb".encode())]),
+                                                           "content_type": mp}, 400, "seed"),
         ("revoke unknown token", "delete", "/api/tokens/unknown", {}, 404, "unknown"),
         ("huge bearer token", "get", "/api/jobs", {"headers": {"Authorization": "Bearer " + "x" * 10000}}, 401,
          "token"),
