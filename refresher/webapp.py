@@ -65,6 +65,10 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         RATELIMIT_STORAGE_URI=f"refresher-store://{settings.database}",
     )
     app.json.sort_keys = False  # keep the documented field order
+    # "/api//jobs" is a 404, not werkzeug's redirect to an absolute URL built
+    # from the Host header, which the client chose. (Set before any route is
+    # added: rules copy it.)
+    app.url_map.merge_slashes = False
     if settings.trust_proxy_hops:
         # Behind a router (Heroku's adds one hop): the client's address is in
         # X-Forwarded-For, which login throttling must use.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,20 @@ def listening_addresses(port: int) -> set[str]:
 def test_servers_the_tests_start_listen_on_loopback_only(gunicorn_server):
     server = gunicorn_server()
     assert listening_addresses(server.port) == {"127.0.0.1"}
+
+
+def test_no_redirect_names_the_host_a_client_sent(gunicorn_server):
+    server = gunicorn_server()
+    for path in ("/api//jobs", "/api/jobs//x", "/static//app.css"):
+        r = server.session.get(server.url + path, headers={"Host": "evil.example"}, allow_redirects=False)
+        assert r.status_code == 404 and "Location" not in r.headers, (path, r.status_code, r.headers)
+        assert "error" in r.json()
+    # a request target in absolute form, without a path
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET http://evil.example HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    assert b"evil.example" not in head.split(b"\r\n\r\n")[0], head
