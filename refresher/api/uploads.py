@@ -2,19 +2,19 @@
 straight into a staging folder under DATA_DIR/incoming (never whole in
 memory, never outside DATA_DIR), each capped at MAX_UPLOAD_MB from the first
 byte past the limit. The staging folder is removed when the request ends,
-whatever happened, so a rejected request leaves nothing behind."""
+whatever happened, so a rejected request leaves nothing behind; while the
+request lives it holds the folder (`spool`), so that a server stopped in the
+middle leaves a folder the next start removes."""
 from __future__ import annotations
 
 import io
 import os
-import secrets
-import shutil
 from pathlib import Path
 
 from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import intake, lifecycle
+from .. import intake, spool
 from ..errors import Rejected
 from ..extensions import refresher
 from ..names import display_name
@@ -47,10 +47,8 @@ class UploadRequest(Request):
         settings = refresher().settings
         staging = self.environ.get(STAGING_KEY)
         if staging is None:
-            staging = lifecycle.incoming_dir(settings.data_dir) / secrets.token_hex(8)
-            staging.mkdir(parents=True, exist_ok=True)
-            self.environ[STAGING_KEY] = staging
-        path = staging / f"part{len(os.listdir(staging))}"
+            staging = self.environ[STAGING_KEY] = spool.create(settings.data_dir)
+        path = staging.path / f"part{len(os.listdir(staging.path))}"
         return _CappedFile(path, settings.max_upload_bytes, filename)
 
 
@@ -61,7 +59,7 @@ def remove_staging(exc: BaseException | None = None) -> None:
             upload.close()
     staging = request.environ.pop(STAGING_KEY, None)
     if staging is not None:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
 
 
 def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
