@@ -16,14 +16,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 
-from . import admin, limits, web
+from . import admin, limits, startup, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
 from .errors import Rejected
 from .extensions import Refresher, limiter
 from .media import ffmpeg
-from .store import Store
 
 SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50
@@ -44,12 +43,10 @@ def create_app(settings: Settings | None = None, control: ControlBlock | None = 
 
 
 def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.shared(settings.database)
-    store.migrate()
+    store = startup.open_store(settings)
     password, token_secret = load_secrets(settings, store)
+    if not logging.getLogger().handlers:  # (after the store: not a line per check it makes)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
