@@ -14,18 +14,19 @@ from refresher.engine.supervisor import SupervisorHandle
 from refresher.webapp import create_app
 from refresher.media.check import FFmpegUnusable, check_binary
 from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
+from refresher.startup import DataDirUnusable, prepare
 
 try:
     settings = load_settings()
     check_binary(resolve_binary(settings.ffmpeg_binary))
-except (SettingsError, FFmpegNotFound, FFmpegUnusable) as exc:
+    app = create_app(settings)
+except (SettingsError, FFmpegNotFound, FFmpegUnusable, DataDirUnusable) as exc:
     sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
     sys.exit(2)
 
-app = create_app(settings)
-
 
 def main() -> None:
+    prepare(settings)  # as gunicorn's master does: uploads a stopped server left are removed
     if settings.encode_workers == 0:  # HTTP only: worker processes encode
         app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
         return

@@ -48,18 +48,20 @@ _supervisor = None
 
 def on_starting(server):
     global _control, _supervisor
-    from refresher.auth import load_secrets
+    from refresher import startup
     from refresher.engine import control
     from refresher.engine.supervisor import SupervisorHandle
-    from refresher.store import Store
 
-    _settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Once, here, before the workers start: the schema, and a generated
-    # password printed by this process. Closed again before any fork.
-    store = Store(_settings.database)
-    store.migrate()
-    load_secrets(_settings, store)
-    store.close()
+    # Once, here, before the workers start: DATA_DIR and the database checked,
+    # the schema, a generated password printed by this process, uploads a
+    # stopped server left removed. Nothing stays open for the workers to inherit.
+    try:
+        abandoned = startup.prepare(_settings)
+    except startup.DataDirUnusable as exc:
+        sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
+        sys.exit(2)
+    if abandoned:
+        server.log.info("removed %d upload(s) left unfinished by a server that stopped", len(abandoned))
     if _settings.encode_workers == 0:
         server.log.info("ENCODE_WORKERS=0: this server only serves HTTP; worker processes encode")
         return

@@ -3,8 +3,9 @@
 Entries are STOREd (H.264 does not compress further), so the archive's exact
 size is known before the first byte is sent (`Content-Length`) and memory
 stays constant whatever the size. One folder per source video, named after
-the source without its extension (made unique when two sources share a
-name), and a `manifest.json` describing every output.
+the source without its extension, and a `manifest.json` describing every
+output. Every path in it extracts on Windows, macOS and Linux alike, and no
+two sources share a folder there, even where case is ignored.
 """
 from __future__ import annotations
 
@@ -15,20 +16,28 @@ from urllib.parse import quote
 
 from zipstream import ZIP_STORED, ZipStream
 
-from .names import name_from_files, safe_stem
+from .names import name_from_files, safe_stem, same_on_disk, strip_invisible, zip_folder_name
+
+MANIFEST = "manifest.json"
 
 
 def folder_names(files: list[dict]) -> dict[str, str]:
-    """file id → a unique folder name: the source's name without its extension
-    (names are already free of path separators and control characters)."""
-    used: dict[str, int] = {}
+    """file id → its folder: the source's name without its extension, made
+    portable (see `names.zip_folder_name`), and distinct from every other
+    folder and from the manifest as Windows and macOS compare names. A source
+    keeps its own name where it can: "a (2).mp4" gets "a (2)", and a second
+    "a.mp4" then gets "a (3)"."""
+    natural = {f["id"]: zip_folder_name(f["name"]) for f in files}
+    wanted = {same_on_disk(name) for name in natural.values()}
+    used = {same_on_disk(MANIFEST)}
     names = {}
     for f in files:
-        base = f["name"].rsplit(".", 1)[0].strip(". ") if "." in f["name"] else f["name"]
-        base = base or safe_stem(f["name"])
-        count = used.get(base.lower(), 0) + 1
-        used[base.lower()] = count
-        names[f["id"]] = base if count == 1 else f"{base} ({count})"
+        folder, count = natural[f["id"]], 1
+        while same_on_disk(folder) in used or (count > 1 and same_on_disk(folder) in wanted):
+            count += 1
+            folder = zip_folder_name(f["name"], suffix=f" ({count})")
+        used.add(same_on_disk(folder))
+        names[f["id"]] = folder
     return names
 
 
@@ -45,10 +54,10 @@ def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dic
         arcname = f"{folders[source['id']]}/{v['name']}"
         zs.add_path(str(data_dir / v["output_path"]), arcname)
         manifest["outputs"].append({
-            "path": arcname, "id": v["id"], "source": source["name"], "sourceId": source["id"],
+            "path": arcname, "id": v["id"], "source": strip_invisible(source["name"]), "sourceId": source["id"],
             "variationIndex": v["variation_index"], "size": v["size"], "effects": v["effects"],
         })
-    zs.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), "manifest.json")
+    zs.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), MANIFEST)
     return zs
 
 

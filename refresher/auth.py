@@ -29,7 +29,6 @@ import hmac
 import logging
 import secrets
 import time
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from . import limits
 from .errors import Rejected
 from .extensions import limiter, refresher
+from .names import has_invisible
 from .store import Store, new_id
 
 log = logging.getLogger(__name__)
@@ -199,14 +199,14 @@ def _verify_api_token(token: str) -> Caller | None:
 
 def clean_token_name(name) -> str | None:
     """The name without surrounding blanks, or None when it is not 1–100
-    printable characters (control characters would garble listings; lone
-    surrogates cannot be stored)."""
+    printable characters (control, bidi and other invisible characters would
+    garble or disguise listings; lone surrogates cannot be stored)."""
     if not isinstance(name, str):
         return None
     name = name.strip()
     if not limits.MIN_TOKEN_NAME_LENGTH <= len(name) <= limits.MAX_TOKEN_NAME_LENGTH:
         return None
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+    if has_invisible(name):
         return None
     return name
 

@@ -28,7 +28,7 @@ from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
 from .media.slots import ProbeSlots
-from .names import CONTROL_CHARACTERS, clean_job_name, name_from_files, safe_stem
+from .names import clean_job_name, has_invisible, name_from_files, safe_stem
 from .store import QueueFull, Store, new_id
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def parse_variations(raw: str | None) -> int:
 def parse_seed(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_hex(6)
-    if len(raw) > limits.MAX_SEED_LENGTH or CONTROL_CHARACTERS.search(raw):
+    if len(raw) > limits.MAX_SEED_LENGTH or has_invisible(raw):
         raise Rejected(400, f"seed must be printable text of at most {limits.MAX_SEED_LENGTH} characters")
     return raw
 

@@ -13,21 +13,18 @@ from pathlib import Path
 
 from config.settings import Settings
 
+from . import spool
 from .media import effects as fx
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 DISK_FULL_FRACTION = 0.85
-ORPHAN_AGE_SECONDS = 600  # an upload being accepted right now is younger than this
+ORPHAN_AGE_SECONDS = 600  # a job folder being created right now is younger than this
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
-
-
-def incoming_dir(data_dir: Path) -> Path:
-    return data_dir / "incoming"
 
 
 def remove_job_files(data_dir: Path, job_id: str) -> None:
@@ -134,8 +131,9 @@ def _room_lacking(settings: Settings, used: int, extra_needed: int) -> int:
 def sweep_temporaries(store: Store, settings: Settings, running: set[str] = frozenset(),
                       min_age: float = ORPHAN_AGE_SECONDS) -> list[Path]:
     """Remove files no row owns: partial outputs (except those of `running`
-    variation ids), folders of deleted jobs, abandoned uploads. Anything younger
-    than `min_age` that might belong to an upload in progress is left alone."""
+    variation ids), folders of deleted jobs, uploads no request holds any more.
+    Anything under jobs/ younger than `min_age` may belong to a job being
+    created: it is left alone."""
     removed: list[Path] = []
     data_dir = settings.data_dir
     now = time.time()
@@ -161,12 +159,7 @@ def sweep_temporaries(store: Store, settings: Settings, running: set[str] = froz
                 if ".part." in path.name or now - path.stat().st_mtime > min_age:
                     path.unlink(missing_ok=True)
                     removed.append(path)
-    incoming = incoming_dir(data_dir)
-    if incoming.is_dir():
-        for entry in incoming.iterdir():
-            if now - entry.stat().st_mtime > min_age:
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-                removed.append(entry)
+    removed += spool.remove_abandoned(data_dir)
     if removed:
         log.info("swept %d stray file(s)", len(removed))
     return removed

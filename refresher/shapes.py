@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .names import name_from_files
+from .names import name_from_files, strip_invisible
 
 
 def iso(ts: float | None) -> str | None:
@@ -54,7 +54,7 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
         progress = round(sum(100 if v["status"] == "completed" else v["progress"] for v in vs) / len(vs)) if vs else 0
         file_views.append({
             "id": f["id"],
-            "name": f["name"],
+            "name": strip_invisible(f["name"]),  # rows stored before intake removed them
             "size": f["size"],
             "durationSeconds": f["duration"],
             "width": f["media"].get("width"),
@@ -108,7 +108,7 @@ def job_summary(row: dict) -> dict:
         "totalVariations": row["total_variations"],
         "completedVariations": row["completed_variations"],
         "overallProgress": 100 if row["status"] == "completed" else row["progress"],
-        "fileNames": row["file_names"],
+        "fileNames": [strip_invisible(name) for name in row["file_names"]],
         "thumbnailUrl": f"/api/jobs/{row['id']}/thumbnail" if row["thumbnail_path"] else None,
         "createdAt": iso(row["created_at"]),
         "finishedAt": iso(row["finished_at"]),
@@ -119,5 +119,5 @@ def job_summary(row: dict) -> dict:
 
 
 def token_summary(row: dict) -> dict:
-    return {"id": row["id"], "name": row["name"], "createdAt": iso(row["created_at"]),
+    return {"id": row["id"], "name": strip_invisible(row["name"]), "createdAt": iso(row["created_at"]),
             "lastUsedAt": iso(row["last_used_at"])}

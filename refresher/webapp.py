@@ -16,14 +16,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 
-from . import admin, limits, web
+from . import admin, limits, startup, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
 from .errors import Rejected
 from .extensions import Refresher, limiter
 from .media import ffmpeg
-from .store import Store
 
 SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50
@@ -44,12 +43,10 @@ def create_app(settings: Settings | None = None, control: ControlBlock | None = 
 
 
 def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.shared(settings.database)
-    store.migrate()
+    store = startup.open_store(settings)
     password, token_secret = load_secrets(settings, store)
+    if not logging.getLogger().handlers:  # (after the store: not a line per check it makes)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
@@ -65,6 +62,10 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         RATELIMIT_STORAGE_URI=f"refresher-store://{settings.database}",
     )
     app.json.sort_keys = False  # keep the documented field order
+    # "/api//jobs" is a 404, not werkzeug's redirect to an absolute URL built
+    # from the Host header, which the client chose. (Set before any route is
+    # added: rules copy it.)
+    app.url_map.merge_slashes = False
     if settings.trust_proxy_hops:
         # Behind a router (Heroku's adds one hop): the client's address is in
         # X-Forwarded-For, which login throttling must use.

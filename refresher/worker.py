@@ -10,12 +10,11 @@ import sys
 
 from config.settings import SettingsError, load_settings
 
-from .auth import load_secrets
 from .engine.control import ControlBlock, remove_abandoned
 from .engine.supervisor import run_supervisor
 from .media.check import FFmpegUnusable, check_binary
 from .media.ffmpeg import FFmpegNotFound, resolve_binary
-from .store import Store
+from .startup import DataDirUnusable, prepare
 
 
 def main() -> None:
@@ -24,13 +23,10 @@ def main() -> None:
         if settings.encode_workers == 0:
             raise SettingsError("ENCODE_WORKERS is 0, but a worker process is there to encode; set it to 1 or more")
         check_binary(resolve_binary(settings.ffmpeg_binary))
-    except (SettingsError, FFmpegNotFound, FFmpegUnusable) as exc:
+        prepare(settings)  # the secrets are made once, by whichever process comes first
+    except (SettingsError, FFmpegNotFound, FFmpegUnusable, DataDirUnusable) as exc:
         sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
         sys.exit(2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.shared(settings.database)
-    store.migrate()
-    load_secrets(settings, store)  # made once, by whichever process comes first
     run_dir = settings.data_dir / "run"
     remove_abandoned(run_dir)
     control = ControlBlock.create(run_dir)

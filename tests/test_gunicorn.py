@@ -2,14 +2,21 @@
 workers share the cancel table and accept each other's tokens."""
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .conftest import PASSWORD, ROOT
+import pytest
+
+from refresher.store import Store
+
+from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
 
 
 def wait_done(server, job_id, timeout=60):
@@ -115,3 +122,153 @@ def listening_addresses(port: int) -> set[str]:
 def test_servers_the_tests_start_listen_on_loopback_only(gunicorn_server):
     server = gunicorn_server()
     assert listening_addresses(server.port) == {"127.0.0.1"}
+
+
+def test_no_redirect_names_the_host_a_client_sent(gunicorn_server):
+    server = gunicorn_server()
+    for path in ("/api//jobs", "/api/jobs//x", "/static//app.css"):
+        r = server.session.get(server.url + path, headers={"Host": "evil.example"}, allow_redirects=False)
+        assert r.status_code == 404 and "Location" not in r.headers, (path, r.status_code, r.headers)
+        assert "error" in r.json()
+    # a request target in absolute form, without a path
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET http://evil.example HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    assert b"evil.example" not in head.split(b"\r\n\r\n")[0], head
+
+
+# --- a DATA_DIR that cannot be used ------------------------------------------------------
+
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _bound_by_permissions() -> None:
+    """In the child, before exec: root gives up the capabilities that let it
+    write what file permissions forbid, so that a chmod binds it as it binds
+    any user (tests run as root in CI)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _corrupt_database(data_dir: Path) -> tuple[Path, str]:
+    data_dir.mkdir()
+    (data_dir / "refresher.db").write_bytes(b"not a database, just bytes\n" * 400)
+    return data_dir / "refresher.db", "file is not a database"
+
+
+def _read_only_database(data_dir: Path) -> tuple[Path, str]:
+    data_dir.mkdir()
+    store = Store(data_dir / "refresher.db")
+    store.migrate()
+    store.close()
+    (data_dir / "refresher.db").chmod(0o444)
+    return data_dir / "refresher.db", "readonly database"
+
+
+def _read_only_data_dir(data_dir: Path) -> tuple[Path, str]:
+    data_dir.mkdir()
+    data_dir.chmod(0o555)
+    return data_dir, "Permission denied"
+
+
+START_COMMANDS = {
+    "gunicorn": ["-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+    "worker": ["-m", "refresher.worker"],
+    "app.py": ["app.py"],
+}
+
+
+@pytest.mark.parametrize("command", START_COMMANDS)
+@pytest.mark.parametrize("damage", [_corrupt_database, _read_only_database, _read_only_data_dir])
+def test_an_unusable_data_dir_stops_the_start_with_one_line(tmp_path, damage, command):
+    path, problem = damage(tmp_path / "data")
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"),
+           "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG}
+    preexec = None
+    if os.geteuid() == 0:
+        preexec = _bound_by_permissions
+        try:
+            subprocess.run(["true"], preexec_fn=preexec, check=True)
+        except subprocess.SubprocessError as exc:  # no CAP_SETPCAP
+            pytest.skip(f"root cannot give up CAP_DAC_OVERRIDE here, so no permission binds it: {exc}")
+    r = subprocess.run([sys.executable, *START_COMMANDS[command]], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=preexec)
+    output = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2, output
+    said = [line for line in output.splitlines() if "cannot start" in line]
+    assert len(said) == 1 and str(path) in said[0] and problem in said[0], output
+    assert said[0].startswith("Video Refresher cannot start: ")
+    assert "Traceback" not in output and len(output.splitlines()) <= 2, output  # gunicorn says it starts
+
+
+# --- uploads cut short by a restart -----------------------------------------------------
+
+class SlowUpload:
+    """POST /api/jobs over a raw socket, the body sent in two halves."""
+
+    def __init__(self, server, video: Path):
+        part = (b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="cut.mp4"\r\n'
+                b"Content-Type: video/mp4\r\n\r\n" + video.read_bytes() + b"\r\n")
+        self.body = part + b'--XyZ\r\nContent-Disposition: form-data; name="variations"\r\n\r\n1\r\n--XyZ--\r\n'
+        head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {server.session.headers['Authorization']}\r\n"
+                f"Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(self.body)}\r\n\r\n")
+        self.half = len(part) // 2
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.sock.sendall(head.encode() + self.body[:self.half])
+
+    def finish(self) -> int:
+        self.sock.sendall(self.body[self.half:])
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = self.sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        self.sock.close()
+        return int(answer.split()[1])
+
+
+def new_upload_folder(incoming: Path, before: set[Path]) -> Path:
+    """The upload folder that appears beside `before`, once data is in it."""
+    def arrived():
+        folders = set(incoming.iterdir()) - before if incoming.is_dir() else set()
+        return next((f for f in folders if any(p.stat().st_size for p in f.iterdir())), None)
+    return wait_until(arrived, timeout=30)
+
+
+def test_an_upload_cut_by_a_restart_is_gone_once_the_server_is_ready(gunicorn_server, media):
+    """SIGTERM in the middle of an upload leaves its part in DATA_DIR/incoming.
+    The next start removes it before it serves, and never touches an upload
+    that another live server on the same DATA_DIR is receiving."""
+    first = gunicorn_server("--graceful-timeout", "2")
+    incoming = first.data_dir / "incoming"
+    video = media["long"]
+    assert video.stat().st_size > 256 * 1024, "half of it is more than a slow client's buffer"
+
+    # a second server starts on the same DATA_DIR while the first receives an upload
+    live = SlowUpload(first, video)
+    live_folder = new_upload_folder(incoming, set())
+    web_only = gunicorn_server(DATA_DIR=first.data_dir, ENCODE_WORKERS=0)
+    assert live_folder.exists(), "an upload another server is receiving is left alone"
+    assert live.finish() == 202
+
+    # the first server stops in the middle of an upload, while the other receives one
+    cut = SlowUpload(first, video)
+    cut_folder = new_upload_folder(incoming, set())
+    receiving = SlowUpload(web_only, video)
+    receiving_folder = new_upload_folder(incoming, {cut_folder})
+    first.stop()
+    cut.sock.close()
+    assert cut_folder.exists(), "a stopped server leaves its partial upload behind"
+
+    gunicorn_server(DATA_DIR=first.data_dir)  # returns once it answers /api/health
+    assert not cut_folder.exists(), "the partial upload is gone by the time the server is ready"
+    assert receiving_folder.exists(), "an upload another server is receiving is left alone"
+    assert receiving.finish() == 202

@@ -148,6 +148,12 @@ def cases(media):
         ("token name too long", "post", "/api/tokens", {"json": {"name": "n" * 101}}, 400, "name"),
         ("token name not text", "post", "/api/tokens", {"json": {"name": 5}}, 400, "name"),
         ("token json array", "post", "/api/tokens", {"json": [1]}, 400, "name"),
+        # a right-to-left override shows "invoice\u202egpj" as "invoicejpg"
+        *[(f"token name with U+{ord(c):04X}", "post", "/api/tokens", {"json": {"name": f"invoice{c}gpj"}}, 400,
+           "name") for c in "\u202e\u2066\u200b\ufeff\u2028\u2029\x85\ue000\U000f0001\u0378"],
+        ("seed with bidi override", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
+                                                                            ("seed", None, "a\u202eb".encode())]),
+                                                           "content_type": mp}, 400, "seed"),
         ("revoke unknown token", "delete", "/api/tokens/unknown", {}, 404, "unknown"),
         ("huge bearer token", "get", "/api/jobs", {"headers": {"Authorization": "Bearer " + "x" * 10000}}, 401,
          "token"),
@@ -284,6 +290,29 @@ def test_oversized_upload_is_refused_without_reading_the_rest(gunicorn_server, c
     assert b"big.mp4" in body or b"MAX_UPLOAD_MB" in body
     incoming = server.data_dir / "incoming"
     assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+
+
+def test_no_redirect_is_built_from_the_host_header(app):
+    """werkzeug answers "/api//jobs", a missing trailing slash and an empty
+    path with a redirect to an absolute URL made from the Host header, which
+    the client chose. Every route, with doubled slashes and with and without
+    a trailing slash, answers without one."""
+    client = app.test_client()
+    paths = {("GET", "")}  # what a server makes of "GET http://host HTTP/1.1"
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<[^>]+>", "x", rule.rule)
+        for variant in (path, path + "/", path.rstrip("/"), path.replace("/", "//"),
+                        "/" + path[1:].replace("/", "//"), path + "//"):
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                paths.add((method, variant))
+    assert ("GET", "/api//jobs") in paths
+    for method, path in sorted(paths):
+        # PATH_INFO exactly as a server passes it ("//x" is no host name here)
+        r = client.open("/", method=method, headers={"Host": "evil.example"}, environ_overrides={"PATH_INFO": path})
+        location = r.headers.get("Location", "/")
+        assert location.startswith("/") and not location.startswith("//"), (method, path, r.status_code, location)
+    r = client.get("/api//jobs", headers={"Host": "evil.example"})
+    assert r.status_code == 404 and "error" in r.get_json()
 
 
 def test_cors_is_off_by_default(app):

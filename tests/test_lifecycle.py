@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from refresher import lifecycle
+from refresher import lifecycle, spool
 from refresher.store import Store
 from refresher.engine.supervisor import SupervisorHandle
 
@@ -146,14 +146,19 @@ def test_sweep_at_start_removes_what_no_row_owns(service, media):
     stale_upload = data / "incoming" / "stale"
     stale_upload.mkdir(parents=True)
     os.utime(stale_upload, (old, old))
-    fresh_upload = data / "incoming" / "fresh"
-    fresh_upload.mkdir()
+    abandoned_upload = data / "incoming" / "abandoned"  # young, but no request holds it
+    abandoned_upload.mkdir()
+    (abandoned_upload / "part0").write_bytes(b"x")
+    receiving = spool.create(data)  # an upload under way
+    (receiving.path / "part0").write_bytes(b"x")
 
     service.supervisor.stop()
     service.supervisor = SupervisorHandle(service.settings, service.control).start()
     assert service.supervisor.wait_ready()
     assert not partial.exists() and not orphan.exists() and not stale_upload.exists()
-    assert young_orphan.exists() and fresh_upload.exists(), "what may belong to an upload under way stays"
+    assert not abandoned_upload.exists(), "an upload nobody receives any more goes at once"
+    assert young_orphan.exists() and receiving.path.exists(), "what may belong to an upload under way stays"
+    receiving.remove()
     assert sorted(p.name for p in folder.iterdir()) == keep
     assert service.get(job["files"][0]["outputs"][0]["url"]).status_code == 200
 

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
+import unicodedata
 import zipfile
 
+import pytest
+
+from refresher.archive import folder_names
 from refresher.store import Store
 
 from .conftest import sql, decode_errors, wait_until
@@ -57,6 +62,75 @@ def test_zip_layout_store_method_manifest_and_length(service, media, tmp_path):
             assert entry["effects"] == o["effects"] and entry["size"] == o["size"]
             assert archive.getinfo(entry["path"]).file_size == o["size"]
             assert archive.read(entry["path"]) == service.get(o["url"]).data
+
+
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def assert_extracts_everywhere(path: str) -> None:
+    """A ZIP path that Windows, macOS and Linux can all create."""
+    assert len(path) <= 200, path
+    for part in path.split("/"):
+        assert part and part not in (".", ".."), path
+        assert not re.search(r'[<>:"\\|?*\x00-\x1f]', part), path
+        assert part == part.rstrip(". "), f"{path!r}: Windows drops a trailing dot or space"
+        assert part.split(".")[0].rstrip(" ").upper() not in WINDOWS_DEVICES, path
+        assert len(part.encode()) <= 255, path
+
+
+def assert_nothing_invisible(text: str) -> None:
+    hidden = [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in INVISIBLE and c != "\n"]
+    assert not hidden, f"{hidden} in {text[:200]!r}"
+
+
+@pytest.mark.parametrize("names", [
+    ["a.mp4", "a.mp4", "a (2).mp4"],
+    ["a (2).mp4", "a.mp4", "a.mp4"],
+    ["a.mp4", "A.mp4", "a.MOV", "a (2).mp4", "A (2).mp4"],
+    ["Straße.mp4", "STRASSE.mp4", "e\u0301.mp4", "\u00e9.mp4"],
+    ["x" * 200 + "1.mp4", "x" * 200 + "2.mp4", "x" * 200 + "1.mp4"],
+    ["manifest.json.mp4", "MANIFEST.JSON.mov"],
+    ['a"b.mp4', "a<b.mp4", "a>b.mp4", "a:b.mp4", "a|b.mp4", "a?b.mp4", "a*b.mp4", "a\\b.mp4"],
+    ["CON.mp4", "nul.mp4", "com1.mp4", "LPT9.mov", "aux.tar.mp4", "COM\u00b9.mp4", "prn .mp4"],
+    ["trailing. .mp4", "dots....mp4", ".mp4", "\u202e.mp4", " .mp4"],
+])
+def test_every_source_gets_its_own_portable_folder(names):
+    folders = folder_names([{"id": str(i), "name": n} for i, n in enumerate(names)])
+    assert len(folders) == len(names)
+    keys = [unicodedata.normalize("NFC", f.casefold()) for f in folders.values()]
+    assert len(set(keys) | {"manifest.json"}) == len(names) + 1, f"two sources share a folder: {folders}"
+    for folder in folders.values():
+        assert_extracts_everywhere(f"{folder}/{'v' * 95}.mp4")
+
+
+def test_names_shown_and_zipped_are_visible_and_portable(make_service, media):
+    """Names with bidi overrides, separators and characters Windows refuses,
+    and sources sharing a name: the API, the manifest and the ZIP show
+    nothing invisible, and every source has a folder of its own."""
+    svc = make_service(encode_workers=1)
+    names = ["invoice\u202egpj.mp4", "a.mp4", "a.mp4", "a (2).mp4", "A.mp4", "line\u2028break.mp4",
+             'a"b.mp4', "CON.mp4", "zero\u200bwidth\ufeff.mp4", "dot. .mp4"]
+    data = {"videos": [(open(media["clip"], "rb"), name) for name in names], "variations": "1"}
+    r = svc.post("/api/jobs", data=data, content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    accepted = r.get_json()
+    assert [f["name"] for f in accepted["files"]][:2] == ["invoicegpj.mp4", "a.mp4"]
+    job = svc.wait(accepted["jobId"])
+    assert job["status"] == "completed"
+    listing = svc.get("/api/jobs").get_json()
+    archive = zipfile.ZipFile(io.BytesIO(svc.get(f"/api/jobs/{job['jobId']}/download").data))
+    manifest = archive.read("manifest.json").decode()
+    for shown in (json.dumps(accepted, ensure_ascii=False), json.dumps(job, ensure_ascii=False),
+                  json.dumps(listing, ensure_ascii=False), manifest, *archive.namelist()):
+        assert_nothing_invisible(shown)
+    folders = {n.split("/")[0] for n in archive.namelist() if "/" in n}
+    assert len(folders) == len(names), f"one folder per source: {sorted(folders)}"
+    assert len({unicodedata.normalize("NFC", f.casefold()) for f in folders}) == len(names)
+    for path in archive.namelist():
+        assert_extracts_everywhere(path)
+    sources = {o["sourceId"]: o["path"].split("/")[0] for o in json.loads(manifest)["outputs"]}
+    assert len(set(sources.values())) == len(sources) == len(names)
 
 
 def test_download_status_codes(make_service, media):

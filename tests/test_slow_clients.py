@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from refresher import gunicorn_worker
-from refresher.lifecycle import incoming_dir
+from refresher.spool import incoming_dir
 
 POLL_LIMIT = 2.5  # seconds a poller waits, as a person's script would
 

@@ -94,6 +94,7 @@ def test_secrets_are_never_stored_in_clear(app, client, session):
 @pytest.mark.parametrize("body", [
     {"name": ""}, {"name": "   "}, {"name": "x" * 101}, {"name": 42}, {"name": None}, {},
     {"name": "two\nlines"}, ["nightly"],
+    {"name": "invoice\u202egpj"}, {"name": "two\u2028lines"}, {"name": "zero\u200bwidth"}, {"name": "\ue000"},
 ])
 def test_bad_names_are_refused(client, session, body):
     r = client.post("/api/tokens", json=body, headers=session)

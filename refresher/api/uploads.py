@@ -6,20 +6,21 @@ whatever happened, so a rejected request leaves nothing behind.
 
 The parser also counts the parts as they arrive: the eleventh file, or one
 text field too many, ends the request with a 400 naming the limit (Werkzeug's
-own MAX_FORM_PARTS check would answer 413, which reads as "too large")."""
+own MAX_FORM_PARTS check would answer 413, which reads as "too large").
+
+While the request lives it holds the staging folder (`spool`), so that a
+server stopped in the middle leaves a folder the next start removes."""
 from __future__ import annotations
 
 import io
 import os
-import secrets
-import shutil
 from pathlib import Path
 
 from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
-from .. import intake, lifecycle, limits
+from .. import intake, limits, spool
 from ..errors import Rejected
 from ..extensions import refresher
 from ..names import display_name
@@ -91,10 +92,8 @@ class UploadRequest(Request):
         settings = refresher().settings
         staging = self.environ.get(STAGING_KEY)
         if staging is None:
-            staging = lifecycle.incoming_dir(settings.data_dir) / secrets.token_hex(8)
-            staging.mkdir(parents=True, exist_ok=True)
-            self.environ[STAGING_KEY] = staging
-        path = staging / f"part{len(os.listdir(staging))}"
+            staging = self.environ[STAGING_KEY] = spool.create(settings.data_dir)
+        path = staging.path / f"part{len(os.listdir(staging.path))}"
         stream = _CappedFile(path, settings.max_upload_bytes, filename)
         # kept here too: a request refused while parsing never sets request.files
         self.environ.setdefault(STREAMS_KEY, []).append(stream)
@@ -107,7 +106,7 @@ def remove_staging(exc: BaseException | None = None) -> None:
         stream.close()
     staging = request.environ.pop(STAGING_KEY, None)
     if staging is not None:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
 
 
 def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:

@@ -184,6 +184,17 @@ class Store:
                     self._adopt_legacy_schema(conn, config)
                 command.upgrade(config, "head")
 
+    def check_writable(self) -> None:
+        """Raises the database's own error when it takes no writes (a
+        read-only file or folder, a read-only server): writes a row and takes
+        it back."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                conn.execute(insert(secrets).values(name=f"write-check-{new_id()}", value="", created_at=time.time()))
+            finally:
+                transaction.rollback()
+
     @staticmethod
     def _use_wal(conn: Connection, timeout: float = 30) -> None:
         """WAL lets readers and one writer work side by side; it stays set in the

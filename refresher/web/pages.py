@@ -23,7 +23,10 @@ def keep_pages_private(response):
     return response
 
 
-@bp.get("/")
+# strict_slashes=False: an empty path (a request for "http://host" in
+# absolute form) is this page, not werkzeug's redirect to an absolute URL
+# built from the Host header.
+@bp.get("/", strict_slashes=False)
 @signin_required
 def index():
     service = refresher()
