@@ -16,7 +16,7 @@ from refresher.media.check import FFmpegUnusable, check_binary
 from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 
 try:
-    settings = load_settings()
+    settings = load_settings().for_web()
     check_binary(resolve_binary(settings.ffmpeg_binary))
 except (SettingsError, FFmpegNotFound, FFmpegUnusable) as exc:
     sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
