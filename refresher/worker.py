@@ -12,7 +12,7 @@ from config.settings import SettingsError, load_settings
 
 from .auth import load_secrets
 from .engine.control import ControlBlock, remove_abandoned
-from .engine.supervisor import run_supervisor
+from .engine.supervisor import HostIdInUse, run_supervisor
 from .media.check import FFmpegUnusable, check_binary
 from .media.ffmpeg import FFmpegNotFound, resolve_binary
 from .store import Store
@@ -36,6 +36,9 @@ def main() -> None:
     control = ControlBlock.create(run_dir)
     try:
         run_supervisor(settings, control)
+    except HostIdInUse as exc:
+        sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
+        sys.exit(2)
     finally:
         control.remove()
 

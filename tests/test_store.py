@@ -32,7 +32,7 @@ def test_processes_starting_together_all_migrate_a_fresh_database(tmp_path):
         assert [p.exitcode for p in processes] == [0] * 6
         store = Store(db_path)
         assert sql(store, "PRAGMA journal_mode") == [("wal",)]
-        assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
+        assert sql(store, "SELECT version_num FROM alembic_version") == [("0004",)]
         store.close()
 
 
@@ -75,7 +75,7 @@ def test_a_database_from_before_alembic_is_adopted_with_its_data(tmp_path):
         conn.executescript(LEGACY_SCHEMA)
     store = Store(db_path)
     store.migrate()
-    assert sql(store, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert sql(store, "SELECT version_num FROM alembic_version") == [("0004",)]
     assert not sql(store, "SELECT name FROM sqlite_master WHERE name = 'schema_version'")
     assert [t["name"] for t in store.list_api_tokens()] == ["nightly"]
     job = store.get_job("old-job")
@@ -209,6 +209,24 @@ def test_tokens_and_rate_limits(database):
     assert store.rate_limit_get("k", now) == (3, now + 60)
     assert store.rate_limit_incr("k", 60, 1, now + 61) == 1, "a new window"
     assert store.rate_limit_clear() == 1
+    # a secret is made once, and the maker knows it made it (it prints a generated password)
+    assert store.secret("s", lambda: "first", now) == ("first", True)
+    assert store.secret("s", lambda: "second", now) == ("first", False)
+
+
+def test_a_host_id_is_held_by_one_run_at_a_time(database):
+    store = Store(database)
+    store.migrate()
+    now = time.time()
+    assert store.register_host("h", "run-1", "m", 10, now, 30) is None
+    holder = store.register_host("h", "run-2", "m", 20, now + 1, 30)
+    assert (holder["instance"], holder["pid"]) == ("run-1", 10), "a live holder keeps the id"
+    assert store.heartbeat("h", "run-1", 10, now + 2) and not store.heartbeat("h", "run-2", 20, now + 2)
+    assert not store.take_over_host("h", holder, "run-2", "m", 20, now + 3), "it beat since it was seen"
+    assert store.register_host("h", "run-2", "m", 20, now + 40, 30) is None, "a silent holder loses it"
+    assert not store.heartbeat("h", "run-1", 10, now + 41), "the old run learns it was taken over"
+    store.forget_host("h", "run-1")
+    assert [h["instance"] for h in store.live_hosts(now + 41, 30)] == ["run-2"], "only its own row"
 
 
 def test_the_queue_cap_holds_under_concurrent_creation(database):

@@ -484,18 +484,54 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(select(variations).where(*where))]
 
     # --- hosts: who encodes, and who fell silent ---------------------------------------------
-    def heartbeat(self, host: str, pid: int, now: float) -> None:
-        """This host's supervisor is alive."""
+    def register_host(self, host: str, instance: str, machine: str, pid: int, now: float,
+                      timeout: float) -> dict | None:
+        """Take the host id `host` for this supervisor run (`instance`) unless
+        another run holds it with a heartbeat younger than `timeout`. None
+        when taken; else the holder's row, untouched."""
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(hosts).values(id=host, pid=pid, started_at=now, heartbeat_at=now)
+        values = {"instance": instance, "machine": machine, "pid": pid, "started_at": now, "heartbeat_at": now}
+        statement = dialect_insert(hosts).values(id=host, **values).on_conflict_do_update(
+            index_elements=[hosts.c.id], set_=values,
+            where=sa.or_(hosts.c.heartbeat_at <= now - timeout, hosts.c.instance == instance))
         with self.writing() as conn:
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[hosts.c.id], set_={"pid": pid, "heartbeat_at": now}))
+            # RETURNING, not rowcount: psycopg reports -1 for an upsert
+            if conn.execute(statement.returning(hosts.c.id)).first() is not None:
+                return None
+            return _mapping(conn.execute(select(hosts).where(hosts.c.id == host)).first())
 
-    def forget_host(self, host: str) -> None:
-        """A supervisor that stops cleanly has handed its work back."""
+    def take_over_host(self, host: str, holder: Mapping, instance: str, machine: str, pid: int,
+                       now: float) -> bool:
+        """Take the host id from a holder known to be dead, if the row is still
+        exactly as it was seen (nobody else took it or beat since)."""
         with self.writing() as conn:
-            conn.execute(delete(hosts).where(hosts.c.id == host))
+            return conn.execute(update(hosts).where(
+                hosts.c.id == host, hosts.c.instance.is_not_distinct_from(holder["instance"]),
+                hosts.c.heartbeat_at == holder["heartbeat_at"]).values(
+                instance=instance, machine=machine, pid=pid, started_at=now, heartbeat_at=now)).rowcount == 1
+
+    def heartbeat(self, host: str, instance: str, pid: int, now: float) -> bool:
+        """This supervisor run is alive. False when another run has taken its
+        host id meanwhile (it was presumed dead): that row is left alone."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(hosts).values(id=host, instance=instance, pid=pid, started_at=now,
+                                                 heartbeat_at=now)
+        with self.writing() as conn:
+            return conn.execute(statement.on_conflict_do_update(
+                index_elements=[hosts.c.id], set_={"pid": pid, "heartbeat_at": now},
+                where=hosts.c.instance.is_not_distinct_from(instance)).returning(hosts.c.id)).first() is not None
+
+    def forget_host(self, host: str, instance: str | None = None, silent_since: float | None = None) -> None:
+        """A supervisor that stops cleanly has handed its work back (only its
+        own run's row: `instance`); a silent host has been taken over (only
+        if it is still silent: `silent_since`)."""
+        where = [hosts.c.id == host]
+        if instance is not None:
+            where.append(hosts.c.instance == instance)
+        if silent_since is not None:
+            where.append(hosts.c.heartbeat_at <= silent_since)
+        with self.writing() as conn:
+            conn.execute(delete(hosts).where(*where))
 
     def live_hosts(self, now: float, timeout: float) -> list[dict]:
         with self.reading() as conn:
@@ -514,7 +550,8 @@ class Store:
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         with self.writing() as conn:
             made = conn.execute(dialect_insert(secrets).values(name=name, value=make(), created_at=now)
-                                .on_conflict_do_nothing(index_elements=[secrets.c.name])).rowcount == 1
+                                .on_conflict_do_nothing(index_elements=[secrets.c.name])
+                                .returning(secrets.c.name)).first() is not None
             value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
         return value, made
 
