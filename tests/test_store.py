@@ -5,7 +5,7 @@ import multiprocessing
 import sqlite3
 import time
 
-from refresher.store import Store, new_id
+from refresher.store import JobNotStarted, Store, new_id
 
 from .conftest import sql
 
@@ -130,8 +130,13 @@ def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tupl
     return job_id, [f["id"] for f in files]
 
 
-def _claim(store: Store) -> dict:
-    return store.claim_variation(store.next_variation()["id"], "here", time.time())
+def _claim(store: Store) -> dict | None:
+    """As the supervisor claims: a queued job is started first."""
+    try:
+        return store.claim_next_variation("here", time.time())
+    except JobNotStarted as waiting:
+        assert store.start_job(waiting.job["id"], time.time())
+        return store.claim_next_variation("here", time.time())
 
 
 def test_claims_interleave_sources_and_let_jobs_take_turns(database):
@@ -255,3 +260,56 @@ def test_the_queue_cap_holds_under_concurrent_creation(database):
     for t in threads:
         t.join()
     assert sorted(results) == ["full"] * 10 + ["in"] * 2
+
+
+def test_a_variation_another_host_is_claiming_is_passed_over_not_waited_for(postgres):
+    """SKIP LOCKED in the pick itself: with the next variation locked by
+    another host's claim, this host claims the one after it at once."""
+    import threading
+
+    from refresher.store.schema import variations
+
+    url = postgres.new_database()
+    store, other = Store(url), Store(url)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=3)
+    assert store.start_job(job_id, time.time())
+    locked = store.next_variation()["id"]
+    claimed = []
+    with other.writing() as conn:  # the other host's claim, not committed yet
+        conn.execute(variations.select().where(variations.c.id == locked).with_for_update())
+        claiming = threading.Thread(target=lambda: claimed.append(store.claim_next_variation("here", time.time())))
+        claiming.start()
+        claiming.join(10)
+        waited = claiming.is_alive()
+    claiming.join()
+    assert not waited, "the claim waited for the other host's lock"
+    assert claimed[0] is not None and claimed[0]["id"] != locked
+    assert store.get_variation(locked)["status"] == "queued"
+    other.close()
+
+
+def test_hosts_claiming_at_once_each_get_their_own_variations(database):
+    import threading
+
+    stores = [Store(database) for _ in range(4)]
+    stores[0].migrate()
+    job_id, _ = _job(stores[0], sources=2, per_source=6)
+    assert stores[0].start_job(job_id, time.time())
+    claimed: list[str] = []
+    start = threading.Barrier(len(stores))
+
+    def host(store: Store, name: str) -> None:
+        start.wait()
+        while (task := store.claim_next_variation(name, time.time())) is not None:
+            claimed.append(task["id"])
+
+    threads = [threading.Thread(target=host, args=(s, f"host{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(claimed) == len(set(claimed)) == 12
+    assert stores[0].next_variation() is None
+    for s in stores:
+        s.close()

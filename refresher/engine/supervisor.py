@@ -40,7 +40,7 @@ from config.settings import Settings
 from .. import lifecycle
 from ..media import ffmpeg
 from ..store import Error as StoreError
-from ..store import Store, new_id
+from ..store import JobNotStarted, Store, new_id
 from .control import ControlBlock
 from .worker import partial_path, run_worker
 
@@ -258,22 +258,20 @@ class Supervisor:
             worker.pipe.send(task)
 
     def claim(self) -> dict | None:
-        """The next variation, fairly between jobs; a job that cannot fit on the
-        disk fails before it starts."""
-        for _ in range(20):  # a claim lost to a cancel or another host: look again
-            candidate = self.store.next_variation()
-            if candidate is None:
-                return None
-            if candidate["job_status"] == "queued":
-                job = self.store.get_job(candidate["job_id"])
+        """The next variation, fairly between jobs. A queued job starts only
+        once the disk can hold its outputs; one that cannot fails before it
+        starts."""
+        for _ in range(20):  # a few queued jobs to start (or fail) first
+            try:
+                return self.store.claim_next_variation(self.host, time.time())
+            except JobNotStarted as waiting:
+                job = waiting.job
                 problem = lifecycle.make_room_for(self.store, self.settings, job)
                 if problem is not None:
                     log.error("job %s cannot start: %s", job["id"], problem)
                     self.store.fail_queued_job(job["id"], problem, time.time(), self.ttl)
-                    continue
-            task = self.store.claim_variation(candidate["id"], self.host, time.time())
-            if task is not None:
-                return task
+                else:
+                    self.store.start_job(job["id"], time.time())
         return None
 
     # --- cancels ------------------------------------------------------------------------------

@@ -42,6 +42,14 @@ _CLUSTER_LOCKS = {"cleanup": 7_402_118_010}
 _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
 
 
+class JobNotStarted(Exception):
+    """The next variation to claim belongs to a job still queued."""
+
+    def __init__(self, job: dict):
+        super().__init__(f"job {job['id']} is queued")
+        self.job = job
+
+
 class QueueFull(Exception):
     def __init__(self, unfinished: int):
         super().__init__(f"{unfinished} unfinished jobs")
@@ -344,7 +352,8 @@ class Store:
                                                             variations.c.status == "queued")).all()
             for row in queued:
                 state = rules.skip_for_cancel(_variation_state(row._mapping))
-                conn.execute(update(variations).where(variations.c.id == row.id)
+                # still queued: a host may have claimed it since the SELECT (its flag stops it)
+                conn.execute(update(variations).where(variations.c.id == row.id, variations.c.status == "queued")
                              .values(**_variation_fields(state), finished_at=now))
             self._settle(conn, job_id, now, ttl)
             return self.get_job(job_id, conn)
@@ -366,7 +375,7 @@ class Store:
             return True
 
     # --- the supervisor's side ---------------------------------------------------------------
-    def next_variation(self) -> dict | None:
+    def _next_variation_query(self, *columns):
         """The variation that should run next, fairly between jobs: the job with
         the fewest variations running goes first, then the one that has had
         the fewest started, then the oldest — so jobs take turns, and a small
@@ -381,31 +390,80 @@ class Store:
 
         running = of_this_job(others.c.status == "processing")
         started = of_this_job(others.c.status != "queued")
-        query = (select(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
-                 .join(jobs, jobs.c.id == variations.c.job_id)
-                 .join(source_files, source_files.c.id == variations.c.file_id)
-                 .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
-                        jobs.c.cancel_requested_at.is_(None))
-                 .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
-                           source_files.c.position)
-                 .limit(1))
+        return (select(*columns)
+                .join(jobs, jobs.c.id == variations.c.job_id)
+                .join(source_files, source_files.c.id == variations.c.file_id)
+                .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
+                       jobs.c.cancel_requested_at.is_(None))
+                .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
+                          source_files.c.position)
+                .limit(1))
+
+    def next_variation(self) -> dict | None:
+        """The variation that should run next (see `_next_variation_query`), unclaimed."""
+        query = self._next_variation_query(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
         with self.reading() as conn:
             return _mapping(conn.execute(query).first())
 
-    def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
-        """queued → processing for this host, starting its job if it was queued.
-        Returns the task (the variation with its source's path and media), or
-        None when the variation was taken, cancelled or deleted meanwhile — or,
-        on PostgreSQL, is being claimed by another host right now (SKIP LOCKED:
-        hosts never wait for each other's claims)."""
+    def claim_next_variation(self, host: str, now: float) -> dict | None:
+        """queued → processing for this host: the variation that should run
+        next, picked and claimed in one transaction. On PostgreSQL the pick
+        itself locks the row (`FOR UPDATE OF variations SKIP LOCKED`): a row
+        another host is claiming at this moment is passed over for the next
+        one, never picked again and again, and no host waits for another.
+        The job's row is read, not locked, so a claim never waits behind a
+        cancel (which locks the job, then its queued variations: a claim
+        that wins that race is stopped by the cancel's flag like any running
+        variation). Returns the task (the variation with its source's path
+        and media), None when nothing can be claimed; raises JobNotStarted
+        when the next variation's job is still queued: the caller checks
+        its disk space and starts it (`start_job`) or fails it first."""
+        query = self._next_variation_query(variations, jobs.c.status.label("job_status"), jobs.c.seq.label("job_seq"),
+                                           source_files.c.upload_path, source_files.c.duration,
+                                           source_files.c.media)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=variations, skip_locked=True)
         with self.writing() as conn:
+            row = _mapping(conn.execute(query).first())
+            if row is None:
+                return None
+            if row["job_status"] == "queued":
+                raise JobNotStarted(self.get_job(row["job_id"], conn))
+            claimed = rules.claim(_variation_state(row), rules.Job(status=row["job_status"]))
+            conn.execute(update(variations).where(variations.c.id == row["id"]).values(
+                **_variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None))
+        return {**row, **_variation_fields(claimed), "host": host, "effects": json.loads(row["effects"]),
+                "media": json.loads(row["media"])}
+
+    def start_job(self, job_id: str, now: float) -> bool:
+        """queued → processing, before its first variation is claimed (its
+        disk check passed). False when it has started, ended or been
+        cancelled meanwhile."""
+        with self.writing() as conn:
+            job = self._lock_job(conn, job_id)
+            if job is None:
+                return False
+            try:
+                rules.start(_job_state(job))
+            except rules.IllegalTransition:
+                return False
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(status="processing", started_at=now))
+            return True
+
+    def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
+        """This variation, queued → processing for this host, starting its job
+        if it was queued. None when it was taken, cancelled or deleted
+        meanwhile, or (PostgreSQL) is being claimed by another host now.
+        Locks the job before the variation, as a cancel does."""
+        with self.writing() as conn:
+            job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
+            job = self._lock_job(conn, job_id) if job_id is not None else None
             query = select(variations).where(variations.c.id == variation_id)
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             row = _mapping(conn.execute(query).first())
-            if row is None:
+            if row is None or job is None:
                 return None
-            job = self._lock_job(conn, row["job_id"])
             try:
                 claimed = rules.claim(_variation_state(row), _job_state(job))
                 if job["status"] == "queued":
@@ -445,11 +503,13 @@ class Store:
         """What became of one attempt: "completed", "failed", "interrupted" or
         "cancelled". Returns (job id, the job's new final status or None)."""
         with self.writing() as conn:
+            # the job's row, then the variation's: the order of every transition that takes both
+            job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
+            job = self._lock_job(conn, job_id) if job_id is not None else None
             row = _mapping(conn.execute(self._locked(
                 select(variations).where(variations.c.id == variation_id))).first())
-            if row is None:
+            if row is None or job is None:
                 return None, None  # the job was deleted meanwhile
-            job_id = row["job_id"]
             if row["status"] == "processing":
                 state = _variation_state(row)
                 if outcome == "completed":
@@ -462,7 +522,6 @@ class Store:
                     after = rules.stopped_by_cancel(state)
                 else:
                     raise ValueError(f"unknown outcome {outcome!r}")
-                job = self._lock_job(conn, job_id)
                 if after.status == "queued" and job["cancel_requested_at"] is not None:
                     after = rules.skip_for_cancel(after)  # no new attempt for a cancelled job
                 fields = _variation_fields(after)
