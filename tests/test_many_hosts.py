@@ -4,11 +4,13 @@ processes on this machine."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -218,3 +220,40 @@ def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media,
         web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     finally:
         again.stop()
+
+
+# --- the cleanup daemon, once per cluster ----------------------------------------------------
+
+_PASS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO refresher.lifecycle: cleanup pass in process "
+                   r"(\d+)( done)?", re.M)
+
+
+def cleanup_passes(log: str) -> list[tuple[datetime, datetime]]:
+    """(start, end) of every finished cleanup pass in a host's log."""
+    passes, started = [], None
+    for stamp, _pid, done in _PASS.findall(log):
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+        if done and started is not None:
+            passes.append((started, at))
+            started = None
+        elif not done:
+            started = at
+    return passes
+
+
+def test_the_cleanup_daemon_never_runs_on_two_hosts_at_once(cluster, tmp_path):
+    """Two worker hosts, a pass every 0.1 s, each pass made slow by a
+    folder of 20,000 files that the sweep must walk (too young to remove):
+    without the advisory lock, their passes would overlap many times."""
+    web, (first, second), store = cluster(workers=2, CLEANUP_INTERVAL_SECONDS=0.1)
+    crowd = web.data_dir / "incoming" / "upload-under-way"
+    crowd.mkdir(parents=True)
+    for i in range(20_000):
+        (crowd / str(i)).touch()
+    wait_until(lambda: all(len(cleanup_passes(h.log_text())) >= 5 for h in (first, second))
+               or sum(len(cleanup_passes(h.log_text())) for h in (first, second)) >= 40, timeout=120)
+    one, two = (cleanup_passes(h.log_text()) for h in (first, second))
+    assert min(end - start for start, end in one + two).total_seconds() >= 0.02, "the passes are slow"
+    overlaps = [(a, b) for a in one for b in two if a[0] < b[1] and b[0] < a[1]]
+    assert overlaps == [], overlaps[:3]
+    assert "cleanup pass skipped: another host runs one" in first.log_text() + second.log_text()
