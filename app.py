@@ -17,7 +17,7 @@ from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 from refresher.startup import DataDirUnusable, prepare
 
 try:
-    settings = load_settings()
+    settings = load_settings().for_web()
     check_binary(resolve_binary(settings.ffmpeg_binary))
     app = create_app(settings)
 except (SettingsError, FFmpegNotFound, FFmpegUnusable, DataDirUnusable) as exc:

@@ -113,3 +113,53 @@ def summary(values: list[float]) -> str:
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
     return (f"median {statistics.median(ordered) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   "
             f"max {ordered[-1] * 1000:7.1f} ms   (n={len(ordered)})")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a unix socket (no TCP port), removed
+    when the script ends. PostgreSQL refuses to run as root, so as root it
+    runs as the `postgres` user that Debian's package creates, in a folder
+    that user can reach (not a private temporary folder of root's)."""
+
+    def __init__(self):
+        found = shutil.which("pg_ctl") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                                                           reverse=True)), None)
+        if found is None:
+            raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin_dir = Path(found).resolve().parent
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.folder = Path(tempfile.mkdtemp(prefix="refresher-bench-pg-", dir="/tmp" if self.user else None))
+        if self.user:
+            shutil.chown(self.folder, user=self.user)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(command, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+
+    def __enter__(self) -> "Postgres":
+        data = self.folder / "data"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        options = (f"-k {self.folder} -c listen_addresses='' -p {self.port} -c fsync=off "
+                   f"-c synchronous_commit=off -c max_connections=300")
+        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        return self
+
+    def new_database(self, name: str) -> str:
+        """A fresh database; its URL."""
+        import psycopg
+
+        with psycopg.connect(host=str(self.folder), port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@/{name}?host={self.folder}&port={self.port}"
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -17,7 +17,7 @@ from refresher.media.check import FFmpegUnusable, check_binary
 from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
 
 try:
-    _settings = load_settings()
+    _settings = load_settings().for_web()
     # Here, in the master, before any worker forks: they inherit the result.
     check_binary(resolve_binary(_settings.ffmpeg_binary))
 except (SettingsError, FFmpegNotFound, FFmpegUnusable) as _exc:
@@ -63,7 +63,8 @@ def on_starting(server):
     if abandoned:
         server.log.info("removed %d upload(s) left unfinished by a server that stopped", len(abandoned))
     if _settings.encode_workers == 0:
-        server.log.info("ENCODE_WORKERS=0: this server only serves HTTP; worker processes encode")
+        server.log.info("no encode workers here (ENCODE_WORKERS or WEB_ENCODE_WORKERS is 0): this server only "
+                        "serves HTTP; worker processes encode")
         return
     run_dir = _settings.data_dir / "run"
     control.remove_abandoned(run_dir)

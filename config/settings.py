@@ -43,6 +43,7 @@ class Settings:
     trust_proxy_hops: int = 0
     host_id: str = field(default_factory=lambda: os.environ.get("DYNO") or socket.gethostname())
     host_timeout_seconds: float = 30
+    web_encode_workers: int | None = None
 
     @property
     def bind(self) -> str:
@@ -78,6 +79,15 @@ class Settings:
     def database(self) -> str:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
+
+    def for_web(self) -> "Settings":
+        """The settings of a web process (gunicorn, `python app.py`):
+        WEB_ENCODE_WORKERS, where set, replaces ENCODE_WORKERS. Platforms give
+        every process type the same variables, and there the web process
+        should encode nothing while worker processes do."""
+        if self.web_encode_workers is None:
+            return self
+        return replace(self, encode_workers=self.web_encode_workers)
 
     def to_json(self) -> str:
         """For handing the settings to a process the service starts itself."""
@@ -196,6 +206,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "TRUST_PROXY_HOPS": ("trust_proxy_hops", lambda n, v: _int(n, v, 0, 5)),
     "HOST_ID": ("host_id", _host_id),
     "HOST_TIMEOUT_SECONDS": ("host_timeout_seconds", _positive_float),
+    # ENCODE_WORKERS for web processes only (0 where worker processes encode)
+    "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
 }
 
 

@@ -226,8 +226,10 @@ def make_room_for(store: Store, settings: Settings, job: dict) -> str | None:
 
 def run_cleanup(store: Store, settings: Settings, running: set[str] = frozenset()) -> None:
     """One pass of the cleanup daemon."""
+    started = time.monotonic()
     log.info("cleanup pass in process %d", os.getpid())
     expire_finished_jobs(store, settings)
     fail_stale_queued_jobs(store, settings)
     evict_for_space(store, settings)
     sweep_temporaries(store, settings, running)
+    log.info("cleanup pass in process %d done in %.2f s", os.getpid(), time.monotonic() - started)

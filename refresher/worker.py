@@ -11,7 +11,7 @@ import sys
 from config.settings import SettingsError, load_settings
 
 from .engine.control import ControlBlock, remove_abandoned
-from .engine.supervisor import run_supervisor
+from .engine.supervisor import HostIdInUse, run_supervisor
 from .media.check import FFmpegUnusable, check_binary
 from .media.ffmpeg import FFmpegNotFound, resolve_binary
 from .startup import DataDirUnusable, prepare
@@ -32,6 +32,9 @@ def main() -> None:
     control = ControlBlock.create(run_dir)
     try:
         run_supervisor(settings, control)
+    except HostIdInUse as exc:
+        sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
+        sys.exit(2)
     finally:
         control.remove()
 

@@ -12,6 +12,8 @@ from .conftest import ROOT
 
 RUNS = {
     "cancel_latency.py": ["--runs", "2", "--seconds", "20"],
+    "cluster.py": ["--rounds", "1", "--seconds", "2", "--variations", "1", "--requests", "20", "--pollers", "4",
+                   "--cancels", "2", "--long-seconds", "20"],
     "effects_cost.py": ["--seconds", "2", "--variations", "2", "--repeat", "1"],
     "encode_workers.py": ["--workers", "1,2", "--seconds", "2", "--rounds", "1"],
     "throughput.py": ["--seconds", "2", "--variations", "1"],

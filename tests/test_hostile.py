@@ -372,8 +372,8 @@ def test_no_secret_reaches_the_log(gunicorn_server, media):
         assert secret not in log
 
 
-def test_a_full_queue_is_refused_with_503(make_service, media):
-    svc = make_service(encode_workers=1, max_queued_jobs=2)
+def test_a_full_queue_is_refused_with_503(make_service, media, database_url):
+    svc = make_service(encode_workers=1, max_queued_jobs=2, database_url=database_url)
     first = svc.submit([media["slow"]], variations=1)["jobId"]
     second = svc.submit([media["clip"]], variations=1)["jobId"]
     r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "third.mp4")]},
@@ -453,3 +453,29 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
         for sender in senders:
             sender.join(60)
     assert answers == [202] * 4
+
+
+def test_the_queue_cap_holds_for_a_burst_of_uploads_on_every_web_worker(gunicorn_server, media, database_url):
+    """Ten uploads at once, spread over three web workers, with room for
+    two: exactly two jobs are accepted, whatever the engine."""
+    import concurrent.futures
+
+    import requests
+
+    env = {"DATABASE_URL": database_url} if database_url else {}
+    # no encode workers: the accepted jobs stay queued, so the cap stays reached
+    server = gunicorn_server(WEB_CONCURRENCY=3, ENCODE_WORKERS=0, MAX_QUEUED_JOBS=2, **env)
+    clip = media["clip"].read_bytes()
+    start = threading.Barrier(10)
+
+    def upload(i: int) -> int:
+        start.wait()
+        return requests.post(server.url + "/api/jobs", headers=dict(server.session.headers), timeout=60,
+                             files=[("videos", (f"burst{i}.mp4", clip, "video/mp4"))]).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = sorted(pool.map(upload, range(10)))
+    assert codes == [202] * 2 + [503] * 8, codes
+    assert len(server.session.get(server.url + "/api/jobs").json()) == 2
+    served_by = set(re.findall(r'"POST /api/jobs HTTP/1.1" \d+ .* pid=<?(\d+)', server.log_text()))
+    assert len(served_by) >= 2, "the uploads reached several web workers"

@@ -4,11 +4,14 @@ processes on this machine."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,118 @@ def test_sigterm_hands_a_host_s_running_variations_back_at_once(cluster, media):
     requeued = [v for v in store.get_job_variations(job_id) if v["host"] is None]
     assert requeued and all(v["status"] in ("queued", "processing") for v in requeued)
     assert all(h["id"] != "worker.1" for h in store.live_hosts(time.time(), 30)), "it said goodbye"
+
+
+# --- one process per HOST_ID ----------------------------------------------------------------
+
+def twin_of(worker: WorkerProcess, log_dir: Path) -> WorkerProcess:
+    """Another worker process with the same settings, HOST_ID included."""
+    log_dir.mkdir()
+    env = {k: v for k, v in worker.env.items() if k != "REFRESHER_TEST_TAG"}
+    return WorkerProcess(Path(env.pop("DATA_DIR")), log_dir, **env)
+
+
+def refused(worker: WorkerProcess, timeout: float = 60) -> str:
+    """Start a worker that must refuse: its exit status is 2; its output."""
+    worker.log = open(worker.log_path, "ab")
+    worker.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=worker.env,
+                                   stdout=worker.log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert worker.proc.wait(timeout) == 2, worker.log_text()
+    finally:
+        worker.stop()
+    return worker.log_text()
+
+
+def test_a_second_worker_with_a_live_host_s_id_refuses_to_start(cluster, tmp_path):
+    web, (first,), store = cluster(workers=1)
+    before = {h["id"]: h for h in store.live_hosts(time.time(), 30)}["worker.1"]
+    twin = twin_of(first, tmp_path / "twin")
+    output = refused(twin)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Video Refresher cannot start: HOST_ID worker.1 is in use by a live process "
+                               f"(pid {first.proc.pid} on this machine"), output
+    after = {h["id"]: h for h in store.live_hosts(time.time(), 30)}["worker.1"]
+    assert (after["instance"], after["pid"]) == (before["instance"], before["pid"]), "the live host keeps its id"
+    assert first.proc.poll() is None
+
+
+def test_a_live_host_on_another_machine_is_told_by_its_heartbeat(cluster, tmp_path):
+    web, (first,), store = cluster(workers=1, HOST_TIMEOUT_SECONDS=30)
+    with store.writing() as conn:  # as if worker.1 ran elsewhere: its pid means nothing here
+        conn.exec_driver_sql("UPDATE hosts SET machine = 'another machine' WHERE id = 'worker.1'")
+    twin = twin_of(first, tmp_path / "twin")
+    started = time.monotonic()
+    output = refused(twin)
+    assert time.monotonic() - started < 20, "the heartbeat moved within a second or two: no need to wait 30 s"
+    assert "Video Refresher cannot start: HOST_ID worker.1 is in use by a live process " \
+           f"(pid {first.proc.pid} on another machine" in output.splitlines()[-1], output
+    assert first.proc.poll() is None
+
+
+def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media, tmp_path):
+    web, (first, second), store = cluster(workers=2, HOST_TIMEOUT_SECONDS=60)
+    job_id = submit(web, media["slow"], 2)
+    wait_until(lambda: any(v["status"] == "processing" and v["host"] == "worker.1"
+                           for v in store.get_job_variations(job_id)), timeout=60)
+    first.stop(signal.SIGKILL)
+    again = twin_of(first, tmp_path / "again")
+    started = time.monotonic()
+    try:
+        again.start(store)
+        # the killed run's heartbeat is still fresh, but its pid is gone: no 60 s wait
+        wait_until(lambda: any(h["id"] == "worker.1" and h["pid"] == again.proc.pid
+                               for h in store.live_hosts(time.time(), 60)), timeout=30)
+        assert time.monotonic() - started < 30, again.log_text()
+        assert "its previous supervisor (pid %d) is gone" % first.proc.pid in again.log_text()
+        # what the killed run had claimed went back to the queue and runs again
+        wait_until(lambda: all(v["status"] == "processing" and v["attempts"] >= 1
+                               for v in store.get_job_variations(job_id))
+                   and any(v["attempts"] == 2 for v in store.get_job_variations(job_id)), timeout=60)
+        web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+    finally:
+        again.stop()
+
+
+# --- the cleanup daemon, once per cluster ----------------------------------------------------
+
+_PASS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO refresher.lifecycle: cleanup pass in process "
+                   r"(\d+)( done)?", re.M)
+
+
+def cleanup_passes(log: str) -> list[tuple[datetime, datetime]]:
+    """(start, end) of every finished cleanup pass in a host's log."""
+    passes, started = [], None
+    for stamp, _pid, done in _PASS.findall(log):
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+        if done and started is not None:
+            passes.append((started, at))
+            started = None
+        elif not done:
+            started = at
+    return passes
+
+
+def test_the_cleanup_daemon_never_runs_on_two_hosts_at_once(cluster, tmp_path):
+    """Two worker hosts, a pass every 0.1 s, each pass made slow by a
+    folder of 20,000 files that the sweep must walk (too young to remove):
+    without the advisory lock, their passes would overlap many times."""
+    web, (first, second), store = cluster(workers=2, CLEANUP_INTERVAL_SECONDS=0.1)
+    crowd = web.data_dir / "incoming" / "upload-under-way"
+    crowd.mkdir(parents=True)
+    for i in range(20_000):
+        (crowd / str(i)).touch()
+    crowded = datetime.now()  # the log's clock: local time
+
+    def slow_passes(host: WorkerProcess) -> list[tuple[datetime, datetime]]:
+        return [p for p in cleanup_passes(host.log_text()) if p[0] > crowded]
+
+    wait_until(lambda: all(len(slow_passes(h)) >= 5 for h in (first, second))
+               or sum(len(slow_passes(h)) for h in (first, second)) >= 40, timeout=120)
+    one, two = slow_passes(first), slow_passes(second)
+    assert statistics.median((end - start).total_seconds() for start, end in one + two) >= 0.02, \
+        "the passes are slow"
+    overlaps = [(a, b) for a in one for b in two if a[0] < b[1] and b[0] < a[1]]
+    assert overlaps == [], overlaps[:3]
+    assert "cleanup pass skipped: another host runs one" in first.log_text() + second.log_text()

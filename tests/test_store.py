@@ -8,7 +8,7 @@ import time
 import pytest
 
 from refresher import rules
-from refresher.store import Store, new_id
+from refresher.store import JobNotStarted, Store, new_id
 
 from .conftest import sql
 
@@ -142,8 +142,13 @@ def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tupl
     return job_id, [f["id"] for f in files]
 
 
-def _claim(store: Store) -> dict:
-    return store.claim_variation(store.next_variation()["id"], "here", time.time())
+def _claim(store: Store) -> dict | None:
+    """As the supervisor claims: a queued job is started first."""
+    try:
+        return store.claim_next_variation("here", time.time())
+    except JobNotStarted as waiting:
+        assert store.start_job(waiting.job["id"], time.time())
+        return store.claim_next_variation("here", time.time())
 
 
 def test_claims_interleave_sources_and_let_jobs_take_turns(database):
@@ -249,7 +254,24 @@ def test_tokens_and_rate_limits(database):
     assert store.rate_limit_get("k", now) == (3, now + 60)
     assert store.rate_limit_incr("k", 60, 1, now + 61) == 1, "a new window"
     assert store.rate_limit_clear() == 1
+    # a secret is made once, and the maker knows it made it (it prints a generated password)
+    assert store.secret("s", lambda: "first", now) == ("first", True)
+    assert store.secret("s", lambda: "second", now) == ("first", False)
 
+
+def test_a_host_id_is_held_by_one_run_at_a_time(database):
+    store = Store(database)
+    store.migrate()
+    now = time.time()
+    assert store.register_host("h", "run-1", "m", 10, now, 30) is None
+    holder = store.register_host("h", "run-2", "m", 20, now + 1, 30)
+    assert (holder["instance"], holder["pid"]) == ("run-1", 10), "a live holder keeps the id"
+    assert store.heartbeat("h", "run-1", 10, now + 2) and not store.heartbeat("h", "run-2", 20, now + 2)
+    assert not store.take_over_host("h", holder, "run-2", "m", 20, now + 3), "it beat since it was seen"
+    assert store.register_host("h", "run-2", "m", 20, now + 40, 30) is None, "a silent holder loses it"
+    assert not store.heartbeat("h", "run-1", 10, now + 41), "the old run learns it was taken over"
+    store.forget_host("h", "run-1")
+    assert [h["instance"] for h in store.live_hosts(now + 41, 30)] == ["run-2"], "only its own row"
 
 
 def test_ended_sessions(database):
@@ -270,6 +292,7 @@ def test_ended_sessions(database):
     store.end_session("s5", now + 300, now + 200)  # s1 has expired by now: its row goes
     rows = dict(sql(store, "SELECT id, expires_at FROM ended_sessions"))
     assert rows == {"s5": now + 300, "*": None}
+
 
 def test_the_queue_cap_holds_under_concurrent_creation(database):
     """Twelve creations at once with room for two: exactly two get in."""
@@ -297,3 +320,56 @@ def test_the_queue_cap_holds_under_concurrent_creation(database):
     for t in threads:
         t.join()
     assert sorted(results) == ["full"] * 10 + ["in"] * 2
+
+
+def test_a_variation_another_host_is_claiming_is_passed_over_not_waited_for(postgres):
+    """SKIP LOCKED in the pick itself: with the next variation locked by
+    another host's claim, this host claims the one after it at once."""
+    import threading
+
+    from refresher.store.schema import variations
+
+    url = postgres.new_database()
+    store, other = Store(url), Store(url)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=3)
+    assert store.start_job(job_id, time.time())
+    locked = store.next_variation()["id"]
+    claimed = []
+    with other.writing() as conn:  # the other host's claim, not committed yet
+        conn.execute(variations.select().where(variations.c.id == locked).with_for_update())
+        claiming = threading.Thread(target=lambda: claimed.append(store.claim_next_variation("here", time.time())))
+        claiming.start()
+        claiming.join(10)
+        waited = claiming.is_alive()
+    claiming.join()
+    assert not waited, "the claim waited for the other host's lock"
+    assert claimed[0] is not None and claimed[0]["id"] != locked
+    assert store.get_variation(locked)["status"] == "queued"
+    other.close()
+
+
+def test_hosts_claiming_at_once_each_get_their_own_variations(database):
+    import threading
+
+    stores = [Store(database) for _ in range(4)]
+    stores[0].migrate()
+    job_id, _ = _job(stores[0], sources=2, per_source=6)
+    assert stores[0].start_job(job_id, time.time())
+    claimed: list[str] = []
+    start = threading.Barrier(len(stores))
+
+    def host(store: Store, name: str) -> None:
+        start.wait()
+        while (task := store.claim_next_variation(name, time.time())) is not None:
+            claimed.append(task["id"])
+
+    threads = [threading.Thread(target=host, args=(s, f"host{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(claimed) == len(set(claimed)) == 12
+    assert stores[0].next_variation() is None
+    for s in stores:
+        s.close()

@@ -190,3 +190,23 @@ def test_cli_through_the_real_flask_command(tmp_path):
     assert app.test_client().get("/api/jobs", headers=bearer(fields["token"])).status_code == 200
     assert flask("revoke", fields["id"]).returncode == 0
     assert app.test_client().get("/api/jobs", headers=bearer(fields["token"])).status_code == 401
+
+
+def test_a_revoked_token_stops_working_at_once_on_every_server(gunicorn_server, tmp_path, database_url):
+    """Two servers on one database (PostgreSQL: hosts of their own; SQLite:
+    one DATA_DIR): a token made on one works on the other, a session token
+    too (the secret is shared), and a revocation on either is refused by
+    both at once."""
+    import requests
+
+    env = {"DATABASE_URL": database_url} if database_url else {"DATA_DIR": tmp_path / "shared"}
+    one = gunicorn_server(ENCODE_WORKERS=0, **env)
+    two = gunicorn_server(ENCODE_WORKERS=0, **env)
+    assert two.session.get(two.url + "/api/tokens", headers=one.session.headers).status_code == 200
+    made = one.session.post(one.url + "/api/tokens", json={"name": "ci"}).json()
+    for server in (one, two):
+        assert requests.get(server.url + "/api/jobs", headers=bearer(made["token"])).status_code == 200
+    assert two.session.delete(f"{two.url}/api/tokens/{made['id']}").status_code == 204
+    for server in (one, two):
+        r = requests.get(server.url + "/api/jobs", headers=bearer(made["token"]))
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")

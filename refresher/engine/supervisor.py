@@ -40,7 +40,7 @@ from config.settings import Settings
 from .. import lifecycle
 from ..media import ffmpeg
 from ..store import Error as StoreError
-from ..store import Store
+from ..store import JobNotStarted, Store, new_id
 from .control import ControlBlock
 from .worker import partial_path, run_worker
 
@@ -56,6 +56,16 @@ RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
 SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5   # > the whole q → TERM → KILL ladder
 SUPERVISOR_LOCK = "supervisor.lock"
 LOST_WORKER = "the encoding process died unexpectedly"
+
+
+class HostIdInUse(Exception):
+    """Another live process runs under this HOST_ID. The message says so."""
+
+    def __init__(self, host: str, holder: dict, here: bool):
+        where = "on this machine" if here else "on another machine"
+        age = max(0.0, time.time() - holder["heartbeat_at"])
+        super().__init__(f"HOST_ID {host} is in use by a live process (pid {holder['pid']} {where}, "
+                         f"heartbeat {age:.1f} s ago); give every worker process its own HOST_ID")
 
 
 @dataclass
@@ -81,6 +91,8 @@ class Supervisor:
         self.data_dir = Path(settings.data_dir).resolve()
         self.binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
         self.host = settings.host_id
+        self.instance = new_id()        # this run, wherever it runs: who holds the host id
+        self.machine = _machine()
         self.ttl = settings.job_ttl_seconds
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Worker] = []
@@ -103,7 +115,8 @@ class Supervisor:
             return
         self.store = Store(self.settings.database)
         self.store.migrate()
-        self.store.heartbeat(self.host, os.getpid(), time.time())
+        if not self.take_host_id():
+            return
         self.control.set_shutdown(False)
         self.recover()
         lifecycle.sweep_temporaries(self.store, self.settings, running=self.running_anywhere(),
@@ -135,7 +148,10 @@ class Supervisor:
         now = time.monotonic()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
-            self.store.heartbeat(self.host, os.getpid(), time.time())
+            if not self.store.heartbeat(self.host, self.instance, os.getpid(), time.time()):
+                log.error("HOST_ID %s was taken over by another process, which presumed this one dead; "
+                          "this supervisor stops", self.host)
+                self.stopping.set()
         if now - self._last_reclaim >= RECLAIM_CHECK_SECONDS:
             self._last_reclaim = now
             self.reclaim_from_silent_hosts()
@@ -242,26 +258,26 @@ class Supervisor:
             worker.pipe.send(task)
 
     def claim(self) -> dict | None:
-        """The next variation, fairly between jobs; a job that cannot fit on the
-        disk fails before it starts."""
-        for _ in range(20):  # a claim lost to a cancel or another host: look again
-            candidate = self.store.next_variation()
-            if candidate is None:
-                return None
-            if candidate["job_status"] == "queued":
-                job = self.store.get_job(candidate["job_id"])
+        """The next variation, fairly between jobs. A queued job starts only
+        once the disk can hold its outputs; one that cannot fails before it
+        starts."""
+        for _ in range(20):  # a few queued jobs to start (or fail) first
+            try:
+                task = self.store.claim_next_variation(self.host, time.time())
+                if task is not None:
+                    # The job is not cancelled (else no claim): a flag left from a
+                    # cancel before a resume must not stop it. A cancel accepted
+                    # after this claim is flagged again by propagate_cancels.
+                    self.control.clear_cancel(task["job_seq"])
+                return task
+            except JobNotStarted as waiting:
+                job = waiting.job
                 problem = lifecycle.make_room_for(self.store, self.settings, job)
                 if problem is not None:
                     log.error("job %s cannot start: %s", job["id"], problem)
                     self.store.fail_queued_job(job["id"], problem, time.time(), self.ttl)
-                    continue
-            task = self.store.claim_variation(candidate["id"], self.host, time.time())
-            if task is not None:
-                # The job is not cancelled (else no claim): a flag left from a
-                # cancel before a resume must not stop it. A cancel accepted
-                # after this claim is flagged again by propagate_cancels.
-                self.control.clear_cancel(task["job_seq"])
-                return task
+                else:
+                    self.store.start_job(job["id"], time.time())
         return None
 
     # --- cancels ------------------------------------------------------------------------------
@@ -293,8 +309,44 @@ class Supervisor:
             running = self.store.running_variations(host)
             for row in running:
                 self.store.record_outcome(row["id"], "interrupted", now, self.ttl)
-            self.store.forget_host(host)
+            self.store.forget_host(host, silent_since=now - self.settings.host_timeout_seconds)
             log.warning("host %s fell silent; %d of its variation(s) went back to the queue", host, len(running))
+
+    # --- one process per host id -------------------------------------------------------------
+    def take_host_id(self) -> bool:
+        """Make HOST_ID this run's in the store before touching any of its
+        claims; raise HostIdInUse when a live process holds it. A holder
+        whose heartbeat is younger than HOST_TIMEOUT_SECONDS may be a
+        predecessor that just died (a crash, kill -9): on this machine its pid
+        tells at once; elsewhere its heartbeat is watched until it moves
+        (alive: refuse) or grows stale (dead: take over). SQLite serves one
+        host, whose supervisor is alone by its DATA_DIR lock. False when told
+        to stop meanwhile."""
+        timeout = self.settings.host_timeout_seconds if self.settings.uses_postgres else 0
+        seen = None
+        while not self.stopping.is_set():
+            holder = self.store.register_host(self.host, self.instance, self.machine, os.getpid(), time.time(),
+                                              timeout)
+            if holder is None:
+                return True
+            here = holder["machine"] == self.machine
+            if here and not _our_process_alive(holder["pid"]):
+                if self.store.take_over_host(self.host, holder, self.instance, self.machine, os.getpid(),
+                                             time.time()):
+                    log.warning("HOST_ID %s: its previous supervisor (pid %s) is gone; taking over",
+                                self.host, holder["pid"])
+                    return True
+                continue
+            if here or (seen is not None and seen["instance"] == holder["instance"]
+                        and seen["heartbeat_at"] != holder["heartbeat_at"]):
+                raise HostIdInUse(self.host, holder, here)
+            if seen is None or seen["instance"] != holder["instance"]:
+                log.warning("HOST_ID %s was in use %.1f s ago by pid %s on another machine; waiting up to %g s "
+                            "to tell whether it is still alive", self.host, time.time() - holder["heartbeat_at"],
+                            holder["pid"], timeout)
+            seen = holder
+            self.stopping.wait(HEARTBEAT_SECONDS / 4)
+        return False
 
     # --- start-up recovery ---------------------------------------------------------------------
     def recover(self) -> None:
@@ -387,12 +439,39 @@ class Supervisor:
                 worker.task = None
         try:
             self.record_outcomes()
-            self.store.forget_host(self.host)  # its work is back in the queue
+            self.store.forget_host(self.host, self.instance)  # its work is back in the queue
         except (StoreError, OSError) as exc:  # the next start's recovery takes them over
             log.error("recording outcomes at shutdown: %s", exc)
         self.store.close()
         self.control.mark_stopped(clean=True)
         log.info("supervisor %d stopped", os.getpid())
+
+
+def _machine() -> str:
+    """Where a pid names one process: this kernel's boot and this pid
+    namespace (containers on one kernel share the boot, not the namespace)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "unknown-namespace"
+    return f"{boot} {namespace}"
+
+
+def _our_process_alive(pid: int) -> bool:
+    """A live process of this service with that pid (pids are reused)."""
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"refresher" in f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 def _kill_stale_ffmpeg(row: dict, data_dir: Path) -> None:
@@ -431,6 +510,8 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
+    # Its parent migrated the schema already; the check repeats two lines that say nothing.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     supervisor = Supervisor(settings, control)
 
     def stop(signum, frame):
@@ -448,7 +529,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", required=True, help="the control block's file")
     args = parser.parse_args(argv)
     settings = Settings.from_json(sys.stdin.read())
-    run_supervisor(settings, ControlBlock(args.control))
+    control = ControlBlock(args.control)
+    try:
+        run_supervisor(settings, control)
+    except HostIdInUse as exc:
+        # Its parent tries again after a pause: the holder may yet stop.
+        log.error("%s", exc)
+        control.mark_stopped(clean=True)
+        sys.exit(2)
 
 
 class SupervisorHandle:

@@ -44,6 +44,14 @@ _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic s
 EVERY_SESSION = "*"                      # the ended_sessions row that ends every session begun before it
 
 
+class JobNotStarted(Exception):
+    """The next variation to claim belongs to a job still queued."""
+
+    def __init__(self, job: dict):
+        super().__init__(f"job {job['id']} is queued")
+        self.job = job
+
+
 class QueueFull(Exception):
     def __init__(self, unfinished: int):
         super().__init__(f"{unfinished} unfinished jobs")
@@ -357,7 +365,8 @@ class Store:
                                                             variations.c.status == "queued")).all()
             for row in queued:
                 state = rules.skip_for_cancel(_variation_state(row._mapping))
-                conn.execute(update(variations).where(variations.c.id == row.id)
+                # still queued: a host may have claimed it since the SELECT (its flag stops it)
+                conn.execute(update(variations).where(variations.c.id == row.id, variations.c.status == "queued")
                              .values(**_variation_fields(state), finished_at=now))
             self._settle(conn, job_id, now, ttl)
             return self.get_job(job_id, conn)
@@ -410,7 +419,7 @@ class Store:
             return True
 
     # --- the supervisor's side ---------------------------------------------------------------
-    def next_variation(self) -> dict | None:
+    def _next_variation_query(self, *columns):
         """The variation that should run next, fairly between jobs: the job with
         the fewest variations running goes first, then the one that has had
         the fewest started, then the oldest — so jobs take turns, and a small
@@ -425,31 +434,80 @@ class Store:
 
         running = of_this_job(others.c.status == "processing")
         started = of_this_job(others.c.status != "queued")
-        query = (select(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
-                 .join(jobs, jobs.c.id == variations.c.job_id)
-                 .join(source_files, source_files.c.id == variations.c.file_id)
-                 .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
-                        jobs.c.cancel_requested_at.is_(None))
-                 .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
-                           source_files.c.position)
-                 .limit(1))
+        return (select(*columns)
+                .join(jobs, jobs.c.id == variations.c.job_id)
+                .join(source_files, source_files.c.id == variations.c.file_id)
+                .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
+                       jobs.c.cancel_requested_at.is_(None))
+                .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
+                          source_files.c.position)
+                .limit(1))
+
+    def next_variation(self) -> dict | None:
+        """The variation that should run next (see `_next_variation_query`), unclaimed."""
+        query = self._next_variation_query(variations.c.id, variations.c.job_id, jobs.c.status.label("job_status"))
         with self.reading() as conn:
             return _mapping(conn.execute(query).first())
 
-    def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
-        """queued → processing for this host, starting its job if it was queued.
-        Returns the task (the variation with its source's path and media), or
-        None when the variation was taken, cancelled or deleted meanwhile — or,
-        on PostgreSQL, is being claimed by another host right now (SKIP LOCKED:
-        hosts never wait for each other's claims)."""
+    def claim_next_variation(self, host: str, now: float) -> dict | None:
+        """queued → processing for this host: the variation that should run
+        next, picked and claimed in one transaction. On PostgreSQL the pick
+        itself locks the row (`FOR UPDATE OF variations SKIP LOCKED`): a row
+        another host is claiming at this moment is passed over for the next
+        one, never picked again and again, and no host waits for another.
+        The job's row is read, not locked, so a claim never waits behind a
+        cancel (which locks the job, then its queued variations: a claim
+        that wins that race is stopped by the cancel's flag like any running
+        variation). Returns the task (the variation with its source's path
+        and media), None when nothing can be claimed; raises JobNotStarted
+        when the next variation's job is still queued: the caller checks
+        its disk space and starts it (`start_job`) or fails it first."""
+        query = self._next_variation_query(variations, jobs.c.status.label("job_status"), jobs.c.seq.label("job_seq"),
+                                           source_files.c.upload_path, source_files.c.duration,
+                                           source_files.c.media)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=variations, skip_locked=True)
         with self.writing() as conn:
+            row = _mapping(conn.execute(query).first())
+            if row is None:
+                return None
+            if row["job_status"] == "queued":
+                raise JobNotStarted(self.get_job(row["job_id"], conn))
+            claimed = rules.claim(_variation_state(row), rules.Job(status=row["job_status"]))
+            conn.execute(update(variations).where(variations.c.id == row["id"]).values(
+                **_variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None))
+        return {**row, **_variation_fields(claimed), "host": host, "effects": json.loads(row["effects"]),
+                "media": json.loads(row["media"])}
+
+    def start_job(self, job_id: str, now: float) -> bool:
+        """queued → processing, before its first variation is claimed (its
+        disk check passed). False when it has started, ended or been
+        cancelled meanwhile."""
+        with self.writing() as conn:
+            job = self._lock_job(conn, job_id)
+            if job is None:
+                return False
+            try:
+                rules.start(_job_state(job))
+            except rules.IllegalTransition:
+                return False
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(status="processing", started_at=now))
+            return True
+
+    def claim_variation(self, variation_id: str, host: str, now: float) -> dict | None:
+        """This variation, queued → processing for this host, starting its job
+        if it was queued. None when it was taken, cancelled or deleted
+        meanwhile, or (PostgreSQL) is being claimed by another host now.
+        Locks the job before the variation, as a cancel does."""
+        with self.writing() as conn:
+            job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
+            job = self._lock_job(conn, job_id) if job_id is not None else None
             query = select(variations).where(variations.c.id == variation_id)
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             row = _mapping(conn.execute(query).first())
-            if row is None:
+            if row is None or job is None:
                 return None
-            job = self._lock_job(conn, row["job_id"])
             try:
                 claimed = rules.claim(_variation_state(row), _job_state(job))
                 if job["status"] == "queued":
@@ -489,11 +547,13 @@ class Store:
         """What became of one attempt: "completed", "failed", "interrupted" or
         "cancelled". Returns (job id, the job's new final status or None)."""
         with self.writing() as conn:
+            # the job's row, then the variation's: the order of every transition that takes both
+            job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
+            job = self._lock_job(conn, job_id) if job_id is not None else None
             row = _mapping(conn.execute(self._locked(
                 select(variations).where(variations.c.id == variation_id))).first())
-            if row is None:
+            if row is None or job is None:
                 return None, None  # the job was deleted meanwhile
-            job_id = row["job_id"]
             if row["status"] == "processing":
                 state = _variation_state(row)
                 if outcome == "completed":
@@ -506,7 +566,6 @@ class Store:
                     after = rules.stopped_by_cancel(state)
                 else:
                     raise ValueError(f"unknown outcome {outcome!r}")
-                job = self._lock_job(conn, job_id)
                 if after.status == "queued" and job["cancel_requested_at"] is not None:
                     after = rules.skip_for_cancel(after)  # no new attempt for a cancelled job
                 fields = _variation_fields(after)
@@ -528,18 +587,54 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(select(variations).where(*where))]
 
     # --- hosts: who encodes, and who fell silent ---------------------------------------------
-    def heartbeat(self, host: str, pid: int, now: float) -> None:
-        """This host's supervisor is alive."""
+    def register_host(self, host: str, instance: str, machine: str, pid: int, now: float,
+                      timeout: float) -> dict | None:
+        """Take the host id `host` for this supervisor run (`instance`) unless
+        another run holds it with a heartbeat younger than `timeout`. None
+        when taken; else the holder's row, untouched."""
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(hosts).values(id=host, pid=pid, started_at=now, heartbeat_at=now)
+        values = {"instance": instance, "machine": machine, "pid": pid, "started_at": now, "heartbeat_at": now}
+        statement = dialect_insert(hosts).values(id=host, **values).on_conflict_do_update(
+            index_elements=[hosts.c.id], set_=values,
+            where=sa.or_(hosts.c.heartbeat_at <= now - timeout, hosts.c.instance == instance))
         with self.writing() as conn:
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[hosts.c.id], set_={"pid": pid, "heartbeat_at": now}))
+            # RETURNING, not rowcount: psycopg reports -1 for an upsert
+            if conn.execute(statement.returning(hosts.c.id)).first() is not None:
+                return None
+            return _mapping(conn.execute(select(hosts).where(hosts.c.id == host)).first())
 
-    def forget_host(self, host: str) -> None:
-        """A supervisor that stops cleanly has handed its work back."""
+    def take_over_host(self, host: str, holder: Mapping, instance: str, machine: str, pid: int,
+                       now: float) -> bool:
+        """Take the host id from a holder known to be dead, if the row is still
+        exactly as it was seen (nobody else took it or beat since)."""
         with self.writing() as conn:
-            conn.execute(delete(hosts).where(hosts.c.id == host))
+            return conn.execute(update(hosts).where(
+                hosts.c.id == host, hosts.c.instance.is_not_distinct_from(holder["instance"]),
+                hosts.c.heartbeat_at == holder["heartbeat_at"]).values(
+                instance=instance, machine=machine, pid=pid, started_at=now, heartbeat_at=now)).rowcount == 1
+
+    def heartbeat(self, host: str, instance: str, pid: int, now: float) -> bool:
+        """This supervisor run is alive. False when another run has taken its
+        host id meanwhile (it was presumed dead): that row is left alone."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(hosts).values(id=host, instance=instance, pid=pid, started_at=now,
+                                                 heartbeat_at=now)
+        with self.writing() as conn:
+            return conn.execute(statement.on_conflict_do_update(
+                index_elements=[hosts.c.id], set_={"pid": pid, "heartbeat_at": now},
+                where=hosts.c.instance.is_not_distinct_from(instance)).returning(hosts.c.id)).first() is not None
+
+    def forget_host(self, host: str, instance: str | None = None, silent_since: float | None = None) -> None:
+        """A supervisor that stops cleanly has handed its work back (only its
+        own run's row: `instance`); a silent host has been taken over (only
+        if it is still silent: `silent_since`)."""
+        where = [hosts.c.id == host]
+        if instance is not None:
+            where.append(hosts.c.instance == instance)
+        if silent_since is not None:
+            where.append(hosts.c.heartbeat_at <= silent_since)
+        with self.writing() as conn:
+            conn.execute(delete(hosts).where(*where))
 
     def live_hosts(self, now: float, timeout: float) -> list[dict]:
         with self.reading() as conn:
@@ -558,7 +653,8 @@ class Store:
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         with self.writing() as conn:
             made = conn.execute(dialect_insert(secrets).values(name=name, value=make(), created_at=now)
-                                .on_conflict_do_nothing(index_elements=[secrets.c.name])).rowcount == 1
+                                .on_conflict_do_nothing(index_elements=[secrets.c.name])
+                                .returning(secrets.c.name)).first() is not None
             value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
         return value, made
 

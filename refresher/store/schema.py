@@ -101,6 +101,9 @@ hosts = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
+    # since revision 0006
+    Column("instance", Text),                        # this run of the supervisor that holds the id
+    Column("machine", Text),                         # where its pid means it: kernel boot + pid namespace
 )
 
 secrets = Table(

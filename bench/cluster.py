@@ -1,0 +1,174 @@
+"""Many hosts on one PostgreSQL: what the split into web and worker
+processes costs, on this machine's cores.
+
+The cluster: a web process that encodes nothing (gunicorn, ENCODE_WORKERS=0)
+and two worker processes (`python -m refresher.worker`, ENCODE_WORKERS=1
+each, their own HOST_ID), sharing one DATA_DIR and one PostgreSQL — as the
+Procfile runs them, all on this machine. Three measurements:
+
+1. throughput: the job of bench/throughput.py (2 sources × 3 variations, 10 s
+   640×360 + 10 s 1280×720), upload → the job's finishedAt; baseline: one
+   host with ENCODE_WORKERS=2 on SQLite, alternated with the cluster round by
+   round;
+2. GET /api/jobs/<id> latency, 20 pollers every 0.25 s, while both workers
+   encode; baseline: the same polling while nothing encodes;
+3. cancel across hosts: POST /api/jobs/<id>/cancel to the web process, until
+   the answer is in and no ffmpeg of the job is left on the worker hosts,
+   with one encode running on each; baseline: ffmpeg's own reaction to `q`.
+
+    python -m bench.cluster [--rounds 3] [--seconds 10] [--requests 1000] [--cancels 15]
+Targets: throughput ≤ 1.10× the single host's time; status p99 < 100 ms;
+cancel p50 < 0.5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from bench._harness import PASSWORD, FFMPEG, ROOT, Postgres, Server, make_clip, summary, work_dir
+from bench.cancel_latency import baseline as q_baseline
+from bench.cancel_latency import ffmpeg_running_under
+from bench.status_latency import p99, poll
+from bench.throughput import run_server
+
+
+class Worker:
+    """`python -m refresher.worker`, as the Procfile's worker line runs it."""
+
+    def __init__(self, data_dir: Path, **env):
+        self.host_id = env["HOST_ID"]
+        self.data_dir = data_dir
+        self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
+                    **{k: str(v) for k, v in env.items()}}
+
+    def __enter__(self) -> "Worker":
+        self.log = open(self.data_dir / f"worker-{self.host_id}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+class Cluster:
+    """A web process and two worker hosts on one PostgreSQL database."""
+
+    def __init__(self, database_url: str, data_dir: Path):
+        common = {"DATABASE_URL": database_url}
+        self.workers = [Worker(data_dir, HOST_ID=f"bench-worker.{i + 1}", ENCODE_WORKERS=1, **common)
+                        for i in range(2)]
+        self.web = Server(data_dir, ENCODE_WORKERS=0, **common)
+
+    def __enter__(self) -> Server:
+        for worker in self.workers:
+            worker.__enter__()
+        self.web.__enter__()  # healthy once a worker host has reported in
+        deadline = time.monotonic() + 60
+        while len(self.web.session.get(self.web.url + "/api/health").json()["hosts"]) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker hosts did not report in; see the worker logs in "
+                                   + str(self.web.data_dir))
+            time.sleep(0.1)
+        return self.web
+
+    def __exit__(self, *exc) -> None:
+        self.web.__exit__(*exc)
+        for worker in self.workers:
+            worker.__exit__(*exc)
+
+
+def cancel_across_hosts(web: Server, source: Path, runs: int) -> list[float]:
+    """Request → answer, and every ffmpeg of the job gone, with one encode on each worker host."""
+    times = []
+    for i in range(runs):
+        job_id = web.submit([source], variations=4)
+        folder = web.data_dir / "jobs" / job_id
+        deadline = time.monotonic() + 60
+        while len(ffmpeg_running_under(folder)) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the two worker hosts did not both start an encode")
+            time.sleep(0.02)
+        time.sleep(0.3 + 0.037 * i)  # land at different points of the workers' cycles
+        started = time.monotonic()
+        r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        while ffmpeg_running_under(folder):
+            if time.monotonic() - started > 30:
+                raise RuntimeError("ffmpeg still running 30 s after the cancel")
+            time.sleep(0.005)
+        times.append(time.monotonic() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10, help="length of the throughput job's clips")
+    parser.add_argument("--variations", type=int, default=3)
+    parser.add_argument("--pollers", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=0.25)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--cancels", type=int, default=15)
+    parser.add_argument("--long-seconds", type=float, default=120,
+                        help="length of the clip encoded while polling and cancelling")
+    args = parser.parse_args()
+    work = work_dir("refresher-bench-cluster-")
+    sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
+               make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
+    long_source = make_clip(work, "long.mp4", "1280x720", args.long_seconds)
+    single, split = [], []
+    with Postgres() as postgres:
+        for round_ in range(args.rounds):
+            with Server(work / f"single-{round_}", ENCODE_WORKERS=2) as server:
+                single.append(run_server(server, sources, args.variations)[0])
+            data_dir = work / f"cluster-{round_}"
+            data_dir.mkdir()
+            with Cluster(postgres.new_database(f"throughput_{round_}"), data_dir) as web:
+                split.append(run_server(web, sources, args.variations)[0])
+        data_dir = work / "cluster-latency"
+        data_dir.mkdir()
+        with Cluster(postgres.new_database("latency"), data_dir) as web:
+            idle_job = web.wait(web.submit([make_clip(work, "short.mp4", "1280x720", 1)], variations=2))
+            idle = poll(web, idle_job["jobId"], args.requests, args.pollers, args.interval)
+            job_id = web.submit([long_source], variations=10)
+            while len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) < 2:
+                time.sleep(0.05)
+            busy = poll(web, job_id, args.requests, args.pollers, args.interval)
+            still_running = len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) == 2
+            web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+            cancels = cancel_across_hosts(web, long_source, args.cancels)
+    assert still_running, "the job finished before the measurement did: use a longer --long-seconds"
+    base_q = q_baseline(long_source, args.cancels)
+    one, two = statistics.median(single), statistics.median(split)
+    print(f"web (ENCODE_WORKERS=0) + 2 worker hosts (ENCODE_WORKERS=1 each) on PostgreSQL, {os.cpu_count()} cores")
+    print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
+          f"upload → finishedAt, median of {args.rounds}, alternated")
+    print(f"  baseline  one host, ENCODE_WORKERS=2, SQLite : {one:6.2f} s   {[round(t, 2) for t in single]}")
+    print(f"  service   web + 2 worker hosts, PostgreSQL   : {two:6.2f} s   {[round(t, 2) for t in split]}")
+    print(f"  ratio cluster/one host                       : {two / one:.2f}×  (target ≤ 1.10)")
+    print(f"GET /api/jobs/<id>, {args.pollers} pollers every {args.interval:g} s, through the web process")
+    print(f"  baseline  nothing encoding    : {summary(idle)}   p99 {p99(idle) * 1000:6.1f} ms")
+    print(f"  service   both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms  (target < 100 ms)")
+    print("cancel through the web process → answer, no ffmpeg of the job left on either worker host")
+    print(f"  baseline  ffmpeg alone, q → exit : {summary(base_q)}")
+    print(f"  service   POST …/cancel          : {summary(cancels)}  (target median < 500 ms)")
+
+
+if __name__ == "__main__":
+    main()
