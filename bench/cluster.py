@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import requests
 
 from bench._harness import PASSWORD, FFMPEG, ROOT, Postgres, Server, make_clip, summary, work_dir
 from bench.cancel_latency import baseline as q_baseline
