@@ -349,6 +349,24 @@ def test_a_variation_another_host_is_claiming_is_passed_over_not_waited_for(post
     other.close()
 
 
+def test_a_host_presumed_dead_that_reports_after_all_changes_nothing(database):
+    store = Store(database)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=1)
+    assert store.start_job(job_id, time.time())
+    first = store.claim_next_variation("slow", time.time())
+    # "slow" fell silent: its claim went back to the queue, and "quick" took it
+    store.record_outcome(first["id"], "interrupted", time.time(), 60, host="slow")
+    again = store.claim_next_variation("quick", time.time())
+    assert again["id"] == first["id"]
+    assert store.record_outcome(first["id"], "completed", time.time(), 60, size=5, host="slow") == (job_id, None)
+    row = store.get_variation(first["id"])
+    assert (row["status"], row["host"], row["size"]) == ("processing", "quick", None)
+    assert store.record_outcome(first["id"], "completed", time.time(), 60, size=7, host="quick") == \
+        (job_id, "completed")
+    assert store.get_variation(first["id"])["size"] == 7
+
+
 def test_hosts_claiming_at_once_each_get_their_own_variations(database):
     import threading
 

@@ -241,7 +241,8 @@ class Supervisor:
             log.warning("variation %s failed: %s", task["id"], result.get("error"))
         self.progress.pop(task["id"], None)
         _job, status = self.store.record_outcome(task["id"], outcome, time.time(), self.ttl,
-                                                 error=result.get("error"), size=result.get("size"))
+                                                 error=result.get("error"), size=result.get("size"),
+                                                 host=self.host)
         if status is not None:
             self.control.clear_cancel(task["job_seq"])
             log.info("job %s %s", task["job_id"], status)
@@ -308,7 +309,7 @@ class Supervisor:
                 continue
             running = self.store.running_variations(host)
             for row in running:
-                self.store.record_outcome(row["id"], "interrupted", now, self.ttl)
+                self.store.record_outcome(row["id"], "interrupted", now, self.ttl, host=host)
             self.store.forget_host(host, silent_since=now - self.settings.host_timeout_seconds)
             log.warning("host %s fell silent; %d of its variation(s) went back to the queue", host, len(running))
 

@@ -543,9 +543,13 @@ class Store:
                                                       variations.c.progress < value).values(progress=value))
 
     def record_outcome(self, variation_id: str, outcome: str, now: float, ttl: float, *,
-                       error: str | None = None, size: int | None = None) -> tuple[str | None, str | None]:
+                       error: str | None = None, size: int | None = None,
+                       host: str | None = None) -> tuple[str | None, str | None]:
         """What became of one attempt: "completed", "failed", "interrupted" or
-        "cancelled". Returns (job id, the job's new final status or None)."""
+        "cancelled". Returns (job id, the job's new final status or None).
+        With `host`, only that host's claim is settled: a host presumed dead
+        that reports after all, once its variation went back to the queue (and
+        perhaps to another host), changes nothing."""
         with self.writing() as conn:
             # the job's row, then the variation's: the order of every transition that takes both
             job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
@@ -554,6 +558,8 @@ class Store:
                 select(variations).where(variations.c.id == variation_id))).first())
             if row is None or job is None:
                 return None, None  # the job was deleted meanwhile
+            if row["status"] == "processing" and host is not None and row["host"] != host:
+                return job_id, None
             if row["status"] == "processing":
                 state = _variation_state(row)
                 if outcome == "completed":
