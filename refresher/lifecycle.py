@@ -59,38 +59,34 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
     return failed
 
 
+def _files(path: Path):
+    """os.lstat of every file under `path` (one deleted meanwhile is skipped)."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                yield os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+
+
 def directory_size(path: Path) -> int:
     """Bytes on disk under `path`; a file hard-linked twice (the sources of a
     rerun) counts once."""
     total = 0
     seen: set[tuple[int, int]] = set()
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except FileNotFoundError:
+    for info in _files(path):
+        if info.st_nlink > 1:
+            if (info.st_dev, info.st_ino) in seen:
                 continue
-            if info.st_nlink > 1:
-                if (info.st_dev, info.st_ino) in seen:
-                    continue
-                seen.add((info.st_dev, info.st_ino))
-            total += info.st_size
+            seen.add((info.st_dev, info.st_ino))
+        total += info.st_size
     return total
 
 
 def bytes_freed_by_removing(path: Path) -> int:
     """What deleting `path` gives back: files linked from elsewhere too (a
     rerun's sources) stay on disk."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except FileNotFoundError:
-                continue
-            if info.st_nlink == 1:
-                total += info.st_size
-    return total
+    return sum(info.st_size for info in _files(path) if info.st_nlink == 1)
 
 
 def disk_too_full(path: Path) -> bool:

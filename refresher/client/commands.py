@@ -164,9 +164,14 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
                                     lambda total: reporter.transfer(label, total), name=args.name)
     except KeyboardInterrupt:
         raise ClientError(INTERRUPTED, "interrupted during the upload") from None
-    job_id = created["jobId"]
-    reporter.note(f"job {job_id} queued: {created['variationsPerVideo']} variations of "
+    reporter.note(f"job {created['jobId']} queued: {created['variationsPerVideo']} variations of "
                   f"{len(created['files'])} file(s), {created['totalVariations']} in all")
+    return _queued(created, args, server, reporter, out)
+
+
+def _queued(created: dict, args, server: Server, reporter: Reporter, out: Output) -> int:
+    """A job just made: its answer, or (--wait, --download) its end."""
+    job_id = created["jobId"]
     download = Path(args.download) if args.download is not None else None
     if not (args.wait or download is not None):
         out.result(created, job_id)
@@ -223,16 +228,10 @@ def resume(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def rerun(args, server: Server, reporter: Reporter, out: Output) -> int:
     created = server.rerun(args.job, args.variations, args.seed, args.name)
-    job_id = created["jobId"]
-    reporter.note(f"job {job_id} queued from the videos of job {args.job}: {created['variationsPerVideo']} "
-                  f"variations of {len(created['files'])} file(s), seed {created['seed']!r}")
-    download = Path(args.download) if args.download is not None else None
-    if not (args.wait or download is not None):
-        out.result(created, job_id)
-        return OK
-    if not out.as_json:
-        out.result(None, job_id)
-    return _wait(server, job_id, download, reporter, out, print_status=False)
+    reporter.note(f"job {created['jobId']} queued from the videos of job {args.job}: "
+                  f"{created['variationsPerVideo']} variations of {len(created['files'])} file(s), "
+                  f"seed {created['seed']!r}")
+    return _queued(created, args, server, reporter, out)
 
 
 def download(args, server: Server, reporter: Reporter, out: Output) -> int:
