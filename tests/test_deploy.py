@@ -18,8 +18,9 @@ def procfile() -> dict[str, str]:
 def test_app_json_is_valid_and_its_formation_matches_the_procfile():
     manifest = json.loads((ROOT / "app.json").read_text())
     assert set(manifest["formation"]) == set(procfile()) == {"web", "worker"}
+    # dynos share no disk: until media live in object storage, the web dyno encodes
     assert manifest["formation"]["web"]["quantity"] == 1
-    assert manifest["formation"]["worker"]["quantity"] == 2
+    assert manifest["formation"]["worker"]["quantity"] == 0
     assert any(addon["plan"].split(":")[0] == "heroku-postgresql" for addon in manifest["addons"])
 
 
@@ -32,11 +33,12 @@ def test_app_json_sets_only_settings_the_service_reads_and_values_it_accepts():
     assert generated == {"AUTH_PASSWORD"}, "the token secret is kept in the database, shared by every dyno"
 
 
-def test_the_web_dyno_of_the_manifest_leaves_encoding_to_the_workers():
+def test_the_web_dyno_of_the_manifest_encodes_and_a_worker_formation_takes_one_setting():
     env = json.loads((ROOT / "app.json").read_text())["env"]
-    settings = load_settings({name: spec["value"] for name, spec in env.items() if "value" in spec})
-    assert settings.for_web().encode_workers == 0
-    assert settings.encode_workers >= 1, "the worker dynos encode"
+    fixed = {name: spec["value"] for name, spec in env.items() if "value" in spec}
+    assert load_settings(fixed).for_web().encode_workers >= 1, "the only dyno encodes"
+    scaled = load_settings({**fixed, "WEB_ENCODE_WORKERS": "0"})  # README: scaling out to worker dynos
+    assert scaled.for_web().encode_workers == 0 and scaled.encode_workers >= 1
 
 
 def test_python_version_is_a_major_minor_the_project_allows():
