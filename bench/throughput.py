@@ -62,7 +62,7 @@ def run_replay(commands: list[list[str]], slots: int) -> float:
     return time.monotonic() - started
 
 
-def run_server(server: Server, sources: list[Path], variations: int, pollers: int) -> tuple[float, dict]:
+def run_server(server: Server, sources: list[Path], variations: int, pollers: int = 0) -> tuple[float, dict]:
     """Upload start → the job's own finishedAt, with `pollers` clients asking
     for the job's status every 0.5 s, as open pages and scripts do."""
     started = time.time()
