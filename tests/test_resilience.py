@@ -218,11 +218,11 @@ def test_two_servers_on_one_data_dir_run_one_supervisor(gunicorn_server, media):
 
 
 def test_disk_full_mid_job_fails_the_job_and_the_service_carries_on(small_disk, media):
-    disk = small_disk(64)
+    disk = small_disk(128)
     svc = EmbeddedService(make_settings(disk / "data", encode_workers=1))
     filler = disk / "filler"
     try:
-        job_id = svc.submit([media["slow"]], variations=1)["jobId"]  # 38 MB in, ~20 MB out expected
+        job_id = svc.submit([media["slow"]], variations=1)["jobId"]  # 38 MB in, ~45 MB out expected
         wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id), interval=0.01)
         with open(filler, "wb") as f:  # fill the disk, leaving a little room for the database
             free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
