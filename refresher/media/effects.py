@@ -14,8 +14,7 @@ rate (up to 60 fps) and length: never longer, and shorter by at most a frame.
 The trade against the reference palette (rotation 0.001–0.01 rad on every
 variation): ffmpeg's rotate filter resamples every pixel, so a rotation goes
 to three variations in twenty (see optional_effect_counts), at 0.001–0.003
-rad, where it still moves the
-corners by a pixel or two but blurs less. The CPU this saves goes into the
+rad, where it still moves the corners by a pixel or two but blurs less. The CPU this saves goes into the
 encoder: High profile at `superfast` instead of `ultrafast`, CRF 18, a cap
 sized to the picture. Measured with bench/quality.py (VMAF against the same
 effects rendered losslessly, on real footage; see BENCHMARKS.md).
