@@ -270,7 +270,7 @@ def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(tmp_path, m
     supervisor = Supervisor(settings, control)
     supervisor.store = store = Store(settings.database)
     [variation] = store.get_job_variations(r.get_json()["jobId"])
-    task = store.claim_variation(variation["id"], "here", time.time())
+    task = store.claim_variation(variation["id"], supervisor.host, time.time())
     outcome = _Outcome(task, {"outcome": "failed", "error": "ffmpeg exited with 1"})
     supervisor.unrecorded.append(outcome)
 
