@@ -44,6 +44,7 @@ class Settings:
     host_id: str = field(default_factory=lambda: os.environ.get("DYNO") or socket.gethostname())
     host_timeout_seconds: float = 30
     web_encode_workers: int | None = None
+    storage_url: str | None = None
 
     @property
     def bind(self) -> str:
@@ -175,6 +176,30 @@ def _database_url(name: str, raw: str) -> str:
     raise SettingsError(f"{name} must be a postgres://, postgresql:// or sqlite:/// URL, got {shown!r}")
 
 
+_S3_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix`; ValueError naming the problem."""
+    match = _S3_URL.match(url.strip())
+    if not match:
+        raise ValueError(f"must look like s3://bucket or s3://bucket/prefix "
+                         f"(a bucket name of 3-63 lower-case letters, digits, dots and dashes), got {url!r}")
+    prefix = (match.group("prefix") or "").strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"the prefix must not have empty, '.' or '..' parts, got {url!r}")
+    return match.group("bucket"), prefix
+
+
+def _storage_url(name: str, raw: str) -> str:
+    """s3://bucket or s3://bucket/prefix (object storage); unset means DATA_DIR."""
+    try:
+        parse_storage_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} {exc}") from None
+    return raw.strip()
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -208,6 +233,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "HOST_TIMEOUT_SECONDS": ("host_timeout_seconds", _positive_float),
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
+    "STORAGE_URL": ("storage_url", _storage_url),
 }
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from pathlib import Path
 from urllib.parse import quote
 
 from zipstream import ZIP_STORED, ZipStream
 
+from .storage import Storage
 from .names import name_from_files, safe_stem, same_on_disk, strip_invisible, zip_folder_name
 
 MANIFEST = "manifest.json"
@@ -41,7 +41,9 @@ def folder_names(files: list[dict]) -> dict[str, str]:
     return names
 
 
-def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dict]) -> ZipStream:
+def build_zip(storage: Storage, job: dict, files: list[dict], variations: list[dict]) -> ZipStream:
+    """Each output is read from the storage as the ZIP is sent; its size
+    (from the database) makes the archive's length known up front."""
     folders = folder_names(files)
     by_id = {f["id"]: f for f in files}
     zs = ZipStream(compress_type=ZIP_STORED, sized=True)
@@ -52,7 +54,7 @@ def build_zip(data_dir: Path, job: dict, files: list[dict], variations: list[dic
             continue
         source = by_id[v["file_id"]]
         arcname = f"{folders[source['id']]}/{v['name']}"
-        zs.add_path(str(data_dir / v["output_path"]), arcname)
+        zs.add(storage.chunks(v["output_path"]), arcname, size=v["size"])
         manifest["outputs"].append({
             "path": arcname, "id": v["id"], "source": strip_invisible(source["name"]), "sourceId": source["id"],
             "variationIndex": v["variation_index"], "size": v["size"], "effects": v["effects"],

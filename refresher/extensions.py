@@ -17,6 +17,7 @@ from config.settings import Settings
 
 from . import ratelimit  # noqa: F401  registers the refresher-store:// storage
 from .engine.control import ControlBlock
+from .storage import Storage
 from .store import Store
 
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
@@ -27,6 +28,7 @@ class Refresher:
     """What the views need: in `app.extensions["refresher"]`."""
     settings: Settings
     store: Store
+    storage: Storage                 # where the jobs' files live
     ffmpeg: str                      # the ffmpeg binary every call uses
     control: ControlBlock | None     # None where no supervisor runs on this host
     password: str

@@ -1,21 +1,22 @@
 """Turning uploaded videos into a queued job.
 
 The videos arrive already on disk, in a staging folder under DATA_DIR (see
-`api/uploads.py`). Each is probed with ffmpeg; only when all of them are
-readable MP4/MOV videos is the job created — its files moved into the job's
-folder, a thumbnail taken, its rows written in one transaction under the
-queue cap. Anything wrong is a `Rejected` naming the problem (and the file).
+`api/uploads.py`). Each is probed with ffmpeg there; only when all of them
+are readable MP4/MOV videos is the job created — a thumbnail taken, its files
+stored under the job's prefix (`refresher.storage`: moved into DATA_DIR, or
+uploaded to object storage), its rows written in one transaction under the
+queue cap. Anything wrong is a `Rejected` naming the problem (and the file),
+and leaves nothing stored.
 
 User-supplied file names never decide a path on disk: files are stored under
 generated ids, and the names are only shown back, sanitized.
 """
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import re
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
 from .media.slots import ProbeSlots
+from .storage import Storage, StorageError
 from .names import clean_job_name, has_invisible, name_from_files, safe_stem
 from .store import QueueFull, Store, new_id
 
@@ -82,7 +84,7 @@ def parse_name(raw) -> str | None:
 
 # --- the job ------------------------------------------------------------------------------
 
-def accept_job(store: Store, settings: Settings, binary: str, staged: list[Staged],
+def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, staged: list[Staged],
                form: Mapping[str, list[str]]) -> dict:
     """Validate the upload, create the job, return the 202 body."""
     if not staged:
@@ -107,7 +109,17 @@ def accept_job(store: Store, settings: Settings, binary: str, staged: list[Stage
         _check_duration(video.name, info.duration, settings.max_duration_seconds)
         accepted.append({"name": video.name, "size": video.size, "path": video.path, "info": info})
     _check_storage(settings, accepted, variations)
-    return _create_job(store, settings, binary, slots, accepted, variations, seed, name)
+
+    def make_thumbnail(target: Path) -> bool:
+        try:
+            with slots.hold():
+                ffmpeg.make_thumbnail(binary, accepted[0]["path"], target, accepted[0]["info"].duration)
+            return True
+        except (RuntimeError, OSError) as exc:
+            log.warning("no thumbnail for %s: %s", accepted[0]["name"], exc)
+            return False
+
+    return _create_job(store, settings, storage, accepted, variations, seed, name, make_thumbnail=make_thumbnail)
 
 
 def _check_duration(name: str, duration: float | None, longest: float) -> None:
@@ -133,23 +145,38 @@ def _check_storage(settings: Settings, accepted: list[dict], variations: int) ->
                             f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos")
 
 
-def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots, accepted: list[dict],
-                variations: int, seed: str, name: str | None, bring=os.replace) -> dict:
-    """Write the job: each source is brought into the job's folder with
-    `bring(from, to)` (moved from the staging folder, or linked from another job)."""
+def _create_job(store: Store, settings: Settings, storage: Storage, accepted: list[dict], variations: int,
+                seed: str, name: str | None, make_thumbnail=None, thumbnail_from: str | None = None) -> dict:
+    """Write the job: each source is stored under the job's prefix — moved or
+    uploaded from its staging folder (`path`), or copied from another job's
+    key (`key`) — then the rows, in one transaction under the queue cap. The
+    thumbnail is made with `make_thumbnail(target)` or copied from
+    `thumbnail_from`. If anything fails, every file stored for it is deleted."""
     job_id = new_id()
-    folder = lifecycle.job_dir(settings.data_dir, job_id)
-    folder.mkdir(parents=True)
     try:
         now = time.time()
         files, rows = [], []
         all_effects = fx.draw_job_effects(seed, len(accepted), variations)
+        thumbnail = f"jobs/{job_id}/thumbnail.webp"
+        if make_thumbnail is not None:
+            made = accepted[0]["path"].parent / "thumbnail.webp"  # beside the staged upload
+            if make_thumbnail(made):
+                storage.put(thumbnail, made)
+            else:
+                thumbnail = None
+        elif thumbnail_from is not None:
+            storage.copy(thumbnail_from, thumbnail)
+        else:
+            thumbnail = None
         for position, item in enumerate(accepted):
             file_id = new_id()
-            upload_rel = f"jobs/{job_id}/source_{file_id}"
-            bring(item["path"], settings.data_dir / upload_rel)
+            upload_key = f"jobs/{job_id}/source_{file_id}"
+            if "key" in item:
+                storage.copy(item["key"], upload_key)
+            else:
+                storage.put(upload_key, item["path"])
             files.append({"id": file_id, "position": position, "name": item["name"], "size": item["size"],
-                          "upload_path": upload_rel, "duration": item["info"].duration,
+                          "upload_path": upload_key, "duration": item["info"].duration,
                           "media": item["info"].as_dict()})
             stem = safe_stem(item["name"])
             for index, effects in enumerate(all_effects[position], start=1):
@@ -160,14 +187,6 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
                              "effects": effects, "name": f"{stem}_var{index}_{short}.mp4",
                              "output_path": f"jobs/{job_id}/{variation_id}.mp4",
                              "est_cost": fx.estimated_cost(effects, info.width, info.height, info.duration)})
-        thumbnail = f"jobs/{job_id}/thumbnail.webp"
-        try:
-            with slots.hold():
-                ffmpeg.make_thumbnail(binary, settings.data_dir / files[0]["upload_path"],
-                                      settings.data_dir / thumbnail, files[0]["duration"])
-        except (RuntimeError, OSError) as exc:
-            log.warning("no thumbnail for job %s: %s", job_id, exc)
-            thumbnail = None
         try:
             store.create_job({"id": job_id, "name": name, "variations_per_video": variations, "seed": seed,
                               "thumbnail_path": thumbnail, "created_at": now,
@@ -176,8 +195,14 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
         except QueueFull:
             raise Rejected(503, f"the queue is full ({settings.max_queued_jobs} unfinished jobs); "
                                 f"try again later", retryAfter=30) from None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+    except BaseException as exc:
+        try:
+            storage.delete_job(job_id)
+        except StorageError as again:
+            log.error("job %s was not created, and its stored files could not be deleted (the sweep "
+                      "will): %s", job_id, again)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Rejected(507, "the server's disk is full; try again later or ask for space to be freed") from None
         raise
     log.info("job %s queued: %d file(s) × %d variation(s)", job_id, len(files), variations)
     return {
@@ -190,25 +215,6 @@ def _create_job(store: Store, settings: Settings, binary: str, slots: ProbeSlots
 
 
 # --- run again --------------------------------------------------------------------------------
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """A hard link when the file system allows one (no second copy on disk),
-    else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _can_link(source: Path, folder: Path) -> bool:
-    trial = folder / f".link-check-{secrets.token_hex(4)}"
-    try:
-        os.link(source, trial)
-    except OSError:
-        return False
-    trial.unlink(missing_ok=True)
-    return True
-
 
 def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     """variations, seed and name of a rerun: from the JSON body, else the
@@ -237,27 +243,16 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     return variations, seed, name
 
 
-def rerun_job(store: Store, settings: Settings, binary: str, original: dict, files: list[dict],
+def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict, files: list[dict],
               body) -> dict:
-    """A new job from the sources of `original` (which must still be on disk),
-    with a new seed or the one given: the sources are hard-linked into the
-    new job's folder, or copied where a link is not possible."""
+    """A new job from the sources of `original` (which must still be stored),
+    with a new seed or the one given: the sources (and the thumbnail) are
+    copied to the new job's keys — hard links on a disk that allows them, a
+    copy inside the bucket in object storage — and their probe, kept in the
+    database, stands."""
     variations, seed, name = parse_rerun(body, original)
-    sources = [settings.data_dir / f["upload_path"] for f in files]
-    if not _can_link(sources[0], sources[0].parent):  # (the sweep removes a trial left by a crash)
-        needed = sum(path.stat().st_size for path in sources)
-        if lifecycle.free_bytes(settings.data_dir) < needed:
-            raise Rejected(507, f"the server's disk is full: the sources need {needed / 1e6:.0f} MB; "
-                                f"try again later or ask for space to be freed")
-    slots = ProbeSlots(settings.data_dir / "run")
-    accepted = []
-    for f, path in zip(files, sources):
-        try:
-            with slots.hold():
-                info = ffmpeg.probe(binary, path)
-        except ffmpeg.ProbeError as exc:
-            raise Rejected(410, f"the source {f['name']} of job {original['id']} cannot be read any more: "
-                                f"{exc}") from None
-        accepted.append({"name": f["name"], "size": f["size"], "path": path, "info": info})
+    accepted = [{"name": f["name"], "size": f["size"], "key": f["upload_path"],
+                 "info": ffmpeg.MediaInfo.from_dict(f["media"], f["duration"])} for f in files]
     _check_storage(settings, accepted, variations)
-    return _create_job(store, settings, binary, slots, accepted, variations, seed, name, bring=link_or_copy)
+    return _create_job(store, settings, storage, accepted, variations, seed, name,
+                       thumbnail_from=original["thumbnail_path"])

@@ -4,11 +4,11 @@ the rules of each change live in `rules`, and the store executes them."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from . import lifecycle, limits, rules
 from .engine.control import ControlBlock
 from .errors import Rejected
+from .storage import Storage
 from .shapes import iso, job_detail, job_summary
 from .store import Store
 
@@ -66,12 +66,12 @@ def finished_job(store: Store, job_id: str, then: str) -> dict:
     return job
 
 
-def delete_job(store: Store, data_dir: Path, job_id: str) -> None:
+def delete_job(store: Store, storage: Storage, job_id: str) -> None:
     finished_job(store, job_id, "cancel it before deleting it")
-    lifecycle.delete_job_everywhere(store, data_dir, job_id)
+    lifecycle.delete_job_everywhere(store, storage, job_id)
 
 
-def sources_on_disk(data_dir: Path, store: Store, job: dict, now: float | None = None) -> list[dict]:
+def stored_sources(storage: Storage, store: Store, job: dict, now: float | None = None) -> list[dict]:
     """The job's source files, for retry, resume and rerun; a 410 when the job
     expired or a source is gone (evicted, or a job from before sources were kept)."""
     now = time.time() if now is None else now
@@ -79,17 +79,17 @@ def sources_on_disk(data_dir: Path, store: Store, job: dict, now: float | None =
         raise Rejected(410, f"job {job['id']} has expired and its sources are gone; upload the videos again")
     files = store.get_job_files(job["id"])
     for f in files:
-        if not f["upload_path"] or not (data_dir / f["upload_path"]).is_file():
+        if not f["upload_path"] or not storage.exists(f["upload_path"]):
             raise Rejected(410, f"the source {f['name']} of job {job['id']} is gone; upload the videos again")
     return files
 
 
-def reopen_job(store: Store, control: ControlBlock | None, data_dir: Path, job_id: str, kind: str,
+def reopen_job(store: Store, control: ControlBlock | None, storage: Storage, job_id: str, kind: str,
                ttl: float) -> dict:
     """retry (failed variations) or resume (variations a cancel left unmade):
     the job goes back to the queue; returns it as GET /api/jobs/<id> shows it."""
     job = find_job(store, job_id)
-    sources_on_disk(data_dir, store, job)
+    stored_sources(storage, store, job)
     try:
         job = store.reopen_job(job_id, kind, time.time(), ttl)
     except rules.IllegalTransition as exc:

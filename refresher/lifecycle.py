@@ -1,13 +1,13 @@
-"""Housekeeping that keeps DATA_DIR bounded: expiry, eviction, stuck jobs and
-the sweep of temporaries. The supervisor runs these from APScheduler (and the
-sweep once at start); nothing here runs in a web worker except `remove_job_files`,
-which `DELETE /api/jobs/<id>` shares.
+"""Housekeeping that keeps the stored files bounded: expiry, eviction, stuck
+jobs and the sweep of temporaries and orphans. The supervisor runs these from
+APScheduler (and the sweep once at start); nothing here runs in a web worker
+except `delete_job_everywhere`, which `DELETE /api/jobs/<id>` shares. Files
+are reached through the storage (`refresher.storage`), on disk or in a bucket.
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -15,33 +15,33 @@ from config.settings import Settings
 
 from . import spool
 from .media import effects as fx
+from .storage import Storage, StoredFile, for_settings, job_of
+from .storage.local import tree_size, unshared_size
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-DISK_FULL_FRACTION = 0.85
 ORPHAN_AGE_SECONDS = 600  # a job folder being created right now is younger than this
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
+    """The job's folder under DATA_DIR (where its files are, unless STORAGE_URL says otherwise)."""
     return data_dir / "jobs" / job_id
 
 
-def remove_job_files(data_dir: Path, job_id: str) -> None:
-    shutil.rmtree(job_dir(data_dir, job_id), ignore_errors=True)
-
-
-def delete_job_everywhere(store: Store, data_dir: Path, job_id: str) -> None:
+def delete_job_everywhere(store: Store, storage: Storage, job_id: str) -> None:
     """Rows first, then files: a crash in between leaves only files, which the sweep removes."""
     store.delete_job(job_id)
-    remove_job_files(data_dir, job_id)
+    storage.delete_job(job_id)
 
 
-def expire_finished_jobs(store: Store, settings: Settings, now: float | None = None) -> list[str]:
+def expire_finished_jobs(store: Store, settings: Settings, now: float | None = None,
+                         storage: Storage | None = None) -> list[str]:
+    storage = storage or for_settings(settings)
     now = time.time() if now is None else now
     expired = [job["id"] for job in store.expired_jobs(now)]
     for job_id in expired:
-        delete_job_everywhere(store, settings.data_dir, job_id)
+        delete_job_everywhere(store, storage, job_id)
     if expired:
         log.info("expired %d finished job(s)", len(expired))
     return expired
@@ -59,59 +59,34 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
     return failed
 
 
-def _files(path: Path):
-    """os.lstat of every file under `path` (one deleted meanwhile is skipped)."""
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                yield os.lstat(os.path.join(root, name))
-            except FileNotFoundError:
-                continue
-
-
 def directory_size(path: Path) -> int:
-    """Bytes on disk under `path`; a file hard-linked twice (the sources of a
-    rerun) counts once."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for info in _files(path):
-        if info.st_nlink > 1:
-            if (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-        total += info.st_size
-    return total
+    """Bytes on disk under `path`; a file hard-linked twice counts once."""
+    return tree_size(path)
 
 
 def bytes_freed_by_removing(path: Path) -> int:
-    """What deleting `path` gives back: files linked from elsewhere too (a
-    rerun's sources) stay on disk."""
-    return sum(info.st_size for info in _files(path) if info.st_nlink == 1)
+    """What deleting `path` gives back."""
+    return unshared_size(path)
 
 
-def disk_too_full(path: Path) -> bool:
-    usage = shutil.disk_usage(path)
-    return usage.used / usage.total > DISK_FULL_FRACTION
-
-
-def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> list[str]:
-    """Delete the oldest finished jobs, only as many as it takes for DATA_DIR
-    (plus `extra_needed` bytes about to be written) to be under
+def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
+                    storage: Storage | None = None) -> list[str]:
+    """Delete the oldest finished jobs, only as many as it takes for the
+    stored files (plus `extra_needed` bytes about to be written) to be under
     STORAGE_LIMIT_MB, for `extra_needed` bytes to be free, and for the disk to
     be under 85 % full. When deleting every finished job would still leave no
     room for `extra_needed`, nothing is deleted: eviction never makes room for
     what cannot fit anyway. Queued and running jobs are never touched."""
-    data_dir = settings.data_dir
-    finished = [(job["id"], bytes_freed_by_removing(job_dir(data_dir, job["id"])))
-                for job in store.finished_jobs_oldest_first()]
-    used = directory_size(data_dir)
-    if extra_needed and _room_lacking(settings, used, extra_needed) > sum(size for _, size in finished):
+    storage = storage or for_settings(settings)
+    finished = [(job["id"], storage.freed_by_deleting(job["id"])) for job in store.finished_jobs_oldest_first()]
+    used = storage.used_bytes()
+    if extra_needed and _room_lacking(settings, storage, used, extra_needed) > sum(size for _, size in finished):
         return []
     evicted = []
     for job_id, size in finished:
-        if _room_lacking(settings, used, extra_needed) <= 0 and not disk_too_full(data_dir):
+        if _room_lacking(settings, storage, used, extra_needed) <= 0 and not storage.too_full():
             break
-        delete_job_everywhere(store, data_dir, job_id)
+        delete_job_everywhere(store, storage, job_id)
         used -= size
         evicted.append(job_id)
     if evicted:
@@ -119,43 +94,50 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0) -> 
     return evicted
 
 
-def _room_lacking(settings: Settings, used: int, extra_needed: int) -> int:
+def _room_lacking(settings: Settings, storage: Storage, used: int, extra_needed: int) -> int:
     """Bytes to delete before `extra_needed` more fit under STORAGE_LIMIT_MB and on the disk."""
-    return max(used + extra_needed - settings.storage_limit_bytes, extra_needed - free_bytes(settings.data_dir))
+    lacking = used + extra_needed - settings.storage_limit_bytes
+    free = storage.free_bytes()
+    return lacking if free is None else max(lacking, extra_needed - free)
 
 
 def sweep_temporaries(store: Store, settings: Settings, running: set[str] = frozenset(),
-                      min_age: float = ORPHAN_AGE_SECONDS) -> list[Path]:
-    """Remove files no row owns: partial outputs (except those of `running`
-    variation ids), folders of deleted jobs, uploads no request holds any more.
-    Anything under jobs/ younger than `min_age` may belong to a job being
-    created: it is left alone."""
-    removed: list[Path] = []
-    data_dir = settings.data_dir
+                      min_age: float = ORPHAN_AGE_SECONDS, storage: Storage | None = None) -> list[str]:
+    """Remove stored files no row owns: partial outputs on a shared disk
+    (except those of `running` variation ids), files of deleted jobs, and
+    uploads no request holds any more. A file younger than `min_age` may
+    belong to a job being created: it is left alone. Returns the keys (and
+    upload folders) removed."""
+    storage = storage or for_settings(settings)
     now = time.time()
     known_jobs = store.all_job_ids()
-    jobs_root = data_dir / "jobs"
-    if jobs_root.is_dir():
-        for folder in jobs_root.iterdir():
-            if folder.name not in known_jobs:
-                if now - folder.stat().st_mtime > min_age:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed.append(folder)
-                continue
-            owned = store.known_paths(folder.name)
-            for path in folder.rglob("*"):
-                if not path.is_file():
-                    continue
-                relative = path.relative_to(data_dir).as_posix()
-                if relative in owned:
-                    continue
-                variation_id = path.name.split(".", 1)[0]
-                if variation_id in running:
-                    continue
-                if ".part." in path.name or now - path.stat().st_mtime > min_age:
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
-    removed += spool.remove_abandoned(data_dir)
+    owned: dict[str, set[str]] = {}
+    orphans: dict[str, list[StoredFile]] = {}
+    strays: list[str] = []
+    for item in storage.files("jobs/"):
+        job_id = job_of(item.key)
+        if job_id is None or job_id not in known_jobs:
+            orphans.setdefault(job_id or item.key, []).append(item)
+            continue
+        if job_id not in owned:
+            owned[job_id] = store.known_paths(job_id)
+        if item.key in owned[job_id]:
+            continue
+        name = item.key.rsplit("/", 1)[-1]
+        if name.split(".", 1)[0] in running:
+            continue
+        if ".part." in name or now - item.modified > min_age:
+            strays.append(item.key)
+    removed = list(strays)
+    storage.delete(strays)
+    for job_id, items in orphans.items():
+        if all(now - item.modified > min_age for item in items):
+            if job_of(items[0].key) == job_id:
+                storage.delete_job(job_id)
+            else:
+                storage.delete([item.key for item in items])
+            removed += [item.key for item in items]
+    removed += [str(path) for path in spool.remove_abandoned(settings.data_dir)]
     if removed:
         log.info("swept %d stray file(s)", len(removed))
     return removed
@@ -194,38 +176,37 @@ def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
         for f in files)
 
 
-def free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
-
-
 def megabytes(size: int) -> str:
     return f"{size / 1024 / 1024:.0f} MB"
 
 
-def make_room_for(store: Store, settings: Settings, job: dict) -> str | None:
+def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage | None = None) -> str | None:
     """Before a job starts: evict finished jobs if its outputs would push the
-    data directory over its limits; return a reason if they cannot fit, in
+    stored files over their limits; return a reason if they cannot fit, in
     which case nothing was evicted."""
+    storage = storage or for_settings(settings)
     needed = estimate_job_bytes(store.get_job_files(job["id"]), job["variations_per_video"])
-    evict_for_space(store, settings, extra_needed=needed)
-    room = settings.storage_limit_bytes - directory_size(settings.data_dir)
+    evict_for_space(store, settings, extra_needed=needed, storage=storage)
+    room = settings.storage_limit_bytes - storage.used_bytes()
     if needed > room:
         return (f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
                 f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
                 f"the limit leaves even with every finished job evicted")
-    free = free_bytes(settings.data_dir)
-    if free < needed:
+    free = storage.free_bytes()
+    if free is not None and free < needed:
         return (f"not enough disk space for this job: its outputs need about {megabytes(needed)} "
                 f"and only {megabytes(free)} are free")
     return None
 
 
-def run_cleanup(store: Store, settings: Settings, running: set[str] = frozenset()) -> None:
+def run_cleanup(store: Store, settings: Settings, running: set[str] = frozenset(),
+                storage: Storage | None = None) -> None:
     """One pass of the cleanup daemon."""
+    storage = storage or for_settings(settings)
     started = time.monotonic()
     log.info("cleanup pass in process %d", os.getpid())
-    expire_finished_jobs(store, settings)
+    expire_finished_jobs(store, settings, storage=storage)
     fail_stale_queued_jobs(store, settings)
-    evict_for_space(store, settings)
-    sweep_temporaries(store, settings, running)
+    evict_for_space(store, settings, storage=storage)
+    sweep_temporaries(store, settings, running, storage=storage)
     log.info("cleanup pass in process %d done in %.2f s", os.getpid(), time.monotonic() - started)

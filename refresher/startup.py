@@ -23,6 +23,7 @@ from config.settings import Settings
 
 from . import spool
 from .auth import load_secrets
+from .storage import StorageError, for_settings
 from .store import Error as StoreError
 from .store import Store, database_url
 
@@ -61,6 +62,10 @@ def prepare(settings: Settings) -> list[Path]:
         load_secrets(settings, store)
     finally:
         store.close()
+    try:
+        for_settings(settings).check()
+    except StorageError as exc:
+        raise DataDirUnusable(str(exc)) from None
     return spool.remove_abandoned(settings.data_dir)
 
 

@@ -16,13 +16,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 
-from . import admin, limits, startup, web
+from . import admin, limits, startup, storage, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
 from .errors import Rejected
 from .extensions import Refresher, limiter
 from .media import ffmpeg
+from .storage import StorageError
 
 SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50
@@ -51,7 +52,8 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
         binary = settings.ffmpeg_binary or "ffmpeg-missing"  # /api/health reports it as degraded
-    app.extensions["refresher"] = Refresher(settings=settings, store=store, ffmpeg=binary, control=control,
+    app.extensions["refresher"] = Refresher(settings=settings, store=store, storage=storage.for_settings(settings),
+                                            ffmpeg=binary, control=control,
                                             password=password, token_secret=token_secret)
     app.request_class = uploads.UploadRequest
     app.config.update(
@@ -104,4 +106,5 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(Rejected, errors.handle_rejected)
     app.register_error_handler(HTTPException, errors.handle_http_exception)
     app.register_error_handler(OSError, errors.handle_disk_full)
+    app.register_error_handler(StorageError, errors.handle_storage_error)
     app.teardown_request(uploads.remove_staging)

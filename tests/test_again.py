@@ -10,7 +10,7 @@ import os
 import time
 import zipfile
 
-from refresher import intake
+from refresher.storage.local import LocalStorage
 
 from .conftest import FFMPEG, ROOT, decode_errors, sql, wait_until
 from .test_api import assert_nothing_left, login
@@ -199,9 +199,9 @@ def test_sources_are_copied_where_a_hard_link_is_not_possible(tmp_path, monkeypa
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", no_links)
-    intake.link_or_copy(source, tmp_path / "copy")
-    assert (tmp_path / "copy").read_bytes() == b"video bytes"
-    assert os.stat(tmp_path / "copy").st_ino != os.stat(source).st_ino
+    LocalStorage(tmp_path).copy("a/source", "b/copy")
+    assert (tmp_path / "b" / "copy").read_bytes() == b"video bytes"
+    assert os.stat(tmp_path / "b" / "copy").st_ino != os.stat(source).st_ino
 
 
 def test_names_at_upload_in_the_list_the_job_the_zip_and_its_manifest(service, media):

@@ -141,9 +141,11 @@ def test_sweep_at_start_removes_what_no_row_owns(service, media):
     orphan = data / "jobs" / "deleted-job"
     orphan.mkdir()
     (orphan / "x.mp4").write_bytes(b"x")
-    os.utime(orphan, (old, old))
+    os.utime(orphan / "x.mp4", (old, old))
     young_orphan = data / "jobs" / "being-uploaded"
     young_orphan.mkdir()
+    (young_orphan / "source_x").write_bytes(b"x")
+    os.utime(young_orphan, (old, old))  # an old folder, but a file stored in it just now
     stale_upload = data / "incoming" / "stale"
     stale_upload.mkdir(parents=True)
     os.utime(stale_upload, (old, old))

@@ -55,6 +55,13 @@ def handle_http_exception(exc: HTTPException):
     return response
 
 
+def handle_storage_error(exc):
+    """Object storage that does not answer (or refuses): 503, and the
+    service carries on; the log has the storage's own words."""
+    current_app.logger.error("%s", exc)
+    return error_response(503, "the file storage cannot be reached; try again later", retryAfter=30)
+
+
 def handle_disk_full(exc: OSError):
     """A full disk while receiving an upload: 507, and the service carries on.
     Any other OSError is a real bug and is re-raised."""

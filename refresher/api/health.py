@@ -6,9 +6,10 @@ import time
 
 from flask import Blueprint
 
-from .. import __version__, lifecycle
+from .. import __version__
 from ..extensions import refresher
 from ..media import ffmpeg
+from ..storage import StorageError
 from .openapi import spec
 
 bp = Blueprint("health", __name__, url_prefix="/api")
@@ -17,9 +18,12 @@ _DISK_CACHE_SECONDS = 10.0
 _disk_cache: dict = {"at": 0.0, "used": 0}
 
 
-def _used_bytes(data_dir) -> int:
+def _used_bytes(storage) -> int:
     if time.monotonic() - _disk_cache["at"] > _DISK_CACHE_SECONDS:
-        _disk_cache.update(at=time.monotonic(), used=lifecycle.directory_size(data_dir))
+        try:
+            _disk_cache.update(at=time.monotonic(), used=storage.used_bytes())
+        except (OSError, StorageError):  # storage out of reach: the last figure, tried again next time
+            _disk_cache["at"] = time.monotonic()
     return _disk_cache["used"]
 
 
@@ -52,7 +56,7 @@ def health():
         "supervisor": supervisor,
         "hosts": [host["id"] for host in live],
         "queue": service.store.queue_counts(),
-        "disk": {"usedBytes": _used_bytes(settings.data_dir), "limitBytes": settings.storage_limit_bytes},
+        "disk": {"usedBytes": _used_bytes(service.storage), "limitBytes": settings.storage_limit_bytes},
     }
     if problems:
         body["reason"] = "; ".join(problems)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
-from flask import Blueprint, Response, current_app, request, send_file, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from .. import archive, intake, jobs, limits, rules
 from ..auth import token_auth
@@ -39,7 +38,7 @@ def create_job():
         raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
                             f"try again later", retryAfter=30)
     staged, form = uploads.staged_videos()
-    body = intake.accept_job(service.store, service.settings, service.ffmpeg, staged, form)
+    body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form)
     response = current_app.response_class(json.dumps(body), status=202, mimetype="application/json")
     response.headers["Location"] = body["statusUrl"]
     return response
@@ -126,7 +125,7 @@ def _accepted(body: dict):
 def retry_job(job_id: str):
     """Queue a finished job's failed variations again, with their recorded effects."""
     service = refresher()
-    return _accepted(jobs.reopen_job(service.store, service.control, service.settings.data_dir, job_id,
+    return _accepted(jobs.reopen_job(service.store, service.control, service.storage, job_id,
                                      "retry", service.settings.job_ttl_seconds))
 
 
@@ -134,7 +133,7 @@ def retry_job(job_id: str):
 def resume_job(job_id: str):
     """Make the variations a cancel left unmade, with the same seed and effects."""
     service = refresher()
-    return _accepted(jobs.reopen_job(service.store, service.control, service.settings.data_dir, job_id,
+    return _accepted(jobs.reopen_job(service.store, service.control, service.storage, job_id,
                                      "resume", service.settings.job_ttl_seconds))
 
 
@@ -143,7 +142,7 @@ def rerun_job(job_id: str):
     """A new job from the same sources, with a new seed (or the one given)."""
     service = refresher()
     original = jobs.find_job(service.store, job_id)
-    files = jobs.sources_on_disk(service.settings.data_dir, service.store, original)
+    files = jobs.stored_sources(service.storage, service.store, original)
     body = None
     if request.get_data():
         if not request.is_json:
@@ -155,7 +154,7 @@ def rerun_job(job_id: str):
     if sum(service.store.queue_counts().values()) >= service.settings.max_queued_jobs:
         raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
                             f"try again later", retryAfter=30)
-    created = intake.rerun_job(service.store, service.settings, service.ffmpeg, original, files, body)
+    created = intake.rerun_job(service.store, service.settings, service.storage, original, files, body)
     body = {**jobs.detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}
     return _accepted(body)
 
@@ -169,7 +168,7 @@ def download(job_id: str):
     variations = service.store.get_job_variations(job_id)
     if not any(v["status"] == "completed" for v in variations):
         raise Rejected(404, f"job {job_id} has no outputs")
-    zs = archive.build_zip(service.settings.data_dir, job, service.store.get_job_files(job_id), variations)
+    zs = archive.build_zip(service.storage, job, service.store.get_job_files(job_id), variations)
     response = Response(zs, mimetype="application/zip", direct_passthrough=True)
     response.headers["Content-Length"] = str(len(zs))
     response.headers["Content-Disposition"] = archive.content_disposition(job)
@@ -183,22 +182,24 @@ def output(job_id: str, output_id: str):
     v = service.store.get_variation(output_id) if len(output_id) <= limits.MAX_ID_LENGTH else None
     if v is None or v["job_id"] != job_id or v["status"] != "completed":
         raise Rejected(404, f"job {job_id} has no finished output {output_id[:limits.MAX_ID_LENGTH]!r}")
-    path = Path(service.settings.data_dir) / v["output_path"]
-    if not path.is_file():
-        raise Rejected(404, f"output {output_id} is gone")
     as_attachment = request.args.get("download") in ("1", "true")
-    return _private(send_file(path, mimetype="video/mp4", conditional=True, download_name=v["name"],
-                              as_attachment=as_attachment, max_age=FILE_MAX_AGE))
+    response = service.storage.send(v["output_path"], mimetype="video/mp4", download_name=v["name"],
+                                    as_attachment=as_attachment, max_age=FILE_MAX_AGE)
+    if response is None:
+        raise Rejected(404, f"output {output_id} is gone")
+    return _private(response)
 
 
 @bp.get("/<job_id>/thumbnail")
 def thumbnail(job_id: str):
     service = refresher()
     job = jobs.find_job(service.store, job_id)
-    path = Path(service.settings.data_dir) / job["thumbnail_path"] if job["thumbnail_path"] else None
-    if path is None or not path.is_file():
+    response = None
+    if job["thumbnail_path"]:
+        response = service.storage.send(job["thumbnail_path"], mimetype="image/webp", max_age=FILE_MAX_AGE)
+    if response is None:
         raise Rejected(404, f"job {job_id} has no thumbnail")
-    return _private(send_file(path, mimetype="image/webp", conditional=True, max_age=FILE_MAX_AGE))
+    return _private(response)
 
 
 def _private(response: Response) -> Response:
@@ -214,5 +215,5 @@ def _private(response: Response) -> Response:
 @bp.delete("/<job_id>")
 def delete_job(job_id: str):
     service = refresher()
-    jobs.delete_job(service.store, service.settings.data_dir, job_id)
+    jobs.delete_job(service.store, service.storage, job_id)
     return "", 204

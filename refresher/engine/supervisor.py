@@ -39,10 +39,12 @@ from config.settings import Settings
 
 from .. import lifecycle
 from ..media import ffmpeg
+from ..rules import FINAL
+from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import JobNotStarted, Store, new_id
 from .control import ControlBlock
-from .worker import partial_path, run_worker
+from .worker import run_worker
 
 log = logging.getLogger("refresher.supervisor")
 
@@ -91,6 +93,7 @@ class Supervisor:
         self.data_dir = Path(settings.data_dir).resolve()
         self.binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
         self.host = settings.host_id
+        self.storage = open_storage(*self.storage_spec)
         self.instance = new_id()        # this run, wherever it runs: who holds the host id
         self.machine = _machine()
         self.ttl = settings.job_ttl_seconds
@@ -106,6 +109,10 @@ class Supervisor:
         self._last_heartbeat = 0.0
         self._last_reclaim = 0.0
 
+    @property
+    def storage_spec(self) -> tuple:
+        return (self.data_dir, self.settings.storage_url, self.settings.host_id)
+
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
         self.control.mark_stopped(clean=False)  # not ready yet; a crash from here on is unclean
@@ -119,8 +126,9 @@ class Supervisor:
             return
         self.control.set_shutdown(False)
         self.recover()
+        self.storage.release_all()  # this host's scratch: nothing of it runs any more
         lifecycle.sweep_temporaries(self.store, self.settings, running=self.running_anywhere(),
-                                    min_age=lifecycle.ORPHAN_AGE_SECONDS)
+                                    min_age=lifecycle.ORPHAN_AGE_SECONDS, storage=self.storage)
         self.workers = [self.start_worker(i) for i in range(self.settings.encode_workers)]
         self.start_scheduler()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
@@ -134,9 +142,10 @@ class Supervisor:
                     break
                 try:
                     self.tick()
-                except (StoreError, OSError) as exc:
-                    # A full disk or a locked database must not take the
-                    # supervisor down: say so, wait a little, carry on.
+                except (StoreError, StorageError, OSError) as exc:
+                    # A full disk, a locked database or object storage out of
+                    # reach must not take the supervisor down: say so, wait a
+                    # little, carry on.
                     log.error("supervisor loop: %s", exc)
                     self.stopping.wait(1.0)
         finally:
@@ -155,6 +164,7 @@ class Supervisor:
         if now - self._last_reclaim >= RECLAIM_CHECK_SECONDS:
             self._last_reclaim = now
             self.reclaim_from_silent_hosts()
+            self.release_finished_scratch()
         self.propagate_cancels()
         self.dispatch()
         if time.monotonic() - self._last_flush >= PROGRESS_FLUSH_SECONDS:
@@ -168,7 +178,7 @@ class Supervisor:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=run_worker, name=f"refresher-encoder-{number}", daemon=True,
-            args=(theirs, str(self.control.path), str(self.data_dir), self.binary, self.settings.stall_seconds))
+            args=(theirs, str(self.control.path), self.storage_spec, self.binary, self.settings.stall_seconds))
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -207,7 +217,7 @@ class Supervisor:
         self.receive(worker)  # a last "done" may be waiting in the pipe
         if worker.task is not None:
             log.warning("the encode worker running variation %s died", worker.task["id"])
-            partial_path(self.data_dir / worker.task["output_path"]).unlink(missing_ok=True)
+            self.storage.work_path(worker.task["output_path"]).unlink(missing_ok=True)
             lost = {"outcome": "interrupted"} if self.stopping.is_set() else \
                 {"outcome": "failed", "error": LOST_WORKER}
             self.unrecorded.append(_Outcome(worker.task, lost))
@@ -228,7 +238,7 @@ class Supervisor:
         for index, item in enumerate(waiting):
             try:
                 self.record(item)
-            except (StoreError, OSError):
+            except (StoreError, StorageError, OSError):
                 self.unrecorded.extend(waiting[index:])
                 raise
 
@@ -246,6 +256,7 @@ class Supervisor:
         if status is not None:
             self.control.clear_cancel(task["job_seq"])
             log.info("job %s %s", task["job_id"], status)
+            self.storage.release_job(task["job_id"])
 
     # --- claiming work ---------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -291,6 +302,17 @@ class Supervisor:
             self.control.request_cancel(job["seq"])
             if job["id"] not in running:
                 self.store.settle_job(job["id"], time.time(), self.ttl)
+
+    def release_finished_scratch(self) -> None:
+        """Drop this host's scratch copies of jobs that are over (finished
+        on another host, or deleted); those of live jobs stay for their next
+        variations here."""
+        for job_id in self.storage.held_jobs():
+            if any(w.task is not None and w.task["job_id"] == job_id for w in self.workers):
+                continue
+            job = self.store.get_job(job_id)
+            if job is None or job["status"] in FINAL:
+                self.storage.release_job(job_id)
 
     def running_anywhere(self) -> set[str]:
         """Variations being encoded now, here or on another host: their
@@ -358,11 +380,12 @@ class Supervisor:
         now = time.time()
         mine = self.host if self.settings.uses_postgres else None
         for row in self.store.running_variations(mine):
-            _kill_stale_ffmpeg(row, self.data_dir)
-            output = self.data_dir / row["output_path"]
-            partial_path(output).unlink(missing_ok=True)
-            if output.exists():  # renamed into place just before the crash: it is complete
-                self.store.record_outcome(row["id"], "completed", now, self.ttl, size=output.stat().st_size)
+            partial = self.storage.work_path(row["output_path"])
+            _kill_stale_ffmpeg(row, partial)
+            partial.unlink(missing_ok=True)
+            size = self.storage.size(row["output_path"])
+            if size is not None:  # stored just before the crash: it is complete
+                self.store.record_outcome(row["id"], "completed", now, self.ttl, size=size)
             else:
                 self.store.record_outcome(row["id"], "interrupted", now, self.ttl)
 
@@ -379,7 +402,7 @@ class Supervisor:
             if not mine:
                 log.info("cleanup pass skipped: another host runs one")
                 return
-            lifecycle.run_cleanup(self.store, self.settings, running=self.running_anywhere())
+            lifecycle.run_cleanup(self.store, self.settings, running=self.running_anywhere(), storage=self.storage)
 
     # --- one supervisor per DATA_DIR ----------------------------------------------------------------
     def take_data_dir_lock(self) -> bool:
@@ -435,7 +458,7 @@ class Supervisor:
                 worker.process.kill()  # its ffmpeg dies with it
                 worker.process.join(1)
             if worker.task is not None:  # it never reported: its attempt was interrupted
-                partial_path(self.data_dir / worker.task["output_path"]).unlink(missing_ok=True)
+                self.storage.work_path(worker.task["output_path"]).unlink(missing_ok=True)
                 self.unrecorded.append(_Outcome(worker.task, {"outcome": "interrupted"}))
                 worker.task = None
         try:
@@ -475,13 +498,13 @@ def _our_process_alive(pid: int) -> bool:
         return True
 
 
-def _kill_stale_ffmpeg(row: dict, data_dir: Path) -> None:
+def _kill_stale_ffmpeg(row: dict, partial: Path) -> None:
     """Kill an ffmpeg recorded by a run before this one, but only if that pid
     really is our ffmpeg writing this variation's partial file (pids are reused)."""
     pid = row.get("ffmpeg_pid")
     if not pid:
         return
-    marker = str(partial_path(data_dir / row["output_path"]))
+    marker = str(partial)
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().decode("utf-8", "replace")

@@ -7,9 +7,11 @@ and how the attempt ended. A worker never touches the database; if it dies,
 the supervisor sees its process sentinel and knows exactly which task it
 lost.
 
-The output is encoded under a temporary name in the job's folder and renamed
-only after ffmpeg finished on its own with status 0, so a partial file can
-never pass for an output. "Cancelled" is decided from the cancel flag, never
+The source is read from this host's disk (`Storage.local_copy`: the stored
+file itself, or a copy fetched once per host from object storage). The
+output is encoded under a temporary name on this host's disk
+(`Storage.work_path`) and stored only after ffmpeg finished on its own with
+status 0, so a partial file can never pass for an output. "Cancelled" is decided from the cancel flag, never
 from ffmpeg's exit code (it exits 0 after `q` with a truncated file).
 """
 from __future__ import annotations
@@ -18,25 +20,21 @@ import os
 import signal
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from ..media import effects as fx
 from ..media import ffmpeg
+from ..storage import Storage, StorageError, open_storage
 from .control import ControlBlock
 
 PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attempt
 
 
-def partial_path(output_path: Path) -> Path:
-    return output_path.with_name(output_path.stem + ".part" + output_path.suffix)
-
-
 class EncodeWorker:
-    def __init__(self, pipe: Connection, control: ControlBlock, data_dir: Path, binary: str,
+    def __init__(self, pipe: Connection, control: ControlBlock, storage: Storage, binary: str,
                  stall_seconds: float):
         self.pipe = pipe
         self.control = control
-        self.data_dir = data_dir
+        self.storage = storage
         self.binary = binary
         self.stall_seconds = stall_seconds
         self.terminating = False
@@ -62,8 +60,7 @@ class EncodeWorker:
         """Encode one variation; the outcome is completed, cancelled,
         interrupted or failed."""
         variation_id, job_seq = task["id"], task["job_seq"]
-        output = self.data_dir / task["output_path"]
-        partial = partial_path(output)
+        partial = self.storage.work_path(task["output_path"])
         effects, media = task["effects"], task["media"]
 
         def cancelled() -> bool:
@@ -92,7 +89,12 @@ class EncodeWorker:
                 last.update(at=now, percent=percent)
                 self.pipe.send(("progress", variation_id, percent))
 
-        source = self.data_dir / task["upload_path"]
+        try:
+            source = self.storage.local_copy(task["upload_path"])
+        except (OSError, StorageError) as exc:
+            return {"outcome": "failed", "error": f"could not read the source: {exc}"}
+        if should_stop():
+            return stop_outcome()
         # a speed change needs the source's frame count to end where it ends
         frames = ffmpeg.count_video_frames(self.binary, source) if effects.get("speed") else None
         command = fx.encode_command(self.binary, source, partial, effects,
@@ -106,10 +108,10 @@ class EncodeWorker:
             return {"outcome": "failed", "error": f"could not start ffmpeg: {exc}"}
         if result.ok and partial.exists():
             try:
-                os.replace(partial, output)
-                return {"outcome": "completed", "size": output.stat().st_size, "elapsed": result.elapsed}
-            except OSError as exc:
-                output.unlink(missing_ok=True)
+                size = self.storage.put(task["output_path"], partial)
+                return {"outcome": "completed", "size": size, "elapsed": result.elapsed}
+            except (OSError, StorageError) as exc:
+                partial.unlink(missing_ok=True)
                 return {"outcome": "failed", "error": f"could not save the output: {exc}"}
         partial.unlink(missing_ok=True)  # ffmpeg is reaped: nothing writes to it any more
         if result.stopped or should_stop():
@@ -118,10 +120,12 @@ class EncodeWorker:
         return {"outcome": "failed", "error": result.reason()}
 
 
-def run_worker(pipe: Connection, control_path: str, data_dir: str, binary: str, stall_seconds: float) -> None:
-    """Entry point of an encode worker process."""
+def run_worker(pipe: Connection, control_path: str, storage_spec: tuple, binary: str,
+               stall_seconds: float) -> None:
+    """Entry point of an encode worker process; `storage_spec` is what
+    `open_storage` takes (DATA_DIR, STORAGE_URL, HOST_ID)."""
     ffmpeg.die_with_parent()  # a killed supervisor takes its workers, and so their ffmpeg, along
-    worker = EncodeWorker(pipe, ControlBlock(control_path), Path(data_dir), binary, stall_seconds)
+    worker = EncodeWorker(pipe, ControlBlock(control_path), open_storage(*storage_spec), binary, stall_seconds)
 
     def on_sigterm(signum, frame):
         # Told to stop on its own (a platform shutdown signals every process):

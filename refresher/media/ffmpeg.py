@@ -136,6 +136,14 @@ class MediaInfo:
             "audioCodec": self.audio_codec,
         }
 
+    @classmethod
+    def from_dict(cls, media: dict, duration: float | None = None) -> "MediaInfo":
+        """What `as_dict` kept (in the database); `duration` where it was kept apart."""
+        return cls(duration=media.get("duration", duration) if duration is None else duration,
+                   width=media["width"], height=media["height"], video_codec=media.get("videoCodec", ""),
+                   has_audio=media["hasAudio"], rotation=media.get("rotation", 0),
+                   audio_codec=media.get("audioCodec"))
+
 
 _DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.M)
 _STREAM = re.compile(r"^\s*Stream #(\d+):\d+\S*: (Video|Audio): (\w+)(.*)$", re.M)

@@ -1,0 +1,226 @@
+"""Files in S3-compatible object storage (STORAGE_URL=s3://bucket/prefix).
+
+boto3 takes the endpoint, region and credentials from the standard AWS
+variables (AWS_ENDPOINT_URL for a service other than AWS, AWS_REGION,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or any other source boto3 reads).
+
+* Uploads and fetches go through boto3's transfer manager: multipart above
+  16 MB, in 8 MB parts, at most 4 at a time, so a transfer holds about 32 MB
+  whatever the file's size.
+* A rerun's sources are copied inside the bucket (no byte passes through
+  the service).
+* A single output or a thumbnail is a redirect to a presigned URL valid for
+  PRESIGNED_SECONDS, carrying the file's type and name, so the bytes (and
+  Range requests) go between the client and the bucket directly; a ZIP
+  streams the objects through the service.
+* Scratch: `<DATA_DIR>/scratch/<HOST_ID>/jobs/<job id>/`, a source fetched
+  once per host, partial outputs; dropped when the host is done with the job
+  and at every start.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+from contextlib import contextmanager
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from flask import redirect
+
+from . import CHUNK_BYTES, StorageError, StoredFile, job_prefix
+
+PRESIGNED_SECONDS = 300
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+TRANSFER = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
+                          max_concurrency=4, max_io_queue=16, use_threads=True)
+CLIENT_CONFIG = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 5},
+                       connect_timeout=5, read_timeout=60, max_pool_connections=40)
+
+
+@contextmanager
+def _reported(what: str):
+    """boto3's errors as StorageError, which the service knows (a missing
+    object is not one: the callers that can meet it ask `size`)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"object storage: {what}: {exc}") from exc
+
+
+class ObjectStorage:
+    def __init__(self, bucket: str, prefix: str, scratch: Path):
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.scratch = Path(scratch)
+        self._client = None
+        self._client_pid = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        """One client per process (clients are thread-safe, not fork-safe)."""
+        if self._client is None or self._client_pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._client_pid != os.getpid():
+                    self._client = boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+                    self._client_pid = os.getpid()
+        return self._client
+
+    def name(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"not a storage key: {key!r}")
+        return self.prefix + key
+
+    # --- writing ----------------------------------------------------------------------------
+    def put(self, key: str, local: Path) -> int:
+        size = os.stat(local).st_size
+        with _reported(f"storing {key}"):
+            self.client.upload_file(str(local), self.bucket, self.name(key), Config=TRANSFER)
+        Path(local).unlink(missing_ok=True)
+        return size
+
+    def copy(self, source: str, target: str) -> None:
+        with _reported(f"copying {source}"):
+            self.client.copy({"Bucket": self.bucket, "Key": self.name(source)}, self.bucket,
+                             self.name(target), Config=TRANSFER)
+
+    # --- reading -------------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.name(key))["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"object storage: reading {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"object storage: reading {key}: {exc}") from exc
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        with _reported(f"reading {key}"):
+            body = self.client.get_object(Bucket=self.bucket, Key=self.name(key))["Body"]
+            try:
+                yield from body.iter_chunks(CHUNK_BYTES)
+            finally:
+                body.close()
+
+    def send(self, key: str, *, mimetype: str, download_name: str | None = None,
+             as_attachment: bool = False, max_age: int = 0):
+        params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
+        if download_name or as_attachment:
+            params["ResponseContentDisposition"] = content_disposition(download_name, as_attachment)
+        url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
+        response = redirect(url, code=302)
+        # the link expires: a browser may reuse it for a short while only
+        response.cache_control.max_age = min(max_age, PRESIGNED_SECONDS // 5)
+        return response
+
+    def local_copy(self, key: str) -> Path:
+        """The object fetched into this host's scratch, once: the first
+        process to want it fetches it while the others wait on its lock."""
+        target = self.scratch / key
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_name(target.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.is_file():
+                partial = target.with_name(f"{target.name}.fetch-{secrets.token_hex(4)}")
+                try:
+                    with _reported(f"fetching {key}"):
+                        self.client.download_file(self.bucket, self.name(key), str(partial), Config=TRANSFER)
+                    os.replace(partial, target)
+                finally:
+                    partial.unlink(missing_ok=True)
+        return target
+
+    def work_path(self, key: str) -> Path:
+        final = self.scratch / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(final.stem + ".part" + final.suffix)
+
+    def release_job(self, job_id: str) -> None:
+        shutil.rmtree(self.scratch / job_prefix(job_id), ignore_errors=True)
+
+    def held_jobs(self) -> set[str]:
+        try:
+            return {entry.name for entry in (self.scratch / "jobs").iterdir() if entry.is_dir()}
+        except FileNotFoundError:
+            return set()
+
+    def release_all(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # --- deleting ------------------------------------------------------------------------------------
+    def delete_job(self, job_id: str) -> None:
+        self.delete([f.key for f in self.files(job_prefix(job_id))])
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": self.name(key)} for key in keys[start:start + DELETE_BATCH]]
+            with _reported("deleting"):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    # --- counting -------------------------------------------------------------------------------------
+    def files(self, prefix: str = "jobs/") -> Iterator[StoredFile]:
+        with _reported(f"listing {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self.name(prefix))
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield StoredFile(item["Key"][len(self.prefix):], item["Size"],
+                                     item["LastModified"].timestamp())
+
+    def used_bytes(self) -> int:
+        return sum(f.size for f in self.files())
+
+    def freed_by_deleting(self, job_id: str) -> int:
+        return sum(f.size for f in self.files(job_prefix(job_id)))
+
+    def free_bytes(self) -> int | None:
+        return None
+
+    def too_full(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        """The bucket answers, with these credentials."""
+        where = f"s3://{self.bucket}/{self.prefix}"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StorageError(f"STORAGE_URL {where}: there is no bucket {self.bucket!r}") from None
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise StorageError(f"STORAGE_URL {where}: access denied; check AWS_ACCESS_KEY_ID and "
+                                   f"AWS_SECRET_ACCESS_KEY") from None
+            raise StorageError(f"STORAGE_URL {where}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"STORAGE_URL {where}: {exc}") from None
+
+
+def content_disposition(name: str | None, as_attachment: bool) -> str:
+    """An ASCII file name for every client, and the name itself (RFC 6266)
+    for those that read `filename*`."""
+    kind = "attachment" if as_attachment else "inline"
+    if not name:
+        return kind
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    fallback = "".join(ch for ch in fallback if ch.isprintable() and ch not in '"\\') or "download"
+    header = f'{kind}; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
