@@ -466,11 +466,11 @@ def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicor
     """A finished job goes back to the queue when it is retried: a list open in
     another tab must show it queued or running again, then finished, and not
     take the newer answer for a stale one because its status looks earlier."""
-    switch = tmp_path / "fail-slow"
+    switch = tmp_path / "fail-long"
     switch.touch()
     server = gunicorn_server(ENCODE_WORKERS=1, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
-                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["slow"].stat().st_size)
-    job_id = api_submit(server, [media["slow"]], 1, name="Autumn sale")
+                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["long"].stat().st_size)
+    job_id = api_submit(server, [media["long"]], 1, name="Autumn sale")
     wait_for(lambda: api_job(server, job_id)["status"] == "failed", 60, "the job to fail")
     failed = api_job(server, job_id)
     sign_in(page, server)
