@@ -6,7 +6,9 @@ Starts a real gunicorn on a free port (see bench/_harness.py), makes a few
 short ad-like clips with ffmpeg's lavfi sources, creates a completed, a
 cancelled and a running job through the API, then photographs the pages with
 the system's Chromium driven by Playwright (pip install -r requirements-dev.txt;
-apt-get install chromium).
+apt-get install chromium). The encodes of one source of the completed job fail
+(the stand-in ffmpeg of tests/fakes/failing_ffmpeg.py), so that its page
+offers to retry them.
 """
 from __future__ import annotations
 
@@ -63,10 +65,15 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    with Server(ENCODE_WORKERS=1) as server, sync_playwright() as playwright:
+    failing = work / "fail-teaser"
+    failing.touch()
+    failing_ffmpeg = {"FFMPEG_BINARY": ROOT / "tests" / "fakes" / "failing_ffmpeg.py", "REAL_FFMPEG": FFMPEG,
+                      "FAIL_SWITCH": failing, "FAIL_INPUT_SIZE": ads["new_collection_teaser.mov"].stat().st_size}
+    with Server(ENCODE_WORKERS=1, **failing_ffmpeg) as server, sync_playwright() as playwright:
         done = server.wait(server.submit([ads["summer_sale_15s.mp4"], ads["new_collection_teaser.mov"]], 3,
-                                         seed="spring-campaign"))["jobId"]
-        stopped = server.submit([ads["brand_story_30s.mp4"]], 8)
+                                         seed="spring-campaign", name="Spring campaign"))["jobId"]
+        failing.unlink()
+        stopped = server.submit([ads["brand_story_30s.mp4"]], 8, name="Brand story, director's cut")
         while server.job(stopped)["completedVariations"] < 3:
             time.sleep(0.2)
         server.session.post(f"{server.url}/api/jobs/{stopped}/cancel")
@@ -96,14 +103,19 @@ def main() -> None:
         page.set_input_files("#videos", [str(ads[n]) for n in
                                          ("summer_sale_15s.mp4", "new_collection_teaser.mov", "brand_story_30s.mp4")])
         page.fill("#variations", "4")
+        page.fill("#job-name", "Autumn campaign")
         page.fill("#seed", "autumn-campaign")
         shoot(page, "upload")
         page.locator(".job-card").nth(2).wait_for()
         shoot(page, "jobs", "section.jobs")
         page.goto(f"{server.url}/jobs/{done}")
-        page.locator(".variation").nth(5).wait_for()
+        page.locator(".variation").nth(2).wait_for()
+        page.locator("#retry-job").wait_for()
         page.set_viewport_size({"width": 1200, "height": 1180})
         shoot(page, "job")
+        page.goto(f"{server.url}/jobs/{stopped}")
+        page.locator("#resume-job").wait_for()
+        shoot(page, "job-cancelled", "#job")
 
         dark = browser.new_context(viewport={"width": 1200, "height": 900}, color_scheme="dark")
         page = dark.new_page()

@@ -53,7 +53,8 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
     if job is None:
         raise Rejected(404, f"job {job_id} was deleted")
     current = detail(store, job_id, job)
-    answer = {"jobId": job_id, "status": job["status"], "completedVariations": current["completedVariations"],
+    answer = {"jobId": job_id, "status": job["status"], "revision": job["revision"],
+              "completedVariations": current["completedVariations"],
               "totalVariations": current["totalVariations"],
               "cancelledAt": iso(job["cancelled_at"] or job["cancel_requested_at"])}
     return answer, job["status"] in rules.FINAL

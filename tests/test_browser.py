@@ -460,3 +460,52 @@ def test_run_again_with_new_effects_from_the_job_page(gunicorn_server, media, pa
     page.wait_for_url(server.url + "/")
     assert card(page, new_id).locator(".job-title").inner_text() == "Second take"
     assert card(page, job_id).locator(".job-title").inner_text() == "First take"
+
+
+def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicorn_server, media, page, tmp_path):
+    """A finished job goes back to the queue when it is retried: a list open in
+    another tab must show it queued or running again, then finished, and not
+    take the newer answer for a stale one because its status looks earlier."""
+    switch = tmp_path / "fail-long"
+    switch.touch()
+    server = gunicorn_server(ENCODE_WORKERS=1, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["long"].stat().st_size)
+    job_id = api_submit(server, [media["long"]], 1, name="Autumn sale")
+    wait_for(lambda: api_job(server, job_id)["status"] == "failed", 60, "the job to fail")
+    failed = api_job(server, job_id)
+    sign_in(page, server)
+    listed = card(page, job_id)
+    badge = listed.locator(".badge")
+    assert badge.inner_text() == "Failed" and listed.get_attribute("data-status") == "failed"
+    page.evaluate("""(selector) => {
+        const badge = document.querySelector(selector);
+        window.badgeTexts = [badge.textContent];
+        new MutationObserver(() => window.badgeTexts.push(badge.textContent))
+            .observe(badge, { childList: true, characterData: true, subtree: true });
+    }""", f'.job-card[data-job-id="{job_id}"] .badge')
+
+    # Another tab: the job's page, where it is retried.
+    other = page.context.new_page()
+    other.problems = PageProblems(other)
+    other.goto(f"{server.url}/jobs/{job_id}")
+    switch.unlink()
+    other.click("#retry-job")
+    other.locator("#job-badge", has_text=re.compile(r"^(Queued|Processing)$")).wait_for()
+    retried = api_job(server, job_id)
+    assert retried["status"] in ("queued", "processing") and retried["revision"] > failed["revision"]
+
+    # Back to the list's tab, which looks again as soon as it is shown.
+    page.bring_to_front()
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    badge.filter(has_text=re.compile(r"^(Queued|Processing)$")).wait_for(timeout=10_000)
+    assert listed.locator('[data-action="cancel"]').is_visible()
+    assert listed.locator('[data-action="delete"]').is_hidden()
+    badge.filter(has_text="Completed").wait_for(timeout=120_000)
+    assert listed.get_attribute("data-status") == "completed"
+    assert listed.locator('[data-action="download"]').is_visible()
+    texts = page.evaluate("window.badgeTexts")
+    assert texts[0] == "Failed" and texts[-1] == "Completed", texts
+    back_again = [t for t in texts if t in ("Queued", "Processing")]
+    assert back_again and texts.index(back_again[0]) < texts.index("Completed"), texts
+    other.locator("#job-badge", has_text="Completed").wait_for(timeout=60_000)
+    assert other.problems.errors == [] and other.problems.dialogs == []

@@ -6,9 +6,11 @@ import sqlite3
 import time
 
 import pytest
+from sqlalchemy import update
 
 from refresher import rules
 from refresher.store import JobNotStarted, Store, new_id
+from refresher.store.schema import jobs
 
 from .conftest import sql
 
@@ -238,6 +240,70 @@ def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
     assert (job["status"], job["cancel_requested_at"], job["cancelled_at"]) == ("queued", None, None)
     assert _claim(store)["id"] == doomed["id"], "a resumed job gives claims again"
     assert store.reopen_job("nope", "retry", time.time(), 60) is None
+
+
+def test_a_job_s_revision_grows_with_every_change_and_survives_a_retry(database):
+    """Whoever shows a job keeps the answer with the higher revision: it must
+    grow with each change, also when a finished job goes back to the queue."""
+    store = Store(database)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=2)
+    seen = [store.get_job(job_id)["revision"]]
+
+    def changed() -> dict:
+        job = store.get_job(job_id)
+        assert job["revision"] > seen[-1], f"{job['status']}: revision {job['revision']} after {seen}"
+        seen.append(job["revision"])
+        return job
+
+    first = _claim(store)
+    assert changed()["status"] == "processing"
+    second = _claim(store)
+    store.record_outcome(first["id"], "completed", time.time(), 60, size=1)
+    changed()
+    for _ in range(2):  # a failed attempt is tried once more
+        store.record_outcome(second["id"], "failed", time.time(), 60, error="exit 1")
+        changed()
+        if store.get_variation(second["id"])["status"] == "queued":
+            second = _claim(store)
+    assert store.get_job(job_id)["status"] == "completed"
+    assert store.reopen_job(job_id, "retry", time.time(), 60)["revision"] == changed()["revision"]
+    assert seen[-1] == store.get_job(job_id)["revision"] and store.get_job(job_id)["status"] == "queued"
+    assert store.list_jobs()[0]["revision"] == seen[-1]
+    assert _claim(store)["id"] == second["id"] and changed()["status"] == "processing"
+    store.record_progress({second["id"]: 50})
+    store.roll_up_progress()
+    assert changed()["progress"] == 75
+    assert store.request_cancel(job_id, time.time(), 60)["status"] == "processing"
+    changed()
+    store.record_outcome(second["id"], "cancelled", time.time(), 60)
+    assert changed()["status"] == "cancelled"
+    assert store.reopen_job(job_id, "resume", time.time(), 60)["status"] == "queued"
+    changed()
+
+
+def test_jobs_from_before_revisions_get_one_on_both_engines(database):
+    """A database at revision 0006 (no job revisions yet) is migrated with its
+    jobs: each starts at 0 and counts from there."""
+    from alembic import command
+
+    from refresher.store import _alembic_config
+
+    store = Store(database)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0006")
+    sql(store, "INSERT INTO jobs (id, status, variations_per_video, seed, created_at, expires_at)"
+               " VALUES ('old-job', 'failed', 1, 's', 1, 99999999999)")
+    store.migrate()
+    assert sql(store, "SELECT version_num FROM alembic_version") == [(newest_revision(),)]
+    assert store.get_job("old-job")["revision"] == 0
+    assert store.list_jobs()[0]["revision"] == 0
+    assert store.fail_queued_job("old-job", "x", time.time(), 60) is False  # not queued: nothing changes
+    assert store.get_job("old-job")["revision"] == 0
+    with store.writing() as conn:  # any change of the row counts, whichever statement makes it
+        conn.execute(update(jobs).where(jobs.c.id == "old-job").values(error="changed"))
+    assert store.get_job("old-job")["revision"] == 1
+    store.close()
 
 
 def test_tokens_and_rate_limits(database):

@@ -50,6 +50,10 @@ _JOB_NAME = {"type": "string", "maxLength": limits.MAX_JOB_NAME_LENGTH,
              "description": f"{limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters "
                             f"(no control or format characters); blank means none: the job is then named "
                             f"after its files"}
+_REVISION = {"type": "integer", "minimum": 0,
+             "description": "grows with every change of the job (its status, progress or counts of variations); "
+                            "of two answers about one job, the one with the higher revision is the newer. A "
+                            "finished job may go back to queued (retry, resume): compare revisions, not statuses"}
 _BAD_JOB_NAME = f"a name that is not {limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters"
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
 # the stream with an event named "deleted".
@@ -95,10 +99,10 @@ _SCHEMAS = {
     },
     "Job": {
         "type": "object",
-        "required": ["jobId", "name", "status", "overallProgress", "totalVideos", "totalVariations",
+        "required": ["jobId", "name", "status", "revision", "overallProgress", "totalVideos", "totalVariations",
                      "completedVariations", "seed", "files", "createdAt", "expiresAt", "error"],
         "properties": {
-            "jobId": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS,
+            "jobId": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS, "revision": _REVISION,
             "overallProgress": {"type": "integer", "minimum": 0, "maximum": 100},
             "totalVideos": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "completedVariations": {"type": "integer"}, "variationsPerVideo": {"type": "integer"},
@@ -113,10 +117,10 @@ _SCHEMAS = {
     },
     "JobSummary": {
         "type": "object",
-        "required": ["id", "name", "status", "totalVideos", "totalVariations", "completedVariations",
+        "required": ["id", "name", "status", "revision", "totalVideos", "totalVariations", "completedVariations",
                      "overallProgress", "fileNames", "thumbnailUrl", "createdAt", "expiresAt"],
         "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS,
+            "id": {"type": "string"}, "name": {"type": "string"}, "status": _JOB_STATUS, "revision": _REVISION,
             "totalVideos": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "completedVariations": {"type": "integer"},
             "overallProgress": {"type": "integer", "minimum": 0, "maximum": 100},
@@ -142,9 +146,9 @@ _SCHEMAS = {
     },
     "CancelResult": {
         "type": "object",
-        "required": ["jobId", "status", "completedVariations", "totalVariations", "cancelledAt"],
+        "required": ["jobId", "status", "revision", "completedVariations", "totalVariations", "cancelledAt"],
         "properties": {
-            "jobId": {"type": "string"}, "status": _JOB_STATUS,
+            "jobId": {"type": "string"}, "status": _JOB_STATUS, "revision": _REVISION,
             "completedVariations": {"type": "integer"}, "totalVariations": {"type": "integer"},
             "cancelledAt": _NULLABLE_TIME,
         },

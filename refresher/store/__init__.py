@@ -582,6 +582,8 @@ class Store:
                 if after.status == "queued":
                     fields["host"] = None
                 conn.execute(update(variations).where(variations.c.id == variation_id).values(**fields))
+                # the job's counts changed: a new revision of it (its row is locked already)
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(revision=jobs.c.revision + 1))
             return job_id, self._settle(conn, job_id, now, ttl)
 
     def running_variations(self, host: str | None = None) -> list[dict]:

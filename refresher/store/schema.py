@@ -6,7 +6,7 @@ media descriptions are JSON text: the same on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, Table,
-                        Text, UniqueConstraint)
+                        Text, UniqueConstraint, literal_column)
 
 from .. import rules
 
@@ -33,6 +33,10 @@ jobs = Table(
     Column("cancelled_at", Float),
     Column("expires_at", Float, nullable=False),
     Column("name", Text),  # since revision 0005: the name given at upload, if any
+    # since revision 0007: grows by one with every UPDATE of the row (SQLAlchemy
+    # adds it to each update() that does not set it), so of two answers about a
+    # job the one with the higher revision is the newer
+    Column("revision", Integer, nullable=False, server_default="0", onupdate=literal_column("revision") + 1),
     Index("jobs_status_created", "status", "created_at"),
     sqlite_autoincrement=True,
 )

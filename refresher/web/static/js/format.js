@@ -63,8 +63,15 @@ export function isFinal(status) {
 
 const STATUS_ORDER = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
 
-// An answer that left the server before the one already shown must not undo it.
+// An answer that left the server before the one already shown must not undo
+// it. Every answer carries the job's revision, which grows with each change of
+// the job: a lower one is older, even if its status looks further along (a
+// finished job goes back to the queue when it is retried or resumed). Only an
+// answer without one (a page from before revisions) is judged by its status.
 export function isStale(shown, incoming) {
+  if (Number.isInteger(shown.revision) && Number.isInteger(incoming.revision)) {
+    return incoming.revision < shown.revision;
+  }
   return STATUS_ORDER[incoming.status] < STATUS_ORDER[shown.status]
     || (incoming.status === shown.status && incoming.overallProgress < shown.overallProgress);
 }

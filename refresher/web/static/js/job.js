@@ -192,7 +192,7 @@ cancelButton.addEventListener('click', async () => {
   try {
     show(await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`));
   } catch {
-    show({ ...job, status: answer.status, completedVariations: answer.completedVariations,
+    show({ ...job, status: answer.status, revision: answer.revision, completedVariations: answer.completedVariations,
            cancelledAt: answer.cancelledAt }, { force: true });
   }
   if (answer.status === 'completed') showMessage(actionError, 'It had already finished, so nothing was cancelled.');

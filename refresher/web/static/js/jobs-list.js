@@ -17,6 +17,7 @@ function summaryOf(detail) {
     id: detail.jobId,
     name: detail.name,
     status: detail.status,
+    revision: detail.revision,
     totalVideos: detail.totalVideos,
     totalVariations: detail.totalVariations,
     completedVariations: detail.completedVariations,
@@ -89,8 +90,9 @@ export function setUpJobsList(initialJobs) {
         refreshSoon();
         return;
       }
-      update({ ...entry.job, status: answer.status, completedVariations: answer.completedVariations,
-               totalVariations: answer.totalVariations }, { force: true });
+      update({ ...entry.job, status: answer.status, revision: answer.revision,
+               completedVariations: answer.completedVariations, totalVariations: answer.totalVariations },
+             { force: true });
       if (answer.status === 'completed') showMessage(actionError, 'It had already finished, so nothing was cancelled.');
       refreshSoon();
     });
