@@ -470,3 +470,108 @@ def database_url(request):
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres").new_database()
+
+
+# --- S3-compatible object storage -----------------------------------------------------------
+
+class S3Endpoint:
+    """An S3 endpoint over real HTTP, and what a process needs to reach it:
+    the standard AWS variables (`env`). Each test gets a bucket of its own."""
+
+    def __init__(self, url: str, access_key: str, secret_key: str, region: str, enforces_expiry: bool = True):
+        self.url, self.access_key, self.secret_key, self.region = url, access_key, secret_key, region
+        self.enforces_expiry = enforces_expiry  # of presigned links (moto's server does not)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region}
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name=self.region)
+
+    def new_bucket(self) -> str:
+        name = f"refresher-test-{uuid.uuid4().hex[:16]}"
+        client = self.client()
+        if self.region == "us-east-1":
+            client.create_bucket(Bucket=name)
+        else:
+            client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key in the bucket under `prefix`."""
+        found = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [item["Key"] for item in page.get("Contents", [])]
+        return sorted(found)
+
+    def drop_bucket(self, bucket: str) -> None:
+        client = self.client()
+        for start in range(0, 10**9, 1000):
+            keys = self.keys(bucket)[:1000]
+            if not keys:
+                break
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+        client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    """moto's standalone S3 server in a process of its own, on loopback."""
+    import requests
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.RequestException:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto's S3 server did not start")
+            time.sleep(0.1)
+    yield S3Endpoint(url, "testing", "testing", "us-east-1", enforces_expiry=False)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(params=["moto", "given"])
+def s3(request) -> S3Endpoint:
+    """Once against moto's server, and once against the S3-compatible
+    endpoint given in TEST_S3_ENDPOINT_URL (with TEST_S3_ACCESS_KEY_ID,
+    TEST_S3_SECRET_ACCESS_KEY, TEST_S3_REGION), e.g. a local MinIO: skipped
+    when none is given."""
+    if request.param == "moto":
+        return request.getfixturevalue("moto_s3")
+    url = os.environ.get("TEST_S3_ENDPOINT_URL")
+    if not url:
+        pytest.skip("no S3-compatible endpoint given in TEST_S3_ENDPOINT_URL")
+    return S3Endpoint(url, os.environ.get("TEST_S3_ACCESS_KEY_ID", ""), os.environ.get("TEST_S3_SECRET_ACCESS_KEY", ""),
+                      os.environ.get("TEST_S3_REGION", "us-east-1"))
+
+
+@pytest.fixture
+def bucket(s3, monkeypatch):
+    """A fresh bucket (removed after), and this process's AWS variables
+    pointing at its endpoint (processes started from here inherit them)."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    name = s3.new_bucket()
+    yield name
+    s3.drop_bucket(name)
