@@ -163,3 +163,51 @@ class Postgres:
             self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class MotoS3:
+    """moto's standalone S3 server on loopback, with one bucket: `env` is what
+    a Server needs to keep its files there (STORAGE_URL and the AWS variables).
+    An S3 protocol stand-in held in one process's memory, not a real object
+    store: figures against it show what the service adds, not what a
+    provider's network gives."""
+
+    def __enter__(self) -> "MotoS3":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(self.url + "/moto-api/", timeout=1)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError("moto's S3 server did not start")
+                time.sleep(0.1)
+        self.aws = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.bucket = "refresher-bench"
+        self.client().create_bucket(Bucket=self.bucket)
+        self.env = {"STORAGE_URL": f"s3://{self.bucket}/media", **self.aws}
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.url, aws_access_key_id="bench", aws_secret_access_key="bench",
+            region_name="us-east-1")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

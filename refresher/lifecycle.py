@@ -78,7 +78,9 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
     room for `extra_needed`, nothing is deleted: eviction never makes room for
     what cannot fit anyway. Queued and running jobs are never touched."""
     storage = storage or for_settings(settings)
-    finished = [(job["id"], storage.freed_by_deleting(job["id"])) for job in store.finished_jobs_oldest_first()]
+    oldest_first = [job["id"] for job in store.finished_jobs_oldest_first()]
+    sizes = storage.freed_by_deleting_each(oldest_first)
+    finished = [(job_id, sizes[job_id]) for job_id in oldest_first]
     used = storage.used_bytes()
     if extra_needed and _room_lacking(settings, storage, used, extra_needed) > sum(size for _, size in finished):
         return []

@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from flask import redirect
 
-from . import CHUNK_BYTES, StorageError, StoredFile, job_prefix
+from . import CHUNK_BYTES, StorageError, StoredFile, job_of, job_prefix
 
 PRESIGNED_SECONDS = 300
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
@@ -188,6 +188,14 @@ class ObjectStorage:
 
     def freed_by_deleting(self, job_id: str) -> int:
         return sum(f.size for f in self.files(job_prefix(job_id)))
+
+    def freed_by_deleting_each(self, job_ids: list[str]) -> dict[str, int]:
+        sizes = dict.fromkeys(job_ids, 0)
+        for item in self.files():
+            job_id = job_of(item.key)
+            if job_id in sizes:
+                sizes[job_id] += item.size
+        return sizes
 
     def free_bytes(self) -> int | None:
         return None
