@@ -509,3 +509,31 @@ def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicor
     assert back_again and texts.index(back_again[0]) < texts.index("Completed"), texts
     other.locator("#job-badge", has_text="Completed").wait_for(timeout=60_000)
     assert other.problems.errors == [] and other.problems.dialogs == []
+
+
+def test_with_object_storage_the_page_shows_thumbnails_plays_and_downloads_from_the_bucket(
+        gunicorn_server, media, page, s3, bucket):
+    server = gunicorn_server(ENCODE_WORKERS=2, STORAGE_URL=f"s3://{bucket}/web")
+    sign_in(page, server)
+    job_id = api_submit(server, [media["clip"]], 1)
+    job_card = card(page, job_id)
+    job_card.locator(".badge", has_text="Completed").wait_for(timeout=90_000)
+    thumb = job_card.locator(".job-thumb img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+    job_card.locator(".job-title").click()
+    page.wait_for_url(f"{server.url}/jobs/{job_id}")
+    video = page.locator(".variation video").first
+    video.scroll_into_view_if_needed()
+    page.wait_for_function("v => v.currentSrc !== ''", arg=video.element_handle())
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(),
+                           timeout=20_000)
+    with page.expect_download() as one:
+        page.locator(".variation a[download]").first.click()
+    assert Path(one.value.path()).read_bytes()[4:8] == b"ftyp"
+    assert one.value.suggested_filename == api_job(server, job_id)["files"][0]["outputs"][0]["name"]
+    with page.expect_download() as everything:
+        page.click("#download-all")
+    names = zipfile.ZipFile(io.BytesIO(Path(everything.value.path()).read_bytes())).namelist()
+    assert len([n for n in names if n.endswith(".mp4")]) == 1
+    assert any(k.startswith(f"web/jobs/{job_id}/") for k in s3.keys(bucket)), "the files are in the bucket"

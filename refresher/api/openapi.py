@@ -35,6 +35,10 @@ def _binary(media_type: str, description: str, headers: dict | None = None) -> d
     return response
 
 
+_REDIRECT = {"description": "with STORAGE_URL (object storage): the file is at a presigned URL of the "
+                              "bucket, valid 300 s, which answers Range requests and carries the file's type "
+                              "and name; send no Authorization header there",
+             "headers": {"Location": {"schema": {"type": "string", "format": "uri"}, "required": True}}}
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -437,6 +441,7 @@ def spec() -> dict:
                         "Accept-Ranges": _header("bytes", required=False)}),
                     "206": _binary("video/mp4", "part of the video", {
                         "Content-Range": _header("bytes <first>-<last>/<size>")}),
+                    "302": _REDIRECT,
                     "404": _err("unknown job or output"),
                     "416": _err("range not satisfiable"),
                     **_AUTH_ERRORS,
@@ -448,6 +453,7 @@ def spec() -> dict:
                 "parameters": [_JOB_ID_PARAM],
                 "responses": {
                     "200": _binary("image/webp", "the image"),
+                    "302": _REDIRECT,
                     "404": _err("unknown job or no thumbnail"), **_AUTH_ERRORS,
                 },
             }},

@@ -71,6 +71,10 @@ class Storage(Protocol):
         """A Flask response that gives the file to the client (Range
         requests answered), or None if it is gone."""
 
+    def file_origin(self) -> str | None:
+        """The origin `send` sends clients to, when it is not this service's
+        (pages must be allowed to show images and videos from it)."""
+
     def local_copy(self, key: str) -> Path:
         """A path on this host's disk to read the content from (for ffmpeg):
         the file itself, or a copy fetched once per host into scratch."""

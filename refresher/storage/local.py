@@ -62,6 +62,9 @@ class LocalStorage:
         return send_file(path, mimetype=mimetype, conditional=True, download_name=download_name,
                          as_attachment=as_attachment, max_age=max_age)
 
+    def file_origin(self) -> str | None:
+        return None
+
     def local_copy(self, key: str) -> Path:
         return self.path(key)
 

@@ -27,7 +27,7 @@ import threading
 import unicodedata
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from contextlib import contextmanager
 
@@ -64,6 +64,7 @@ class ObjectStorage:
         self.scratch = Path(scratch)
         self._client = None
         self._client_pid = None
+        self._origin = None
         self._lock = threading.Lock()
 
     @property
@@ -126,6 +127,14 @@ class ObjectStorage:
         # the link expires: a browser may reuse it for a short while only
         response.cache_control.max_age = min(max_age, PRESIGNED_SECONDS // 5)
         return response
+
+    def file_origin(self) -> str | None:
+        """Where presigned links point (signing is local: no request is made)."""
+        if self._origin is None:
+            parts = urlsplit(self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.name("jobs/x")}, ExpiresIn=60))
+            self._origin = f"{parts.scheme}://{parts.netloc}"
+        return self._origin
 
     def local_copy(self, key: str) -> Path:
         """The object fetched into this host's scratch, once: the first
