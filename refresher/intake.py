@@ -1,12 +1,13 @@
 """Turning uploaded videos into a queued job.
 
-The videos arrive already on disk, in a staging folder under DATA_DIR (see
-`api/uploads.py`). Each is probed with ffmpeg there; only when all of them
-are readable MP4/MOV videos is the job created — a thumbnail taken, its files
-stored under the job's prefix (`refresher.storage`: moved into DATA_DIR, or
-uploaded to object storage), its rows written in one transaction under the
-queue cap. Anything wrong is a `Rejected` naming the problem (and the file),
-and leaves nothing stored.
+The videos arrive on disk, in a staging folder under DATA_DIR (see
+`api/uploads.py`). Each is probed with ffmpeg there as soon as it has
+arrived, and stored under the job's prefix (`refresher.storage`: moved into
+DATA_DIR, or uploaded to object storage), the first one's thumbnail with it
+(`EarlyIntake`); only when all of them are readable MP4/MOV videos is the
+job created — its rows written in one transaction under the queue cap.
+Anything wrong is a `Rejected` naming the problem (and the file), and leaves
+nothing stored.
 
 User-supplied file names never decide a path on disk: files are stored under
 generated ids, and the names are only shown back, sanitized.
@@ -18,6 +19,7 @@ import logging
 import re
 import secrets
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -84,9 +86,90 @@ def parse_name(raw) -> str | None:
 
 # --- the job ------------------------------------------------------------------------------
 
+class EarlyIntake:
+    """Each uploaded video is probed, and stored under the job's prefix, as
+    soon as its part of the request body has arrived — on one thread of the
+    request's own, while the rest of the body still streams in. So once the
+    last byte is in, only the last file's probe and store remain: behind a
+    platform router that allows 30 s from the end of the body to the first
+    byte of the answer, a job of several large files is answered in time.
+
+    The job's id is reserved up front; what was stored for it is deleted by
+    `close` unless the job was created."""
+
+    def __init__(self, settings: Settings, storage: Storage, binary: str):
+        self.settings = settings
+        self.storage = storage
+        self.binary = binary
+        self.job_id = new_id()
+        self.slots = ProbeSlots(settings.data_dir / "run")
+        self.created = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
+        self._taken: dict[Path, Future] = {}
+        self._thumbnail: str | None = None
+        self._thumbnail_tried = False
+
+    def take(self, video: Staged) -> None:
+        """Start on a video whose bytes are all on disk (once per video)."""
+        if video.path not in self._taken:
+            self._taken[video.path] = self._pool.submit(self._take, video)
+
+    def accepted(self, video: Staged) -> dict:
+        """The probed and stored video; its Rejected if it was not accepted."""
+        self.take(video)
+        return self._taken[video.path].result()
+
+    def thumbnail(self) -> str | None:
+        return self._thumbnail
+
+    def _take(self, video: Staged) -> dict:
+        if video.size == 0:
+            raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
+        try:
+            with self.slots.hold():
+                info = ffmpeg.probe(self.binary, video.path)
+        except ffmpeg.PictureTooLarge as exc:
+            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
+        except ffmpeg.ProbeError as exc:
+            raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
+        _check_duration(video.name, info.duration, self.settings.max_duration_seconds)
+        if not self._thumbnail_tried:  # of the first video
+            self._thumbnail_tried = True
+            self._thumbnail = self._make_thumbnail(video, info)
+        file_id = new_id()
+        key = f"jobs/{self.job_id}/source_{file_id}"
+        self.storage.put(key, video.path)
+        return {"name": video.name, "size": video.size, "file_id": file_id, "stored": key, "info": info}
+
+    def _make_thumbnail(self, video: Staged, info) -> str | None:
+        made = video.path.with_name(video.path.name + ".webp")
+        try:
+            with self.slots.hold():
+                ffmpeg.make_thumbnail(self.binary, video.path, made, info.duration)
+        except (RuntimeError, OSError) as exc:
+            log.warning("no thumbnail for %s: %s", video.name, exc)
+            made.unlink(missing_ok=True)
+            return None
+        key = f"jobs/{self.job_id}/thumbnail.webp"
+        self.storage.put(key, made)
+        return key
+
+    def close(self) -> None:
+        """When the request ends: wait for the thread; unless the job was
+        created, delete whatever was stored for it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if not self.created and self._taken:
+            try:
+                self.storage.delete_job(self.job_id)
+            except StorageError as exc:
+                log.error("an upload was refused, and what it stored could not be deleted (the sweep "
+                          "will): %s", exc)
+
+
 def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, staged: list[Staged],
-               form: Mapping[str, list[str]]) -> dict:
-    """Validate the upload, create the job, return the 202 body."""
+               form: Mapping[str, list[str]], early: EarlyIntake | None = None) -> dict:
+    """Validate the upload, create the job, return the 202 body. `early` has
+    been probing and storing the videos as they arrived (else it starts now)."""
     if not staged:
         raise Rejected(400, f"no files: send 1 to {limits.MAX_FILES} MP4/MOV videos in the 'videos' field")
     if len(staged) > limits.MAX_FILES:
@@ -94,32 +177,18 @@ def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, 
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
     name = parse_name(_one(form, "name"))
-    slots = ProbeSlots(settings.data_dir / "run")
-    accepted = []
-    for video in staged:
-        if video.size == 0:
-            raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
-        try:
-            with slots.hold():
-                info = ffmpeg.probe(binary, video.path)
-        except ffmpeg.PictureTooLarge as exc:
-            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
-        except ffmpeg.ProbeError as exc:
-            raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
-        _check_duration(video.name, info.duration, settings.max_duration_seconds)
-        accepted.append({"name": video.name, "size": video.size, "path": video.path, "info": info})
-    _check_storage(settings, accepted, variations)
-
-    def make_thumbnail(target: Path) -> bool:
-        try:
-            with slots.hold():
-                ffmpeg.make_thumbnail(binary, accepted[0]["path"], target, accepted[0]["info"].duration)
-            return True
-        except (RuntimeError, OSError) as exc:
-            log.warning("no thumbnail for %s: %s", accepted[0]["name"], exc)
-            return False
-
-    return _create_job(store, settings, storage, accepted, variations, seed, name, make_thumbnail=make_thumbnail)
+    own = early is None
+    early = early or EarlyIntake(settings, storage, binary)
+    try:
+        accepted = [early.accepted(video) for video in staged]
+        _check_storage(settings, accepted, variations)
+        body = _create_job(store, settings, storage, accepted, variations, seed, name, job_id=early.job_id,
+                           thumbnail_stored=early.thumbnail())
+        early.created = True
+        return body
+    finally:
+        if own:
+            early.close()
 
 
 def _check_duration(name: str, duration: float | None, longest: float) -> None:
@@ -146,35 +215,29 @@ def _check_storage(settings: Settings, accepted: list[dict], variations: int) ->
 
 
 def _create_job(store: Store, settings: Settings, storage: Storage, accepted: list[dict], variations: int,
-                seed: str, name: str | None, make_thumbnail=None, thumbnail_from: str | None = None) -> dict:
-    """Write the job: each source is stored under the job's prefix — moved or
-    uploaded from its staging folder (`path`), or copied from another job's
-    key (`key`) — then the rows, in one transaction under the queue cap. The
-    thumbnail is made with `make_thumbnail(target)` or copied from
-    `thumbnail_from`. If anything fails, every file stored for it is deleted."""
-    job_id = new_id()
+                seed: str, name: str | None, job_id: str | None = None, thumbnail_stored: str | None = None,
+                thumbnail_from: str | None = None) -> dict:
+    """Write the job: each source is under the job's prefix — stored there
+    already (`stored`, with its `file_id`), or copied from another job's key
+    (`key`) — then the rows, in one transaction under the queue cap. The
+    thumbnail is stored already or copied from `thumbnail_from`. If anything
+    fails, every file stored for the job is deleted."""
+    job_id = job_id or new_id()
     try:
         now = time.time()
         files, rows = [], []
         all_effects = fx.draw_job_effects(seed, len(accepted), variations)
-        thumbnail = f"jobs/{job_id}/thumbnail.webp"
-        if make_thumbnail is not None:
-            made = accepted[0]["path"].parent / "thumbnail.webp"  # beside the staged upload
-            if make_thumbnail(made):
-                storage.put(thumbnail, made)
-            else:
-                thumbnail = None
-        elif thumbnail_from is not None:
+        thumbnail = thumbnail_stored
+        if thumbnail_from is not None:
+            thumbnail = f"jobs/{job_id}/thumbnail.webp"
             storage.copy(thumbnail_from, thumbnail)
-        else:
-            thumbnail = None
         for position, item in enumerate(accepted):
-            file_id = new_id()
-            upload_key = f"jobs/{job_id}/source_{file_id}"
-            if "key" in item:
-                storage.copy(item["key"], upload_key)
+            if "stored" in item:
+                file_id, upload_key = item["file_id"], item["stored"]
             else:
-                storage.put(upload_key, item["path"])
+                file_id = new_id()
+                upload_key = f"jobs/{job_id}/source_{file_id}"
+                storage.copy(item["key"], upload_key)
             files.append({"id": file_id, "position": position, "name": item["name"], "size": item["size"],
                           "upload_path": upload_key, "duration": item["info"].duration,
                           "media": item["info"].as_dict()})

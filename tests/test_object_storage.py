@@ -3,7 +3,9 @@ storage, over real HTTP (moto's standalone server, or the endpoint given in
 TEST_S3_ENDPOINT_URL), with real ffmpeg and real processes."""
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import signal
 import time
 import zipfile
@@ -307,3 +309,49 @@ def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster
         assert len([n for n in zipfile.ZipFile(io.BytesIO(r.content)).namelist() if n.endswith(".mp4")]) == 3
     finally:
         again.stop()
+
+
+def test_each_video_is_stored_while_the_rest_of_the_body_still_arrives(gunicorn_server, s3, bucket, media):
+    """Behind a router that allows 30 s from the end of the body to the
+    answer, a job of several large files must not store them all only then."""
+    server = gunicorn_server(STORAGE_URL=f"s3://{bucket}/{PREFIX}", ENCODE_WORKERS=1)
+    boundary = "refresher-test-boundary"
+
+    def part_head(name: str) -> bytes:
+        return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"{name}\"\r\n"
+                f"Content-Type: video/mp4\r\n\r\n").encode()
+
+    # the first video and the start of the second (past the server's 64 KB reads): the first has ended
+    second = media["slow"].read_bytes()
+    first = part_head("first.mp4") + media["clip"].read_bytes() + b"\r\n" + part_head("second.mp4") \
+        + second[:256 * 1024]
+    rest = (second[256 * 1024:] + f"\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"variations\"\r\n\r\n1\r\n--{boundary}--\r\n".encode())
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("POST", "/api/jobs")
+    conn.putheader("Authorization", server.session.headers["Authorization"])
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(first) + len(rest)))
+    conn.endheaders()
+    conn.send(first)
+    stored = wait_until(lambda: [k for k in keys(s3, bucket) if "/source_" in k], timeout=20)
+    assert len(stored) == 1, "the first video is stored while the second is still on its way"
+    conn.send(rest)
+    answer = conn.getresponse()
+    body = json.loads(answer.read())
+    assert answer.status == 202, body
+    assert stored[0].startswith(f"jobs/{body['jobId']}/")
+    assert len([k for k in keys(s3, bucket, body["jobId"]) if "/source_" in k]) == 2
+    conn.close()
+    server.session.post(f"{server.url}/api/jobs/{body['jobId']}/cancel")
+
+    # a refused upload (its second file is no video) deletes the first, stored early
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    junk = (part_head("good.mp4") + media["clip"].read_bytes() + b"\r\n" + part_head("second.mp4")
+            + b"not a video" * 100 + f"\r\n--{boundary}--\r\n".encode())
+    conn.request("POST", "/api/jobs", body=junk, headers={
+        "Authorization": server.session.headers["Authorization"],
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    answer = conn.getresponse()
+    assert answer.status == 415 and "second.mp4" in json.loads(answer.read())["error"]
+    assert [k for k in keys(s3, bucket) if not k.startswith(f"jobs/{body['jobId']}/")] == []

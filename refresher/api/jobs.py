@@ -38,7 +38,8 @@ def create_job():
         raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
                             f"try again later", retryAfter=30)
     staged, form = uploads.staged_videos()
-    body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form)
+    body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form,
+                             early=uploads.early_intake())
     response = current_app.response_class(json.dumps(body), status=202, mimetype="application/json")
     response.headers["Location"] = body["statusUrl"]
     return response

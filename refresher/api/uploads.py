@@ -27,6 +27,8 @@ from ..names import display_name
 
 STAGING_KEY = "refresher.staging"
 STREAMS_KEY = "refresher.staged-streams"
+EARLY_KEY = "refresher.early-intake"
+VIDEOS_FIELD = "videos"
 
 
 class _CappedFile(io.BufferedRandom):
@@ -37,6 +39,7 @@ class _CappedFile(io.BufferedRandom):
         self.limit = limit
         self.written = 0
         self.filename = filename
+        self.field: str | None = None   # the form field it came in
 
     def write(self, data) -> int:
         self.written += len(data)
@@ -56,12 +59,32 @@ class _CountingMultiPartParser(MultiPartParser):
         super().__init__(*args, **kwargs)
         self.max_fields = max_fields
         self.files = self.fields = 0
+        self.current = None
 
     def start_file_streaming(self, event, total_content_length):
+        self.arrived(self.current)  # a part starts only once the one before it has ended
         self.files += 1
         if self.files > limits.MAX_FILES:
             raise Rejected(400, f"too many files: at most {limits.MAX_FILES} files per job")
-        return super().start_file_streaming(event, total_content_length)
+        stream = super().start_file_streaming(event, total_content_length)
+        if isinstance(stream, _CappedFile):
+            stream.field = event.name
+            self.current = stream
+        return stream
+
+    def arrived(self, stream) -> None:
+        """A video's bytes are all on disk: the intake may start on it."""
+        if stream is None or stream.field != VIDEOS_FIELD or not (stream.filename or stream.written):
+            return
+        if request.endpoint != "jobs.create_job":
+            return
+        stream.flush()
+        early = request.environ.get(EARLY_KEY)
+        if early is None:
+            service = refresher()
+            early = request.environ[EARLY_KEY] = intake.EarlyIntake(service.settings, service.storage,
+                                                                     service.ffmpeg)
+        early.take(_staged(stream))
 
     def get_part_charset(self, headers):
         # Called once for each text field, as soon as it has been read.
@@ -80,6 +103,7 @@ class _FormDataParser(FormDataParser):
         if not boundary:
             raise ValueError("Missing boundary")
         form, files = parser.parse(stream, boundary, content_length)
+        parser.arrived(parser.current)
         return stream, form, files
 
 
@@ -100,8 +124,21 @@ class UploadRequest(Request):
         return stream
 
 
+def early_intake() -> "intake.EarlyIntake | None":
+    """The request's intake, which has been taking the videos as they arrived."""
+    return request.environ.get(EARLY_KEY)
+
+
+def _staged(stream: _CappedFile) -> intake.Staged:
+    return intake.Staged(name=display_name(stream.filename), path=Path(stream.raw.name), size=stream.written)
+
+
 def remove_staging(exc: BaseException | None = None) -> None:
-    """teardown_request: close the parts and remove the staging folder."""
+    """teardown_request: let the intake finish (deleting what it stored for a
+    job that was not created), close the parts and remove the staging folder."""
+    early = request.environ.pop(EARLY_KEY, None)
+    if early is not None:
+        early.close()
     for stream in request.environ.pop(STREAMS_KEY, []):
         stream.close()
     staging = request.environ.pop(STAGING_KEY, None)
@@ -126,5 +163,5 @@ def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
         if not isinstance(stream, _CappedFile):
             raise Rejected(400, f"{name} could not be read from the request", file=name)
         stream.flush()
-        staged.append(intake.Staged(name=name, path=Path(stream.raw.name), size=stream.written))
+        staged.append(_staged(stream))
     return staged, {key: request.form.getlist(key) for key in request.form}
