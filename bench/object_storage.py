@@ -67,15 +67,17 @@ def zip_figures(server: Server, sources: list[Path], megabytes: int, s3: MotoS3 
     with zipfile.ZipFile(work / "all.zip") as archive:
         assert archive.testzip() is None and len(archive.namelist()) == 11
     (work / "all.zip").unlink()
-    return size / seconds / 1e6, memory, size
+    one_seconds, one_size = download(server, job["files"][0]["outputs"][0]["url"], work / "one.mp4")
+    (work / "one.mp4").unlink()
+    return size / seconds / 1e6, memory, size, one_size / one_seconds / 1e6
 
 
-def upload_memory(server: Server, path: Path) -> tuple[float, float]:
+def upload_memory(server: Server, path: Path) -> tuple[float, float, float]:
     meter = PeakRSS(worker_pids(server.proc.pid))
-    seconds, job = upload(server, path)
+    seconds, job, after_body = upload(server, path)
     memory = meter.stop()
     server.session.post(f"{server.url}/api/jobs/{job['jobId']}/cancel")
-    return seconds, memory
+    return seconds, memory, after_body
 
 
 def main() -> None:
@@ -110,10 +112,12 @@ def main() -> None:
     print(f"            service  object storage : {s3_time:6.2f} s  (median of {times['s3']})")
     print(f"            storage overhead        : {s3_time / disk_time:.2f}×")
     for label, index in (("baseline DATA_DIR      ", "disk"), ("service  object storage", "s3")):
-        (rate, memory, size), (up_seconds, up_memory) = figures[index]
+        (rate, memory, size, one_rate), (up_seconds, up_memory, after_body) = figures[index]
         print(f"  ZIP of {size / 1e9:.2f} GB  {label} : {rate:7.0f} MB/s   server memory +{memory:5.1f} MB")
+        print(f"  one output      {label} : {one_rate:7.0f} MB/s   "
+              f"({'send_file' if index == 'disk' else 'a redirect to a presigned URL'})")
         print(f"  upload {big.stat().st_size / 1e6:5.0f} MB {label} : {up_seconds:6.2f} s      "
-              f"server memory +{up_memory:5.1f} MB")
+              f"server memory +{up_memory:5.1f} MB   answered {after_body:5.2f} s after the last byte")
     print(f"  ZIP throughput ratio object storage / DATA_DIR : {figures['s3'][0][0] / figures['disk'][0][0]:.2f}×")
 
 

@@ -202,6 +202,12 @@ def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_serv
     assert len(outputs) == 1 and ".part" not in outputs[0]
     wait_until(lambda: not [p for p in scratch.rglob("*") if p.is_file()], timeout=10)
     assert svc.get(f"/api/jobs/{job_id}/download").status_code == 200
+    # resume makes what the cancel left unmade, reading the source from the bucket again
+    assert svc.post(f"/api/jobs/{job_id}/resume").status_code == 202
+    job = svc.wait(job_id, timeout=120)
+    assert job["status"] == "completed" and job["completedVariations"] == 2, job
+    assert outputs[0] in keys(s3, bucket, job_id), "the output made before the cancel is the same object"
+    assert len([k for k in keys(s3, bucket, job_id) if k.endswith(".mp4")]) == 2
 
 
 # --- many hosts, no shared disk ---------------------------------------------------------------
