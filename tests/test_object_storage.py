@@ -6,7 +6,10 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import zipfile
 from datetime import datetime, timezone
@@ -20,7 +23,8 @@ from refresher import lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
-from .conftest import GunicornServer, ffmpeg_pids_writing_under, wait_until
+from .conftest import ROOT, GunicornServer, ffmpeg_pids_writing_under, free_port, wait_until
+from .test_gunicorn import START_COMMANDS
 from .test_many_hosts import WorkerProcess
 
 
@@ -361,3 +365,16 @@ def test_each_video_is_stored_while_the_rest_of_the_body_still_arrives(gunicorn_
     answer = conn.getresponse()
     assert answer.status == 415 and "second.mp4" in json.loads(answer.read())["error"]
     assert [k for k in keys(s3, bucket) if not k.startswith(f"jobs/{body['jobId']}/")] == []
+
+
+@pytest.mark.parametrize("command", ["gunicorn", "worker"])
+def test_a_bucket_that_cannot_be_used_stops_the_start_with_one_line(s3, bucket, tmp_path, command):
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"),
+           "AUTH_PASSWORD": "x" * 12, "STORAGE_URL": f"s3://{bucket}-missing/media", "HOST_ID": "refused.1"}
+    r = subprocess.run([sys.executable, *START_COMMANDS[command]], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    output = (r.stdout + r.stderr).strip()
+    said = [line for line in output.splitlines() if "cannot start" in line]
+    assert r.returncode == 2 and len(said) == 1, output
+    assert f"there is no bucket '{bucket}-missing'" in said[0] and "STORAGE_URL" in said[0], output
+    assert "Traceback" not in output, output

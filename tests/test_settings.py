@@ -56,6 +56,8 @@ def test_every_documented_setting_is_read():
     ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
     ("HOST_ID", "two words"), ("HOST_TIMEOUT_SECONDS", "0"), ("DATABASE_URL", "postgres://"),
     ("MAX_DURATION_SECONDS", "0"), ("MAX_DURATION_SECONDS", "5 min"),
+    ("STORAGE_URL", "https://bucket.s3.amazonaws.com"), ("STORAGE_URL", "s3://UPPER"), ("STORAGE_URL", "s3://b"),
+    ("STORAGE_URL", "s3://bucket/../escape"), ("STORAGE_URL", "s3://bucket/a//b"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
@@ -72,6 +74,15 @@ def test_bad_value_stops_start_up_with_one_line(command, tmp_path):
     assert r.returncode != 0
     lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
     assert len(lines) == 1 and "ENCODE_WORKERS" in lines[0], lines
+
+
+def test_storage_url_names_a_bucket_and_a_prefix():
+    from refresher.storage import open_storage
+
+    assert load_settings({}).storage_url is None
+    for url, prefix in (("s3://my-bucket", ""), ("s3://my-bucket/", ""), ("s3://my.bucket-2/team/ads/", "team/ads/")):
+        storage = open_storage(Path("/nonexistent"), load_settings({"STORAGE_URL": url}).storage_url)
+        assert storage.bucket == url.split("/")[2] and storage.prefix == prefix
 
 
 def test_database_url_takes_what_platforms_hand_out():
