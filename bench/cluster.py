@@ -17,6 +17,7 @@ Procfile runs them, all on this machine. Three measurements:
    with one encode running on each; baseline: ffmpeg's own reaction to `q`.
 
     python -m bench.cluster [--rounds 3] [--seconds 10] [--requests 1000] [--cancels 15]
+                            [--only throughput,status,cancel]
 Targets: throughput ≤ 1.10× the single host's time; status p99 < 100 ms;
 cancel p50 < 0.5 s.
 """
@@ -126,48 +127,59 @@ def main() -> None:
     parser.add_argument("--cancels", type=int, default=15)
     parser.add_argument("--long-seconds", type=float, default=120,
                         help="length of the clip encoded while polling and cancelling")
+    parser.add_argument("--only", default="throughput,status,cancel",
+                        help="which measurements to make, comma-separated (default: all three)")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
     work = work_dir("refresher-bench-cluster-")
     sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
                make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
     long_source = make_clip(work, "long.mp4", "1280x720", args.long_seconds)
-    single, split = [], []
+    single, split, idle, busy, cancels = [], [], [], [], []
+    still_running = True
     with Postgres() as postgres:
-        for round_ in range(args.rounds):
+        for round_ in range(args.rounds if "throughput" in parts else 0):
             with Server(work / f"single-{round_}", ENCODE_WORKERS=2) as server:
                 single.append(run_server(server, sources, args.variations)[0])
             data_dir = work / f"cluster-{round_}"
             data_dir.mkdir()
             with Cluster(postgres.new_database(f"throughput_{round_}"), data_dir) as web:
                 split.append(run_server(web, sources, args.variations)[0])
-        data_dir = work / "cluster-latency"
-        data_dir.mkdir()
-        with Cluster(postgres.new_database("latency"), data_dir) as web:
-            idle_job = web.wait(web.submit([make_clip(work, "short.mp4", "1280x720", 1)], variations=2))
-            idle = poll(web, idle_job["jobId"], args.requests, args.pollers, args.interval)
-            job_id = web.submit([long_source], variations=10)
-            while len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) < 2:
-                time.sleep(0.05)
-            busy = poll(web, job_id, args.requests, args.pollers, args.interval)
-            still_running = len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) == 2
-            web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
-            cancels = cancel_across_hosts(web, long_source, args.cancels)
+        if parts & {"status", "cancel"}:
+            data_dir = work / "cluster-latency"
+            data_dir.mkdir()
+            with Cluster(postgres.new_database("latency"), data_dir) as web:
+                if "status" in parts:
+                    idle_job = web.wait(web.submit([make_clip(work, "short.mp4", "1280x720", 1)], variations=2))
+                    idle = poll(web, idle_job["jobId"], args.requests, args.pollers, args.interval)
+                    job_id = web.submit([long_source], variations=10)
+                    while len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) < 2:
+                        time.sleep(0.05)
+                    busy = poll(web, job_id, args.requests, args.pollers, args.interval)
+                    still_running = len(ffmpeg_running_under(web.data_dir / "jobs" / job_id)) == 2
+                    web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+                if "cancel" in parts:
+                    cancels = cancel_across_hosts(web, long_source, args.cancels)
     assert still_running, "the job finished before the measurement did: use a longer --long-seconds"
-    base_q = q_baseline(long_source, args.cancels)
-    one, two = statistics.median(single), statistics.median(split)
     print(f"web (ENCODE_WORKERS=0) + 2 worker hosts (ENCODE_WORKERS=1 each) on PostgreSQL, {os.cpu_count()} cores")
-    print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
-          f"upload → finishedAt, median of {args.rounds}, alternated")
-    print(f"  baseline  one host, ENCODE_WORKERS=2, SQLite : {one:6.2f} s   {[round(t, 2) for t in single]}")
-    print(f"  service   web + 2 worker hosts, PostgreSQL   : {two:6.2f} s   {[round(t, 2) for t in split]}")
-    print(f"  ratio cluster/one host                       : {two / one:.2f}×  (target ≤ 1.10)")
-    print(f"GET /api/jobs/<id>, {args.pollers} pollers every {args.interval:g} s, through the web process")
-    print(f"  baseline  nothing encoding    : {summary(idle)}   p99 {p99(idle) * 1000:6.1f} ms")
-    print(f"  service   both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms  (target < 100 ms)")
-    print("cancel through the web process → answer, no ffmpeg of the job left on either worker host")
-    print(f"  baseline  ffmpeg alone, q → exit : {summary(base_q)}")
-    print(f"  service   POST …/cancel          : {summary(cancels)}  (target median < 500 ms)")
-
+    if single:
+        one, two = statistics.median(single), statistics.median(split)
+        print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
+              f"upload → finishedAt, median of {args.rounds}, alternated")
+        print(f"  baseline  one host, ENCODE_WORKERS=2, SQLite : {one:6.2f} s   {[round(t, 2) for t in single]}")
+        print(f"  service   web + 2 worker hosts, PostgreSQL   : {two:6.2f} s   {[round(t, 2) for t in split]}")
+        print(f"  ratio cluster/one host                       : {two / one:.2f}×  (target ≤ 1.10)")
+    if idle:
+        print(f"GET /api/jobs/<id>, {args.pollers} pollers every {args.interval:g} s, through the web process")
+        print(f"  baseline  nothing encoding    : {summary(idle)}   p99 {p99(idle) * 1000:6.1f} ms")
+        print(f"  service   both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms  "
+              f"(target < 100 ms)")
+    if cancels:
+        base_q = q_baseline(long_source, args.cancels)
+        print("cancel through the web process → answer, no ffmpeg of the job left on either worker host")
+        print(f"  baseline  ffmpeg alone, q → exit : {summary(base_q)}")
+        print(f"  service   POST …/cancel          : {summary(cancels)}  (target median < 500 ms)")
+        print(f"  p50 {statistics.median(cancels) * 1000:.0f} ms, max {max(cancels) * 1000:.0f} ms")
 
 if __name__ == "__main__":
     main()
