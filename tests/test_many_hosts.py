@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from refresher.store import Store
+from refresher.store import LISTENER_NAME, Store
 
 from .conftest import FFMPEG, PASSWORD, ROOT, GunicornServer, ffmpeg_pids_writing_under, processes_tagged, wait_until
 
@@ -127,6 +127,46 @@ def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):
     assert time.monotonic() - started < 2.0, "q stopped both, before any SIGTERM"
     assert ffmpeg_pids_writing_under(folder) == []
     assert not [p for p in folder.iterdir() if ".part" in p.name]
+
+
+def cancel_and_time(web, job_id: str, folder: Path) -> float:
+    """POST …/cancel with an encode running on each host: seconds until
+    the answer, which must be "cancelled" with no ffmpeg of the job left."""
+    wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
+    started = time.monotonic()
+    r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert ffmpeg_pids_writing_under(folder) == []
+    return elapsed
+
+
+def test_a_cancel_reaches_the_other_hosts_by_notification_not_by_the_poll(cluster, media):
+    """With the database poll a minute apart, only PostgreSQL's NOTIFY can
+    tell the worker hosts of a cancel the web process accepted."""
+    web, hosts, store = cluster(CANCEL_POLL_SECONDS=60)
+    for _ in range(2):
+        job_id = submit(web, media["slow"], 4)
+        elapsed = cancel_and_time(web, job_id, web.data_dir / "jobs" / job_id)
+        assert elapsed < 2.0, f"{elapsed:.2f} s: q stopped both, before any SIGTERM"
+
+
+def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives(cluster, media):
+    """The listening connections are cut and the cancel is sent before they
+    are made again: its NOTIFY reaches nobody, and the poll each host makes
+    once it listens again finds it (the regular poll is a minute apart)."""
+    web, hosts, store = cluster(CANCEL_POLL_SECONDS=60)
+    job_id = submit(web, media["slow"], 4)
+    folder = web.data_dir / "jobs" / job_id
+    wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
+    with store.writing() as conn:
+        cut = conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = %(name)s", {"name": LISTENER_NAME}).all()
+    assert len(cut) == 2, "one listening connection per worker host"
+    elapsed = cancel_and_time(web, job_id, folder)
+    assert elapsed < 5.0, f"{elapsed:.2f} s"
+    for host in hosts:
+        wait_until(lambda: "listening for cancels again" in host.log_text(), timeout=10)
 
 
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):

@@ -42,6 +42,8 @@ _JOB_CREATION_LOCK = 7_402_118_002
 _CLUSTER_LOCKS = {"cleanup": 7_402_118_010}
 _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
 EVERY_SESSION = "*"                      # the ended_sessions row that ends every session begun before it
+CANCEL_CHANNEL = "refresher_cancel"      # PostgreSQL NOTIFY channel of accepted cancels; payload "<seq> <id>"
+LISTENER_NAME = "refresher cancel listener"  # its connections' application_name
 
 
 class JobNotStarted(Exception):
@@ -369,7 +371,12 @@ class Store:
                 conn.execute(update(variations).where(variations.c.id == row.id, variations.c.status == "queued")
                              .values(**_variation_fields(state), finished_at=now))
             self._settle(conn, job_id, now, ttl)
-            return self.get_job(job_id, conn)
+            job = self.get_job(job_id, conn)
+            if self.dialect == "postgresql" and job["status"] not in rules.FINAL:
+                # Delivered to every listening supervisor when, and only if, this commits.
+                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                             {"channel": CANCEL_CHANNEL, "payload": f"{job['seq']} {job_id}"})
+            return job
 
     def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> dict | None:
         """Give a finished job work again: "retry" queues its failed variations
@@ -829,3 +836,47 @@ class Store:
             rows = conn.execute(select(ended_sessions.c.id, ended_sessions.c.ended_at).where(
                 ended_sessions.c.id.in_([session_id, EVERY_SESSION]))).all()
         return any(r.id == session_id or r.ended_at >= begun_at for r in rows)
+
+
+class CancelListener:
+    """A connection of its own that LISTENs for accepted cancels (PostgreSQL
+    only): `request_cancel` announces each one on CANCEL_CHANNEL in its own
+    transaction, so it arrives once it is committed, and not before."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.conn = None
+
+    def connect(self) -> None:
+        import psycopg
+
+        self.close()
+        args, params = self.store.engine.dialect.create_connect_args(self.store.engine.url)
+        params.pop("context", None)
+        # keepalives: a connection silently lost over TCP is noticed in seconds
+        self.conn = psycopg.connect(*args, **params, autocommit=True, connect_timeout=10,
+                                    application_name=LISTENER_NAME,
+                                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
+        self.conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+
+    def wait(self, timeout: float) -> list[tuple[int, str]]:
+        """(seq, job id) of the cancels announced within `timeout` seconds;
+        returns at the first ones. Raises psycopg.Error when the connection
+        is lost."""
+        cancels = []
+        for note in self.conn.notifies(timeout=timeout, stop_after=1):
+            seq, _, job_id = note.payload.partition(" ")
+            if note.channel == CANCEL_CHANNEL and seq.isdigit():
+                cancels.append((int(seq), job_id))
+        return cancels
+
+    def ping(self) -> None:
+        self.conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
