@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets as random_secrets
+import select as select_module
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +103,21 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _postgres_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, pool_size=5, max_overflow=20)
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, _record, _proxy):
+        # Instead of pool_pre_ping's round trip on every checkout: an idle
+        # connection has nothing to read unless the server ended it (a
+        # restart, pg_terminate_backend: an error message, then EOF), or it
+        # is closed already. Such a connection is replaced before use.
+        if dbapi_connection.closed or select_module.select([dbapi_connection.fileno()], [], [], 0)[0]:
+            raise sa.exc.DisconnectionError("the server closed this connection")
+
+    return engine
+
+
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", "refresher.store:migrations")
@@ -144,7 +160,7 @@ class Store:
         if self.url.startswith("sqlite:"):
             self.engine = _sqlite_engine(self.url)
         else:
-            self.engine = sa.create_engine(self.url, pool_size=5, max_overflow=20, pool_pre_ping=True)
+            self.engine = _postgres_engine(self.url)
         self.dialect = self.engine.dialect.name
 
     def close(self) -> None:
