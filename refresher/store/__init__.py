@@ -254,25 +254,34 @@ class Store:
         with self.reading() as conn:
             return self.get_job(job_id, conn)
 
-    def get_job_files(self, job_id: str) -> list[dict]:
-        with self.reading() as conn:
-            rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
-                                .order_by(source_files.c.position)).all()
+    def get_job_files(self, job_id: str, conn: Connection | None = None) -> list[dict]:
+        if conn is None:
+            with self.reading() as conn:
+                return self.get_job_files(job_id, conn)
+        rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
+                            .order_by(source_files.c.position)).all()
         files = [dict(r._mapping) for r in rows]
         for f in files:
             f["media"] = json.loads(f["media"])
         return files
 
-    def get_job_variations(self, job_id: str) -> list[dict]:
-        with self.reading() as conn:
-            rows = conn.execute(
-                select(variations).join(source_files, source_files.c.id == variations.c.file_id)
-                .where(variations.c.job_id == job_id)
-                .order_by(source_files.c.position, variations.c.variation_index)).all()
+    def get_job_variations(self, job_id: str, conn: Connection | None = None) -> list[dict]:
+        if conn is None:
+            with self.reading() as conn:
+                return self.get_job_variations(job_id, conn)
+        rows = conn.execute(
+            select(variations).join(source_files, source_files.c.id == variations.c.file_id)
+            .where(variations.c.job_id == job_id)
+            .order_by(source_files.c.position, variations.c.variation_index)).all()
         found = [dict(r._mapping) for r in rows]
         for v in found:
             v["effects"] = json.loads(v["effects"])
         return found
+
+    def get_job_parts(self, job_id: str) -> tuple[list[dict], list[dict]]:
+        """(files, variations) of a job, over one connection."""
+        with self.reading() as conn:
+            return self.get_job_files(job_id, conn), self.get_job_variations(job_id, conn)
 
     def get_variation(self, variation_id: str) -> dict | None:
         with self.reading() as conn:
