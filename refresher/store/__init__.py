@@ -104,7 +104,11 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def _postgres_engine(url: str) -> Engine:
-    engine = sa.create_engine(url, pool_size=5, max_overflow=20)
+    # Connections beyond pool_size are closed as soon as they are returned, so
+    # a web worker (32 threads) with more requests at once than that opened a
+    # new server process per request in every burst: the pool keeps 20; at
+    # most 25 per process, as before.
+    engine = sa.create_engine(url, pool_size=20, max_overflow=5)
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection, _record, _proxy):
@@ -279,9 +283,27 @@ class Store:
         return found
 
     def get_job_parts(self, job_id: str) -> tuple[list[dict], list[dict]]:
-        """(files, variations) of a job, over one connection."""
+        """(files, variations) of a job, in one statement: each file joined
+        with its variations (what GET /api/jobs/<id> shows, in one round trip)."""
+        query = (select(*[c.label(f"f_{c.name}") for c in source_files.c],
+                        *[c.label(f"v_{c.name}") for c in variations.c])
+                 .select_from(source_files.outerjoin(variations, variations.c.file_id == source_files.c.id))
+                 .where(source_files.c.job_id == job_id)
+                 .order_by(source_files.c.position, variations.c.variation_index))
         with self.reading() as conn:
-            return self.get_job_files(job_id, conn), self.get_job_variations(job_id, conn)
+            rows = conn.execute(query).all()
+        files: dict[str, dict] = {}
+        found = []
+        for r in rows:
+            row = r._mapping
+            if row["f_id"] not in files:
+                files[row["f_id"]] = {c.name: row[f"f_{c.name}"] for c in source_files.c}
+                files[row["f_id"]]["media"] = json.loads(files[row["f_id"]]["media"])
+            if row["v_id"] is not None:
+                v = {c.name: row[f"v_{c.name}"] for c in variations.c}
+                v["effects"] = json.loads(v["effects"])
+                found.append(v)
+        return list(files.values()), found
 
     def get_variation(self, variation_id: str) -> dict | None:
         with self.reading() as conn:
