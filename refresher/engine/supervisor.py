@@ -300,12 +300,12 @@ class Supervisor:
                 self.store.settle_job(job["id"], time.time(), self.ttl)
 
     def poll_cancels(self, now: float) -> None:
-        """propagate_cancels every CANCEL_POLL_SECONDS (default: every tick on
+        """propagate_cancels every CANCEL_DB_POLL_SECONDS (default: every tick on
         SQLite; each second on PostgreSQL, where cancels are announced), and
         on the tick after a claim: a claim clears its job's flag, and a
         cancel announced between the claim and that clearing would be lost
         until the next poll."""
-        interval = self.settings.cancel_poll_seconds
+        interval = self.settings.cancel_db_poll_seconds
         if interval is None:
             interval = POSTGRES_CANCEL_POLL_SECONDS if self.settings.uses_postgres else 0.0
         tasks = {w.task["id"] for w in self.workers if w.task is not None}
