@@ -47,7 +47,8 @@ def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = 
 class Server:
     """A real gunicorn, as the Procfile starts it."""
 
-    def __init__(self, data_dir: Path | None = None, **env):
+    def __init__(self, data_dir: Path | None = None, root: Path = ROOT, **env):
+        self.root = root  # the checkout whose code runs
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -63,7 +64,7 @@ class Server:
     def __enter__(self) -> "Server":
         self.log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

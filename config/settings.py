@@ -43,6 +43,7 @@ class Settings:
     trust_proxy_hops: int = 0
     host_id: str = field(default_factory=lambda: os.environ.get("DYNO") or socket.gethostname())
     host_timeout_seconds: float = 30
+    cancel_db_poll_seconds: float | None = None   # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
 
@@ -231,6 +232,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "TRUST_PROXY_HOPS": ("trust_proxy_hops", lambda n, v: _int(n, v, 0, 5)),
     "HOST_ID": ("host_id", _host_id),
     "HOST_TIMEOUT_SECONDS": ("host_timeout_seconds", _positive_float),
+    # how often a supervisor looks for cancels in the database (PostgreSQL also announces them)
+    "CANCEL_DB_POLL_SECONDS": ("cancel_db_poll_seconds", _positive_float),
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),

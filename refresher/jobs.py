@@ -28,7 +28,7 @@ def detail(store: Store, job_id: str, job: dict | None = None) -> dict | None:
     job = job if job is not None else store.get_job(job_id)
     if job is None:
         return None
-    return job_detail(job, store.get_job_files(job_id), store.get_job_variations(job_id))
+    return job_detail(job, *store.get_job_parts(job_id))
 
 
 def summaries(store: Store, limit: int = limits.DEFAULT_LIST_LIMIT, status: str | None = None) -> list[dict]:

@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from refresher.store import Store
+from refresher.engine.control import ControlBlock
+from refresher.store import LISTENER_NAME, Store
 
 from .conftest import FFMPEG, PASSWORD, ROOT, GunicornServer, ffmpeg_pids_writing_under, processes_tagged, wait_until
 
@@ -127,6 +129,65 @@ def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):
     assert time.monotonic() - started < 2.0, "q stopped both, before any SIGTERM"
     assert ffmpeg_pids_writing_under(folder) == []
     assert not [p for p in folder.iterdir() if ".part" in p.name]
+
+
+def cancel_and_time(web, store: Store, job_id: str, folder: Path) -> tuple[float, float]:
+    """POST …/cancel with an encode running on each host: seconds until
+    every worker host's cancel flag is set, and until the answer, which must
+    be "cancelled" with no ffmpeg of the job left."""
+    wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
+    seq = store.get_job(job_id)["seq"]
+    blocks = [ControlBlock(path) for path in (web.data_dir / "run").glob("control-*")]
+    assert len(blocks) == 2, "one control block per worker host"
+    flagged = []
+
+    def watch():
+        while time.monotonic() - started < 30:
+            if all(block.is_cancelled(seq) for block in blocks):
+                flagged.append(time.monotonic() - started)
+                return
+            time.sleep(0.001)
+
+    started = time.monotonic()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
+    elapsed = time.monotonic() - started
+    watcher.join()
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert ffmpeg_pids_writing_under(folder) == []
+    assert flagged, "the flags were never set"
+    return flagged[0], elapsed
+
+
+def test_a_cancel_reaches_the_other_hosts_by_notification_not_by_the_poll(cluster, media):
+    """With the database poll a minute apart, only PostgreSQL's NOTIFY can
+    tell the worker hosts of a cancel the web process accepted (else the
+    answer, after 15 s of waiting, is still "processing")."""
+    web, hosts, store = cluster(CANCEL_DB_POLL_SECONDS=60)
+    for _ in range(2):
+        job_id = submit(web, media["slow"], 4)
+        flagged, elapsed = cancel_and_time(web, store, job_id, web.data_dir / "jobs" / job_id)
+        assert flagged < 1.0, f"both hosts' flags set {flagged:.2f} s after the request"
+        assert elapsed < 10.0, f"{elapsed:.2f} s"
+
+
+def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives(cluster, media):
+    """The listening connections are cut and the cancel is sent before they
+    are made again: its NOTIFY reaches nobody, and the poll each host makes
+    once it listens again finds it (the regular poll is a minute apart)."""
+    web, hosts, store = cluster(CANCEL_DB_POLL_SECONDS=60)
+    job_id = submit(web, media["slow"], 4)
+    folder = web.data_dir / "jobs" / job_id
+    wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
+    with store.writing() as conn:
+        cut = conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = %(name)s", {"name": LISTENER_NAME}).all()
+    assert len(cut) == 2, "one listening connection per worker host"
+    flagged, elapsed = cancel_and_time(web, store, job_id, folder)
+    assert flagged < 5.0, f"both hosts' flags set {flagged:.2f} s after the request"
+    for host in hosts:
+        wait_until(lambda: "listening for cancels again" in host.log_text(), timeout=10)
 
 
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):

@@ -457,3 +457,25 @@ def test_hosts_claiming_at_once_each_get_their_own_variations(database):
     assert stores[0].next_variation() is None
     for s in stores:
         s.close()
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(postgres):
+    """No round trip per checkout (pool_pre_ping), yet a connection that
+    PostgreSQL closed meanwhile (a restart, pg_terminate_backend) is never
+    handed out: the pool looks at its socket instead."""
+    url = postgres.new_database()
+    store, other = Store(url), Store(url)
+    store.migrate()
+    with store.reading() as a, store.reading() as b:  # two connections in the pool
+        a.exec_driver_sql("SELECT 1")
+        b.exec_driver_sql("SELECT 1")
+    with other.writing() as conn:
+        ended = conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()").all()
+    assert len(ended) == 2
+    time.sleep(0.5)  # the backends say goodbye and close their end
+    for _ in range(3):
+        assert store.get_job("no such job") is None
+        assert store.list_jobs() == []
+    other.close()
+    store.close()

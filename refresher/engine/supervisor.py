@@ -42,7 +42,7 @@ from ..media import ffmpeg
 from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
-from ..store import JobNotStarted, Store, new_id
+from ..store import CancelListener, JobNotStarted, Store, new_id
 from .control import ControlBlock
 from .worker import run_worker
 
@@ -54,6 +54,10 @@ TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for t
 PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
 HEARTBEAT_SECONDS = 1.0          # this host's heartbeat in the store
 RECLAIM_CHECK_SECONDS = 5.0      # how often silent hosts are looked for
+POSTGRES_CANCEL_POLL_SECONDS = 1.0   # the fallback to the cancel listener
+LISTEN_SECONDS = 1.0             # the cancel listener looks up from its connection this often
+LISTEN_PING_SECONDS = 5.0        # … and checks that the connection still works this often
+LISTEN_RETRY_SECONDS = 1.0       # a lost listening connection is made again after this pause
 RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
 SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5   # > the whole q → TERM → KILL ladder
 SUPERVISOR_LOCK = "supervisor.lock"
@@ -108,6 +112,8 @@ class Supervisor:
         self._last_flush = 0.0
         self._last_heartbeat = 0.0
         self._last_reclaim = 0.0
+        self._last_cancel_poll = 0.0
+        self._polled_tasks: set[str] = set()
 
     @property
     def storage_spec(self) -> tuple:
@@ -131,6 +137,7 @@ class Supervisor:
                                     min_age=lifecycle.ORPHAN_AGE_SECONDS, storage=self.storage)
         self.workers = [self.start_worker(i) for i in range(self.settings.encode_workers)]
         self.start_scheduler()
+        self.start_cancel_listener()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
         log.info("supervisor %d running %d encode worker(s) with %s", os.getpid(),
                  self.settings.encode_workers, self.binary)
@@ -165,7 +172,7 @@ class Supervisor:
             self._last_reclaim = now
             self.reclaim_from_silent_hosts()
             self.release_finished_scratch()
-        self.propagate_cancels()
+        self.poll_cancels(now)
         self.dispatch()
         if time.monotonic() - self._last_flush >= PROGRESS_FLUSH_SECONDS:
             self._last_flush = time.monotonic()
@@ -313,6 +320,60 @@ class Supervisor:
             job = self.store.get_job(job_id)
             if job is None or job["status"] in FINAL:
                 self.storage.release_job(job_id)
+
+    def poll_cancels(self, now: float) -> None:
+        """propagate_cancels every CANCEL_DB_POLL_SECONDS (default: every tick on
+        SQLite; each second on PostgreSQL, where cancels are announced), and
+        on the tick after a claim: a claim clears its job's flag, and a
+        cancel announced between the claim and that clearing would be lost
+        until the next poll."""
+        interval = self.settings.cancel_db_poll_seconds
+        if interval is None:
+            interval = POSTGRES_CANCEL_POLL_SECONDS if self.settings.uses_postgres else 0.0
+        tasks = {w.task["id"] for w in self.workers if w.task is not None}
+        if now - self._last_cancel_poll < interval and tasks <= self._polled_tasks:
+            return
+        self._last_cancel_poll, self._polled_tasks = now, tasks
+        self.propagate_cancels()
+
+    def start_cancel_listener(self) -> None:
+        """PostgreSQL: a thread that sets this host's cancel flags as soon as
+        the database announces a cancel (NOTIFY), not at the next poll."""
+        if not self.settings.uses_postgres:
+            return
+        threading.Thread(target=self.listen_for_cancels, name="cancel-listener", daemon=True).start()
+
+    def listen_for_cancels(self) -> None:
+        """The listener thread. The poll in the main loop stays the fallback:
+        a lost connection is made again, and once listening again, one poll
+        catches the cancels announced while nobody listened."""
+        listener = CancelListener(self.store)
+        lost = False
+        last_ping = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if listener.conn is None:
+                        listener.connect()
+                        for job in self.store.cancel_requested_jobs():
+                            self.control.request_cancel(job["seq"])
+                        if lost:
+                            log.warning("listening for cancels again")
+                            lost = False
+                    for seq, _job_id in listener.wait(LISTEN_SECONDS):
+                        self.control.request_cancel(seq)
+                    if time.monotonic() - last_ping >= LISTEN_PING_SECONDS:
+                        last_ping = time.monotonic()
+                        listener.ping()
+                except Exception as exc:  # noqa: BLE001 - psycopg's, the store's or the OS's: any means reconnect
+                    if not lost:
+                        log.warning("listening for cancels: %s; trying again (the database poll goes on)",
+                                    str(exc).strip() or type(exc).__name__)
+                    lost = True
+                    listener.close()
+                    self.stopping.wait(LISTEN_RETRY_SECONDS)
+        finally:
+            listener.close()
 
     def running_anywhere(self) -> set[str]:
         """Variations being encoded now, here or on another host: their

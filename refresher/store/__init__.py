@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets as random_secrets
+import select as select_module
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ _JOB_CREATION_LOCK = 7_402_118_002
 _CLUSTER_LOCKS = {"cleanup": 7_402_118_010}
 _LEGACY_SCHEMA_VERSION = 4               # the last version of the pre-Alembic schema
 EVERY_SESSION = "*"                      # the ended_sessions row that ends every session begun before it
+CANCEL_CHANNEL = "refresher_cancel"      # PostgreSQL NOTIFY channel of accepted cancels; payload "<seq> <id>"
+LISTENER_NAME = "refresher cancel listener"  # its connections' application_name
 
 
 class JobNotStarted(Exception):
@@ -100,6 +103,25 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _postgres_engine(url: str) -> Engine:
+    # Connections beyond pool_size are closed as soon as they are returned, so
+    # a web worker (32 threads) with more requests at once than that opened a
+    # new server process per request in every burst: the pool keeps 20; at
+    # most 25 per process, as before.
+    engine = sa.create_engine(url, pool_size=20, max_overflow=5)
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, _record, _proxy):
+        # Instead of pool_pre_ping's round trip on every checkout: an idle
+        # connection has nothing to read unless the server ended it (a
+        # restart, pg_terminate_backend: an error message, then EOF), or it
+        # is closed already. Such a connection is replaced before use.
+        if dbapi_connection.closed or select_module.select([dbapi_connection.fileno()], [], [], 0)[0]:
+            raise sa.exc.DisconnectionError("the server closed this connection")
+
+    return engine
+
+
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", "refresher.store:migrations")
@@ -142,7 +164,7 @@ class Store:
         if self.url.startswith("sqlite:"):
             self.engine = _sqlite_engine(self.url)
         else:
-            self.engine = sa.create_engine(self.url, pool_size=5, max_overflow=20, pool_pre_ping=True)
+            self.engine = _postgres_engine(self.url)
         self.dialect = self.engine.dialect.name
 
     def close(self) -> None:
@@ -236,25 +258,52 @@ class Store:
         with self.reading() as conn:
             return self.get_job(job_id, conn)
 
-    def get_job_files(self, job_id: str) -> list[dict]:
-        with self.reading() as conn:
-            rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
-                                .order_by(source_files.c.position)).all()
+    def get_job_files(self, job_id: str, conn: Connection | None = None) -> list[dict]:
+        if conn is None:
+            with self.reading() as conn:
+                return self.get_job_files(job_id, conn)
+        rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
+                            .order_by(source_files.c.position)).all()
         files = [dict(r._mapping) for r in rows]
         for f in files:
             f["media"] = json.loads(f["media"])
         return files
 
-    def get_job_variations(self, job_id: str) -> list[dict]:
-        with self.reading() as conn:
-            rows = conn.execute(
-                select(variations).join(source_files, source_files.c.id == variations.c.file_id)
-                .where(variations.c.job_id == job_id)
-                .order_by(source_files.c.position, variations.c.variation_index)).all()
+    def get_job_variations(self, job_id: str, conn: Connection | None = None) -> list[dict]:
+        if conn is None:
+            with self.reading() as conn:
+                return self.get_job_variations(job_id, conn)
+        rows = conn.execute(
+            select(variations).join(source_files, source_files.c.id == variations.c.file_id)
+            .where(variations.c.job_id == job_id)
+            .order_by(source_files.c.position, variations.c.variation_index)).all()
         found = [dict(r._mapping) for r in rows]
         for v in found:
             v["effects"] = json.loads(v["effects"])
         return found
+
+    def get_job_parts(self, job_id: str) -> tuple[list[dict], list[dict]]:
+        """(files, variations) of a job, in one statement: each file joined
+        with its variations (what GET /api/jobs/<id> shows, in one round trip)."""
+        query = (select(*[c.label(f"f_{c.name}") for c in source_files.c],
+                        *[c.label(f"v_{c.name}") for c in variations.c])
+                 .select_from(source_files.outerjoin(variations, variations.c.file_id == source_files.c.id))
+                 .where(source_files.c.job_id == job_id)
+                 .order_by(source_files.c.position, variations.c.variation_index))
+        with self.reading() as conn:
+            rows = conn.execute(query).all()
+        files: dict[str, dict] = {}
+        found = []
+        for r in rows:
+            row = r._mapping
+            if row["f_id"] not in files:
+                files[row["f_id"]] = {c.name: row[f"f_{c.name}"] for c in source_files.c}
+                files[row["f_id"]]["media"] = json.loads(files[row["f_id"]]["media"])
+            if row["v_id"] is not None:
+                v = {c.name: row[f"v_{c.name}"] for c in variations.c}
+                v["effects"] = json.loads(v["effects"])
+                found.append(v)
+        return list(files.values()), found
 
     def get_variation(self, variation_id: str) -> dict | None:
         with self.reading() as conn:
@@ -369,7 +418,12 @@ class Store:
                 conn.execute(update(variations).where(variations.c.id == row.id, variations.c.status == "queued")
                              .values(**_variation_fields(state), finished_at=now))
             self._settle(conn, job_id, now, ttl)
-            return self.get_job(job_id, conn)
+            job = self.get_job(job_id, conn)
+            if self.dialect == "postgresql" and job["status"] not in rules.FINAL:
+                # Delivered to every listening supervisor when, and only if, this commits.
+                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                             {"channel": CANCEL_CHANNEL, "payload": f"{job['seq']} {job_id}"})
+            return job
 
     def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> dict | None:
         """Give a finished job work again: "retry" queues its failed variations
@@ -831,3 +885,47 @@ class Store:
             rows = conn.execute(select(ended_sessions.c.id, ended_sessions.c.ended_at).where(
                 ended_sessions.c.id.in_([session_id, EVERY_SESSION]))).all()
         return any(r.id == session_id or r.ended_at >= begun_at for r in rows)
+
+
+class CancelListener:
+    """A connection of its own that LISTENs for accepted cancels (PostgreSQL
+    only): `request_cancel` announces each one on CANCEL_CHANNEL in its own
+    transaction, so it arrives once it is committed, and not before."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.conn = None
+
+    def connect(self) -> None:
+        import psycopg
+
+        self.close()
+        args, params = self.store.engine.dialect.create_connect_args(self.store.engine.url)
+        params.pop("context", None)
+        # keepalives: a connection silently lost over TCP is noticed in seconds
+        self.conn = psycopg.connect(*args, **params, autocommit=True, connect_timeout=10,
+                                    application_name=LISTENER_NAME,
+                                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
+        self.conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+
+    def wait(self, timeout: float) -> list[tuple[int, str]]:
+        """(seq, job id) of the cancels announced within `timeout` seconds;
+        returns at the first ones. Raises psycopg.Error when the connection
+        is lost."""
+        cancels = []
+        for note in self.conn.notifies(timeout=timeout, stop_after=1):
+            seq, _, job_id = note.payload.partition(" ")
+            if note.channel == CANCEL_CHANNEL and seq.isdigit():
+                cancels.append((int(seq), job_id))
+        return cancels
+
+    def ping(self) -> None:
+        self.conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
