@@ -64,22 +64,27 @@ class WorkerProcess:
 
 @pytest.fixture
 def cluster(postgres, tmp_path):
-    """start(workers=2, **env) → (web server, [worker processes], store)."""
+    """start(workers=2, disks="shared", **env) → (web server, [worker processes], store).
+    disks="own": each process gets a DATA_DIR of its own (hosts that share no disk)."""
     made = []
 
-    def start(workers: int = 2, **env):
+    def start(workers: int = 2, disks: str = "shared", **env):
         url = postgres.new_database()
-        data_dir = tmp_path / "shared"
-        data_dir.mkdir()
         store = Store(url)
         store.migrate()
         common = {"DATABASE_URL": url, "HOST_TIMEOUT_SECONDS": 3, **env}
-        hosts = [WorkerProcess(data_dir, tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1, **common)
-                 for i in range(workers)]
+
+        def data_dir(name: str) -> Path:
+            folder = tmp_path / (name if disks == "own" else "shared")
+            folder.mkdir(exist_ok=True)
+            return folder
+
+        hosts = [WorkerProcess(data_dir(f"host{i + 1}"), tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1,
+                               **common) for i in range(workers)]
         for host in hosts:
             made.append(host)
             host.start(store)
-        web = GunicornServer(data_dir, ENCODE_WORKERS=0, **common)
+        web = GunicornServer(data_dir("web"), ENCODE_WORKERS=0, **common)
         made.append(web)
         web.start()
         return web, hosts, store

@@ -23,9 +23,9 @@ from refresher import lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
-from .conftest import ROOT, GunicornServer, ffmpeg_pids_writing_under, free_port, wait_until
+from .conftest import ROOT, ffmpeg_pids_writing_under, free_port, wait_until
 from .test_gunicorn import START_COMMANDS
-from .test_many_hosts import WorkerProcess
+from .test_many_hosts import WorkerProcess, cluster, job_of, submit  # noqa: F401  (cluster: a fixture)
 
 
 PREFIX = "team/videos"
@@ -217,58 +217,22 @@ def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_serv
 # --- many hosts, no shared disk ---------------------------------------------------------------
 
 @pytest.fixture
-def s3_cluster(postgres, tmp_path, s3, bucket):
+def s3_cluster(cluster, s3, bucket):
     """One web process and two worker processes, each with a DATA_DIR of its
     own (scratch), sharing one PostgreSQL and one bucket."""
-    made = []
-
     def start(workers: int = 2, **env):
-        url = postgres.new_database()
-        store = Store(url)
-        store.migrate()
-        common = {"DATABASE_URL": url, "HOST_TIMEOUT_SECONDS": 3, "STORAGE_URL": f"s3://{bucket}/{PREFIX}",
-                  **s3.env, **env}
-        hosts = []
-        for i in range(workers):
-            data_dir = tmp_path / f"host{i + 1}"
-            data_dir.mkdir()
-            host = WorkerProcess(data_dir, tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1, **common)
-            made.append(host)
-            hosts.append(host.start(store))
-        web_dir = tmp_path / "web"
-        web_dir.mkdir()
-        web = GunicornServer(web_dir, ENCODE_WORKERS=0, **common)
-        made.append(web)
-        web.start()
-        return web, hosts, store
-
-    yield start
-    for process in made:
-        process.stop()
-        if isinstance(process, GunicornServer):
-            process.kill_leftovers()
-
-
-def _submit(web, path: Path, variations: int) -> str:
-    with open(path, "rb") as f:
-        r = web.session.post(f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
-                             data={"variations": str(variations)})
-    assert r.status_code == 202, r.text
-    return r.json()["jobId"]
-
-
-def _job(web, job_id: str) -> dict:
-    return web.session.get(f"{web.url}/api/jobs/{job_id}").json()
+        return cluster(workers, disks="own", STORAGE_URL=f"s3://{bucket}/{PREFIX}", **s3.env, **env)
+    return start
 
 
 def _final(web, job_id: str, timeout: float = 180) -> dict:
-    return wait_until(lambda: (j := _job(web, job_id))["status"] in ("completed", "failed", "cancelled") and j,
+    return wait_until(lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed", "cancelled") and j,
                       timeout=timeout)
 
 
 def test_hosts_sharing_no_disk_make_one_job_and_its_zip(s3_cluster, s3, bucket, media):
     web, hosts, store = s3_cluster()
-    job_id = _submit(web, media["clip"], 6)
+    job_id = submit(web, media["clip"], 6)
     job = _final(web, job_id)
     assert job["status"] == "completed" and job["completedVariations"] == 6, job
     made = [o for f in job["files"] for o in f["outputs"]]
@@ -287,7 +251,7 @@ def host_dir(host: WorkerProcess) -> Path:
 
 def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, media):
     web, hosts, store = s3_cluster()
-    job_id = _submit(web, media["slow"], 3)
+    job_id = submit(web, media["slow"], 3)
     scratches = [host_dir(h) / "scratch" for h in hosts]
     wait_until(lambda: all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=60)
     r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
@@ -301,7 +265,7 @@ def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, med
 def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster, s3, bucket, media, tmp_path):
     web, (first, second), store = s3_cluster(workers=2)
     second.stop()  # one host, so the killed one's work cannot be finished elsewhere meanwhile
-    job_id = _submit(web, media["long"], 3)
+    job_id = submit(web, media["long"], 3)
     wait_until(lambda: any(v["status"] == "completed" for v in store.get_job_variations(job_id)), timeout=120)
     first.stop(signal.SIGKILL)
     done_before = {v["id"] for v in store.get_job_variations(job_id) if v["status"] == "completed"}
