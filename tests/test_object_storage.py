@@ -251,15 +251,25 @@ def host_dir(host: WorkerProcess) -> Path:
 
 def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, media):
     web, hosts, store = s3_cluster()
-    job_id = submit(web, media["slow"], 3)
+    with open(media["clip"], "rb") as quick, open(media["slow"], "rb") as slow:
+        r = web.session.post(f"{web.url}/api/jobs", data={"variations": "2"}, files=[
+            ("videos", ("quick.mp4", quick, "video/mp4")), ("videos", ("slow.mp4", slow, "video/mp4"))])
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobId"]
     scratches = [host_dir(h) / "scratch" for h in hosts]
-    wait_until(lambda: all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=60)
+    # the quick source's two variations are made; then each host encodes the slow one
+    wait_until(lambda: job_of(web, job_id)["completedVariations"] == 2
+               and all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=90)
     r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert r.json()["completedVariations"] == 2
     assert all(ffmpeg_pids_writing_under(s) == [] for s in scratches)
-    assert not [k for k in keys(s3, bucket, job_id) if ".part" in k]
+    stored = [k for k in keys(s3, bucket, job_id) if k.endswith(".mp4")]
+    assert len(stored) == 2 and not [k for k in stored if ".part" in k]
     for scratch in scratches:
-        wait_until(lambda: not [p for p in scratch.rglob("*.part*")], timeout=10)
+        wait_until(lambda: not [p for p in scratch.rglob("*") if p.is_file()], timeout=15)
+    archive = web.session.get(f"{web.url}/api/jobs/{job_id}/download")
+    assert len([n for n in zipfile.ZipFile(io.BytesIO(archive.content)).namelist() if n.endswith(".mp4")]) == 2
 
 
 def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster, s3, bucket, media, tmp_path):
