@@ -133,6 +133,10 @@ class EarlyIntake:
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
         _check_duration(video.name, info.duration, self.settings.max_duration_seconds)
+        with self.slots.hold():
+            # Its video's frame count, kept for every variation with a speed
+            # change (packets copied, nothing decoded; its length is capped now).
+            info = info.with_frames(ffmpeg.count_video_frames(self.binary, video.path))
         if not self._thumbnail_tried:  # of the first video
             self._thumbnail_tried = True
             self._thumbnail = self._make_thumbnail(video, info)

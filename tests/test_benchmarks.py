@@ -24,6 +24,7 @@ RUNS = {
     "resilience.py": ["--seconds", "20"],
     "slow_clients.py": ["--slow", "20", "--seconds", "2", "--pollers", "2"],
     "quality.py": ["--tiny"],
+    "schedule.py": ["--seconds", "1", "--variations", "2", "--seeds", "1"],
     "object_storage.py": ["--rounds", "1", "--seconds", "2", "--variations", "1", "--mb-per-output", "2",
                           "--upload-mb", "20"],
 }

@@ -195,3 +195,70 @@ def test_aac_audio_is_copied_unless_the_speed_changes(service, media):
     for o in outputs:
         copied = audio_md5(output_path(service, job["jobId"], o["id"])) == source
         assert copied == ("speed" not in o["effects"]), o["effects"]
+
+
+# --- a source's frame count: counted once, at intake -----------------------------------------
+
+def frame_count(path: Path) -> int:
+    import re
+    import subprocess
+
+    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+                       capture_output=True, text=True, check=True)
+    return int(re.findall(r"frame=\s*(\d+)", r.stderr)[-1])
+
+
+def test_a_source_is_counted_at_intake_and_its_speed_variations_end_on_its_last_frame(service, media):
+    created = service.submit([media["clip"]], variations=8, seed="audio")
+    (stored,) = service.store.get_job_files(created["jobId"])
+    source_frames = frame_count(media["clip"])
+    assert (stored["media"]["frames"], stored["media"]["frameRate"]) == (source_frames, 30.0), stored["media"]
+    job = service.wait(created["jobId"])
+    assert job["status"] == "completed", job
+    src = ffmpeg.probe(FFMPEG, media["clip"])
+    sped = [o for o in outputs_of(job) if "speed" in o["effects"]]
+    assert sped, "the seed gives speed changes"
+    for o in sped:
+        path = output_path(service, job["jobId"], o["id"])
+        assert frame_count(path) == source_frames, o["effects"]
+        assert src.duration - 1 / 30 - 0.001 <= ffmpeg.probe(FFMPEG, path).duration <= src.duration + 0.001
+
+
+def _encode_in_worker(tmp_path: Path, source: Path, media: dict, effects: dict) -> tuple[dict, Path]:
+    """One variation through EncodeWorker.encode, in this process."""
+    import multiprocessing
+    import shutil
+
+    from refresher.engine.control import ControlBlock
+    from refresher.engine.worker import EncodeWorker
+    from refresher.storage.local import LocalStorage
+
+    data = tmp_path / "data"
+    (data / "jobs" / "j").mkdir(parents=True)
+    shutil.copy(source, data / "jobs" / "j" / "source_s")
+    ours, theirs = multiprocessing.Pipe()
+    worker = EncodeWorker(theirs, ControlBlock.create(data / "run"), LocalStorage(data), FFMPEG, stall_seconds=60)
+    task = {"id": "v", "job_seq": 1, "output_path": "jobs/j/v.mp4", "upload_path": "jobs/j/source_s",
+            "effects": effects, "media": media, "duration": media["duration"]}
+    return worker.encode(task), data / "jobs" / "j" / "v.mp4"
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["count-kept", "source-from-before"])
+def test_the_encode_worker_uses_the_kept_frame_count(tmp_path, media, monkeypatch, kept):
+    source = media["clip"]
+    info = ffmpeg.probe(FFMPEG, source)
+    counted = ffmpeg.count_video_frames(FFMPEG, source)
+    kept_media = info.with_frames(counted).as_dict() if kept else info.as_dict()
+    assert ("frames" in kept_media) == kept
+    calls = []
+
+    def count(binary, path, timeout=60):
+        calls.append(path)
+        return counted
+
+    monkeypatch.setattr(ffmpeg, "count_video_frames", count)
+    outcome, output = _encode_in_worker(tmp_path, source, kept_media, {"brightness": 0.01, "speed": 1.02})
+    assert outcome["outcome"] == "completed", outcome
+    assert len(calls) == (0 if kept else 1), "counted once, at intake; a source from before is counted here"
+    assert frame_count(output) == counted[0] == frame_count(source)
+    assert info.duration - 1 / 30 - 0.001 <= ffmpeg.probe(FFMPEG, output).duration <= info.duration + 0.001

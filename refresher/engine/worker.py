@@ -95,8 +95,14 @@ class EncodeWorker:
             return {"outcome": "failed", "error": f"could not read the source: {exc}"}
         if should_stop():
             return stop_outcome()
-        # a speed change needs the source's frame count to end where it ends
-        frames = ffmpeg.count_video_frames(self.binary, source) if effects.get("speed") else None
+        # A speed change needs the source's frame count to end where it ends:
+        # counted once at intake and kept with its media; a source stored
+        # before counts were kept is counted here.
+        frames = None
+        if effects.get("speed"):
+            frames = ffmpeg.stored_video_frames(media)
+            if frames is False:
+                frames = ffmpeg.count_video_frames(self.binary, source)
         command = fx.encode_command(self.binary, source, partial, effects,
                                     media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
                                     duration=task.get("duration"), video_frames=frames)

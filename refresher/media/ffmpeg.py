@@ -24,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -128,13 +128,22 @@ class MediaInfo:
     has_audio: bool
     rotation: int = 0               # degrees of display rotation in the container
     audio_codec: str | None = None
+    # The video's frame count and rate (`count_video_frames`), counted once
+    # at intake; `frames_counted` False when nobody counted (a source stored
+    # before counts were kept), True with None when ffmpeg could not tell.
+    frames: int | None = None
+    frame_rate: float | None = None
+    frames_counted: bool = False
 
     def as_dict(self) -> dict:
-        return {
+        media = {
             "duration": self.duration, "width": self.width, "height": self.height,
             "videoCodec": self.video_codec, "hasAudio": self.has_audio, "rotation": self.rotation,
             "audioCodec": self.audio_codec,
         }
+        if self.frames_counted:
+            media.update(frames=self.frames, frameRate=self.frame_rate)
+        return media
 
     @classmethod
     def from_dict(cls, media: dict, duration: float | None = None) -> "MediaInfo":
@@ -142,7 +151,23 @@ class MediaInfo:
         return cls(duration=media.get("duration", duration) if duration is None else duration,
                    width=media["width"], height=media["height"], video_codec=media.get("videoCodec", ""),
                    has_audio=media["hasAudio"], rotation=media.get("rotation", 0),
-                   audio_codec=media.get("audioCodec"))
+                   audio_codec=media.get("audioCodec"), frames=media.get("frames"),
+                   frame_rate=media.get("frameRate"), frames_counted="frames" in media)
+
+    def with_frames(self, counted: tuple[int, float] | None) -> "MediaInfo":
+        """This, with what `count_video_frames` said (None: it could not tell)."""
+        frames, rate = counted if counted is not None else (None, None)
+        return replace(self, frames=frames, frame_rate=rate, frames_counted=True)
+
+
+def stored_video_frames(media: dict) -> tuple[int, float] | None | bool:
+    """The frame count and rate kept in a source's `media` (`MediaInfo.as_dict`):
+    the pair, None when ffmpeg could not tell at intake, False when they
+    were never counted (a source stored before counts were kept)."""
+    if "frames" not in media:
+        return False
+    frames, rate = media.get("frames"), media.get("frameRate")
+    return (int(frames), float(rate)) if frames and rate else None
 
 
 _DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.M)
