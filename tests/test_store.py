@@ -131,14 +131,13 @@ def test_deleting_an_adopted_job_still_takes_its_rows_along(tmp_path):
     assert sql(store, "SELECT COUNT(*) FROM source_files") == [(0,)]
 
 
-def _job(store: Store, sources: int, per_source: int, name: str = "job",
-         costs: list[float] | None = None) -> tuple[str, list[str]]:
+def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tuple[str, list[str]]:
     now = time.time()
     job_id = new_id()
     files = [{"id": new_id(), "position": i, "name": f"{name}{i}.mp4", "size": 1, "upload_path": f"u{i}",
               "duration": 1.0, "media": {}} for i in range(sources)]
     rows = [{"id": new_id(), "file_id": f["id"], "variation_index": index, "effects": {},
-             "name": "x.mp4", "output_path": "x.mp4", "est_cost": costs[f["position"]] if costs else 1.0}
+             "name": "x.mp4", "output_path": "x.mp4", "est_cost": 1.0}
             for f in files for index in range(1, per_source + 1)]
     store.create_job({"id": job_id, "variations_per_video": per_source, "seed": "s", "thumbnail_path": None,
                       "created_at": now, "expires_at": now + 60}, files, rows)
@@ -171,18 +170,6 @@ def test_claims_interleave_sources_and_let_jobs_take_turns(database):
     # one variation of every source before the second of any (equal costs: then by round)
     assert [(big_files.index(t["file_id"]), t["variation_index"]) for t in claimed] == \
         [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
-
-
-def test_after_every_source_has_its_first_the_costliest_variations_go_first(database):
-    """A costly source's last variation must not start last, alone, while
-    the other cores idle: once every source has its first variation, the
-    costliest go first whatever their source."""
-    store = Store(database)
-    store.migrate()
-    _, files = _job(store, sources=2, per_source=3, costs=[1.0, 4.0])
-    claimed = [_claim(store) for _ in range(6)]
-    assert [(files.index(t["file_id"]), t["variation_index"]) for t in claimed] == \
-        [(1, 1), (0, 1), (1, 2), (1, 3), (0, 2), (0, 3)]
 
 
 def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_ends(database):

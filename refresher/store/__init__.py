@@ -477,13 +477,9 @@ class Store:
         """The variation that should run next, fairly between jobs: the job with
         the fewest variations running goes first, then the one that has had
         the fewest started, then the oldest — so jobs take turns, and a small
-        job behind a big one gets the next free slot. Within a job, the first
-        variation of every source (a cancel then leaves every source with
-        one, when it came late enough), costliest first; then the rest,
-        costliest first, whatever their source: a costly variation started
-        last runs alone at the end while the other cores idle (taking every
-        source's second before any third made a 640×360 + 1280×720 × 3 job
-        1.08–1.17× longer on two cores than costliest first)."""
+        job behind a big one gets the next free slot. Within a job, one
+        variation of every source before the second of any (a cancel then
+        leaves every source about as far), the costliest first among equals."""
         others = variations.alias("others")
 
         def of_this_job(*conditions):
@@ -497,8 +493,8 @@ class Store:
                 .join(source_files, source_files.c.id == variations.c.file_id)
                 .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
                        jobs.c.cancel_requested_at.is_(None))
-                .order_by(running, started, jobs.c.seq, sa.case((variations.c.variation_index == 1, 0), else_=1),
-                          variations.c.est_cost.desc(), variations.c.variation_index, source_files.c.position)
+                .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
+                          source_files.c.position)
                 .limit(1))
 
     def next_variation(self) -> dict | None:
