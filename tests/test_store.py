@@ -167,7 +167,7 @@ def test_claims_interleave_sources_and_let_jobs_take_turns(database):
     for task in order:
         store.record_outcome(task["id"], "completed", time.time(), 60, size=1)
     claimed = [first[0], *order]
-    # one variation of every source before the second of any (equal costs: then by round)
+    # one variation of every source before the second of any
     assert [(big_files.index(t["file_id"]), t["variation_index"]) for t in claimed] == \
         [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
 
