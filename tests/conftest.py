@@ -496,7 +496,9 @@ class S3Endpoint:
             aws_secret_access_key=self.secret_key, region_name=self.region)
 
     def new_bucket(self) -> str:
-        name = f"refresher-test-{uuid.uuid4().hex[:16]}"
+        return self.new_bucket_named(f"refresher-test-{uuid.uuid4().hex[:16]}")
+
+    def new_bucket_named(self, name: str) -> str:
         client = self.client()
         if self.region == "us-east-1":
             client.create_bucket(Bucket=name)

@@ -352,3 +352,17 @@ def test_a_bucket_that_cannot_be_used_stops_the_start_with_one_line(s3, bucket, 
     assert r.returncode == 2 and len(said) == 1, output
     assert f"there is no bucket '{bucket}-missing'" in said[0] and "STORAGE_URL" in said[0], output
     assert "Traceback" not in output, output
+
+
+def test_health_says_when_the_bucket_cannot_be_reached(s3_service, s3, bucket, monkeypatch):
+    from refresher.api import health
+
+    svc = s3_service()
+    monkeypatch.setattr(health, "_disk_cache", {"at": 0.0, "used": 0, "reachable": True})
+    body = svc.get("/api/health").get_json()
+    assert body["status"] == "ok" and "file storage" not in body.get("reason", ""), body
+    s3.drop_bucket(bucket)
+    monkeypatch.setattr(health, "_disk_cache", {"at": 0.0, "used": 0, "reachable": True})
+    r = svc.get("/api/health")
+    assert r.status_code == 503 and "the file storage cannot be reached" in r.get_json()["reason"]
+    s3.new_bucket_named(bucket)  # for the fixture's own cleanup

@@ -15,16 +15,18 @@ from .openapi import spec
 bp = Blueprint("health", __name__, url_prefix="/api")
 
 _DISK_CACHE_SECONDS = 10.0
-_disk_cache: dict = {"at": 0.0, "used": 0}
+_disk_cache: dict = {"at": 0.0, "used": 0, "reachable": True}
 
 
-def _used_bytes(storage) -> int:
+def _used_bytes(storage) -> tuple[int, bool]:
+    """What the stored files take (counted at most every 10 s), and whether
+    the storage answered when last asked."""
     if time.monotonic() - _disk_cache["at"] > _DISK_CACHE_SECONDS:
         try:
-            _disk_cache.update(at=time.monotonic(), used=storage.used_bytes())
-        except (OSError, StorageError):  # storage out of reach: the last figure, tried again next time
-            _disk_cache["at"] = time.monotonic()
-    return _disk_cache["used"]
+            _disk_cache.update(at=time.monotonic(), used=storage.used_bytes(), reachable=True)
+        except (OSError, StorageError):  # out of reach: the last figure, asked again next time
+            _disk_cache.update(at=time.monotonic(), reachable=False)
+    return _disk_cache["used"], _disk_cache["reachable"]
 
 
 @bp.get("/health")
@@ -39,6 +41,9 @@ def health():
         problems.append(f"ffmpeg cannot run: {exc}")
     if not os.access(settings.data_dir, os.W_OK):
         problems.append("the data directory is not writable")
+    used, reachable = _used_bytes(service.storage)
+    if not reachable:
+        problems.append("the file storage cannot be reached")
     control = service.control
     live = service.store.live_hosts(time.time(), settings.host_timeout_seconds)
     supervisor = "not running"
@@ -56,7 +61,7 @@ def health():
         "supervisor": supervisor,
         "hosts": [host["id"] for host in live],
         "queue": service.store.queue_counts(),
-        "disk": {"usedBytes": _used_bytes(service.storage), "limitBytes": settings.storage_limit_bytes},
+        "disk": {"usedBytes": used, "limitBytes": settings.storage_limit_bytes},
     }
     if problems:
         body["reason"] = "; ".join(problems)
