@@ -257,19 +257,20 @@ def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, med
     assert r.status_code == 202, r.text
     job_id = r.json()["jobId"]
     scratches = [host_dir(h) / "scratch" for h in hosts]
-    # the quick source's two variations are made; then each host encodes the slow one
-    wait_until(lambda: job_of(web, job_id)["completedVariations"] == 2
-               and all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=90)
+    # a variation of the quick source is made; each host encodes one of the slow one
+    wait_until(lambda: job_of(web, job_id)["completedVariations"] >= 1
+               and all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=120)
     r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
-    assert r.json()["completedVariations"] == 2
+    made = r.json()["completedVariations"]
+    assert made >= 1
     assert all(ffmpeg_pids_writing_under(s) == [] for s in scratches)
     stored = [k for k in keys(s3, bucket, job_id) if k.endswith(".mp4")]
-    assert len(stored) == 2 and not [k for k in stored if ".part" in k]
+    assert len(stored) == made and not [k for k in stored if ".part" in k]
     for scratch in scratches:
         wait_until(lambda: not [p for p in scratch.rglob("*") if p.is_file()], timeout=15)
     archive = web.session.get(f"{web.url}/api/jobs/{job_id}/download")
-    assert len([n for n in zipfile.ZipFile(io.BytesIO(archive.content)).namelist() if n.endswith(".mp4")]) == 2
+    assert len([n for n in zipfile.ZipFile(io.BytesIO(archive.content)).namelist() if n.endswith(".mp4")]) == made
 
 
 def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster, s3, bucket, media, tmp_path):
