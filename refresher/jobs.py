@@ -16,19 +16,29 @@ CANCEL_SETTLE_SECONDS = 15.0  # > the q → SIGTERM → SIGKILL ladder (4 s), wi
 CANCEL_POLL_SECONDS = 0.02
 
 
+def _no_such_job(job_id: str) -> Rejected:
+    return Rejected(404, f"no job with id {job_id[:limits.MAX_ID_LENGTH]!r}")
+
+
 def find_job(store: Store, job_id: str) -> dict:
     job = store.get_job(job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
     if job is None:
-        raise Rejected(404, f"no job with id {job_id[:limits.MAX_ID_LENGTH]!r}")
+        raise _no_such_job(job_id)
     return job
 
 
-def detail(store: Store, job_id: str, job: dict | None = None) -> dict | None:
+def detail(store: Store, job_id: str) -> dict | None:
     """The job as GET /api/jobs/<id> shows it; None when there is no such job."""
-    job = job if job is not None else store.get_job(job_id)
-    if job is None:
-        return None
-    return job_detail(job, *store.get_job_parts(job_id))
+    found = store.get_job_whole(job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
+    return job_detail(*found) if found else None
+
+
+def find_detail(store: Store, job_id: str) -> dict:
+    """The job as GET /api/jobs/<id> shows it; 404 when there is no such job."""
+    found = detail(store, job_id)
+    if found is None:
+        raise _no_such_job(job_id)
+    return found
 
 
 def summaries(store: Store, limit: int = limits.DEFAULT_LIST_LIMIT, status: str | None = None) -> list[dict]:
@@ -52,7 +62,7 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
         job = store.get_job(job_id)
     if job is None:
         raise Rejected(404, f"job {job_id} was deleted")
-    current = detail(store, job_id, job)
+    current = job_detail(job, *store.get_job_parts(job_id))
     answer = {"jobId": job_id, "status": job["status"], "revision": job["revision"],
               "completedVariations": current["completedVariations"],
               "totalVariations": current["totalVariations"],
@@ -100,4 +110,4 @@ def reopen_job(store: Store, control: ControlBlock | None, storage: Storage, job
         raise Rejected(404, f"job {job_id} was deleted")
     if control is not None:
         control.clear_cancel(job["seq"])  # the supervisor also clears it when it claims the job's work
-    return detail(store, job_id, job)
+    return job_detail(job, *store.get_job_parts(job_id))

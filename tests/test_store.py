@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import update
 
 from refresher import rules
@@ -212,6 +213,27 @@ def test_every_store_operation_a_job_goes_through(database):
     assert store.known_paths(job_id) == {"u0", "u1", "x.mp4"}
     assert store.expired_jobs(time.time()) == [] and store.expired_jobs(time.time() + 61)[0]["id"] == job_id
     assert store.delete_job(job_id) and store.get_job(job_id) is None and store.all_job_ids() == set()
+
+
+def test_a_whole_job_is_read_in_one_statement_on_both_engines(database):
+    """What a status poll reads: the job, its files in order with their media,
+    their variations in order with their effects, or None for no such job."""
+    store = Store(database)
+    store.migrate()
+    job_id, files = _job(store, sources=3, per_source=2)
+    other, _ = _job(store, sources=1, per_source=4, name="other")
+    statements = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    job, found_files, found_variations = store.get_job_whole(job_id)
+    assert len(statements) == 1
+    assert job == store.get_job(job_id)
+    assert [f["id"] for f in found_files] == files and all(f["media"] == {} for f in found_files)
+    assert [(files.index(v["file_id"]), v["variation_index"]) for v in found_variations] == \
+        [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(v["effects"] == {} for v in found_variations)
+    assert (found_files, found_variations) == (store.get_job_files(job_id), store.get_job_variations(job_id))
+    assert store.get_job_whole("no-such-job") is None
+    assert len(store.get_job_whole(other)[2]) == 4
 
 
 def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):

@@ -58,8 +58,7 @@ def list_jobs():
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    store = refresher().store
-    return jobs.detail(store, job_id, jobs.find_job(store, job_id))
+    return jobs.find_detail(refresher().store, job_id)
 
 
 @bp.get("/<job_id>/events")

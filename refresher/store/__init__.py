@@ -46,6 +46,18 @@ EVERY_SESSION = "*"                      # the ended_sessions row that ends ever
 CANCEL_CHANNEL = "refresher_cancel"      # PostgreSQL NOTIFY channel of accepted cancels; payload "<seq> <id>"
 LISTENER_NAME = "refresher cancel listener"  # its connections' application_name
 
+# A job with its files and their variations, one row per variation (files
+# without any still come once): built once, so a status poll spends no time
+# building it again.
+_WHOLE_JOB = (select(*jobs.c, *source_files.c, *variations.c)
+              .select_from(jobs.outerjoin(source_files, source_files.c.job_id == jobs.c.id)
+                           .outerjoin(variations, variations.c.file_id == source_files.c.id))
+              .where(jobs.c.id == sa.bindparam("job_id"))
+              .order_by(source_files.c.position, variations.c.variation_index))
+# Whether a session was ended, on its own or with every other: asked on every request.
+_ENDED_SESSIONS = (select(ended_sessions.c.id, ended_sessions.c.ended_at)
+                   .where(ended_sessions.c.id.in_([sa.bindparam("session_id"), EVERY_SESSION])))
+
 
 class JobNotStarted(Exception):
     """The next variation to claim belongs to a job still queued."""
@@ -283,27 +295,33 @@ class Store:
         return found
 
     def get_job_parts(self, job_id: str) -> tuple[list[dict], list[dict]]:
-        """(files, variations) of a job, in one statement: each file joined
-        with its variations (what GET /api/jobs/<id> shows, in one round trip)."""
-        query = (select(*[c.label(f"f_{c.name}") for c in source_files.c],
-                        *[c.label(f"v_{c.name}") for c in variations.c])
-                 .select_from(source_files.outerjoin(variations, variations.c.file_id == source_files.c.id))
-                 .where(source_files.c.job_id == job_id)
-                 .order_by(source_files.c.position, variations.c.variation_index))
+        """(files, variations) of a job."""
+        found = self.get_job_whole(job_id)
+        return (found[1], found[2]) if found else ([], [])
+
+    def get_job_whole(self, job_id: str) -> tuple[dict, list[dict], list[dict]] | None:
+        """(job, files, variations), or None when there is no such job: what
+        GET /api/jobs/<id> shows, in one statement (the job left-joined with
+        its files and theirs with their variations), so a status poll costs
+        one round trip besides its session check."""
         with self.reading() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
+        if not rows:
+            return None
+        job = {c.name: rows[0][i] for i, c in enumerate(jobs.c)}
         files: dict[str, dict] = {}
         found = []
+        file_at, variation_at = len(jobs.c), len(jobs.c) + len(source_files.c)
         for r in rows:
-            row = r._mapping
-            if row["f_id"] not in files:
-                files[row["f_id"]] = {c.name: row[f"f_{c.name}"] for c in source_files.c}
-                files[row["f_id"]]["media"] = json.loads(files[row["f_id"]]["media"])
-            if row["v_id"] is not None:
-                v = {c.name: row[f"v_{c.name}"] for c in variations.c}
+            file_id = r[file_at]
+            if file_id is not None and file_id not in files:
+                files[file_id] = {c.name: r[file_at + i] for i, c in enumerate(source_files.c)}
+                files[file_id]["media"] = json.loads(files[file_id]["media"])
+            if r[variation_at] is not None:
+                v = {c.name: r[variation_at + i] for i, c in enumerate(variations.c)}
                 v["effects"] = json.loads(v["effects"])
                 found.append(v)
-        return list(files.values()), found
+        return job, list(files.values()), found
 
     def get_variation(self, variation_id: str) -> dict | None:
         with self.reading() as conn:
@@ -882,8 +900,7 @@ class Store:
     def session_ended(self, session_id: str, begun_at: float) -> bool:
         """Whether this session was ended, on its own or with every other."""
         with self.reading() as conn:
-            rows = conn.execute(select(ended_sessions.c.id, ended_sessions.c.ended_at).where(
-                ended_sessions.c.id.in_([session_id, EVERY_SESSION]))).all()
+            rows = conn.execute(_ENDED_SESSIONS, {"session_id": session_id}).all()
         return any(r.id == session_id or r.ended_at >= begun_at for r in rows)
 
 

@@ -47,7 +47,7 @@ def index():
 @bp.get("/jobs/<job_id>")
 @signin_required
 def job_page(job_id: str):
-    job = jobs.detail(refresher().store, job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
+    job = jobs.detail(refresher().store, job_id)
     if job is None:
         return render_template("message.html", title="Job not found",
                                message="This job does not exist any more: it was deleted, or its "
