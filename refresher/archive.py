@@ -10,12 +10,11 @@ two sources share a folder there, even where case is ignored.
 from __future__ import annotations
 
 import json
-import unicodedata
-from urllib.parse import quote
 
 from zipstream import ZIP_STORED, ZipStream
 
 from .storage import Storage
+from .names import content_disposition as disposition_header
 from .names import name_from_files, safe_stem, same_on_disk, strip_invisible, zip_folder_name
 
 MANIFEST = "manifest.json"
@@ -71,13 +70,5 @@ def zip_file_name(job: dict) -> str:
 
 
 def content_disposition(job: dict) -> str:
-    """An ASCII file name for every client, and the name itself (RFC 6266)
-    for those that read `filename*`."""
-    name = zip_file_name(job)
-    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    if not fallback.removesuffix(".zip").strip("._-"):
-        fallback = f"refresher-{job['id']}.zip"
-    header = f'attachment; filename="{fallback}"'
-    if fallback != name:
-        header += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return header
+    """The ZIP's name, for every client (see `names.content_disposition`)."""
+    return disposition_header(zip_file_name(job), "attachment", f"refresher-{job['id']}")

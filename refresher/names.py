@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from urllib.parse import quote
 
 from . import limits
 
@@ -126,3 +127,21 @@ def name_from_files(names: list[str]) -> str:
     if len(names) == 1:
         return names[0]
     return f"{names[0]} and {len(names) - 1} more"
+
+
+def content_disposition(name: str | None, kind: str = "attachment", fallback: str = "download") -> str:
+    """A Content-Disposition header that names `name`: an ASCII file name for
+    every client, and the name itself (RFC 6266 `filename*`) for those that
+    read it. Where nothing legible is left in ASCII (a name all in another
+    script), `fallback` (with the name's extension) stands in."""
+    if not name:
+        return kind
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ascii_name = "".join(ch for ch in ascii_name if ch.isprintable() and ch not in '"\\')
+    stem, dot, extension = ascii_name.rpartition(".")
+    if not (stem if dot else extension).strip("._- "):
+        ascii_name = fallback + (f".{extension}" if dot and extension else "")
+    header = f'{kind}; filename="{ascii_name}"'
+    if ascii_name != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header

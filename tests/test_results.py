@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from refresher.archive import folder_names
+from refresher.names import content_disposition
 from refresher.store import Store
 
 from .conftest import sql, decode_errors, wait_until
@@ -208,3 +209,17 @@ def decode_errors_bytes(data: bytes, svc) -> str:
         return decode_errors(path)
     finally:
         path.unlink()
+
+
+@pytest.mark.parametrize("name, header", [
+    ("Sommer Kampagne.zip", 'attachment; filename="Sommer Kampagne.zip"'),
+    ("über.mp4", "attachment; filename=\"uber.mp4\"; filename*=UTF-8''%C3%BCber.mp4"),
+    ("日本.zip", "attachment; filename=\"refresher-J.zip\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.zip"),
+    ('say "hi"\\now.mp4', "attachment; filename=\"say hinow.mp4\"; filename*=UTF-8''say%20%22hi%22%5Cnow.mp4"),
+    ("", "attachment"),
+])
+def test_every_download_names_its_file_in_ascii_and_in_full(name, header):
+    """One rule for the ZIP, the outputs and the thumbnail: an ASCII name every
+    client reads, never a quote or backslash that would end it early, and the
+    name itself for clients that read `filename*`."""
+    assert content_disposition(name, "attachment", "refresher-J") == header

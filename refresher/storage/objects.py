@@ -24,10 +24,9 @@ import os
 import secrets
 import shutil
 import threading
-import unicodedata
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from contextlib import contextmanager
 
@@ -37,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from flask import redirect
 
+from ..names import content_disposition
 from . import CHUNK_BYTES, StorageError, StoredFile, job_of, job_prefix
 
 PRESIGNED_SECONDS = 300
@@ -121,7 +121,7 @@ class ObjectStorage:
              as_attachment: bool = False, max_age: int = 0):
         params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
         if download_name or as_attachment:
-            params["ResponseContentDisposition"] = content_disposition(download_name, as_attachment)
+            params["ResponseContentDisposition"] = content_disposition(download_name, "attachment" if as_attachment else "inline")
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
         response = redirect(url, code=302)
         # the link expires: a browser may reuse it for a short while only
@@ -227,17 +227,3 @@ class ObjectStorage:
             raise StorageError(f"STORAGE_URL {where}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"STORAGE_URL {where}: {exc}") from None
-
-
-def content_disposition(name: str | None, as_attachment: bool) -> str:
-    """An ASCII file name for every client, and the name itself (RFC 6266)
-    for those that read `filename*`."""
-    kind = "attachment" if as_attachment else "inline"
-    if not name:
-        return kind
-    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    fallback = "".join(ch for ch in fallback if ch.isprintable() and ch not in '"\\') or "download"
-    header = f'{kind}; filename="{fallback}"'
-    if fallback != name:
-        header += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return header
