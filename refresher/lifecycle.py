@@ -16,7 +16,6 @@ from config.settings import Settings
 from . import spool
 from .media import effects as fx
 from .storage import Storage, StoredFile, for_settings, job_of
-from .storage.local import tree_size, unshared_size
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -59,16 +58,6 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
     return failed
 
 
-def directory_size(path: Path) -> int:
-    """Bytes on disk under `path`; a file hard-linked twice counts once."""
-    return tree_size(path)
-
-
-def bytes_freed_by_removing(path: Path) -> int:
-    """What deleting `path` gives back."""
-    return unshared_size(path)
-
-
 def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
                     storage: Storage | None = None) -> list[str]:
     """Delete the oldest finished jobs, only as many as it takes for the
@@ -77,13 +66,17 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
     be under 85 % full. When deleting every finished job would still leave no
     room for `extra_needed`, nothing is deleted: eviction never makes room for
     what cannot fit anyway. Queued and running jobs are never touched."""
-    storage = storage or for_settings(settings)
+    return _evict(store, settings, storage or for_settings(settings), extra_needed)[0]
+
+
+def _evict(store: Store, settings: Settings, storage: Storage, extra_needed: int) -> tuple[list[str], int]:
+    """`evict_for_space`; also returns the bytes stored afterwards. The
+    storage is measured once (with object storage, one listing of the bucket)."""
     oldest_first = [job["id"] for job in store.finished_jobs_oldest_first()]
-    sizes = storage.freed_by_deleting_each(oldest_first)
+    used, sizes = storage.usage(oldest_first)
     finished = [(job_id, sizes[job_id]) for job_id in oldest_first]
-    used = storage.used_bytes()
     if extra_needed and _room_lacking(settings, storage, used, extra_needed) > sum(size for _, size in finished):
-        return []
+        return [], used
     evicted = []
     for job_id, size in finished:
         if _room_lacking(settings, storage, used, extra_needed) <= 0 and not storage.too_full():
@@ -93,7 +86,7 @@ def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
         evicted.append(job_id)
     if evicted:
         log.warning("evicted %d finished job(s) to free space", len(evicted))
-    return evicted
+    return evicted, used
 
 
 def _room_lacking(settings: Settings, storage: Storage, used: int, extra_needed: int) -> int:
@@ -188,8 +181,8 @@ def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage 
     which case nothing was evicted."""
     storage = storage or for_settings(settings)
     needed = estimate_job_bytes(store.get_job_files(job["id"]), job["variations_per_video"])
-    evict_for_space(store, settings, extra_needed=needed, storage=storage)
-    room = settings.storage_limit_bytes - storage.used_bytes()
+    used = _evict(store, settings, storage, needed)[1]
+    room = settings.storage_limit_bytes - used
     if needed > room:
         return (f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
                 f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "

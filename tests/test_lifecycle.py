@@ -6,6 +6,7 @@ import re
 import time
 
 from refresher import lifecycle, spool
+from refresher.storage.local import tree_size, unshared_size
 from refresher.store import Store
 from refresher.engine.supervisor import SupervisorHandle
 
@@ -46,8 +47,8 @@ def test_job_queued_past_expiry_fails(make_service, media, database_url):
 def test_eviction_removes_oldest_finished_jobs_first(service, media):
     finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
     settings = service.settings
-    sizes = {j: lifecycle.directory_size(settings.data_dir / "jobs" / j) for j in finished}
-    others = lifecycle.directory_size(settings.data_dir) - sum(sizes.values())
+    sizes = {j: tree_size(settings.data_dir / "jobs" / j) for j in finished}
+    others = tree_size(settings.data_dir) - sum(sizes.values())
     limit = others + sizes[finished[2]] + 1000  # room for the newest job only
     conn = Store.shared(settings.database)
     evicted = lifecycle.evict_for_space(conn, settings.with_overrides(storage_limit_mb=limit / 1024 / 1024))
@@ -83,9 +84,9 @@ def test_daemon_evicts_over_the_storage_limit(make_service, media, database_url)
 def test_eviction_makes_only_the_room_asked_for(service, media):
     finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
     settings = service.settings
-    sizes = [lifecycle.directory_size(settings.data_dir / "jobs" / j) for j in finished]
+    sizes = [tree_size(settings.data_dir / "jobs" / j) for j in finished]
     spare = min(sizes) // 2
-    limit = lifecycle.directory_size(settings.data_dir) + spare
+    limit = tree_size(settings.data_dir) + spare
     tight = settings.with_overrides(storage_limit_mb=limit / 1024 / 1024)
     conn = Store.shared(settings.database)
     # what cannot fit even with every finished job gone evicts nothing
@@ -200,6 +201,6 @@ def test_hard_linked_sources_count_once(tmp_path):
     (first / "source").write_bytes(b"x" * 1000)
     (first / "output.mp4").write_bytes(b"y" * 300)
     os.link(first / "source", second / "source")
-    assert lifecycle.directory_size(tmp_path) == 1300
-    assert lifecycle.bytes_freed_by_removing(first) == 300
-    assert lifecycle.bytes_freed_by_removing(second) == 0
+    assert tree_size(tmp_path) == 1300
+    assert unshared_size(first) == 300
+    assert unshared_size(second) == 0

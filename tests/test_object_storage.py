@@ -153,7 +153,15 @@ def test_delete_expiry_and_eviction_remove_the_objects(s3_service, s3, bucket, m
     # usage is counted in the bucket: a limit just under it evicts the oldest job, only
     tight = svc.settings.with_overrides(storage_limit_mb=(used - 1) / 1024 / 1024)
     store = Store.shared(svc.settings.database)
-    assert lifecycle.evict_for_space(store, tight, storage=storage) == [second]
+    listings = []
+    count = lambda params, **kwargs: listings.append(params.get("Prefix", ""))  # noqa: E731
+    storage.client.meta.events.register("provide-client-params.s3.ListObjectsV2", count)
+    try:
+        assert lifecycle.evict_for_space(store, tight, storage=storage) == [second]
+    finally:
+        storage.client.meta.events.unregister("provide-client-params.s3.ListObjectsV2", count)
+    # once to size every job and the usage; then the evicted job's own objects, to delete them
+    assert [prefix.endswith(f"jobs/{second}/") for prefix in listings] == [False, True], listings
     assert keys(s3, bucket, second) == [] and keys(s3, bucket, third)
     assert lifecycle.expire_finished_jobs(store, svc.settings, now=time.time() + 10 * 86400,
                                           storage=storage) == [third]

@@ -107,8 +107,9 @@ class Storage(Protocol):
     def freed_by_deleting(self, job_id: str) -> int:
         """What deleting the job's files gives back."""
 
-    def freed_by_deleting_each(self, job_ids: list[str]) -> dict[str, int]:
-        """`freed_by_deleting` of every job given, in one pass over the storage."""
+    def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
+        """`used_bytes`, and `freed_by_deleting` of every job given, in one
+        pass over the storage."""
 
     def free_bytes(self) -> int | None:
         """Room left where the files live; None when the service cannot tell

@@ -108,8 +108,8 @@ class LocalStorage:
     def freed_by_deleting(self, job_id: str) -> int:
         return unshared_size(self.path(job_prefix(job_id)))
 
-    def freed_by_deleting_each(self, job_ids: list[str]) -> dict[str, int]:
-        return {job_id: self.freed_by_deleting(job_id) for job_id in job_ids}
+    def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
+        return self.used_bytes(), {job_id: self.freed_by_deleting(job_id) for job_id in job_ids}
 
     def free_bytes(self) -> int | None:
         return shutil.disk_usage(self.root).free

@@ -198,13 +198,14 @@ class ObjectStorage:
     def freed_by_deleting(self, job_id: str) -> int:
         return sum(f.size for f in self.files(job_prefix(job_id)))
 
-    def freed_by_deleting_each(self, job_ids: list[str]) -> dict[str, int]:
-        sizes = dict.fromkeys(job_ids, 0)
+    def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
+        used, sizes = 0, dict.fromkeys(job_ids, 0)
         for item in self.files():
+            used += item.size
             job_id = job_of(item.key)
             if job_id in sizes:
                 sizes[job_id] += item.size
-        return sizes
+        return used, sizes
 
     def free_bytes(self) -> int | None:
         return None
