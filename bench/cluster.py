@@ -14,7 +14,8 @@ Procfile runs them, all on this machine. Three measurements:
    encode; baseline: the same polling while nothing encodes;
 3. cancel across hosts: POST /api/jobs/<id>/cancel to the web process, until
    the answer is in and no ffmpeg of the job is left on the worker hosts,
-   with one encode running on each; baseline: ffmpeg's own reaction to `q`.
+   with one encode running on each; baselines: ffmpeg's own reaction to `q`,
+   alone and two at once (both worker hosts run on this machine's cores).
 
     python -m bench.cluster [--rounds 3] [--seconds 10] [--requests 1000] [--cancels 15]
                             [--only throughput,status,cancel] [--before DIR]
@@ -250,8 +251,10 @@ def main() -> None:
         cancels, flagged = compared["after"][2:]
     if cancels:
         base_q = q_baseline(long_source, args.cancels)
+        both_q = q_baseline(long_source, args.cancels, together=2)
         print("cancel through the web process → answer, no ffmpeg of the job left on either worker host")
         print(f"  baseline  ffmpeg alone, q → exit : {summary(base_q)}")
+        print(f"  baseline  two at once (the hosts share these cores) : {summary(both_q)}")
         print(f"  service   POST …/cancel          : {summary(cancels)}  (target median < 500 ms)")
         print(f"  p50 {statistics.median(cancels) * 1000:.0f} ms, max {max(cancels) * 1000:.0f} ms")
         print(f"  service   request → every worker host's cancel flag set : {summary(flagged)}")

@@ -283,7 +283,7 @@ def _probe_child_setup() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (PROBE_MEMORY_LIMIT, PROBE_MEMORY_LIMIT))
 
 
-def _encoder_child_setup() -> None:
+def encoder_child_setup() -> None:
     die_with_parent()
     # Encodes take only the CPU nobody else wants, so status polls stay fast
     # while every core encodes. (Since ffmpeg 7 one encode runs demux, decode,
@@ -342,7 +342,7 @@ def run_ffmpeg(
     grace = STOP_GRACE_SECONDS if grace is None else grace
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, preexec_fn=_encoder_child_setup, bufsize=0)
+                            start_new_session=True, preexec_fn=encoder_child_setup, bufsize=0)
     result = RunResult(returncode=None)
     tail: collections.deque[str] = collections.deque(maxlen=20)
     refused: list[PictureTooLarge] = []
