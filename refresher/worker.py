@@ -3,21 +3,27 @@ alone — its encode workers, its control block and the cleanup daemon — for
 hosts that only encode (Procfile `worker:`). Web processes then run with
 ENCODE_WORKERS=0, and every process shares DATABASE_URL (PostgreSQL) and,
 where hosts share no disk, STORAGE_URL.
+
+This module is the process's main module, and multiprocessing's "spawn"
+imports the main module again in every encode worker the supervisor starts.
+So it imports nothing heavy at its top: the supervisor's database, scheduler
+and storage libraries are imported by `main`, and an encode worker never
+loads them (see `engine/__main__.py`).
 """
 from __future__ import annotations
 
 import sys
 
-from config.settings import SettingsError, load_settings
-
-from .engine.control import ControlBlock, remove_abandoned
-from .engine.supervisor import HostIdInUse, run_supervisor
-from .media.check import FFmpegUnusable, check_binary
-from .media.ffmpeg import FFmpegNotFound, resolve_binary
-from .startup import DataDirUnusable, prepare
-
 
 def main() -> None:
+    from config.settings import SettingsError, load_settings
+
+    from .engine.control import ControlBlock, remove_abandoned
+    from .engine.supervisor import HostIdInUse, run_supervisor
+    from .media.check import FFmpegUnusable, check_binary
+    from .media.ffmpeg import FFmpegNotFound, resolve_binary
+    from .startup import DataDirUnusable, prepare
+
     try:
         settings = load_settings()
         if settings.encode_workers == 0:

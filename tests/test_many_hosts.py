@@ -21,6 +21,7 @@ from refresher.engine.control import ControlBlock
 from refresher.store import LISTENER_NAME, Store
 
 from .conftest import FFMPEG, PASSWORD, ROOT, GunicornServer, ffmpeg_pids_writing_under, processes_tagged, wait_until
+from .test_resilience import encode_workers, mapped_packages
 
 
 class WorkerProcess:
@@ -121,6 +122,11 @@ def test_a_job_spreads_over_every_host(cluster, media):
     made = outputs(job)
     assert len({o["id"] for o in made}) == 8
     assert {o["host"] for o in made} == {"worker.1", "worker.2"}, "each host made some"
+    # the worker process type's encode workers do not load its database libraries either
+    for host in hosts:
+        workers = encode_workers(host.proc.pid)
+        assert workers and all("sqlalchemy" not in mapped_packages(pid) for pid in workers), \
+            [mapped_packages(pid) for pid in workers]
 
 
 def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):

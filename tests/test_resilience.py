@@ -49,6 +49,32 @@ def encode_workers(supervisor_pid: int) -> list[int]:
     return found
 
 
+def mapped_packages(pid: int) -> set[str]:
+    """The installed packages (site-packages folders) whose compiled modules a process has loaded."""
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "/site-packages/" in path:
+            found.add(path.split("/site-packages/", 1)[1].split("/", 1)[0])
+    return found
+
+
+def test_encode_workers_load_none_of_the_supervisor_s_libraries(make_service, media):
+    """An encode worker is spawned: multiprocessing imports the parent's main
+    module again in it unless that is a package's __main__. The supervisor
+    runs as `python -m refresher.engine`, so its workers start in a fraction
+    of the time and memory, without SQLAlchemy (whose compiled modules would
+    show in their memory maps, as they do in the supervisor's); and the tasks
+    they are sent carry plain values only, which load nothing either."""
+    svc = make_service(encode_workers=2)
+    workers = wait_until(lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2 and found)
+    assert svc.wait(svc.submit([media["clip"]], variations=2)["jobId"])["status"] == "completed"
+    assert "sqlalchemy" in mapped_packages(svc.supervisor.pid)
+    assert encode_workers(svc.supervisor.pid) == workers
+    for pid in workers:
+        assert "sqlalchemy" not in mapped_packages(pid), mapped_packages(pid)
+
+
 def job_of(server, job_id):
     return server.session.get(f"{server.url}/api/jobs/{job_id}").json()
 

@@ -10,7 +10,7 @@ cancels into the control block, and runs the cleanup daemon (APScheduler) —
 so the scheduler exists once per host, never once per web worker.
 
 `SupervisorHandle` starts it as a fresh interpreter (`python -m
-refresher.engine.supervisor`), with the control block's path, from
+refresher.engine`), with the control block's path, from
 gunicorn's master (`on_starting`) or embedded (`python app.py`, tests), and
 watches it: its liveness is judged by a pidfd and the heartbeat in the
 control block, never by an exit status (gunicorn's arbiter reaps children it
@@ -608,8 +608,8 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m refresher.engine.supervisor --control PATH`, with the
-    settings as JSON on stdin: how SupervisorHandle starts it."""
+    """`python -m refresher.engine --control PATH` (see `__main__.py`), with
+    the settings as JSON on stdin: how SupervisorHandle starts it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", required=True, help="the control block's file")
     args = parser.parse_args(argv)
@@ -644,7 +644,7 @@ class SupervisorHandle:
         # then try to join it). The settings go in on stdin, never on the
         # command line, where every user of the machine could read them.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "refresher.engine.supervisor", "--control", str(self.control.path)],
+            [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path)],
             stdin=subprocess.PIPE, cwd=PROJECT_ROOT, close_fds=True, preexec_fn=_stop_with_parent)
         self.process.stdin.write(self.settings.to_json().encode())
         self.process.stdin.close()
@@ -735,7 +735,3 @@ def _stop_with_parent() -> None:
     """In the supervisor before exec: a SIGTERM when the server that started
     it dies (kill -9 of gunicorn's master), so it still shuts down cleanly."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-if __name__ == "__main__":
-    main()

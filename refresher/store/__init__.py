@@ -142,7 +142,11 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _mapping(row) -> dict | None:
-    return dict(row._mapping) if row is not None else None
+    """A row as a plain dict. Its keys are made plain `str`: SQLAlchemy names
+    columns with a `str` subclass of its own, and a task pickled down an
+    encode worker's pipe with such keys would make the worker import
+    SQLAlchemy just to read it."""
+    return {str(key): value for key, value in row._mapping.items()} if row is not None else None
 
 
 def _variation_state(row: Mapping) -> rules.Variation:

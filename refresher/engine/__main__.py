@@ -1,0 +1,14 @@
+"""`python -m refresher.engine --control PATH`, with the settings as JSON on
+stdin: the supervisor process, as `SupervisorHandle` starts it.
+
+It runs as a package's `__main__` on purpose: an encode worker is started
+with multiprocessing's "spawn", which imports the parent's main module again
+in every child unless that module is a `__main__`. Run as
+`refresher.engine.supervisor`, each encode worker would load the
+supervisor's database, scheduler and storage libraries it never uses: about
+1 s of CPU before it can take its first variation, and their memory for as
+long as it lives.
+"""
+from .supervisor import main
+
+main()
