@@ -43,9 +43,16 @@ def run(env: dict, *args, timeout=120, cwd=None) -> subprocess.CompletedProcess:
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def _ctrl_c_as_at_a_shell() -> None:
+    # A test run started in the background (`cmd &` in a script) has SIGINT
+    # ignored, and a child inherits that; a person's Ctrl-C reaches a client
+    # whose SIGINT is not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(env: dict, *args, **kw) -> subprocess.Popen:
     options = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                   stdin=subprocess.DEVNULL)
+                   stdin=subprocess.DEVNULL, preexec_fn=_ctrl_c_as_at_a_shell)
     options.update(kw)
     return subprocess.Popen(command(*args), **options)
 
