@@ -236,6 +236,32 @@ def test_a_whole_job_is_read_in_one_statement_on_both_engines(database):
     assert len(store.get_job_whole(other)[2]) == 4
 
 
+def test_the_change_watch_sees_every_commit_and_no_read_on_both_engines(database):
+    """What lets an idle supervisor skip its queries: on SQLite the watch says
+    "changed" after a commit by any other connection (this process's pool
+    included) and not after reads; on PostgreSQL it always says so."""
+    store = Store(database)
+    store.migrate()
+    watch = store.watch_changes()
+    try:
+        assert watch.changed(), "the first look knows nothing yet"
+        if store.dialect != "sqlite":
+            assert watch.changed() and watch.changed()
+            return
+        assert not watch.changed() and not watch.changed()
+        job_id, _ = _job(store, sources=1, per_source=2)
+        assert watch.changed() and not watch.changed()
+        store.get_job_whole(job_id)
+        store.next_variation()
+        assert not watch.changed(), "reads change nothing"
+        other = Store(database)  # another process's connection, as a web worker's
+        _claim(other)
+        other.close()
+        assert watch.changed() and not watch.changed()
+    finally:
+        watch.close()
+
+
 def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
     store = Store(database)
     store.migrate()

@@ -55,6 +55,7 @@ PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
 HEARTBEAT_SECONDS = 1.0          # this host's heartbeat in the store
 RECLAIM_CHECK_SECONDS = 5.0      # how often silent hosts are looked for
 POSTGRES_CANCEL_POLL_SECONDS = 1.0   # the fallback to the cancel listener
+QUIET_LOOK_SECONDS = 1.0         # SQLite: with the database unchanged, work and cancels are looked for this often
 LISTEN_SECONDS = 1.0             # the cancel listener looks up from its connection this often
 LISTEN_PING_SECONDS = 5.0        # … and checks that the connection still works this often
 LISTEN_RETRY_SECONDS = 1.0       # a lost listening connection is made again after this pause
@@ -114,6 +115,10 @@ class Supervisor:
         self._last_reclaim = 0.0
         self._last_cancel_poll = 0.0
         self._polled_tasks: set[str] = set()
+        self.changes = None             # the store's ChangeWatch, once the store is open
+        self._may_have_work = True      # no claim has come back empty since the database last changed
+        self._unrolled = True           # the database changed since jobs' progress was last rolled up
+        self._last_empty_claim = 0.0
 
     @property
     def storage_spec(self) -> tuple:
@@ -128,6 +133,7 @@ class Supervisor:
             return
         self.store = Store(self.settings.database)
         self.store.migrate()
+        self.changes = self.store.watch_changes()
         if not self.take_host_id():
             return
         self.control.set_shutdown(False)
@@ -161,6 +167,12 @@ class Supervisor:
     def tick(self) -> None:
         self.listen(TICK_SECONDS)
         self.record_outcomes()
+        # Most turns of the loop change nothing in the database (a progress
+        # message woke it, or nothing at all): then the claim and the cancel
+        # poll, whose answers depend on the database alone, need not ask it.
+        changed = self.changes.changed()
+        if changed:
+            self._may_have_work = self._unrolled = True
         now = time.monotonic()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
@@ -172,12 +184,13 @@ class Supervisor:
             self._last_reclaim = now
             self.reclaim_from_silent_hosts()
             self.release_finished_scratch()
-        self.poll_cancels(now)
-        self.dispatch()
-        if time.monotonic() - self._last_flush >= PROGRESS_FLUSH_SECONDS:
+        self.poll_cancels(now, changed)
+        self.dispatch(now)
+        if time.monotonic() - self._last_flush >= PROGRESS_FLUSH_SECONDS and (self.progress or self._unrolled):
             self._last_flush = time.monotonic()
             progress, self.progress = self.progress, {}
             self.store.record_progress(progress)
+            self._unrolled = False
             self.store.roll_up_progress()
 
     # --- encode workers ----------------------------------------------------------------
@@ -266,12 +279,18 @@ class Supervisor:
             self.storage.release_job(task["job_id"])
 
     # --- claiming work ---------------------------------------------------------------------
-    def dispatch(self) -> None:
-        for worker in self.workers:
-            if worker.task is not None or not worker.process.is_alive():
-                continue
+    def dispatch(self, now: float | None = None) -> None:
+        """A task for every idle worker. After a claim came back empty, the
+        next is tried once the database has changed (on SQLite: see
+        `ChangeWatch`), or QUIET_LOOK_SECONDS later."""
+        now = time.monotonic() if now is None else now
+        idle = [w for w in self.workers if w.task is None and w.process.is_alive()]
+        if not idle or (not self._may_have_work and now - self._last_empty_claim < QUIET_LOOK_SECONDS):
+            return
+        for worker in idle:
             task = self.claim()
             if task is None:
+                self._may_have_work, self._last_empty_claim = False, now
                 return
             worker.task = task
             worker.pipe.send(task)
@@ -321,15 +340,19 @@ class Supervisor:
             if job is None or job["status"] in FINAL:
                 self.storage.release_job(job_id)
 
-    def poll_cancels(self, now: float) -> None:
-        """propagate_cancels every CANCEL_DB_POLL_SECONDS (default: every tick on
-        SQLite; each second on PostgreSQL, where cancels are announced), and
-        on the tick after a claim: a claim clears its job's flag, and a
-        cancel announced between the claim and that clearing would be lost
-        until the next poll."""
+    def poll_cancels(self, now: float, changed: bool = True) -> None:
+        """propagate_cancels every CANCEL_DB_POLL_SECONDS (default: on SQLite,
+        on every tick where the database changed, else each QUIET_LOOK_SECONDS;
+        each second on PostgreSQL, where cancels are announced), and on the
+        tick after a claim: a claim clears its job's flag, and a cancel
+        announced between the claim and that clearing would be lost until
+        the next poll."""
         interval = self.settings.cancel_db_poll_seconds
         if interval is None:
-            interval = POSTGRES_CANCEL_POLL_SECONDS if self.settings.uses_postgres else 0.0
+            if self.settings.uses_postgres:
+                interval = POSTGRES_CANCEL_POLL_SECONDS
+            else:
+                interval = 0.0 if changed else QUIET_LOOK_SECONDS
         tasks = {w.task["id"] for w in self.workers if w.task is not None}
         if now - self._last_cancel_poll < interval and tasks <= self._polled_tasks:
             return
@@ -527,6 +550,8 @@ class Supervisor:
             self.store.forget_host(self.host, self.instance)  # its work is back in the queue
         except (StoreError, OSError) as exc:  # the next start's recovery takes them over
             log.error("recording outcomes at shutdown: %s", exc)
+        if self.changes is not None:
+            self.changes.close()
         self.store.close()
         self.control.mark_stopped(clean=True)
         log.info("supervisor %d stopped", os.getpid())

@@ -17,6 +17,7 @@ import json
 import os
 import secrets as random_secrets
 import select as select_module
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +165,39 @@ def _variation_fields(state: rules.Variation) -> dict:
             "interruptions": state.interruptions, "progress": state.progress, "error": state.error}
 
 
+class ChangeWatch:
+    """Says whether the database may have changed since it last looked, so the
+    supervisor's loop can skip queries whose answer cannot have changed.
+
+    On SQLite it reads `PRAGMA data_version` on a connection of its own: the
+    number moves whenever any other connection commits — another process's,
+    or another of this process's own — and reading it costs microseconds,
+    not a query. Elsewhere (PostgreSQL, where other hosts write too) the
+    answer is always yes."""
+
+    def __init__(self, path: str | None):
+        self._conn = None
+        self._version = None
+        if path and path != ":memory:":
+            self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+
+    def changed(self) -> bool:
+        if self._conn is None:
+            return True
+        try:
+            # (read to the end, so no read transaction stays open on it)
+            [(version,)] = self._conn.execute("PRAGMA data_version").fetchall()
+        except sqlite3.Error:
+            return True
+        changed, self._version = version != self._version, version
+        return changed
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class Store:
     _shared: dict[tuple[int, str], "Store"] = {}
 
@@ -185,6 +219,10 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def watch_changes(self) -> ChangeWatch:
+        """A `ChangeWatch` on this database (see there)."""
+        return ChangeWatch(self.engine.url.database if self.dialect == "sqlite" else None)
 
     # --- transactions ---------------------------------------------------------------
     @contextmanager
