@@ -30,7 +30,7 @@ from . import lifecycle, limits
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
-from .media.slots import ProbeSlots
+from .media.slots import PROBES_AT_ONCE, ProbeSlots
 from .storage import Storage, StorageError
 from .names import clean_job_name, has_invisible, name_from_files, safe_stem
 from .store import QueueFull, Store, new_id
@@ -88,11 +88,16 @@ def parse_name(raw) -> str | None:
 
 class EarlyIntake:
     """Each uploaded video is probed, and stored under the job's prefix, as
-    soon as its part of the request body has arrived — on one thread of the
+    soon as its part of the request body has arrived — on threads of the
     request's own, while the rest of the body still streams in. So once the
     last byte is in, only the last file's probe and store remain: behind a
     platform router that allows 30 s from the end of the body to the first
     byte of the answer, a job of several large files is answered in time.
+
+    Two videos are taken at once, and the first one's thumbnail is made on
+    a thread of its own as soon as its probe has passed: the ffmpeg calls
+    of one request run side by side, within the host's probe slots
+    (`ProbeSlots`: at most two at once, whatever the number of requests).
 
     The job's id is reserved up front; what was stored for it is deleted by
     `close` unless the job was created."""
@@ -104,14 +109,17 @@ class EarlyIntake:
         self.job_id = new_id()
         self.slots = ProbeSlots(settings.data_dir / "run")
         self.created = False
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
+        self._pool = ThreadPoolExecutor(max_workers=PROBES_AT_ONCE, thread_name_prefix="intake")
+        self._thumbnails = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-thumbnail")
         self._taken: dict[Path, Future] = {}
-        self._thumbnail: str | None = None
-        self._thumbnail_tried = False
+        self._first: Path | None = None
+        self._thumbnail: Future | None = None
 
     def take(self, video: Staged) -> None:
         """Start on a video whose bytes are all on disk (once per video)."""
         if video.path not in self._taken:
+            if self._first is None:
+                self._first = video.path
             self._taken[video.path] = self._pool.submit(self._take, video)
 
     def accepted(self, video: Staged) -> dict:
@@ -120,7 +128,8 @@ class EarlyIntake:
         return self._taken[video.path].result()
 
     def thumbnail(self) -> str | None:
-        return self._thumbnail
+        """The stored thumbnail's key, once made; None when there is none."""
+        return self._thumbnail.result() if self._thumbnail is not None else None
 
     def _take(self, video: Staged) -> dict:
         if video.size == 0:
@@ -133,13 +142,14 @@ class EarlyIntake:
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
         _check_duration(video.name, info.duration, self.settings.max_duration_seconds)
+        if video.path == self._first:
+            self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
         with self.slots.hold():
             # Its video's frame count, kept for every variation with a speed
             # change (packets copied, nothing decoded; its length is capped now).
             info = info.with_frames(ffmpeg.count_video_frames(self.binary, video.path))
-        if not self._thumbnail_tried:  # of the first video
-            self._thumbnail_tried = True
-            self._thumbnail = self._make_thumbnail(video, info)
+        if video.path == self._first:
+            self._thumbnail.result()  # made from the staged file, which storing moves away
         file_id = new_id()
         key = f"jobs/{self.job_id}/source_{file_id}"
         self.storage.put(key, video.path)
@@ -159,9 +169,10 @@ class EarlyIntake:
         return key
 
     def close(self) -> None:
-        """When the request ends: wait for the thread; unless the job was
+        """When the request ends: wait for the threads; unless the job was
         created, delete whatever was stored for it."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._thumbnails.shutdown(wait=True, cancel_futures=True)
         if not self.created and self._taken:
             try:
                 self.storage.delete_job(self.job_id)

@@ -4,17 +4,21 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 import time
 import unicodedata
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from refresher.archive import folder_names
+from refresher.media import ffmpeg
+from refresher.media.slots import PROBES_AT_ONCE
 from refresher.names import content_disposition
 from refresher.store import Store
 
-from .conftest import sql, decode_errors, wait_until
+from .conftest import PASSWORD, sql, decode_errors, wait_until
 
 
 def sse_events(response, limit=10_000):
@@ -223,3 +227,45 @@ def test_every_download_names_its_file_in_ascii_and_in_full(name, header):
     client reads, never a quote or backslash that would end it early, and the
     name itself for clients that read `filename*`."""
     assert content_disposition(name, "attachment", "refresher-J") == header
+
+
+def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_first_s(client, media, monkeypatch):
+    """The intake probes the videos of one upload at once (within the host's
+    probe slots), and makes the thumbnail while the first video's frames are
+    counted, so a job of several videos is created sooner; the thumbnail is
+    still the first video's, though the second is done first."""
+    lock = threading.Lock()
+    calls, running, most = [], [0], [0]
+
+    def timed(name, real):
+        def call(binary, path, *args, **kwargs):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            started = time.monotonic()
+            try:
+                return real(binary, path, *args, **kwargs)
+            finally:
+                with lock:
+                    running[0] -= 1
+                    calls.append((name, Path(path).name, started, time.monotonic()))
+        return call
+
+    for name in ("probe", "count_video_frames", "make_thumbnail"):
+        monkeypatch.setattr(ffmpeg, name, timed(name, getattr(ffmpeg, name)))
+    token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+    r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
+                    data={"videos": [(open(media["long"], "rb"), "first.mp4"), (open(media["clip2"], "rb"), "b.mp4")],
+                          "variations": "1"})
+    assert r.status_code == 202, r.get_json()
+    first, second = sorted({part for _, part, _, _ in calls})  # the staged parts, in the order they came
+    spans = {(name, part): (start, end) for name, part, start, end in calls}
+    (s0, e0), (s1, e1) = spans["probe", first], spans["probe", second]
+    assert max(s0, s1) < min(e0, e1), "the two videos were probed at the same time"
+    assert [part for name, part, _, _ in calls if name == "make_thumbnail"] == [first]
+    assert spans["count_video_frames", second][1] < spans["make_thumbnail", first][1], \
+        "the second video was done before the first one's thumbnail: it is the first's all the same"
+    assert most[0] <= PROBES_AT_ONCE
+    job = client.get(f"/api/jobs/{r.get_json()['jobId']}", headers={"Authorization": f"Bearer {token}"}).get_json()
+    image = client.get(job["thumbnailUrl"], headers={"Authorization": f"Bearer {token}"})
+    assert image.status_code == 200 and image.data[8:12] == b"WEBP"
