@@ -60,14 +60,22 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
     while job is not None and job["status"] not in rules.FINAL and time.monotonic() < deadline:
         time.sleep(CANCEL_POLL_SECONDS)
         job = store.get_job(job_id)
-    if job is None:
+    current = detail(store, job_id)
+    if job is None or current is None:
         raise Rejected(404, f"job {job_id} was deleted")
-    current = job_detail(job, *store.get_job_parts(job_id))
     answer = {"jobId": job_id, "status": job["status"], "revision": job["revision"],
               "completedVariations": current["completedVariations"],
               "totalVariations": current["totalVariations"],
               "cancelledAt": iso(job["cancelled_at"] or job["cancel_requested_at"])}
     return answer, job["status"] in rules.FINAL
+
+
+def work_queued(control: ControlBlock | None) -> None:
+    """Work was just queued: wake this host's supervisor, if it runs here, so it
+    claims the work now rather than at its next turn (other hosts look at
+    theirs)."""
+    if control is not None:
+        control.wake_supervisor()
 
 
 def finished_job(store: Store, job_id: str, then: str) -> dict:
@@ -110,4 +118,8 @@ def reopen_job(store: Store, control: ControlBlock | None, storage: Storage, job
         raise Rejected(404, f"job {job_id} was deleted")
     if control is not None:
         control.clear_cancel(job["seq"])  # the supervisor also clears it when it claims the job's work
-    return job_detail(job, *store.get_job_parts(job_id))
+    work_queued(control)
+    current = detail(store, job_id)
+    if current is None:
+        raise Rejected(404, f"job {job_id} was deleted")
+    return current

@@ -319,35 +319,46 @@ def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(tmp_path, m
     assert supervisor.unrecorded == []
 
 
-def test_an_idle_supervisor_asks_the_database_nothing_until_it_changes(tmp_path, media, monkeypatch):
+def test_an_idle_supervisor_asks_the_database_nothing_and_new_work_wakes_it(tmp_path, media, monkeypatch):
     """On SQLite, a turn of the loop with nothing changed in the database (the
     store's ChangeWatch) sends no statement: no claim, no cancel poll, no
-    progress roll-up. The next commit by anyone — here a new job — is seen on
-    the next turn, and its first variation is claimed at once."""
+    progress roll-up. A new job wakes the loop at once (the web worker's
+    datagram to the supervisor's wake-up socket), not at its next turn, and
+    its first variation is claimed."""
     monkeypatch.setattr(supervisor_module, "QUIET_LOOK_SECONDS", 3600)  # no look by the clock in this test
     settings = make_settings(tmp_path / "data")
-    app = create_app(settings)
+    control = ControlBlock.create(settings.data_dir / "run")
+    app = create_app(settings, control)
     client = app.test_client()
     token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
-    supervisor = Supervisor(settings, ControlBlock.create(settings.data_dir / "run"))
+    supervisor = Supervisor(settings, control)
     supervisor.store = store = Store(settings.database)
     supervisor.changes = store.watch_changes()
     supervisor._last_heartbeat = supervisor._last_reclaim = float("inf")  # the timed writes, not under test
     ours, theirs = multiprocessing.Pipe()
     never, _ = os.pipe()
     supervisor.workers = [_Worker(SimpleNamespace(is_alive=lambda: True, sentinel=never), ours)]
+    supervisor.open_wake_socket()
     statements = []
     sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    supervisor.tick()
-    assert any("FROM variations" in s for s in statements), "the first turn looks for work"
-    statements.clear()
-    for _ in range(6):
+    try:
         supervisor.tick()
-    assert statements == [], "nothing changed, nothing asked"
-    r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
-                    data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
-    assert r.status_code == 202
-    supervisor.tick()
-    assert theirs.poll(1) and theirs.recv()["job_id"] == r.get_json()["jobId"], "claimed on the next turn"
-    assert supervisor.workers[0].task is not None
-    supervisor.changes.close()
+        assert any("FROM variations" in s for s in statements), "the first turn looks for work"
+        statements.clear()
+        for _ in range(6):
+            supervisor.tick()
+        assert statements == [], "nothing changed, nothing asked"
+        r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"},
+                        content_type="multipart/form-data",
+                        data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
+        assert r.status_code == 202
+        monkeypatch.setattr(supervisor_module, "TICK_SECONDS", 60)
+        started = time.monotonic()
+        supervisor.tick()
+        assert time.monotonic() - started < 10, "woken by the new job, not by the end of its wait"
+        assert theirs.poll(1) and theirs.recv()["job_id"] == r.get_json()["jobId"], "claimed in that turn"
+        assert supervisor.workers[0].task is not None
+    finally:
+        supervisor.changes.close()
+        supervisor.control.close_wake_socket(supervisor.wake)
+    control.wake_supervisor()  # nobody listens: dropped, no error

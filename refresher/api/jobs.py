@@ -40,6 +40,7 @@ def create_job():
     staged, form = uploads.staged_videos()
     body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form,
                              early=uploads.early_intake())
+    jobs.work_queued(service.control)
     response = current_app.response_class(json.dumps(body), status=202, mimetype="application/json")
     response.headers["Location"] = body["statusUrl"]
     return response
@@ -155,6 +156,7 @@ def rerun_job(job_id: str):
         raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
                             f"try again later", retryAfter=30)
     created = intake.rerun_job(service.store, service.settings, service.storage, original, files, body)
+    jobs.work_queued(service.control)
     body = {**jobs.detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}
     return _accepted(body)
 

@@ -14,7 +14,10 @@ same memory. It carries:
   slot holds its own seq, so a reused slot never stops another job;
 * the supervisor's heartbeat, pid and standby word, for health checks and for
   the process that watches it;
-* the shutdown word, which tells encode workers to stop their ffmpeg.
+* the shutdown word, which tells encode workers to stop their ffmpeg;
+* the supervisor's wake-up address: a web worker that has just queued work
+  (a new job, a retry, a resume) sends a datagram there, so the supervisor
+  claims it at once instead of at its next turn (`wake_supervisor`).
 
 The store stays the source of truth: the supervisor re-writes cancel flags
 from it on every tick. Single aligned 64-bit stores and loads are atomic on
@@ -27,12 +30,14 @@ import ctypes
 import fcntl
 import mmap
 import os
+import secrets
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 SLOTS = 4096
-_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT, _STANDBY = range(5)
+_HEARTBEAT, _SUPERVISOR_PID, _SHUTDOWN, _CLEAN_EXIT, _STANDBY, _WAKE = range(6)
 _HEADER = 8
 _WORDS = _HEADER + SLOTS
 SIZE = _WORDS * 8
@@ -104,12 +109,53 @@ class ControlBlock:
     def stopped_cleanly(self) -> bool:
         return self.array[_CLEAN_EXIT] == 1
 
+    # --- waking the supervisor ------------------------------------------------------------
+    def open_wake_socket(self) -> socket.socket:
+        """The supervisor's: a datagram socket that `wake_supervisor` reaches,
+        bound to a fresh abstract address (Linux; no file to leave behind),
+        published here. Its caller waits on it and reads what came."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        number = secrets.randbits(62) + 1
+        sock.bind(_wake_address(number))
+        self.array[_WAKE] = number
+        return sock
+
+    def close_wake_socket(self, sock: socket.socket) -> None:
+        self.array[_WAKE] = 0
+        sock.close()
+
+    def wake_supervisor(self) -> None:
+        """Tell this host's supervisor that work was queued. Best effort: with
+        no supervisor listening the datagram is dropped, and the supervisor
+        looks at its next turn anyway."""
+        number = self.array[_WAKE]
+        if not number:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as sock:
+                sock.sendto(b"w", _wake_address(number))
+        except OSError:
+            pass
+
     # --- shutdown --------------------------------------------------------------------
     def set_shutdown(self, value: bool) -> None:
         self.array[_SHUTDOWN] = 1 if value else 0
 
     def shutting_down(self) -> bool:
         return self.array[_SHUTDOWN] == 1
+
+
+def _wake_address(number: int) -> bytes:
+    return b"\0video-refresher-wake-%d" % number
+
+
+def drain(sock: socket.socket) -> None:
+    """Read every datagram waiting on a wake socket."""
+    try:
+        while sock.recv(64):
+            pass
+    except (BlockingIOError, OSError):
+        pass
 
 
 def remove_abandoned(folder: str | Path) -> list[Path]:

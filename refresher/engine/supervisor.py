@@ -43,7 +43,7 @@ from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id
-from .control import ControlBlock
+from .control import ControlBlock, drain
 from .worker import run_worker
 
 log = logging.getLogger("refresher.supervisor")
@@ -116,6 +116,7 @@ class Supervisor:
         self._last_cancel_poll = 0.0
         self._polled_tasks: set[str] = set()
         self.changes = None             # the store's ChangeWatch, once the store is open
+        self.wake = None                # the socket web workers wake this loop through
         self._may_have_work = True      # no claim has come back empty since the database last changed
         self._unrolled = True           # the database changed since jobs' progress was last rolled up
         self._last_empty_claim = 0.0
@@ -142,6 +143,7 @@ class Supervisor:
         lifecycle.sweep_temporaries(self.store, self.settings, running=self.running_anywhere(),
                                     min_age=lifecycle.ORPHAN_AGE_SECONDS, storage=self.storage)
         self.workers = [self.start_worker(i) for i in range(self.settings.encode_workers)]
+        self.open_wake_socket()
         self.start_scheduler()
         self.start_cancel_listener()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
@@ -203,14 +205,25 @@ class Supervisor:
         theirs.close()
         return _Worker(process, ours)
 
+    def open_wake_socket(self) -> None:
+        try:
+            self.wake = self.control.open_wake_socket()
+        except OSError as exc:  # then new work waits for the next turn of the loop, as it would anyway
+            log.warning("no wake-up socket (%s); new work is looked for every %.1f s", exc, TICK_SECONDS)
+
     def listen(self, timeout: float) -> None:
-        """Wait for messages and deaths, and handle what came."""
+        """Wait for messages, deaths and wake-ups, and handle what came."""
         waitables = {}
         for worker in self.workers:
             waitables[worker.pipe] = worker
             waitables[worker.process.sentinel] = worker
+        if self.wake is not None:
+            waitables[self.wake] = None
         for ready in multiprocessing.connection.wait(list(waitables), timeout=timeout):
             worker = waitables[ready]
+            if worker is None:
+                drain(self.wake)  # the loop's turn that follows does the rest
+                continue
             if ready is worker.pipe:
                 self.receive(worker)
             elif not worker.process.is_alive():
@@ -552,6 +565,9 @@ class Supervisor:
             log.error("recording outcomes at shutdown: %s", exc)
         if self.changes is not None:
             self.changes.close()
+        if self.wake is not None:
+            self.control.close_wake_socket(self.wake)
+            self.wake = None
         self.store.close()
         self.control.mark_stopped(clean=True)
         log.info("supervisor %d stopped", os.getpid())
