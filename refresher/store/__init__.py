@@ -55,6 +55,9 @@ _WHOLE_JOB = (select(*jobs.c, *source_files.c, *variations.c)
                            .outerjoin(variations, variations.c.file_id == source_files.c.id))
               .where(jobs.c.id == sa.bindparam("job_id"))
               .order_by(source_files.c.position, variations.c.variation_index))
+# Its rows' keys, as `_mapping` makes them (plain `str`, not SQLAlchemy's own).
+_JOB_KEYS, _FILE_KEYS, _VARIATION_KEYS = (tuple(str(c.name) for c in table.c)
+                                          for table in (jobs, source_files, variations))
 # Whether a session was ended, on its own or with every other: asked on every request.
 _ENDED_SESSIONS = (select(ended_sessions.c.id, ended_sessions.c.ended_at)
                    .where(ended_sessions.c.id.in_([sa.bindparam("session_id"), EVERY_SESSION])))
@@ -336,11 +339,6 @@ class Store:
             v["effects"] = json.loads(v["effects"])
         return found
 
-    def get_job_parts(self, job_id: str) -> tuple[list[dict], list[dict]]:
-        """(files, variations) of a job."""
-        found = self.get_job_whole(job_id)
-        return (found[1], found[2]) if found else ([], [])
-
     def get_job_whole(self, job_id: str) -> tuple[dict, list[dict], list[dict]] | None:
         """(job, files, variations), or None when there is no such job: what
         GET /api/jobs/<id> shows, in one statement (the job left-joined with
@@ -350,17 +348,17 @@ class Store:
             rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
         if not rows:
             return None
-        job = {c.name: rows[0][i] for i, c in enumerate(jobs.c)}
+        job = dict(zip(_JOB_KEYS, rows[0]))
         files: dict[str, dict] = {}
         found = []
-        file_at, variation_at = len(jobs.c), len(jobs.c) + len(source_files.c)
+        file_at, variation_at = len(_JOB_KEYS), len(_JOB_KEYS) + len(_FILE_KEYS)
         for r in rows:
             file_id = r[file_at]
             if file_id is not None and file_id not in files:
-                files[file_id] = {c.name: r[file_at + i] for i, c in enumerate(source_files.c)}
+                files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at]))
                 files[file_id]["media"] = json.loads(files[file_id]["media"])
             if r[variation_at] is not None:
-                v = {c.name: r[variation_at + i] for i, c in enumerate(variations.c)}
+                v = dict(zip(_VARIATION_KEYS, r[variation_at:]))
                 v["effects"] = json.loads(v["effects"])
                 found.append(v)
         return job, list(files.values()), found
