@@ -12,7 +12,9 @@ job is `completed`. In the same run, with the same binary:
   order the service hands them out (one variation of every source before the
   second of any, the costliest first among equals: balanced cancels). The
   service against this one is what the service adds around ffmpeg; this one
-  against the perfect replay is what the balanced order costs.
+  against the perfect replay is what the balanced order costs;
+* the perfect replay once more: how far two runs of the very same commands
+  differ on this machine, the noise every other ratio carries.
 
     python -m bench.throughput [--seconds 10] [--rounds 1] [--pollers 4]
 Targets: reference / server ≥ 1.5; server / replay ≤ 1.05 with four clients
@@ -107,7 +109,7 @@ def main() -> None:
     sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
                make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
     slots = os.cpu_count() or 1
-    refs, servers, replays, in_order = [], [], [], []
+    refs, servers, replays, in_order, again = [], [], [], [], []
     with Server() as server:
         for _ in range(args.rounds):
             refs.append(run_reference(sources, args.variations, work))
@@ -127,6 +129,8 @@ def main() -> None:
             replays.append(run_replay([c for *_, c in commands], slots))
             commands.sort(key=lambda c: (c[1], -c[0]))  # the claim order (store._next_variation_query)
             in_order.append(run_replay([c for *_, c in commands], slots))
+            commands.sort(key=lambda c: -c[0])
+            again.append(run_replay([c for *_, c in commands], slots))  # the machine's own noise
     ref, srv, rep, order = (statistics.median(v) for v in (refs, servers, replays, in_order))
     print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
           f"{slots} cores, {args.pollers} clients polling its status every 0.5 s, median of {args.rounds}")
@@ -147,6 +151,9 @@ def main() -> None:
           f"   rounds: {_each(ordering)}")
     print(f"    and the service around ffmpeg             : {statistics.median(around):.2f}×"
           f"   rounds: {_each(around)}")
+    noise = [a / r for a, r in zip(again, replays)]
+    print(f"  noise: the perfect replay run again         : {statistics.median(noise):.2f}×"
+          f"   rounds: {_each(noise)}")
 
 
 def _each(ratios: list[float]) -> str:
