@@ -25,6 +25,7 @@ RUNS = {
     "slow_clients.py": ["--slow", "20", "--seconds", "2", "--pollers", "2"],
     "quality.py": ["--tiny"],
     "schedule.py": ["--seconds", "1", "--variations", "2", "--seeds", "1"],
+    "server_cost.py": ["--rounds", "1", "--seconds", "1"],
     "object_storage.py": ["--rounds", "1", "--seconds", "2", "--variations", "1", "--mb-per-output", "2",
                           "--upload-mb", "20"],
 }
