@@ -362,3 +362,17 @@ def test_an_idle_supervisor_asks_the_database_nothing_and_new_work_wakes_it(tmp_
         supervisor.changes.close()
         supervisor.control.close_wake_socket(supervisor.wake)
     control.wake_supervisor()  # nobody listens: dropped, no error
+
+
+def test_a_supervisor_that_stops_leaves_a_newer_one_s_wake_up_address(tmp_path):
+    """An old supervisor closing its wake-up socket after a replacement has
+    published its own must not switch the replacement's wake-ups off."""
+    made = ControlBlock.create(tmp_path / "run")
+    old, new = ControlBlock(made.path), ControlBlock(made.path)  # two supervisors' mappings of one block
+    old_socket = old.open_wake_socket()
+    new_socket = new.open_wake_socket()
+    old.close_wake_socket(old_socket)
+    made.wake_supervisor()
+    assert new_socket.recv(64) == b"w", "the newer supervisor is still woken"
+    new.close_wake_socket(new_socket)
+    made.wake_supervisor()  # nobody listens: dropped, no error

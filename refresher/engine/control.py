@@ -56,6 +56,7 @@ class ControlBlock:
         finally:
             os.close(fd)  # the mapping and its lock stay; the lock goes with the mapping's file
         self.array = (ctypes.c_int64 * _WORDS).from_buffer(self._map)
+        self._wake_number = None  # the wake-up address this process published, if any
 
     @classmethod
     def create(cls, folder: str | Path) -> "ControlBlock":
@@ -117,11 +118,13 @@ class ControlBlock:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         number = secrets.randbits(62) + 1
         sock.bind(_wake_address(number))
-        self.array[_WAKE] = number
+        self.array[_WAKE] = self._wake_number = number
         return sock
 
     def close_wake_socket(self, sock: socket.socket) -> None:
-        self.array[_WAKE] = 0
+        """Unpublish the address (unless a newer supervisor has published its own), close the socket."""
+        if self.array[_WAKE] == self._wake_number:
+            self.array[_WAKE] = 0
         sock.close()
 
     def wake_supervisor(self) -> None:

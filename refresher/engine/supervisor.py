@@ -292,11 +292,10 @@ class Supervisor:
             self.storage.release_job(task["job_id"])
 
     # --- claiming work ---------------------------------------------------------------------
-    def dispatch(self, now: float | None = None) -> None:
+    def dispatch(self, now: float) -> None:
         """A task for every idle worker. After a claim came back empty, the
         next is tried once the database has changed (on SQLite: see
         `ChangeWatch`), or QUIET_LOOK_SECONDS later."""
-        now = time.monotonic() if now is None else now
         idle = [w for w in self.workers if w.task is None and w.process.is_alive()]
         if not idle or (not self._may_have_work and now - self._last_empty_claim < QUIET_LOOK_SECONDS):
             return
@@ -353,7 +352,7 @@ class Supervisor:
             if job is None or job["status"] in FINAL:
                 self.storage.release_job(job_id)
 
-    def poll_cancels(self, now: float, changed: bool = True) -> None:
+    def poll_cancels(self, now: float, changed: bool) -> None:
         """propagate_cancels every CANCEL_DB_POLL_SECONDS (default: on SQLite,
         on every tick where the database changed, else each QUIET_LOOK_SECONDS;
         each second on PostgreSQL, where cancels are announced), and on the
