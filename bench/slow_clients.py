@@ -6,16 +6,22 @@ A slow client connects and sends one byte a second, never finishing:
 * `--kind header` (the default): a request head;
 * `--kind body`: a whole head of `POST /api/auth`, then a 60 KB body;
 * `--kind linger`: a whole `GET /api/health` with `Connection: close`, then
-  bytes nobody asked for, while the server closes the connection.
+  bytes nobody asked for, while the server closes the connection;
+* `--kind long-head`: a 12,000-line request head at once, then its body one
+  byte a packet (a parser that starts over on every read pays for the whole
+  head with each byte);
+* `--kind negative-chunk`: a chunked `GET /api/health` whose first chunk
+  size is `-6` (a hand-written chunk parser looped on it for good).
 
-When the server closes one, it connects again at once, so `--slow` of them
-stay open for the whole phase (as an attacker would keep them). Meanwhile
+When the server closes one, it connects again at the next byte's turn, so
+`--slow` of them stay open for the whole phase (as an attacker would keep
+them). `--rate` is how many bytes a second each sends (1 by default). Meanwhile
 `--pollers` clients each poll health and a job's status every `--interval`
 seconds on a new connection per request, giving up after 2.5 s (a timeout
 counts as 2.5 s), and one real upload is sent; the same upload without slow
 clients is the baseline.
 
-    python -m bench.slow_clients [--slow 200] [--kind header|body|linger] [--seconds 15]
+    python -m bench.slow_clients [--slow 200] [--kind header|body|linger|long-head|negative-chunk] [--seconds 15] [--rate 1]
                                  [--pollers 4] [--interval 0.1] [--gunicorn-arg=...]
 
 `--gunicorn-arg` (repeatable) passes an option to gunicorn after the config
@@ -47,8 +53,9 @@ def percentile(ordered: list[float], share: float) -> float:
 class SlowClients:
     """`count` connections that each send one byte a second and never finish."""
 
-    def __init__(self, port: int, count: int, kind: str):
-        self.port, self.count, self.kind = port, count, kind
+    def __init__(self, port: int, count: int, kind: str, rate: float = 1.0):
+        self.port, self.count, self.kind, self.rate = port, count, kind, rate
+        self.owed = 0             # connections the server closed, to open again at the next tick
         self.stop = threading.Event()
         self.opened = 0           # connections made, first ones and replacements
         self.closed_by_server = 0
@@ -58,6 +65,13 @@ class SlowClients:
         if self.kind == "linger":  # a whole request, then bytes the server never asked for
             return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                     "Connection: close\r\n\r\n").encode() + b"a" * 60_000
+        if self.kind == "long-head":
+            head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 60000\r\n").encode()
+            return head + b"a:b\r\n" * 12_000 + b"\r\n" + b'{"password": "' + b"a" * 59_000
+        if self.kind == "negative-chunk":
+            return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n-6\r\n").encode()
         if self.kind == "body":
             head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                     "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n").encode()
@@ -70,7 +84,10 @@ class SlowClients:
         s.setblocking(False)
         self.opened += 1
         payload = self._payload()
-        if self.kind in ("body", "linger"):
+        if self.kind == "negative-chunk":
+            s.send(payload)
+            payload = b"a" * 100
+        elif self.kind in ("body", "linger", "long-head"):
             head_end = payload.index(b"\r\n\r\n") + 4
             s.send(payload[:head_end])
             payload = payload[head_end:]
@@ -98,7 +115,13 @@ class SlowClients:
                     self._replace(sel, key.fileobj)
             if time.monotonic() < next_tick:
                 continue
-            next_tick += 1.0
+            next_tick += 1.0 / self.rate
+            while self.owed and not self.stop.is_set():
+                self.owed -= 1
+                try:
+                    self._connect(sel)
+                except OSError:
+                    pass
             for sock, state in list(self.sending.items()):
                 try:
                     sock.send(state[0][state[1]:state[1] + 1])
@@ -115,11 +138,7 @@ class SlowClients:
         del self.sending[sock]
         sock.close()
         self.closed_by_server += 1
-        if not self.stop.is_set():
-            try:
-                self._connect(sel)
-            except OSError:
-                pass
+        self.owed += 1
 
     def __enter__(self) -> "SlowClients":
         self.thread.start()
@@ -195,8 +214,10 @@ def line(label: str, values: list[float], failures: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=200, help="slow connections kept open")
-    parser.add_argument("--kind", choices=("header", "body", "linger"), default="header")
+    parser.add_argument("--kind", choices=("header", "body", "linger", "long-head", "negative-chunk"),
+                        default="header")
     parser.add_argument("--seconds", type=float, default=15, help="length of each measured phase")
+    parser.add_argument("--rate", type=float, default=1.0, help="bytes a second each slow client sends")
     parser.add_argument("--pollers", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--gunicorn-arg", action="append", default=[], dest="gunicorn_args")
@@ -214,7 +235,7 @@ def main() -> None:
 
         baseline = poll(server.port, job_id, token, args.seconds, args.pollers, args.interval)
         base_upload = upload(server, clip)
-        with SlowClients(server.port, args.slow, args.kind) as slow:
+        with SlowClients(server.port, args.slow, args.kind, args.rate) as slow:
             time.sleep(3)  # every slow connection open and a few bytes in
             upload_result = []
             uploader = threading.Thread(target=lambda: (time.sleep(args.seconds / 2),
@@ -224,7 +245,8 @@ def main() -> None:
             uploader.join()
         slow_upload = upload_result[0]
 
-    what = {"header": "slow request heads", "body": "slow request bodies", "linger": "lingering clients"}[args.kind]
+    what = {"header": "slow request heads", "body": "slow request bodies", "linger": "lingering clients",
+            "long-head": "12,000-line heads, bodies trickled", "negative-chunk": "chunk sizes of -6"}[args.kind]
     config = " ".join(args.gunicorn_args) or "config/gunicorn.conf.py as it is"
     print(f"GET /api/health and GET /api/jobs/<id>, {args.pollers} pollers every {args.interval} s, "
           f"new connection each, {CLIENT_LIMIT} s client limit ({config})")

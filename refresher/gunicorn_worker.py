@@ -20,62 +20,11 @@ from gunicorn import http
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import ThreadWorker
 
+from refresher.arrival import TIMED_OUT, Arrival, Refusal
+
 HEAD_TIMEOUT = 20.0         # seconds for a request head (and a small body) to arrive, then 408
-HEAD_MAX_BYTES = 64 * 1024  # a longer head is refused with 431 (browsers send a few kB)
-PREFETCH_BYTES = 64 * 1024  # body read before a thread is given: every route but the upload takes no more
 LINGER_SECONDS = 2.0        # as gunicorn's own graceful close
 LINGER_MAX_BYTES = 64 * 1024
-
-
-def request_ready(data: bytes) -> bool:
-    """Whether `data`, read from a connection, holds a whole request head and
-    its body, or PREFETCH_BYTES of the body when it is longer."""
-    head = _parse_head(data)
-    if head is None:
-        return False
-    end, length, chunked, _ = head
-    body = data[end:]
-    if length is None or len(body) >= PREFETCH_BYTES:
-        return True
-    return _chunked_body_complete(body) if chunked else len(body) >= length
-
-
-def _parse_head(data: bytes):
-    """(where the body starts, Content-Length, chunked, expects 100-continue),
-    None while the head is incomplete; a Content-Length of None when it is not
-    a number (gunicorn's parser will answer 400)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = data[:end].split(b"\r\n")
-    length, chunked, expects = 0, False, False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == b"content-length":
-            length = int(value) if value.isdigit() and len(value) < 19 else None
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value
-        elif name == b"expect":
-            expects = value == b"100-continue" and lines[0].endswith(b"HTTP/1.1")
-    return end + 4, length, chunked, expects
-
-
-def _chunked_body_complete(body: bytes) -> bool:
-    pos = 0
-    while True:
-        eol = body.find(b"\r\n", pos)
-        if eol < 0:
-            return False
-        try:
-            size = int(body[pos:eol].split(b";")[0], 16)
-        except ValueError:
-            return True  # gunicorn's parser answers 400
-        if size == 0:  # the last chunk; trailers, if any, end with an empty line
-            return body.find(b"\r\n\r\n", eol) >= 0
-        pos = eol + 2 + size + 2
-        if pos > len(body):
-            return False
 
 
 class _StallEndsBody(SocketUnreader):
@@ -135,13 +84,18 @@ class RequestFirstWorker(ThreadWorker):
             conn.request_in = False
             return super().enqueue_req(conn)
         conn.arrived = bytearray(conn.parser.unreader.take_buffered() if conn.parser else b"")
+        conn.arrival = Arrival(max_fields=self.cfg.limit_request_fields)
         conn.continued = False
-        if self._arrived(conn):
+        verdict = conn.arrival.feed(bytes(conn.arrived)) if conn.arrived else False
+        if verdict is True:
             return self._serve(conn)
-        conn.deadline = time.monotonic() + HEAD_TIMEOUT
         conn.sock.setblocking(False)
+        if isinstance(verdict, Refusal):
+            return self._refuse(conn.sock, verdict)
+        conn.deadline = time.monotonic() + HEAD_TIMEOUT
         self.arriving.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+        self._continue_if_expected(conn)
 
     def _on_request_bytes(self, conn, _sock):
         try:
@@ -153,18 +107,18 @@ class RequestFirstWorker(ThreadWorker):
         if not data:
             return self._drop(conn)
         conn.arrived += data
-        if self._arrived(conn):
+        verdict = conn.arrival.feed(data)
+        if verdict is True:
             self.poller.unregister(conn.sock)
             self.arriving.remove(conn)
             self._serve(conn)
-        elif conn.arrived.find(b"\r\n\r\n") < 0 and len(conn.arrived) > HEAD_MAX_BYTES:
-            self._drop(conn, 431, "Request Header Fields Too Large")
+        elif isinstance(verdict, Refusal):
+            self._drop(conn, verdict)
+        else:
+            self._continue_if_expected(conn)
 
-    def _arrived(self, conn) -> bool:
-        if request_ready(conn.arrived):
-            return True
-        head = _parse_head(conn.arrived)
-        if head is not None and head[3] and not conn.continued:
+    def _continue_if_expected(self, conn):
+        if conn.arrival.wants_continue and not conn.continued:
             # The client waits for this before sending its body. gunicorn sends
             # it again once a thread has the request; a client takes any
             # number of 1xx answers before the final one.
@@ -173,7 +127,6 @@ class RequestFirstWorker(ThreadWorker):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             except OSError:
                 pass
-        return False
 
     def _serve(self, conn):
         if conn.parser is None:
@@ -182,29 +135,36 @@ class RequestFirstWorker(ThreadWorker):
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.idle)
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.idle)
         conn.parser.unreader.unread(bytes(conn.arrived))
-        conn.arrived = None
+        conn.arrived = conn.arrival = None
         conn.data_ready = True   # gthread would otherwise wait for a first byte in the thread
         conn.request_in = True
         self.enqueue_req(conn)
 
-    def _drop(self, conn, status=None, reason=""):
+    def _drop(self, conn, refusal: Refusal | None = None):
+        """Stop reading a request: closed at once when the client went away,
+        else answered with `refusal` and closed with a linger."""
         self.poller.unregister(conn.sock)
         self.arriving.remove(conn)
-        if status:
-            try:
-                conn.sock.send(f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-                               "Content-Length: 0\r\n\r\n".encode())
-            except OSError:
-                pass
+        if refusal is None:
+            self.nr_conns -= 1
+            conn.close()
+        else:
+            self._refuse(conn.sock, refusal)
+
+    def _refuse(self, sock, refusal: Refusal):
         self.nr_conns -= 1
-        conn.close()
+        try:
+            sock.send(refusal.response())  # a few hundred bytes into an empty send buffer
+        except OSError:
+            pass
+        self._linger(sock)
 
     def murder_pending(self):
         """Called by gthread's loop at least once a second."""
         super().murder_pending()
         now = time.monotonic()
         while self.arriving and self.arriving[0].deadline <= now:
-            self._drop(self.arriving[0], 408, "Request Timeout")
+            self._drop(self.arriving[0], TIMED_OUT)
         while self.lingering and self.lingering[0][0] <= now:
             self._end_linger(self.lingering[0])
 
@@ -217,18 +177,22 @@ class RequestFirstWorker(ThreadWorker):
     def finish_request(self, conn, fs):
         if fs.cancelled() or fs.exception() is not None or fs.result() is not False:
             return super().finish_request(conn, fs)
-        # Closing after the answer: send FIN, then read what the client still
-        # sends for a while, so that it gets the answer rather than a reset.
         self.nr_conns -= 1
+        self._linger(conn.sock)
+
+    def _linger(self, sock):
+        """Closing after an answer: send FIN, then read (on the event loop) what
+        the client still sends for a while, so that it gets the answer rather
+        than a reset."""
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
-            conn.sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
         except OSError:
-            conn.sock.close()
+            sock.close()
             return
-        entry = [time.monotonic() + LINGER_SECONDS, conn.sock, 0]
+        entry = [time.monotonic() + LINGER_SECONDS, sock, 0]
         self.lingering.append(entry)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_bytes, entry))
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._on_linger_bytes, entry))
 
     def _on_linger_bytes(self, entry, _sock):
         try:
