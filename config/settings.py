@@ -47,6 +47,12 @@ class Settings:
     web_encode_workers: int | None = None
     storage_url: str | None = None
 
+    def __post_init__(self):
+        # A relative DATA_DIR is taken from the directory the process starts in,
+        # once: every path made from it later (flask.send_file resolves a
+        # relative one against the package, a supervisor runs elsewhere) is absolute.
+        object.__setattr__(self, "data_dir", Path(os.path.abspath(self.data_dir)))
+
     @property
     def bind(self) -> str:
         """host:port as gunicorn takes it ([::1]:8000 for an IPv6 address)."""
@@ -172,7 +178,7 @@ def _database_url(name: str, raw: str) -> str:
             raise SettingsError(f"{name} must name a server, e.g. postgres://user:password@host:5432/db")
         return value
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
-        return value
+        return "sqlite:///" + os.path.abspath(value[len("sqlite:///"):])  # relative: to where it starts
     shown = value.split("@")[-1] if "@" in value else value  # never echo a password
     raise SettingsError(f"{name} must be a postgres://, postgresql:// or sqlite:/// URL, got {shown!r}")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import SettingsError, describe, load_settings
+from config.settings import Settings, SettingsError, describe, load_settings
 
 from .conftest import ROOT
 
@@ -18,8 +18,17 @@ def test_defaults():
     assert (s.port, s.web_concurrency, s.token_ttl_seconds, s.max_upload_mb) == (8000, 2, 86400, 500)
     assert (s.job_ttl_hours, s.storage_limit_mb, s.cleanup_interval_seconds) == (24, 3072, 300)
     assert s.max_duration_seconds == 300
-    assert s.encode_workers == os.cpu_count() and s.data_dir == Path("./data")
+    assert s.encode_workers == os.cpu_count() and s.data_dir == Path.cwd() / "data"
     assert s.auth_password is None and s.token_secret is None and s.ffmpeg_binary is None
+
+
+def test_a_relative_data_dir_is_made_absolute_once_from_where_the_process_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings({"DATA_DIR": "rel/data", "DATABASE_URL": "sqlite:///db/x.db"})
+    monkeypatch.chdir("/")
+    assert s.data_dir == tmp_path / "rel" / "data" and s.data_dir.is_absolute()
+    assert s.db_path == tmp_path / "db" / "x.db"
+    assert Settings.from_json(s.to_json()).data_dir == s.data_dir, "what a started process is handed"
 
 
 def test_values_are_read():
