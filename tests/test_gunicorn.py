@@ -3,6 +3,7 @@ workers share the cancel table and accept each other's tokens."""
 from __future__ import annotations
 
 import ctypes
+import signal
 import ipaddress
 import os
 import re
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from refresher.store import Store
 
@@ -98,6 +100,56 @@ def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     again = gunicorn_server(AUTH_PASSWORD="", DATA_DIR=server.data_dir)
     assert "Generated password" not in again.log_text().split("Starting gunicorn")[-1]
     assert requests.post(again.url + "/api/auth", json={"password": password}).status_code == 200
+
+
+def supervisor_pid(server) -> int:
+    pids = re.findall(r"supervisor (\d+) running", server.log_text())
+    assert len(pids) == 1, server.log_text()
+    return int(pids[0])
+
+
+def web_worker_pids(server) -> set[int]:
+    return set(map(int, re.findall(r"Booting worker with pid: (\d+)", server.log_text())))
+
+
+def test_web_workers_come_and_go_and_a_reload_keeps_the_supervisor(gunicorn_server, media):
+    """gunicorn forks web workers from the master, and a worker that exits
+    (max_requests here; a timeout or a crash alike) used to run the master's
+    atexit stop: the supervisor got SIGTERM and its control block was
+    deleted, for good. A reload (kill -HUP, gunicorn's documented way) did
+    the same, and its new workers got no control block."""
+    server = gunicorn_server("--max-requests=4", WEB_CONCURRENCY=2, ENCODE_WORKERS=1)
+    pid = supervisor_pid(server)
+    control = list((server.data_dir / "run").glob("control-*"))
+    assert len(control) == 1
+    first_workers = web_worker_pids(server)
+    for _ in range(30):  # new connections: the kernel spreads them over the workers
+        assert requests.get(server.url + "/api/health", timeout=10).status_code == 200
+    wait_until(lambda: len(web_worker_pids(server) - first_workers) >= 4, timeout=30)
+
+    before_reload = web_worker_pids(server)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(web_worker_pids(server) - before_reload) >= 2, timeout=30)
+    wait_until(lambda: not any(_alive(p) for p in before_reload), timeout=30)  # every old worker gone
+
+    os.kill(pid, 0)  # the same supervisor, never stopped
+    assert supervisor_pid(server) == pid and "starting a new one" not in server.log_text()
+    assert list((server.data_dir / "run").glob("control-*")) == control, "its control block is still there"
+    health = server.session.get(server.url + "/api/health").json()
+    assert health["status"] == "ok" and health["supervisor"] == "running", health
+    job = wait_done(server, submit(server, [media["clip"]], 2)["jobId"])
+    assert job["status"] == "completed"
+    assert "Traceback" not in server.log_text()
+    server.stop()
+    assert server.leftovers() == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def listening_addresses(port: int) -> set[str]:
