@@ -1,4 +1,5 @@
-"""WSGI entry point (`app = create_app()`).
+"""WSGI entry point for a checkout (`gunicorn -c config/gunicorn.conf.py app:app`;
+an installed package has `refresher.wsgi:app`).
 
 `python app.py` runs the development server with the supervisor embedded:
 the same supervisor, encode workers and cleanup daemon that gunicorn's
@@ -6,23 +7,10 @@ master starts.
 """
 from __future__ import annotations
 
-import sys
-
-from config.settings import SettingsError, load_settings
 from refresher.engine.control import ControlBlock
 from refresher.engine.supervisor import SupervisorHandle
-from refresher.webapp import create_app
-from refresher.media.check import FFmpegUnusable, check_binary
-from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
-from refresher.startup import DataDirUnusable, prepare
-
-try:
-    settings = load_settings().for_web()
-    check_binary(resolve_binary(settings.ffmpeg_binary))
-    app = create_app(settings)
-except (SettingsError, FFmpegNotFound, FFmpegUnusable, DataDirUnusable) as exc:
-    sys.stderr.write(f"Video Refresher cannot start: {exc}\n")
-    sys.exit(2)
+from refresher.startup import prepare
+from refresher.wsgi import app, settings
 
 
 def main() -> None:

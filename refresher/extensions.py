@@ -13,7 +13,7 @@ from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from config.settings import Settings
+from .settings import Settings
 
 from . import ratelimit  # noqa: F401  registers the refresher-store:// storage
 from .engine.control import ControlBlock

@@ -21,9 +21,12 @@ import atexit
 import os
 import sys
 
-from config.settings import SettingsError, load_settings
-from refresher.media.check import FFmpegUnusable, check_binary
-from refresher.media.ffmpeg import FFmpegNotFound, resolve_binary
+from . import startup
+from .engine.control import ControlBlock, remove_abandoned
+from .engine.supervisor import SupervisorHandle
+from .media.check import FFmpegUnusable, check_binary
+from .media.ffmpeg import FFmpegNotFound, resolve_binary
+from .settings import SettingsError, load_settings
 
 __all__ = ["bind", "workers", "worker_class", "threads", "timeout", "graceful_timeout", "keepalive",
            "accesslog", "access_log_format", "errorlog", "control_socket_disable", "preload_app",
@@ -62,10 +65,6 @@ _master_pid = None
 
 def on_starting(server):
     global _control, _supervisor, _master_pid
-    from refresher import startup
-    from refresher.engine import control
-    from refresher.engine.supervisor import SupervisorHandle
-
     _master_pid = os.getpid()
     # Once, here, before the workers start: DATA_DIR and the database checked,
     # the schema, a generated password printed by this process, uploads a
@@ -82,8 +81,8 @@ def on_starting(server):
                         "serves HTTP; worker processes encode")
         return
     run_dir = _settings.data_dir / "run"
-    control.remove_abandoned(run_dir)
-    _control = control.ControlBlock.create(run_dir)
+    remove_abandoned(run_dir)
+    _control = ControlBlock.create(run_dir)
     _supervisor = SupervisorHandle(_settings, _control).start()
     _supervisor.watch(server.log)
     # If the master exits without on_exit (e.g. the port is taken), stop it anyway.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from config.settings import Settings
+from .settings import Settings
 
 from . import lifecycle, limits
 from .errors import Rejected

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from config.settings import Settings
+from .settings import Settings
 
 from . import spool
 from .media import effects as fx

@@ -19,7 +19,7 @@ from pathlib import Path
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
-from config.settings import Settings
+from .settings import Settings
 
 from . import spool
 from .auth import load_secrets

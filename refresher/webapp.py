@@ -14,7 +14,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config.settings import Settings, load_settings
+from .settings import Settings, load_settings
 
 from . import admin, limits, startup, storage, web
 from .api import errors, health, jobs, sessions, tokens, uploads

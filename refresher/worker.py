@@ -12,11 +12,23 @@ loads them (see `engine/__main__.py`).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
+USAGE = """Runs this host's supervisor alone: its encode workers, its control block
+and the cleanup daemon, for hosts that only encode (the Procfile's worker
+process type). Web processes then run with ENCODE_WORKERS=0.
 
-def main() -> None:
-    from config.settings import SettingsError, load_settings
+Every setting comes from the environment, as for the web process: the
+shared DATABASE_URL (PostgreSQL), STORAGE_URL where hosts share no disk, and
+HOST_ID (unique per worker process). SIGTERM stops it: running ffmpeg get
+'q', their variations go back to the queue."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m refresher.worker", description=USAGE,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    from .settings import SettingsError, load_settings
 
     from .engine.control import ControlBlock, remove_abandoned
     from .engine.supervisor import HostIdInUse, run_supervisor

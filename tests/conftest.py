@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
+from refresher.settings import Settings
 from refresher.engine.control import ControlBlock
 from refresher.engine.supervisor import SupervisorHandle
 from refresher.media.ffmpeg import resolve_binary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from config.settings import describe, load_settings
+from refresher.settings import describe, load_settings
 
 from .conftest import ROOT
 

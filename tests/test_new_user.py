@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -17,9 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from config.settings import describe
+from refresher.settings import describe
 
 from .conftest import ROOT, free_port, processes_tagged
+from .support.checkout import fresh_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +27,6 @@ pytestmark = pytest.mark.e2e
 def readme_commands() -> list[str]:
     """The shell blocks of the README, in order."""
     return re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-
-
-def fresh_copy(dest: Path) -> Path:
-    """What a clone of this checkout holds: its tracked files and new ones not
-    ignored, as they are now (a `git clone` would miss uncommitted work)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = dest / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return dest
 
 
 class ReadmeServer:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError, describe, load_settings
+from refresher.settings import Settings, SettingsError, describe, load_settings
 
 from .conftest import ROOT
 

@@ -59,7 +59,7 @@ def _limit(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     # The shared options work before or after the subcommand; SUPPRESS keeps a
     # subcommand from resetting a value given before it.
     shared = argparse.ArgumentParser(add_help=False)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the result as JSON on stdout")
 
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[shared], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, parents=[shared], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Submit videos to Video Refresher, follow jobs, cancel them and download the results. "
                     "Results go to stdout; progress and messages to stderr (progress bars only at a terminal).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     reporter = Reporter.for_this_terminal()
     out = commands.Output(as_json=getattr(args, "json", False))
     try:
@@ -172,3 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of stdout went away (e.g. `| head`): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def console() -> None:
+    """The `refresher` command an install puts on PATH."""
+    sys.exit(main(prog="refresher"))

@@ -26,6 +26,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from config.settings import Settings
+from ..settings import Settings
 
 from .. import lifecycle
 from ..media import ffmpeg
@@ -48,7 +49,17 @@ from .worker import run_worker
 
 log = logging.getLogger("refresher.supervisor")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the refresher package
+
+
+def _child_environment() -> dict[str, str]:
+    """The supervisor imports this package from wherever this process did,
+    whatever its working directory: a checkout run from elsewhere is put on
+    PYTHONPATH; an installed package is found as it is."""
+    env = dict(os.environ)
+    if str(PACKAGE_ROOT) not in map(str, (Path(p).resolve() for p in site.getsitepackages())):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for the loop
 PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
@@ -685,7 +696,7 @@ class SupervisorHandle:
         # command line, where every user of the machine could read them.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path)],
-            stdin=subprocess.PIPE, cwd=PROJECT_ROOT, close_fds=True, preexec_fn=_stop_with_parent)
+            stdin=subprocess.PIPE, env=_child_environment(), close_fds=True, preexec_fn=_stop_with_parent)
         self.process.stdin.write(self.settings.to_json().encode())
         self.process.stdin.close()
         if self._pidfd is not None:

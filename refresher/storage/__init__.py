@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from config.settings import parse_storage_url
+from ..settings import parse_storage_url
 
 CHUNK_BYTES = 1024 * 1024  # what a download or a ZIP reads at a time
 
