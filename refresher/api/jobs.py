@@ -5,12 +5,13 @@ import json
 import threading
 import time
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, redirect, request, send_file, stream_with_context
 
 from .. import archive, intake, jobs, limits, rules
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
+from ..storage import FileOnDisk
 from . import uploads
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
@@ -185,8 +186,8 @@ def output(job_id: str, output_id: str):
     if v is None or v["job_id"] != job_id or v["status"] != "completed":
         raise Rejected(404, f"job {job_id} has no finished output {output_id[:limits.MAX_ID_LENGTH]!r}")
     as_attachment = request.args.get("download") in ("1", "true")
-    response = service.storage.send(v["output_path"], mimetype="video/mp4", download_name=v["name"],
-                                    as_attachment=as_attachment, max_age=FILE_MAX_AGE)
+    response = _send_stored(service.storage, v["output_path"], mimetype="video/mp4", download_name=v["name"],
+                            as_attachment=as_attachment)
     if response is None:
         raise Rejected(404, f"output {output_id} is gone")
     return _private(response)
@@ -198,10 +199,27 @@ def thumbnail(job_id: str):
     job = jobs.find_job(service.store, job_id)
     response = None
     if job["thumbnail_path"]:
-        response = service.storage.send(job["thumbnail_path"], mimetype="image/webp", max_age=FILE_MAX_AGE)
+        response = _send_stored(service.storage, job["thumbnail_path"], mimetype="image/webp")
     if response is None:
         raise Rejected(404, f"job {job_id} has no thumbnail")
     return _private(response)
+
+
+def _send_stored(storage, key: str, *, mimetype: str, download_name: str | None = None,
+                 as_attachment: bool = False) -> Response | None:
+    """The stored file as an answer: sent from this host's disk (Range
+    requests answered, so a <video> can seek), or a 302 to the link the
+    storage gives (its bytes never pass through here); None if it is gone."""
+    where = storage.locate(key, mimetype=mimetype, download_name=download_name, as_attachment=as_attachment)
+    if where is None:
+        return None
+    if isinstance(where, FileOnDisk):
+        return send_file(where.path, mimetype=mimetype, conditional=True, download_name=download_name,
+                         as_attachment=as_attachment, max_age=FILE_MAX_AGE)
+    response = redirect(where.url, code=302)
+    # the link expires: a browser may reuse it for a short while only
+    response.cache_control.max_age = min(FILE_MAX_AGE, where.expires_in // 5)
+    return response
 
 
 def _private(response: Response) -> Response:

@@ -42,6 +42,20 @@ def job_of(key: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class FileOnDisk:
+    """Where a stored file can be read on this host, to be sent as it is."""
+    path: Path
+
+
+@dataclass(frozen=True)
+class FileAtURL:
+    """A link that gives the file to whoever holds it, for `expires_in`
+    seconds (a presigned URL of the bucket, with the type and name baked in)."""
+    url: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
 class StoredFile:
     key: str
     size: int
@@ -66,14 +80,14 @@ class Storage(Protocol):
     def chunks(self, key: str) -> Iterator[bytes]:
         """The content, read as it is sent (opened on the first chunk)."""
 
-    def send(self, key: str, *, mimetype: str, download_name: str | None = None,
-             as_attachment: bool = False, max_age: int = 0):
-        """A Flask response that gives the file to the client (Range
-        requests answered), or None if it is gone."""
+    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
+               as_attachment: bool = False) -> FileOnDisk | FileAtURL | None:
+        """Where a client can get the file from (the HTTP layer sends it, or
+        sends the client there), or None if it is gone."""
 
     def file_origin(self) -> str | None:
-        """The origin `send` sends clients to, when it is not this service's
-        (pages must be allowed to show images and videos from it)."""
+        """The origin of the links `locate` gives, when it is not this
+        service's (pages must be allowed to show images and videos from it)."""
 
     def local_copy(self, key: str) -> Path:
         """A path on this host's disk to read the content from (for ffmpeg):

@@ -6,9 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from flask import send_file
-
-from . import CHUNK_BYTES, StorageError, StoredFile, job_prefix
+from . import CHUNK_BYTES, FileOnDisk, StorageError, StoredFile, job_prefix
 
 DISK_FULL_FRACTION = 0.85
 
@@ -54,13 +52,10 @@ class LocalStorage:
             while chunk := f.read(CHUNK_BYTES):
                 yield chunk
 
-    def send(self, key: str, *, mimetype: str, download_name: str | None = None,
-             as_attachment: bool = False, max_age: int = 0):
+    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
+               as_attachment: bool = False) -> FileOnDisk | None:
         path = self.path(key)
-        if not path.is_file():
-            return None
-        return send_file(path, mimetype=mimetype, conditional=True, download_name=download_name,
-                         as_attachment=as_attachment, max_age=max_age)
+        return FileOnDisk(path) if path.is_file() else None
 
     def file_origin(self) -> str | None:
         return None

@@ -34,10 +34,9 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from flask import redirect
 
 from ..names import content_disposition
-from . import CHUNK_BYTES, StorageError, StoredFile, job_of, job_prefix
+from . import CHUNK_BYTES, FileAtURL, StorageError, StoredFile, job_of, job_prefix
 
 PRESIGNED_SECONDS = 300
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
@@ -117,16 +116,13 @@ class ObjectStorage:
             finally:
                 body.close()
 
-    def send(self, key: str, *, mimetype: str, download_name: str | None = None,
-             as_attachment: bool = False, max_age: int = 0):
+    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
+               as_attachment: bool = False) -> FileAtURL:
         params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
         if download_name or as_attachment:
             params["ResponseContentDisposition"] = content_disposition(download_name, "attachment" if as_attachment else "inline")
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
-        response = redirect(url, code=302)
-        # the link expires: a browser may reuse it for a short while only
-        response.cache_control.max_age = min(max_age, PRESIGNED_SECONDS // 5)
-        return response
+        return FileAtURL(url, PRESIGNED_SECONDS)
 
     def file_origin(self) -> str | None:
         """Where presigned links point (signing is local: no request is made)."""
