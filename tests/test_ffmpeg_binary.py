@@ -80,6 +80,35 @@ def test_an_unusable_build_is_refused_with_the_reason(tmp_path, make, expected):
     assert expected in message and str(binary) in message and "\n" not in message
 
 
+def test_a_build_that_passed_is_remembered_by_its_identity_and_the_service_s_code(tmp_path, monkeypatch):
+    """The trial costs about half a second a start: a restart with the same
+    binary skips it; another binary, a changed one, or one that failed runs it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = tmp_path / "calls"
+    binary = fake_ffmpeg(tmp_path / "bin", f'echo x >> {calls}\nexec "$REAL" "$@"\n')
+
+    def checked_afresh(path) -> int:
+        """How many times ffmpeg ran for one start's check (a new process: nothing in memory)."""
+        check._checked.clear()
+        before = len(calls.read_text().splitlines()) if calls.exists() else 0
+        assert check.check_binary(str(path)).startswith("ffmpeg version")
+        return len(calls.read_text().splitlines()) - before
+
+    assert checked_afresh(binary) >= 5, "the first start runs the whole trial"
+    assert checked_afresh(binary) == 0, "the next start remembers it"
+    binary.write_text(binary.read_text() + "# changed\n")
+    assert checked_afresh(binary) >= 5, "a changed binary is tried again"
+    assert checked_afresh(binary) == 0
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert checked_afresh(binary) >= 5, "no cache folder to trust: every start runs the trial"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    failing = without_libx264(tmp_path / "bad")
+    for _ in range(2):
+        check._checked.clear()
+        with pytest.raises(check.FFmpegUnusable):
+            check.check_binary(str(failing))  # a refusal is never remembered
+
+
 @pytest.mark.parametrize("command", START_COMMANDS)
 @pytest.mark.parametrize("make, expected", [(old_ffmpeg, "6.1 or newer"), (without_libx264, "libx264")])
 def test_start_up_refuses_an_unusable_ffmpeg_binary_in_one_line(command, make, expected, tmp_path):

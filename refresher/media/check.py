@@ -5,9 +5,17 @@ would otherwise fail job after job with ffmpeg's own error. So the start-up
 check reads the version, looks for the encoders, and then runs the service's
 own probe, encode (with every effect) and thumbnail commands on a tiny clip:
 whatever option the media code passes, the trial passes too.
+
+That trial takes about half a second of CPU, so a build that passed is
+remembered by its identity (its real path, size, modification time and inode)
+together with the code that makes the commands: a restart with the same
+binary and the same service skips it. The record lives in the user's cache
+folder ($XDG_CACHE_HOME/video-refresher, else ~/.cache/video-refresher);
+where that cannot be written, every start runs the trial.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -39,10 +47,43 @@ def check_binary(binary: str) -> str:
         stat = os.stat(binary)
     except OSError as exc:
         raise FFmpegUnusable(f"ffmpeg {binary} cannot be used: {exc.strerror}") from None
-    key = (os.path.realpath(binary), stat.st_size, stat.st_mtime_ns)
+    key = (os.path.realpath(binary), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
     if key not in _checked:
-        _checked[key] = _check(binary)
+        record = _record_path(key)
+        _checked[key] = _recalled(record) or _check(binary)
+        _remember(record, _checked[key])
     return _checked[key]
+
+
+def _record_path(key: tuple) -> Path | None:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None
+    digest = hashlib.sha256(repr(key).encode())
+    for module in (__file__, fx.__file__, ffmpeg.__file__):  # the commands the trial runs
+        digest.update(Path(module).read_bytes())
+    return Path(base) / "video-refresher" / f"ffmpeg-passed-{digest.hexdigest()[:32]}"
+
+
+def _recalled(record: Path | None) -> str | None:
+    try:
+        version = record.read_text().strip() if record else ""
+    except OSError:
+        return None
+    return version if version.startswith("ffmpeg version") else None
+
+
+def _remember(record: Path | None, version: str) -> None:
+    if record is None or _recalled(record) == version:
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=record.parent, prefix=".ffmpeg-passed-")
+        with os.fdopen(fd, "w") as f:
+            f.write(version + "\n")
+        os.replace(temporary, record)
+    except OSError:
+        pass  # not remembered: the next start runs the trial again
 
 
 def _run(binary: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
