@@ -137,17 +137,23 @@ class EarlyIntake:
         try:
             with self.slots.hold():
                 info = ffmpeg.probe(self.binary, video.path)
-        except ffmpeg.PictureTooLarge as exc:
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
         _check_duration(video.name, info.duration, self.settings.max_duration_seconds)
+        _check_picture(video.name, info.width, info.height, self.settings.max_resolution)
         if video.path == self._first:
             self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
         with self.slots.hold():
             # Its video's frame count, kept for every variation with a speed
-            # change (packets copied, nothing decoded; its length is capped now).
-            info = info.with_frames(ffmpeg.count_video_frames(self.binary, video.path))
+            # change, and where its data ends (packets copied, nothing decoded;
+            # its length is capped now).
+            demuxed = ffmpeg.demux(self.binary, video.path)
+        if demuxed is not None:
+            _check_frame_rate(video.name, demuxed.frame_rate, self.settings.max_frame_rate)
+            _check_complete(video.name, demuxed.data_end, info.duration)
+        info = info.with_frames((demuxed.frames, demuxed.frame_rate) if demuxed else None)
         if video.path == self._first:
             self._thumbnail.result()  # made from the staged file, which storing moves away
         file_id = new_id()
@@ -215,6 +221,29 @@ def _check_duration(name: str, duration: float | None, longest: float) -> None:
         shown = f"{duration:.0f}" if round(duration) > longest else f"{duration:.2f}"  # never "300 s; at most 300 s"
         raise Rejected(400, f"{name} is {shown} s long; the longest accepted is {longest:g} s "
                             f"(MAX_DURATION_SECONDS)", file=name)
+
+
+def _check_picture(name: str, width: int, height: int, largest: tuple[int, int]) -> None:
+    """Decoding costs CPU in proportion to the picture: an 8K source took 4.5 s
+    of wall time per second of video where 720p took 0.86 s."""
+    if max(width, height) > max(largest) or min(width, height) > min(largest):
+        raise Rejected(415, f"{name} is {width}×{height}; sources up to {largest[0]}×{largest[1]} (either way "
+                            f"round) are accepted (MAX_RESOLUTION)", file=name)
+
+
+def _check_frame_rate(name: str, rate: float, highest: float) -> None:
+    """As with the picture: every frame is decoded, and a 1000 fps clip cost 4 s per second of video."""
+    if rate > highest:
+        raise Rejected(415, f"{name} is {rate:g} fps; sources up to {highest:g} fps are accepted "
+                            f"(MAX_FRAME_RATE)", file=name)
+
+
+def _check_complete(name: str, data_end: float, duration: float | None) -> None:
+    """A file cut short (an upload or a copy that stopped) keeps an index that
+    promises the whole length: its outputs would stop where its data does."""
+    if duration and data_end + max(0.5, 0.02 * duration) < duration:
+        raise Rejected(415, f"{name} is cut short: its data ends at {data_end:.1f} s of {duration:.1f} s",
+                       file=name)
 
 
 def _check_storage(settings: Settings, accepted: list[dict], variations: int) -> None:

@@ -15,4 +15,5 @@ MAX_JOB_NAME_LENGTH = 100
 DEFAULT_LIST_LIMIT = 50        # GET /api/jobs
 MAX_LIST_LIMIT = 200
 MAX_PIXELS = 7680 * 4320       # 8K: decoding larger frames would cost each ffmpeg gigabytes
+MAX_STREAMS = 8                # per source: an ad has one video and a few audio streams
 MAX_ID_LENGTH = 64             # longer path ids are not ours: 404 without a lookup

@@ -34,6 +34,8 @@ class Settings:
     job_ttl_hours: float = 24
     storage_limit_mb: float = 3072
     max_duration_seconds: float = 300
+    max_resolution: tuple[int, int] = (4096, 2160)   # a source's picture, either way round
+    max_frame_rate: float = 120
     cleanup_interval_seconds: float = 300
     ffmpeg_binary: str | None = None
     database_url: str | None = None
@@ -102,6 +104,7 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["data_dir"] = str(self.data_dir)
         values["cors_origins"] = list(self.cors_origins)
+        values["max_resolution"] = list(self.max_resolution)
         return json.dumps(values)
 
     @classmethod
@@ -109,6 +112,7 @@ class Settings:
         values = json.loads(text)
         values["data_dir"] = Path(values["data_dir"])
         values["cors_origins"] = tuple(values["cors_origins"])
+        values["max_resolution"] = tuple(values["max_resolution"])
         return cls(**values)
 
     def with_overrides(self, **changes) -> "Settings":
@@ -207,6 +211,17 @@ def _storage_url(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _resolution(name: str, raw: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, at most 8K (the decoder refuses larger pictures anyway)."""
+    found = re.fullmatch(r"\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*", raw)
+    if not found:
+        raise SettingsError(f"{name} must be WIDTHxHEIGHT, e.g. 3840x2160, got {raw!r}")
+    width, height = int(found.group(1)), int(found.group(2))
+    if max(width, height) > 7680 or min(width, height) > 4320 or min(width, height) < 16:
+        raise SettingsError(f"{name} must be between 16x16 and 7680x4320 (8K), got {raw!r}")
+    return width, height
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -229,6 +244,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "JOB_TTL_HOURS": ("job_ttl_hours", _positive_float),
     "STORAGE_LIMIT_MB": ("storage_limit_mb", _positive_float),
     "MAX_DURATION_SECONDS": ("max_duration_seconds", _positive_float),
+    "MAX_RESOLUTION": ("max_resolution", _resolution),
+    "MAX_FRAME_RATE": ("max_frame_rate", _positive_float),
     "CLEANUP_INTERVAL_SECONDS": ("cleanup_interval_seconds", _positive_float),
     "FFMPEG_BINARY": ("ffmpeg_binary", _text),
     "DATABASE_URL": ("database_url", _database_url),

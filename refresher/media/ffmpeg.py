@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..limits import MAX_PIXELS
+from ..limits import MAX_PIXELS, MAX_STREAMS
 
 # Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
 # this long. ffmpeg answers `q` within a frame or two; the waits only matter
@@ -39,17 +39,21 @@ STOP_GRACE_SECONDS = 2.0
 # decoder to pictures up to 8K: the size a stream declares says nothing about
 # its later frames (an MJPEG MOV can hold one 16000x16000 frame after a
 # hundred small ones, costing the decoder 400 MB and more), so libavcodec
-# refuses any larger picture before it allocates it.
+# refuses any larger picture before it allocates it. And the demuxer to
+# MAX_STREAMS streams: a 6 MB MOV with 999 audio streams made every ffmpeg
+# call reach about 720 MB, whichever streams it used.
 SAFE_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0",
-                      "-max_pixels", str(MAX_PIXELS)]
+                      "-max_pixels", str(MAX_PIXELS), "-max_streams", str(MAX_STREAMS)]
 
 # The address space of a probe or thumbnail ffmpeg: a hard ceiling on its
 # memory, whatever a file makes its decoder do. An 8K H.264 probe peaks at
 # about 250 MB resident and runs within 600 MB of address space.
 PROBE_MEMORY_LIMIT = 1024 * 1024 * 1024
 
-# What libavcodec says when it refuses a picture over -max_pixels.
+# What libavcodec says when it refuses a picture over -max_pixels, and
+# libavformat a file over -max_streams.
 _OVERSIZED = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+_TOO_MANY_STREAMS = "Number of streams exceeds max_streams"
 UP_TO_8K = "videos up to 8K (7680×4320) are accepted"
 
 
@@ -67,6 +71,14 @@ class PictureTooLarge(ProbeError):
     def __init__(self, width: int, height: int):
         super().__init__(f"is {width}×{height}; {UP_TO_8K}")
         self.width, self.height = width, height
+
+
+class TooManyStreams(ProbeError):
+    """The file has more streams than an ad has."""
+
+    def __init__(self):
+        super().__init__(f"has more than {MAX_STREAMS} streams; an ad has one video and a few audio streams, "
+                         f"and at most {MAX_STREAMS} are accepted")
 
 
 def oversized_picture(line: str) -> PictureTooLarge | None:
@@ -195,6 +207,8 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     too_large = oversized_picture(err)  # the decoder refused it (and ffmpeg may have given up)
     if too_large:
         raise too_large
+    if _TOO_MANY_STREAMS in err:
+        raise TooManyStreams()
     if proc.returncode != 0 or "Input #0" not in err:
         raise ProbeError("is not a readable MP4/MOV video")
     frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
@@ -230,14 +244,25 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
 
 
 _RATE = re.compile(r"^\s*Stream #0:\d+\S*: Video: .*?, (\d+(?:\.\d+)?) fps,", re.M)
+_OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.M)
 
 
-def count_video_frames(binary: str, path: str | Path, timeout: float = 60) -> tuple[int, float] | None:
-    """How many frames the video stream has, and its frame rate, read from
-    the container without decoding (a few hundredths of a CPU second for a
-    10 s 720p clip); None when ffmpeg cannot tell."""
+@dataclass(frozen=True)
+class Demuxed:
+    """What reading a file's packets, without decoding them, tells."""
+    frames: int            # of the video stream
+    frame_rate: float
+    data_end: float        # seconds at which the last packet of the video or its audio ends
+
+
+def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
+    """Read the video stream's packets, and the first audio stream's, without
+    decoding (a few hundredths of a CPU second for a 10 s 720p clip): how many
+    frames the video has, its rate, and where the data really ends (a file
+    cut short still has an index that promises all of it). None when ffmpeg
+    cannot tell."""
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(path).resolve()}",
-           "-map", "0:v:0", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
+           "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
                               stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
@@ -245,9 +270,17 @@ def count_video_frames(binary: str, path: str | Path, timeout: float = 60) -> tu
         return None
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     rate = _RATE.search(proc.stderr)
-    if proc.returncode != 0 or not frames or int(frames[-1]) < 1 or rate is None:
+    ends = _OUT_TIME.findall(proc.stdout)
+    if proc.returncode != 0 or not frames or int(frames[-1]) < 1 or rate is None or not ends:
         return None
-    return int(frames[-1]), float(rate.group(1))
+    return Demuxed(int(frames[-1]), float(rate.group(1)), int(ends[-1]) / 1e6)
+
+
+def count_video_frames(binary: str, path: str | Path, timeout: float = 60) -> tuple[int, float] | None:
+    """How many frames the video stream has, and its frame rate (`demux`);
+    None when ffmpeg cannot tell."""
+    found = demux(binary, path, timeout)
+    return (found.frames, found.frame_rate) if found else None
 
 
 def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration: float | None,
