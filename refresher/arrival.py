@@ -66,7 +66,7 @@ class Arrival:
         return self.head_in and self.verdict is False and self._parser.they_are_waiting_for_100_continue
 
     def feed(self, data: bytes) -> bool | Refusal:
-        if self.verdict is not False:
+        if self.verdict is not False or not data:  # to h11, no bytes would mean the end of the stream
             return self.verdict
         if not self._head_ended and self._count_head_lines(data) > self._max_fields + 1:
             # Refused before h11 parses every line of it: a 12,000-line head

@@ -20,7 +20,7 @@ def feed_all(data: bytes, cuts=()) -> bool | Refusal:
     arrival = Arrival()
     verdict: bool | Refusal = False
     start = 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in sorted({min(c, len(data)) for c in cuts}) + [len(data)]:
         if cut > start:
             verdict = arrival.feed(data[start:cut])
             start = cut
@@ -86,6 +86,13 @@ def test_expect_100_continue_is_seen_until_the_body_starts():
     assert arrival.wants_continue
     assert arrival.feed(b"ab") is False and not arrival.wants_continue
     assert arrival.feed(b"c") is True
+
+
+def test_no_bytes_is_not_the_end_of_the_stream():
+    arrival = Arrival()
+    assert arrival.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabc") is False
+    assert arrival.feed(b"") is False
+    assert arrival.feed(b"d") is True
 
 
 def test_a_verdict_once_given_stays():
