@@ -5,9 +5,13 @@ body) without blocking, with a deadline, and lingering closes happen there
 too. A thread's reads and writes give up after gunicorn's `timeout` without
 progress. Measured in bench/slow_clients.py (see BENCHMARKS.md).
 
-Selected in config/gunicorn.conf.py as
+Selected in refresher/gunicorn_config.py as
 `worker_class = "refresher.gunicorn_worker.RequestFirstWorker"`. It builds on
-gthread's own methods, so gunicorn is held below its next major release.
+gthread's own methods: what it assumes of them is listed, and touched, in one
+section below ("What this worker takes from gthread"), and
+tests/test_gthread.py checks each assumption against the installed gunicorn.
+Verified with gunicorn 27.0.1, the release requirements.txt pins;
+pyproject.toml holds gunicorn below its next major release.
 """
 import selectors
 import socket
@@ -25,6 +29,45 @@ from refresher.arrival import TIMED_OUT, Arrival, Refusal
 HEAD_TIMEOUT = 20.0         # seconds for a request head (and a small body) to arrive, then 408
 LINGER_SECONDS = 2.0        # as gunicorn's own graceful close
 LINGER_MAX_BYTES = 64 * 1024
+
+
+# --- What this worker takes from gthread ------------------------------------------------
+#
+# 1. `ThreadWorker.enqueue_req(conn)` is where every connection with a request
+#    to serve arrives: new ones (`accept`), kept-alive ones that became
+#    readable, deferred ones, and pipelined ones (`finish_request`). Overridden:
+#    the request is read on the event loop first.
+# 2. `finish_request(conn, fs)` runs on the event loop once a thread is done
+#    with a connection; `fs.result()` False means it is to be closed.
+#    Overridden for that case: the close lingers on the event loop.
+# 3. `murder_pending()` runs on the event loop at least once a second, and
+#    `_cap_keepalive(deadline)` once when the worker stops. Extended: the
+#    deadlines of requests arriving.
+# 4. `self.poller` is a selector whose keys' data is a callback taking the
+#    file object; `self.nr_conns` counts open connections (against
+#    `worker_connections`), so a connection closed here is taken off it.
+# 5. A connection (`TConn`) has `.sock`, `.client` and `.parser`: None before
+#    its first request, after that its `.unreader` holds bytes read ahead
+#    (`take_buffered()`, `unread()`); `.data_ready` True makes `handle()`
+#    skip its wait for a first byte; `.close()`.
+# 6. `gunicorn.http.get_parser(cfg, sock, client)` makes the parser a thread
+#    reads the request with, from the socket unreader it is given.
+
+def _read_ahead(conn) -> bytes:
+    """What gthread's parser already read past the last request (pipelining)."""
+    return conn.parser.unreader.take_buffered() if conn.parser else b""
+
+
+def _hand_over(conn, cfg, arrived: bytes, idle: bytes) -> None:
+    """Give the bytes read on the event loop to the parser a thread reads the
+    request with, and tell gthread not to wait for a first byte."""
+    if conn.parser is None:
+        conn.parser = http.get_parser(cfg, conn.sock, conn.client)
+        conn.parser.unreader = _StallEndsBody(conn.sock)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, idle)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, idle)
+    conn.parser.unreader.unread(arrived)
+    conn.data_ready = True
 
 
 class _StallEndsBody(SocketUnreader):
@@ -83,7 +126,7 @@ class RequestFirstWorker(ThreadWorker):
         if not self.reads_ahead or getattr(conn, "request_in", False):
             conn.request_in = False
             return super().enqueue_req(conn)
-        conn.arrived = bytearray(conn.parser.unreader.take_buffered() if conn.parser else b"")
+        conn.arrived = bytearray(_read_ahead(conn))
         conn.arrival = Arrival(max_fields=self.cfg.limit_request_fields)
         conn.continued = False
         verdict = conn.arrival.feed(bytes(conn.arrived)) if conn.arrived else False
@@ -129,14 +172,8 @@ class RequestFirstWorker(ThreadWorker):
                 pass
 
     def _serve(self, conn):
-        if conn.parser is None:
-            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-            conn.parser.unreader = _StallEndsBody(conn.sock)
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.idle)
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.idle)
-        conn.parser.unreader.unread(bytes(conn.arrived))
+        _hand_over(conn, self.cfg, bytes(conn.arrived), self.idle)
         conn.arrived = conn.arrival = None
-        conn.data_ready = True   # gthread would otherwise wait for a first byte in the thread
         conn.request_in = True
         self.enqueue_req(conn)
 
