@@ -127,7 +127,7 @@ def main() -> None:
                     commands.append((cost, o["variationIndex"], cmd))
             commands.sort(key=lambda c: -c[0])
             replays.append(run_replay([c for *_, c in commands], slots))
-            commands.sort(key=lambda c: (c[1], -c[0]))  # the claim order (store._next_variation_query)
+            commands.sort(key=lambda c: (c[1], -c[0]))  # the claim order (refresher/store/queue.py, _next_variation)
             in_order.append(run_replay([c for *_, c in commands], slots))
             commands.sort(key=lambda c: -c[0])
             again.append(run_replay([c for *_, c in commands], slots))  # the machine's own noise

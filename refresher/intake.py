@@ -246,6 +246,20 @@ def _check_complete(name: str, data_end: float, duration: float | None) -> None:
                        file=name)
 
 
+def check_queue(store: Store, settings: Settings) -> None:
+    """503 while MAX_QUEUED_JOBS jobs are unfinished: asked before a byte of an
+    upload is read or a source copied, so that a full queue costs nothing;
+    writing the job asks again, atomically with the insert."""
+    try:
+        store.check_queue_room(settings.max_queued_jobs)
+    except QueueFull as full:
+        raise _queue_full(full) from None
+
+
+def _queue_full(full: QueueFull) -> Rejected:
+    return Rejected(503, f"the queue is full ({full.cap} unfinished jobs); try again later", retryAfter=30)
+
+
 def _check_storage(settings: Settings, accepted: list[dict], variations: int) -> None:
     """A job whose sources and outputs alone would not fit under STORAGE_LIMIT_MB
     is refused now, rather than failing later (and evicting nothing for it)."""
@@ -299,9 +313,8 @@ def _create_job(store: Store, settings: Settings, storage: Storage, accepted: li
                               "thumbnail_path": thumbnail, "created_at": now,
                               "expires_at": now + settings.job_ttl_seconds}, files, rows,
                              max_unfinished=settings.max_queued_jobs)
-        except QueueFull:
-            raise Rejected(503, f"the queue is full ({settings.max_queued_jobs} unfinished jobs); "
-                                f"try again later", retryAfter=30) from None
+        except QueueFull as full:
+            raise _queue_full(full) from None
     except BaseException as exc:
         try:
             storage.delete_job(job_id)

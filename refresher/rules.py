@@ -2,7 +2,8 @@
 
 Pure: no clock, no database, no processes. The store loads the current state,
 asks here what follows, and writes exactly that; the web views (cancel,
-retry, resume), the supervisor (claims and outcomes) and the cleanup daemon
+retry, resume), the intake (the queue's cap), the supervisor (claims,
+progress and outcomes), its encode workers (progress) and the cleanup daemon
 (expiry, the stale queue) all come through these functions, so each rule is
 written once and tested as a table.
 
@@ -103,10 +104,22 @@ def resume(v: Variation) -> Variation:
     return replace(v, status="queued", progress=0, error=None)
 
 
+def fail_with_job(v: Variation, error: str) -> Variation:
+    """A variation not started yet whose job failed as a whole (`fail_job`)."""
+    _require(v, "fail with its job", "queued")
+    return replace(v, status="failed", progress=0, error=error)
+
+
+def running_percent(percent: float) -> int:
+    """How far a running attempt is, as recorded and shown: a whole percent,
+    0–99. 100 is for a finished output only."""
+    return max(0, min(99, int(percent)))
+
+
 def progress(v: Variation, percent: float) -> Variation:
     """Progress only rises while an attempt runs; 100 is for a finished output."""
     _require(v, "report progress", "processing")
-    return replace(v, progress=max(v.progress, max(0, min(99, int(percent)))))
+    return replace(v, progress=max(v.progress, running_percent(percent)))
 
 
 # --- jobs --------------------------------------------------------------------------
@@ -182,7 +195,9 @@ def request_cancel(job: Job) -> Job:
 
 
 def fail_job(job: Job, error: str) -> Job:
-    """A queued job that cannot run at all (no disk for it, stale in the queue)."""
+    """A queued job that cannot run at all (no disk for it, stale in the queue);
+    its queued variations fail with it (`fail_with_job`), and a retried or
+    resumed job keeps what it had made (and the share it shows)."""
     if job.status != "queued":
         raise IllegalTransition(f"a {job.describe()} job cannot be failed as a whole")
     return replace(job, status="failed", error=error)
@@ -211,6 +226,12 @@ def reopen(job: Job) -> Job:
     return replace(job, status="queued", cancel_requested=False, error=None)
 
 
+def may_queue(unfinished: int, cap: int) -> bool:
+    """A new job joins the queue only while fewer than `cap` (MAX_QUEUED_JOBS)
+    jobs are unfinished, queued or running."""
+    return unfinished < cap
+
+
 def may_expire(job: Job) -> bool:
     """Only finished jobs are ever deleted by expiry or eviction."""
     return job.status in FINAL
@@ -225,5 +246,4 @@ def running_progress(previous: int, weighted: Iterable[tuple[float, Variation]])
             continue
         total += weight
         done += weight * (100 if v.status == "completed" else v.progress)
-    percent = int(done / total) if total else 0
-    return max(previous, min(99, percent))
+    return max(previous, running_percent(done / total if total else 0))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refresher.store import Store
+from refresher.store import JobNotStarted, Store
 from refresher.media.ffmpeg import STOP_GRACE_SECONDS
 
 from .conftest import FFMPEG, ROOT, decode_errors, ffmpeg_pids_writing_under, wait_until
@@ -144,7 +144,11 @@ def test_completion_wins_over_a_late_cancel(tmp_path):
                        "duration": 1.0}],
                      [{"id": "v", "file_id": "f", "variation_index": 1, "effects": {}, "name": "a_var1.mp4",
                        "output_path": "jobs/j/v.mp4"}])
-    assert conn.claim_variation("v", "this host", now)["status"] == "processing"
+    with pytest.raises(JobNotStarted):  # as the supervisor claims: the queued job is started first
+        conn.claim_next_variation("this host", now)
+    assert conn.start_job("j", now)
+    task = conn.claim_next_variation("this host", now)
+    assert (task["id"], task["status"]) == ("v", "processing")
     assert conn.request_cancel("j", now, 3600)["status"] == "processing"
     assert conn.record_outcome("v", "completed", now, 3600, size=10) == ("j", "completed")
     job = conn.get_job("j")

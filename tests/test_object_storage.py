@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from refresher import lifecycle
+from refresher import intake, lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
@@ -110,7 +110,7 @@ def test_a_presigned_link_expires(s3_service, s3, bucket, media, monkeypatch):
     assert requests.get(link, timeout=10).status_code == 403, "a link outlives its expiry by nothing"
 
 
-def test_rejected_uploads_leave_nothing_in_the_bucket(s3_service, s3, bucket, media, tmp_path):
+def test_rejected_uploads_leave_nothing_in_the_bucket(s3_service, s3, bucket, media, tmp_path, monkeypatch):
     svc = s3_service(max_queued_jobs=1)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)
@@ -124,14 +124,10 @@ def test_rejected_uploads_leave_nothing_in_the_bucket(s3_service, s3, bucket, me
     busy = svc.submit([media["slow"]], variations=1)["jobId"]
     # the queue fills between the early check and the job's transaction: the
     # sources were stored, and must go again
-    store = Store.shared(svc.settings.database)
-    original = store.queue_counts
-    store.queue_counts = lambda: {}
-    try:
+    with monkeypatch.context() as early_check_passes:
+        early_check_passes.setattr(intake, "check_queue", lambda store, settings: None)
         r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "late.mp4")]},
                      content_type="multipart/form-data")
-    finally:
-        store.queue_counts = original
     assert r.status_code == 503 and "queue is full" in r.get_json()["error"]
     assert all(k.startswith(f"jobs/{busy}/") for k in keys(s3, bucket)), keys(s3, bucket)
     incoming = svc.settings.data_dir / "incoming"

@@ -300,7 +300,8 @@ def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(tmp_path, m
     supervisor = Supervisor(settings, control)
     supervisor.store = store = Store(settings.database)
     [variation] = store.get_job_variations(r.get_json()["jobId"])
-    task = store.claim_variation(variation["id"], supervisor.host, time.time())
+    task = supervisor.claim()
+    assert task["id"] == variation["id"]
     outcome = _Outcome(task, {"outcome": "failed", "error": "ffmpeg exited with 1"})
     supervisor.unrecorded.append(outcome)
 

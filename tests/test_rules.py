@@ -57,6 +57,11 @@ VARIATION_TABLE = [
     (V("processing", progress=40), lambda v: rules.progress(v, 140), V("processing", progress=99)),
     (V("processing"), lambda v: rules.progress(v, -5), V("processing")),
     *[(V(s), lambda v: rules.progress(v, 50), IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
+    # a job that cannot run at all takes its unstarted variations with it
+    (V("queued", attempts=2, failures=1, error="exit 1"), lambda v: rules.fail_with_job(v, "no disk"),
+     V("failed", attempts=2, failures=1, error="no disk")),
+    *[(V(s), lambda v: rules.fail_with_job(v, "x"), IllegalTransition)
+      for s in ("processing", "completed", "failed", "cancelled")],
 ]
 
 
@@ -116,6 +121,7 @@ JOB_TABLE = [
     (Job("processing", cancel_requested=True), rules.request_cancel, Job("processing", cancel_requested=True)),
     *[(Job(s), rules.request_cancel, IllegalTransition) for s in ("completed", "failed", "cancelled")],
     (QUEUED_JOB, lambda j: rules.fail_job(j, "no disk"), Job("failed", error="no disk")),
+    (Job("queued", progress=50), lambda j: rules.fail_job(j, "no disk"), Job("failed", progress=50, error="no disk")),
     *[(Job(s), lambda j: rules.fail_job(j, "x"), IllegalTransition)
       for s in ("processing", "completed", "failed", "cancelled")],
     *[(Job(s, error="e"), rules.reopen, QUEUED_JOB) for s in ("completed", "failed", "cancelled")],
@@ -135,6 +141,16 @@ def test_retry_and_resume_say_why_not():
     assert rules.can_resume(Job("cancelled")) is None
     assert "only a cancelled job" in rules.can_resume(Job("completed"))
     assert "cancelled" in rules.can_resume(Job("processing", cancel_requested=True))
+
+
+def test_a_running_percent_is_whole_and_below_100():
+    """What the encode worker sends and the store records while ffmpeg runs."""
+    assert [rules.running_percent(p) for p in (-5, 0, 12.9, 55.7, 99.99, 100, 140)] == [0, 0, 12, 55, 99, 99, 99]
+
+
+def test_a_job_joins_the_queue_only_below_its_cap():
+    assert rules.may_queue(0, 1) and rules.may_queue(1, 2)
+    assert not rules.may_queue(2, 2) and not rules.may_queue(3, 2)
 
 
 def test_only_finished_jobs_may_expire():

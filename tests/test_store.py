@@ -110,12 +110,12 @@ def test_the_migrations_build_exactly_the_schema_the_code_declares(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from refresher.store import _alembic_config
+    from refresher.store.migration import alembic_config
     from refresher.store.schema import metadata
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+        command.upgrade(alembic_config(conn), "head")
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     engine.dispose()
@@ -180,7 +180,7 @@ def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_
     running = _claim(store)
     now = time.time()
     assert store.request_cancel(job_id, now, 60)["status"] == "processing"
-    assert store.next_variation() is None
+    assert store.claim_next_variation("here", now) is None
     assert store.record_outcome(running["id"], "cancelled", now, 60) == (job_id, "cancelled")
     job = store.get_job(job_id)
     assert (job["status"], job["progress"], job["cancelled_at"]) == ("cancelled", 0, now)
@@ -197,7 +197,7 @@ def test_every_store_operation_a_job_goes_through(database):
     [listed] = store.list_jobs()
     assert (listed["id"], listed["file_names"], listed["total_variations"]) == (job_id, ["job0.mp4", "job1.mp4"], 2)
     first, second = _claim(store), _claim(store)
-    assert store.get_job(job_id)["status"] == "processing" and store.next_variation() is None
+    assert store.get_job(job_id)["status"] == "processing" and _claim(store) is None
     store.record_start(first["id"], 10, 11, time.time())
     store.record_progress({first["id"]: 40, second["id"]: 250})
     store.roll_up_progress()
@@ -213,6 +213,68 @@ def test_every_store_operation_a_job_goes_through(database):
     assert store.known_paths(job_id) == {"u0", "u1", "x.mp4"}
     assert store.expired_jobs(time.time()) == [] and store.expired_jobs(time.time() + 61)[0]["id"] == job_id
     assert store.delete_job(job_id) and store.get_job(job_id) is None and store.all_job_ids() == set()
+
+
+def test_progress_is_recorded_as_the_rules_have_it_on_both_engines(database):
+    """Progress rises only while an attempt runs and stays below 100; a report
+    that arrives after its variation ended or went back to the queue, or for
+    one that is gone, changes nothing."""
+    store = Store(database)
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=2)
+    first, second = _claim(store), _claim(store)
+    store.record_progress({first["id"]: 40.7, second["id"]: 30})
+    store.record_progress({first["id"]: 20})
+    assert store.get_variation(first["id"])["progress"] == 40, "never backwards"
+    store.record_outcome(second["id"], "failed", time.time(), 60, error="exit 1")
+    store.record_outcome(first["id"], "completed", time.time(), 60, size=1)
+    store.record_progress({first["id"]: 50, second["id"]: 70, "no-such-variation": 10})
+    assert store.get_variation(first["id"])["progress"] == 100
+    assert (store.get_variation(second["id"])["status"], store.get_variation(second["id"])["progress"]) == \
+        ("queued", 0)
+
+
+def test_a_queued_job_fails_as_the_rules_have_it_on_both_engines(database):
+    """A new job that cannot start fails with its variations; a retried one
+    keeps the outputs it has (and its share), and only its queued variations
+    fail. A job that is not queued is left alone."""
+    store = Store(database)
+    store.migrate()
+    fresh, _ = _job(store, sources=1, per_source=2)
+    assert store.fail_queued_job(fresh, "no disk", time.time(), 60)
+    job = store.get_job(fresh)
+    assert (job["status"], job["error"], job["progress"]) == ("failed", "no disk", 0)
+    assert [(v["status"], v["error"]) for v in store.get_job_variations(fresh)] == [("failed", "no disk")] * 2
+    assert not store.fail_queued_job(fresh, "again", time.time(), 60)
+    assert store.get_job(fresh)["error"] == "no disk"
+
+    retried, _ = _job(store, sources=1, per_source=2)
+    made, doomed = _claim(store), _claim(store)
+    store.record_outcome(made["id"], "completed", time.time(), 60, size=1)
+    store.record_outcome(doomed["id"], "failed", time.time(), 60, error="exit 1")
+    store.record_outcome(_claim(store)["id"], "failed", time.time(), 60, error="exit 1")
+    assert store.reopen_job(retried, "retry", time.time(), 60)["status"] == "queued"
+    assert store.fail_queued_job(retried, "no disk", time.time(), 60)
+    job = store.get_job(retried)
+    assert (job["status"], job["error"], job["progress"]) == ("failed", "no disk", 50)
+    assert {v["id"]: (v["status"], v["error"]) for v in store.get_job_variations(retried)} == \
+        {made["id"]: ("completed", None), doomed["id"]: ("failed", "no disk")}
+
+
+def test_only_finished_jobs_expire_or_are_evicted_on_both_engines(database):
+    """Past its expiry, a finished job goes; a queued or running one is never
+    offered to expiry or eviction (`rules.may_expire`)."""
+    store = Store(database)
+    store.migrate()
+    running, _ = _job(store, sources=1, per_source=1, name="running")
+    assert _claim(store)["job_id"] == running
+    queued, _ = _job(store, sources=1, per_source=1, name="queued")
+    done, _ = _job(store, sources=1, per_source=1, name="done")
+    assert store.fail_queued_job(done, "no disk", time.time(), 0)
+    later = time.time() + 61  # every job is past its expiry
+    assert [j["id"] for j in store.expired_jobs(later)] == [done]
+    assert [j["id"] for j in store.finished_jobs_oldest_first()] == [done]
+    assert [j["id"] for j in store.stale_queued_jobs(later)] == [queued]
 
 
 def test_a_whole_job_is_read_in_one_statement_on_both_engines(database):
@@ -252,8 +314,9 @@ def test_the_change_watch_sees_every_commit_and_no_read_on_both_engines(database
         job_id, _ = _job(store, sources=1, per_source=2)
         assert watch.changed() and not watch.changed()
         store.get_job_whole(job_id)
-        store.next_variation()
-        assert not watch.changed(), "reads change nothing"
+        with pytest.raises(JobNotStarted):
+            store.claim_next_variation("here", time.time())
+        assert not watch.changed(), "reads change nothing, nor a claim that finds the job not started"
         other = Store(database)  # another process's connection, as a web worker's
         _claim(other)
         other.close()
@@ -335,11 +398,11 @@ def test_jobs_from_before_revisions_get_one_on_both_engines(database):
     jobs: each starts at 0 and counts from there."""
     from alembic import command
 
-    from refresher.store import _alembic_config
+    from refresher.store.migration import alembic_config
 
     store = Store(database)
     with store.engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0006")
+        command.upgrade(alembic_config(conn), "0006")
     sql(store, "INSERT INTO jobs (id, status, variations_per_video, seed, created_at, expires_at)"
                " VALUES ('old-job', 'failed', 1, 's', 1, 99999999999)")
     store.migrate()
@@ -448,7 +511,7 @@ def test_a_variation_another_host_is_claiming_is_passed_over_not_waited_for(post
     store.migrate()
     job_id, _ = _job(store, sources=1, per_source=3)
     assert store.start_job(job_id, time.time())
-    locked = store.next_variation()["id"]
+    locked = store.get_job_variations(job_id)[0]["id"]  # the first in the claim order
     claimed = []
     with other.writing() as conn:  # the other host's claim, not committed yet
         conn.execute(variations.select().where(variations.c.id == locked).with_for_update())
@@ -460,6 +523,7 @@ def test_a_variation_another_host_is_claiming_is_passed_over_not_waited_for(post
     assert not waited, "the claim waited for the other host's lock"
     assert claimed[0] is not None and claimed[0]["id"] != locked
     assert store.get_variation(locked)["status"] == "queued"
+    assert store.claim_next_variation("here", time.time())["id"] == locked, "once free, it was the next"
     other.close()
 
 
@@ -502,7 +566,7 @@ def test_hosts_claiming_at_once_each_get_their_own_variations(database):
     for t in threads:
         t.join(60)
     assert len(claimed) == len(set(claimed)) == 12
-    assert stores[0].next_variation() is None
+    assert stores[0].claim_next_variation("host0", time.time()) is None
     for s in stores:
         s.close()
 
@@ -527,3 +591,49 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(postgres):
         assert store.list_jobs() == []
     other.close()
     store.close()
+
+
+def test_the_cancel_listener_connects_with_the_database_url_s_own_parameters():
+    """libpq's parameters, decoded, from whatever the URL holds: a user and a
+    password with characters a URL must escape, a socket folder and a port
+    in the query, an option such as sslmode, several hosts; and psycopg
+    reads back from them exactly what they say."""
+    import psycopg
+
+    from refresher.store import database_url
+    from refresher.store.listener import connection_params
+
+    escaped = connection_params(database_url(
+        "postgres://us%40r:p%40ss%20w%25rd%2F'@db.example.com:6543/my%20db?sslmode=require"))
+    assert escaped == {"user": "us@r", "password": "p@ss w%rd/'", "host": "db.example.com", "port": 6543,
+                       "dbname": "my db", "sslmode": "require"}
+    assert psycopg.conninfo.conninfo_to_dict(psycopg.conninfo.make_conninfo(**escaped)) == \
+        {key: str(value) for key, value in escaped.items()}
+    assert connection_params(database_url("postgresql://postgres@/t_1?host=/run/pg&port=5433")) == \
+        {"user": "postgres", "dbname": "t_1", "host": "/run/pg", "port": "5433"}
+    assert connection_params("postgresql+psycopg://u@/db?host=a&host=b&port=1&port=2") == \
+        {"user": "u", "dbname": "db", "host": "a,b", "port": "1,2"}
+
+
+def test_a_listener_hears_an_accepted_cancel(postgres):
+    """On a connection of its own, made from the store's URL: a cancel of a
+    job that runs is announced with its seq and id."""
+    from refresher.store import LISTENER_NAME, CancelListener
+
+    store = Store(postgres.new_database())
+    store.migrate()
+    job_id, _ = _job(store, sources=1, per_source=2)
+    _claim(store)  # something runs: the job does not settle at once
+    listener = CancelListener(store)
+    listener.connect()
+    try:
+        assert listener.wait(0.1) == []
+        assert sql(store, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s",
+                   LISTENER_NAME) == [(1,)]
+        job = store.request_cancel(job_id, time.time(), 60)
+        assert job["status"] == "processing"
+        assert listener.wait(5) == [(job["seq"], job_id)]
+        listener.ping()
+    finally:
+        listener.close()
+        store.close()

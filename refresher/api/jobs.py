@@ -35,9 +35,7 @@ def create_job():
     service = refresher()
     # Before a byte of the body is read: a full queue costs the client nothing.
     # (The cap is checked again, atomically, when the job is written.)
-    if sum(service.store.queue_counts().values()) >= service.settings.max_queued_jobs:
-        raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
-                            f"try again later", retryAfter=30)
+    intake.check_queue(service.store, service.settings)
     staged, form = uploads.staged_videos()
     body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form,
                              early=uploads.early_intake())
@@ -153,9 +151,7 @@ def rerun_job(job_id: str):
             body = json.loads(request.get_data())
         except ValueError:
             raise Rejected(400, "the body is not valid JSON") from None
-    if sum(service.store.queue_counts().values()) >= service.settings.max_queued_jobs:
-        raise Rejected(503, f"the queue is full ({service.settings.max_queued_jobs} unfinished jobs); "
-                            f"try again later", retryAfter=30)
+    intake.check_queue(service.store, service.settings)
     created = intake.rerun_job(service.store, service.settings, service.storage, original, files, body)
     jobs.work_queued(service.control)
     body = {**jobs.detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}

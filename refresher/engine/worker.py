@@ -21,6 +21,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+from .. import rules
 from ..media import effects as fx
 from ..media import ffmpeg
 from ..storage import Storage, StorageError, open_storage
@@ -83,7 +84,7 @@ class EncodeWorker:
         def on_progress(seconds: float) -> None:
             if not expected:
                 return
-            percent = max(0, min(99, int(seconds / expected * 100)))
+            percent = rules.running_percent(seconds / expected * 100)
             now = time.monotonic()
             if percent > last["percent"] and now - last["at"] >= PROGRESS_MESSAGE_INTERVAL:
                 last.update(at=now, percent=percent)
