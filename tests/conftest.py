@@ -224,6 +224,21 @@ def make_service(tmp_path):
         svc.close()
 
 
+# --- the fast lane -----------------------------------------------------------------------
+# `pytest -m "not e2e"` leaves out every test that starts a real gunicorn, a
+# browser, a cluster of hosts, an install or a benchmark: what is left runs
+# the app in-process with a real supervisor, real ffmpeg and real databases.
+E2E_FIXTURES = {"gunicorn_server", "browser", "page", "cluster", "installed"}
+E2E_MODULES = {"test_benchmarks", "test_package", "test_new_user", "test_many_hosts", "test_client",
+               "test_slow_clients", "test_gunicorn", "test_browser", "test_layers", "test_quality"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.split(".")[-1] in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
+
 # --- a real gunicorn ------------------------------------------------------------------
 
 def free_port() -> int:

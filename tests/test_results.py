@@ -251,7 +251,7 @@ def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_firs
                     calls.append((name, Path(path).name, started, time.monotonic()))
         return call
 
-    for name in ("probe", "count_video_frames", "make_thumbnail"):
+    for name in ("probe", "demux", "make_thumbnail"):
         monkeypatch.setattr(ffmpeg, name, timed(name, getattr(ffmpeg, name)))
     token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
     r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
@@ -263,7 +263,7 @@ def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_firs
     (s0, e0), (s1, e1) = spans["probe", first], spans["probe", second]
     assert max(s0, s1) < min(e0, e1), "the two videos were probed at the same time"
     assert [part for name, part, _, _ in calls if name == "make_thumbnail"] == [first]
-    assert spans["count_video_frames", second][1] < spans["make_thumbnail", first][1], \
+    assert spans["demux", second][1] < spans["make_thumbnail", first][1], \
         "the second video was done before the first one's thumbnail: it is the first's all the same"
     assert most[0] <= PROBES_AT_ONCE
     job = client.get(f"/api/jobs/{r.get_json()['jobId']}", headers={"Authorization": f"Bearer {token}"}).get_json()
