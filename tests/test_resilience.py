@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from refresher.engine.control import ControlBlock
 from refresher.engine import supervisor as supervisor_module
-from refresher.engine.supervisor import Supervisor, SupervisorHandle, _Outcome, _Worker
+from refresher.engine.handle import SupervisorHandle
+from refresher.engine.supervisor import Supervisor, _Outcome, _Worker
 from refresher.store import OperationalError, Store
 from refresher.webapp import create_app
 
@@ -203,6 +204,24 @@ def test_encode_worker_killed_mid_encode_is_retried(make_service, media):
     [v] = svc.store.get_job_variations(job_id)
     assert (v["attempts"], v["failures"]) == (2, 1)
     assert not list((svc.settings.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
+
+
+def test_a_killed_supervisor_is_replaced_by_the_handle_that_watches_it(make_service, media):
+    """SupervisorHandle.watch, as gunicorn's master runs it: a supervisor
+    killed outright takes its encode workers along and is replaced; the new
+    one's pid is the one the control block (and so /api/health) reports."""
+    svc = make_service(encode_workers=1)
+    svc.supervisor.watch(interval=0.2)
+    old = svc.supervisor.pid
+    assert svc.control.supervisor_pid() == old
+    old_workers = wait_until(lambda: encode_workers(old))
+    os.kill(old, signal.SIGKILL)
+    new = wait_until(lambda: (pid := svc.control.supervisor_pid()) != old and svc.control.supervisor_alive()
+                     and pid, timeout=20)
+    assert new == svc.supervisor.pid and alive(new) and not alive(old)
+    wait_until(lambda: not any(alive(pid) for pid in old_workers), timeout=5)
+    job = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"], timeout=30)
+    assert job["status"] == "completed", job
 
 
 def test_an_idle_encode_worker_killed_from_outside_is_replaced(make_service, media):
