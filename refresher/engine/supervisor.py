@@ -1,6 +1,6 @@
 """The supervisor: one process per host that owns the encoding.
 
-It starts ENCODE_WORKERS encode workers itself (`worker.py`), each with a
+It starts ENCODE_WORKERS encode workers itself (`encoder.py`), each with a
 pipe of its own, and waits on those pipes and on the workers' process
 sentinels together: a task goes only to an idle worker, every message comes
 back on the worker's own pipe, and a worker that dies names exactly the task
@@ -40,7 +40,7 @@ from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id
 from .control import ControlBlock, drain
-from .worker import run_worker
+from .encoder import run_encoder
 
 log = logging.getLogger("refresher.supervisor")
 
@@ -192,7 +192,7 @@ class Supervisor:
     def start_worker(self, number: int) -> _Worker:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
-            target=run_worker, name=f"refresher-encoder-{number}", daemon=True,
+            target=run_encoder, name=f"refresher-encoder-{number}", daemon=True,
             args=(theirs, str(self.control.path), self.storage_spec, self.binary, self.settings.stall_seconds))
         process.start()
         theirs.close()
