@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from ..media import effects as fx
 from ..media import ffmpeg
 from ..storage import Storage, StorageError, open_storage
+from . import lifeline
 from .control import ControlBlock
 
 PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attempt
@@ -128,11 +129,13 @@ class Encoder:
         return {"outcome": "failed", "error": result.reason()}
 
 
-def run_encoder(pipe: Connection, control_path: str, storage_spec: tuple, binary: str,
+def run_encoder(pipe: Connection, supervisor_pid: int, control_path: str, storage_spec: tuple, binary: str,
                 stall_seconds: float) -> None:
     """Entry point of an encode worker process; `storage_spec` is what
     `open_storage` takes (DATA_DIR, STORAGE_URL, HOST_ID)."""
-    ffmpeg.die_with_parent()  # a killed supervisor takes its workers, and so their ffmpeg, along
+    # A killed supervisor takes its workers, and so their ffmpeg, along.
+    if not lifeline.follow_parent(signal.SIGKILL, supervisor_pid):
+        return
     encoder = Encoder(pipe, ControlBlock(control_path), open_storage(*storage_spec), binary, stall_seconds)
 
     def on_sigterm(signum, frame):

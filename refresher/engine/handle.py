@@ -12,7 +12,6 @@ supervisor's libraries (the store, the scheduler, storage).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing.connection
 import os
@@ -61,9 +60,14 @@ class SupervisorHandle:
         # that starts it (a forked child would, and gunicorn's workers would
         # then try to join it). The settings go in on stdin, never on the
         # command line, where every user of the machine could read them.
+        # It asks for SIGTERM when this process dies (`lifeline`), so a server
+        # killed with -9 still has its supervisor shut down cleanly. (The
+        # kernel sends it when the thread that started it ends: the server's
+        # main thread, or the watcher below; both live as long as the server.)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path)],
-            stdin=subprocess.PIPE, env=_child_environment(), close_fds=True, preexec_fn=_stop_with_parent)
+            [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path),
+             "--parent", str(os.getpid())],
+            stdin=subprocess.PIPE, env=_child_environment(), close_fds=True)
         self.process.stdin.write(self.settings.to_json().encode())
         self.process.stdin.close()
         if self._pidfd is not None:
@@ -147,8 +151,3 @@ class SupervisorHandle:
         # gunicorn's arbiter may have reaped it already: Popen copes with that
         self.process.poll()
 
-
-def _stop_with_parent() -> None:
-    """In the supervisor before exec: a SIGTERM when the server that started
-    it dies (kill -9 of gunicorn's master), so it still shuts down cleanly."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

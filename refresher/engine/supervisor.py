@@ -39,6 +39,7 @@ from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id
+from . import lifeline
 from .control import ControlBlock, drain
 from .encoder import run_encoder
 
@@ -85,7 +86,7 @@ class _Outcome:
 class Supervisor:
     """Runs inside the supervisor process; see `run_supervisor`."""
 
-    def __init__(self, settings: Settings, control: ControlBlock):
+    def __init__(self, settings: Settings, control: ControlBlock, parent_pid: int | None = None):
         self.settings = settings
         self.control = control
         self.data_dir = Path(settings.data_dir).resolve()
@@ -100,7 +101,8 @@ class Supervisor:
         self.unrecorded: list[_Outcome] = []
         self.progress: dict[str, float] = {}
         self.stopping = threading.Event()
-        self.parent_pid = os.getppid()
+        self.stopped_by: str | None = None  # the signal that told it to stop, if one did
+        self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
         self.store: Store | None = None
         self.scheduler = None
         self._last_flush = 0.0
@@ -193,7 +195,8 @@ class Supervisor:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=run_encoder, name=f"refresher-encoder-{number}", daemon=True,
-            args=(theirs, str(self.control.path), self.storage_spec, self.binary, self.settings.stall_seconds))
+            args=(theirs, os.getpid(), str(self.control.path), self.storage_spec, self.binary,
+                  self.settings.stall_seconds))
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -562,7 +565,7 @@ class Supervisor:
             self.wake = None
         self.store.close()
         self.control.mark_stopped(clean=True)
-        log.info("supervisor %d stopped", os.getpid())
+        log.info("supervisor %d stopped%s", os.getpid(), f" on {self.stopped_by}" if self.stopped_by else "")
 
 
 def _machine() -> str:
@@ -620,8 +623,9 @@ def _kill_stale_ffmpeg(row: dict, partial: Path) -> None:
         os.close(pidfd)
 
 
-def run_supervisor(settings: Settings, control: ControlBlock) -> None:
-    """The supervisor process's work, with its signals and its log."""
+def run_supervisor(settings: Settings, control: ControlBlock, parent_pid: int | None = None) -> None:
+    """The supervisor process's work, with its signals and its log. It stops
+    when the process `parent_pid` (by default, its parent now) is gone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -630,9 +634,10 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
     # Its parent migrated the schema already; the check repeats two lines that say nothing.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-    supervisor = Supervisor(settings, control)
+    supervisor = Supervisor(settings, control, parent_pid)
 
     def stop(signum, frame):
+        supervisor.stopped_by = signal.Signals(signum).name
         supervisor.stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
@@ -641,15 +646,23 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m refresher.engine --control PATH` (see `__main__.py`), with
-    the settings as JSON on stdin: how SupervisorHandle starts it."""
+    """`python -m refresher.engine --control PATH --parent PID` (see
+    `__main__.py`), with the settings as JSON on stdin: how SupervisorHandle
+    starts it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", required=True, help="the control block's file")
+    parser.add_argument("--parent", type=int, required=True,
+                        help="the pid of the server that starts it: it gets SIGTERM when that one dies")
     args = parser.parse_args(argv)
+    # Before anything else: a server killed with -9 (gunicorn's master, say)
+    # runs no shutdown of its own, so its supervisor must hear of it.
+    if not lifeline.follow_parent(signal.SIGTERM, args.parent):
+        sys.stderr.write(f"the server that started this supervisor (pid {args.parent}) is gone; it does not start\n")
+        sys.exit(1)
     settings = Settings.from_json(sys.stdin.read())
     control = ControlBlock(args.control)
     try:
-        run_supervisor(settings, control)
+        run_supervisor(settings, control, args.parent)
     except HostIdInUse as exc:
         # Its parent tries again after a pause: the holder may yet stop.
         log.error("%s", exc)
