@@ -8,6 +8,7 @@ has read a byte or started a thread, and is looked at there."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,3 +107,23 @@ def test_every_thread_of_a_service_encode_runs_at_idle_priority(make_service, me
     assert svc.wait(job_id)["status"] == "cancelled"
     wait_until(lambda: not alive(pid), timeout=10)
 
+
+
+def test_where_the_kernel_refuses_sched_idle_encodes_run_at_nice_19(tmp_path):
+    """Some sandboxes refuse SCHED_IDLE: chrt then fails before it runs
+    anything, and encodes are started at nice 19 instead."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("setpriv", "prlimit", "nice"):
+        (folder / name).symlink_to(shutil.which(name))
+    refusing = folder / "chrt"
+    refusing.write_text("#!/bin/sh\necho \"chrt: failed to set pid 0's policy: Operation not permitted\" >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    code = ("import os, subprocess, sys\nfrom refresher.media import ffmpeg\n"
+            "command = ffmpeg.launch_command([sys.executable, '-c', "
+            "'import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))'], idle=True)\n"
+            "print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": str(folder), "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(os.SCHED_OTHER), "19"]
