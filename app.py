@@ -8,7 +8,7 @@ master starts.
 from __future__ import annotations
 
 from refresher.engine.control import ControlBlock
-from refresher.engine.supervisor import SupervisorHandle
+from refresher.engine.handle import SupervisorHandle
 from refresher.startup import prepare
 from refresher.wsgi import app, settings
 

@@ -54,9 +54,10 @@ def baseline(source: Path, runs: int, together: int = 1) -> list[float]:
                 cmd = fx.encode_command(FFMPEG, source, Path(out) / f"b{k}.mp4", fx.draw_effects("b", k, i),
                                         info.width, info.height, info.has_audio, info.audio_codec,
                                         duration=info.duration, video_frames=frames)
+                if together > 1:
+                    cmd = ffmpeg.launch_command(cmd, idle=True)
                 procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL,
-                                              preexec_fn=ffmpeg.encoder_child_setup if together > 1 else None))
+                                              stderr=subprocess.DEVNULL))
             time.sleep(0.8 + 0.037 * i)  # land at different points of ffmpeg's cycle
             started = time.monotonic()
             for proc in procs:

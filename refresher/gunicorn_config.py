@@ -23,7 +23,7 @@ import sys
 
 from . import startup
 from .engine.control import ControlBlock, remove_abandoned
-from .engine.supervisor import SupervisorHandle
+from .engine.handle import SupervisorHandle
 from .media.check import FFmpegUnusable, check_binary
 from .media.ffmpeg import FFmpegNotFound, resolve_binary
 from .settings import SettingsError, load_settings

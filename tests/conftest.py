@@ -18,7 +18,7 @@ import pytest
 
 from refresher.settings import Settings
 from refresher.engine.control import ControlBlock
-from refresher.engine.supervisor import SupervisorHandle
+from refresher.engine.handle import SupervisorHandle
 from refresher.media.ffmpeg import resolve_binary
 from refresher.webapp import create_app
 

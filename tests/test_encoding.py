@@ -231,22 +231,22 @@ def test_a_source_is_counted_at_intake_and_its_speed_variations_end_on_its_last_
 
 
 def _encode_in_worker(tmp_path: Path, source: Path, media: dict, effects: dict) -> tuple[dict, Path]:
-    """One variation through EncodeWorker.encode, in this process."""
+    """One variation through Encoder.encode, in this process."""
     import multiprocessing
     import shutil
 
     from refresher.engine.control import ControlBlock
-    from refresher.engine.worker import EncodeWorker
+    from refresher.engine.encoder import Encoder
     from refresher.storage.local import LocalStorage
 
     data = tmp_path / "data"
     (data / "jobs" / "j").mkdir(parents=True)
     shutil.copy(source, data / "jobs" / "j" / "source_s")
     ours, theirs = multiprocessing.Pipe()
-    worker = EncodeWorker(theirs, ControlBlock.create(data / "run"), LocalStorage(data), FFMPEG, stall_seconds=60)
+    encoder = Encoder(theirs, ControlBlock.create(data / "run"), LocalStorage(data), FFMPEG, stall_seconds=60)
     task = {"id": "v", "job_seq": 1, "output_path": "jobs/j/v.mp4", "upload_path": "jobs/j/source_s",
             "effects": effects, "media": media, "duration": media["duration"]}
-    return worker.encode(task), data / "jobs" / "j" / "v.mp4"
+    return encoder.encode(task), data / "jobs" / "j" / "v.mp4"
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["count-kept", "source-from-before"])

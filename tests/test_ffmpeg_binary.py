@@ -122,6 +122,46 @@ def test_start_up_refuses_an_unusable_ffmpeg_binary_in_one_line(command, make, e
     assert lines[0].startswith("Video Refresher cannot start: ffmpeg ") and expected in lines[0], lines
 
 
+def without_setpriv(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    return folder
+
+
+def setpriv_before_2_33(folder: Path) -> Path:
+    """setpriv learnt --pdeathsig in util-linux 2.33 (Ubuntu 18.04 has 2.31)."""
+    folder.mkdir(parents=True)
+    for name in ("prlimit", "chrt"):
+        (folder / name).symlink_to(shutil.which(name))
+    fake = folder / "setpriv"
+    fake.write_text(f"#!/bin/sh\ncase \" $* \" in *\" --pdeathsig \"*)\n"
+                    f"  echo \"setpriv: unrecognized option '--pdeathsig'\" >&2\n"
+                    f"  echo \"Try 'setpriv --help' for more information.\" >&2; exit 1;;\nesac\n"
+                    f"exec {shutil.which('setpriv')} \"$@\"\n")
+    fake.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("command", START_COMMANDS)
+@pytest.mark.parametrize("make, expected", [
+    (without_setpriv, "setpriv is not on PATH: every ffmpeg is started through util-linux's setpriv, prlimit "
+                      "and chrt; install util-linux"),
+    (setpriv_before_2_33, "(setpriv: unrecognized option '--pdeathsig'); setpriv --pdeathsig needs util-linux "
+                          "2.33 or newer"),
+])
+def test_start_up_refuses_a_machine_without_the_wrappers_ffmpeg_is_started_through(command, make, expected,
+                                                                                    tmp_path):
+    """Every ffmpeg is started through util-linux's setpriv, prlimit and
+    chrt (refresher.media.ffmpeg.launch_command): without them, no start."""
+    path = make(tmp_path / "bin")
+    env = {**os.environ, "PATH": str(path), "FFMPEG_BINARY": FFMPEG, "DATA_DIR": str(tmp_path / "data"),
+           "HOST": "127.0.0.1", "PORT": "1"}
+    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("Video Refresher cannot start: ") and expected in lines[0], lines
+
+
 def distro_ffmpeg() -> str | None:
     """Debian's (or another distribution's) ffmpeg, if this machine has one."""
     for candidate in ("/usr/bin/ffmpeg", "/usr/local/bin/ffmpeg", shutil.which("ffmpeg")):

@@ -8,7 +8,7 @@ import time
 from refresher import lifecycle, spool
 from refresher.storage.local import tree_size, unshared_size
 from refresher.store import Store
-from refresher.engine.supervisor import SupervisorHandle
+from refresher.engine.handle import SupervisorHandle
 
 from .conftest import sql, EmbeddedService, make_settings, wait_until
 

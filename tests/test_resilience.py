@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +17,8 @@ import sqlalchemy as sa
 
 from refresher.engine.control import ControlBlock
 from refresher.engine import supervisor as supervisor_module
-from refresher.engine.supervisor import Supervisor, SupervisorHandle, _Outcome, _Worker
+from refresher.engine.handle import SupervisorHandle
+from refresher.engine.supervisor import Supervisor, _Outcome, _Worker
 from refresher.store import OperationalError, Store
 from refresher.webapp import create_app
 
@@ -146,6 +149,45 @@ def test_sigkill_of_the_whole_server_then_restart_resumes(gunicorn_server, media
     assert not [p for p in folder.iterdir() if ".part" in p.name]
 
 
+def test_sigkill_of_the_master_alone_stops_the_supervisor_cleanly(gunicorn_server, media):
+    """The master killed with -9 runs no shutdown of its own: its supervisor
+    gets SIGTERM from the kernel (it asked for it when it started) and stops
+    as on any SIGTERM: ffmpeg stopped, the partial file removed, the
+    variation back in the queue as interrupted, not failed."""
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    job_id = submit(server, [media["slow"]], 1)
+    wait_until(lambda: running_ffmpeg(server.data_dir, job_id), interval=0.02)
+    supervisor = int(re.findall(r"supervisor (\d+) running", server.log_text())[-1])
+    server.proc.kill()
+    server.proc.wait()
+    wait_until(lambda: f"supervisor {supervisor} stopped on SIGTERM" in server.log_text(), timeout=20)
+    assert server.leftovers() == [], "the supervisor, its encode workers, ffmpeg and the web workers are gone"
+    assert not list((server.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
+    store = Store(server.data_dir / "refresher.db")
+    try:
+        [variation] = store.get_job_variations(job_id)
+    finally:
+        store.close()
+    assert (variation["status"], variation["attempts"], variation["failures"]) == ("queued", 1, 0), variation
+
+
+def test_a_supervisor_whose_server_is_already_gone_does_not_start(tmp_path):
+    """The supervisor asks for its SIGTERM itself, once it runs; a server
+    that died before that would never send it. So it checks that its parent
+    is still the server that started it (--parent), and starts nothing when
+    it is not."""
+    settings = make_settings(tmp_path / "data", encode_workers=1)
+    control = ControlBlock.create(settings.data_dir / "run")
+    not_its_parent = os.getppid()  # alive, but not the parent of the process started below
+    done = subprocess.run([sys.executable, "-m", "refresher.engine", "--control", str(control.path),
+                           "--parent", str(not_its_parent)], input=settings.to_json(), capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and f"(pid {not_its_parent}) is gone" in lines[0], lines
+    assert control.supervisor_pid() == 0, "it never reported as running"
+    assert not (settings.data_dir / supervisor_module.SUPERVISOR_LOCK).exists(), "it took nothing"
+
+
 def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, media):
     server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = mid_job(server, media, variations=4)
@@ -203,6 +245,24 @@ def test_encode_worker_killed_mid_encode_is_retried(make_service, media):
     [v] = svc.store.get_job_variations(job_id)
     assert (v["attempts"], v["failures"]) == (2, 1)
     assert not list((svc.settings.data_dir / "jobs" / job_id).rglob("*.part*")), "no partial file left"
+
+
+def test_a_killed_supervisor_is_replaced_by_the_handle_that_watches_it(make_service, media):
+    """SupervisorHandle.watch, as gunicorn's master runs it: a supervisor
+    killed outright takes its encode workers along and is replaced; the new
+    one's pid is the one the control block (and so /api/health) reports."""
+    svc = make_service(encode_workers=1)
+    svc.supervisor.watch(interval=0.2)
+    old = svc.supervisor.pid
+    assert svc.control.supervisor_pid() == old
+    old_workers = wait_until(lambda: encode_workers(old))
+    os.kill(old, signal.SIGKILL)
+    new = wait_until(lambda: (pid := svc.control.supervisor_pid()) != old and svc.control.supervisor_alive()
+                     and pid, timeout=20)
+    assert new == svc.supervisor.pid and alive(new) and not alive(old)
+    wait_until(lambda: not any(alive(pid) for pid in old_workers), timeout=5)
+    job = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"], timeout=30)
+    assert job["status"] == "completed", job
 
 
 def test_an_idle_encode_worker_killed_from_outside_is_replaced(make_service, media):

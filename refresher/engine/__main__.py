@@ -1,5 +1,5 @@
-"""`python -m refresher.engine --control PATH`, with the settings as JSON on
-stdin: the supervisor process, as `SupervisorHandle` starts it.
+"""`python -m refresher.engine --control PATH --parent PID`, with the settings
+as JSON on stdin: the supervisor process, as `handle.SupervisorHandle` starts it.
 
 It runs as a package's `__main__` on purpose: an encode worker is started
 with multiprocessing's "spawn", which imports the parent's main module again

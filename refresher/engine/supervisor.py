@@ -1,6 +1,6 @@
 """The supervisor: one process per host that owns the encoding.
 
-It starts ENCODE_WORKERS encode workers itself (`worker.py`), each with a
+It starts ENCODE_WORKERS encode workers itself (`encoder.py`), each with a
 pipe of its own, and waits on those pipes and on the workers' process
 sentinels together: a task goes only to an idle worker, every message comes
 back on the worker's own pipe, and a worker that dies names exactly the task
@@ -9,25 +9,20 @@ workers report into the store's state (through `rules`), mirrors accepted
 cancels into the control block, and runs the cleanup daemon (APScheduler) —
 so the scheduler exists once per host, never once per web worker.
 
-`SupervisorHandle` starts it as a fresh interpreter (`python -m
-refresher.engine`), with the control block's path, from
-gunicorn's master (`on_starting`) or embedded (`python app.py`, tests), and
-watches it: its liveness is judged by a pidfd and the heartbeat in the
-control block, never by an exit status (gunicorn's arbiter reaps children it
-does not know).
+This is the supervisor process's own code. It runs as `python -m
+refresher.engine` (`main`), started and watched by the server through
+`handle.SupervisorHandle`, or as the worker process type (`python -m
+refresher.worker`, `run_supervisor`).
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import site
-import subprocess
 import sys
 import threading
 import time
@@ -44,22 +39,11 @@ from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id
+from . import lifeline
 from .control import ControlBlock, drain
-from .worker import run_worker
+from .encoder import run_encoder
 
 log = logging.getLogger("refresher.supervisor")
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the refresher package
-
-
-def _child_environment() -> dict[str, str]:
-    """The supervisor imports this package from wherever this process did,
-    whatever its working directory: a checkout run from elsewhere is put on
-    PYTHONPATH; an installed package is found as it is."""
-    env = dict(os.environ)
-    if str(PACKAGE_ROOT) not in map(str, (Path(p).resolve() for p in site.getsitepackages())):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for the loop
 PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
@@ -70,7 +54,6 @@ QUIET_LOOK_SECONDS = 1.0         # SQLite: with the database unchanged, work and
 LISTEN_SECONDS = 1.0             # the cancel listener looks up from its connection this often
 LISTEN_PING_SECONDS = 5.0        # … and checks that the connection still works this often
 LISTEN_RETRY_SECONDS = 1.0       # a lost listening connection is made again after this pause
-RESTART_AFTER_CLEAN_EXIT_SECONDS = 5.0
 SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5   # > the whole q → TERM → KILL ladder
 SUPERVISOR_LOCK = "supervisor.lock"
 LOST_WORKER = "the encoding process died unexpectedly"
@@ -103,7 +86,7 @@ class _Outcome:
 class Supervisor:
     """Runs inside the supervisor process; see `run_supervisor`."""
 
-    def __init__(self, settings: Settings, control: ControlBlock):
+    def __init__(self, settings: Settings, control: ControlBlock, parent_pid: int | None = None):
         self.settings = settings
         self.control = control
         self.data_dir = Path(settings.data_dir).resolve()
@@ -118,7 +101,8 @@ class Supervisor:
         self.unrecorded: list[_Outcome] = []
         self.progress: dict[str, float] = {}
         self.stopping = threading.Event()
-        self.parent_pid = os.getppid()
+        self.stopped_by: str | None = None  # the signal that told it to stop, if one did
+        self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
         self.store: Store | None = None
         self.scheduler = None
         self._last_flush = 0.0
@@ -210,8 +194,9 @@ class Supervisor:
     def start_worker(self, number: int) -> _Worker:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
-            target=run_worker, name=f"refresher-encoder-{number}", daemon=True,
-            args=(theirs, str(self.control.path), self.storage_spec, self.binary, self.settings.stall_seconds))
+            target=run_encoder, name=f"refresher-encoder-{number}", daemon=True,
+            args=(theirs, os.getpid(), str(self.control.path), self.storage_spec, self.binary,
+                  self.settings.stall_seconds))
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -580,7 +565,7 @@ class Supervisor:
             self.wake = None
         self.store.close()
         self.control.mark_stopped(clean=True)
-        log.info("supervisor %d stopped", os.getpid())
+        log.info("supervisor %d stopped%s", os.getpid(), f" on {self.stopped_by}" if self.stopped_by else "")
 
 
 def _machine() -> str:
@@ -638,8 +623,9 @@ def _kill_stale_ffmpeg(row: dict, partial: Path) -> None:
         os.close(pidfd)
 
 
-def run_supervisor(settings: Settings, control: ControlBlock) -> None:
-    """The supervisor process's work, with its signals and its log."""
+def run_supervisor(settings: Settings, control: ControlBlock, parent_pid: int | None = None) -> None:
+    """The supervisor process's work, with its signals and its log. It stops
+    when the process `parent_pid` (by default, its parent now) is gone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -648,9 +634,10 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
     # Its parent migrated the schema already; the check repeats two lines that say nothing.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-    supervisor = Supervisor(settings, control)
+    supervisor = Supervisor(settings, control, parent_pid)
 
     def stop(signum, frame):
+        supervisor.stopped_by = signal.Signals(signum).name
         supervisor.stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
@@ -659,130 +646,25 @@ def run_supervisor(settings: Settings, control: ControlBlock) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m refresher.engine --control PATH` (see `__main__.py`), with
-    the settings as JSON on stdin: how SupervisorHandle starts it."""
+    """`python -m refresher.engine --control PATH --parent PID` (see
+    `__main__.py`), with the settings as JSON on stdin: how SupervisorHandle
+    starts it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", required=True, help="the control block's file")
+    parser.add_argument("--parent", type=int, required=True,
+                        help="the pid of the server that starts it: it gets SIGTERM when that one dies")
     args = parser.parse_args(argv)
+    # Before anything else: a server killed with -9 (gunicorn's master, say)
+    # runs no shutdown of its own, so its supervisor must hear of it.
+    if not lifeline.follow_parent(signal.SIGTERM, args.parent):
+        sys.stderr.write(f"the server that started this supervisor (pid {args.parent}) is gone; it does not start\n")
+        sys.exit(1)
     settings = Settings.from_json(sys.stdin.read())
     control = ControlBlock(args.control)
     try:
-        run_supervisor(settings, control)
+        run_supervisor(settings, control, args.parent)
     except HostIdInUse as exc:
         # Its parent tries again after a pause: the holder may yet stop.
         log.error("%s", exc)
         control.mark_stopped(clean=True)
         sys.exit(2)
-
-
-class SupervisorHandle:
-    """Starts, watches and stops the supervisor process from its parent."""
-
-    def __init__(self, settings: Settings, control: ControlBlock):
-        self.settings = settings
-        self.control = control
-        self.process: subprocess.Popen | None = None
-        self._pidfd: int | None = None
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()  # a stop never races a restart
-        self._watcher: threading.Thread | None = None
-        self.restarts = 0
-
-    def start(self) -> "SupervisorHandle":
-        # A fresh interpreter: it inherits no sockets, signal handlers, threads,
-        # database connections or multiprocessing bookkeeping of the server
-        # that starts it (a forked child would, and gunicorn's workers would
-        # then try to join it). The settings go in on stdin, never on the
-        # command line, where every user of the machine could read them.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path)],
-            stdin=subprocess.PIPE, env=_child_environment(), close_fds=True, preexec_fn=_stop_with_parent)
-        self.process.stdin.write(self.settings.to_json().encode())
-        self.process.stdin.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-        self._pidfd = os.pidfd_open(self.process.pid)
-        return self
-
-    def watch(self, logger: logging.Logger | None = None, interval: float = 1.0) -> None:
-        """Replace the supervisor if it dies (a crash, an OOM kill, kill -9),
-        without touching the web server. Runs as a thread of the parent."""
-        logger = logger or log
-
-        def loop():
-            while not self._stopping.is_set():
-                process = self.process
-                if process is None:
-                    return
-                died = multiprocessing.connection.wait([self._pidfd], timeout=interval)
-                if not died or self._stopping.is_set():
-                    continue
-                self._reap()
-                if self.control.stopped_cleanly():
-                    # It was told to stop (a platform shutdown signals every
-                    # process): give our own shutdown a moment to catch up.
-                    if self._stopping.wait(RESTART_AFTER_CLEAN_EXIT_SECONDS):
-                        return
-                    logger.warning("the supervisor (pid %s) stopped; starting a new one", process.pid)
-                else:
-                    logger.error("the supervisor (pid %s) died; starting a new one", process.pid)
-                with self._lock:
-                    if self._stopping.is_set():
-                        return
-                    self.restarts += 1
-                    self.control.mark_stopped(clean=False)
-                    self.start()
-
-        self._watcher = threading.Thread(target=loop, name="supervisor-watch", daemon=True)
-        self._watcher.start()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        if self.process is None:
-            return False
-        return not multiprocessing.connection.wait([self._pidfd], timeout=0)
-
-    def wait_ready(self, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.control.supervisor_alive() and self.control.supervisor_pid() == self.pid:
-                return True
-            if not self.alive():
-                return False
-            time.sleep(0.02)
-        return False
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM, wait for the supervisor and its workers to be gone, SIGKILL if need be."""
-        self._stopping.set()
-        with self._lock:
-            pass  # a restart under way has finished: self.process is the current one
-        if self.process is None or not self.alive():
-            return
-        try:
-            os.kill(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        if multiprocessing.connection.wait([self._pidfd], timeout=timeout):
-            self._reap()
-            return
-        log.error("supervisor %d did not stop in %ss; killing it", self.process.pid, timeout)
-        try:
-            os.kill(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        multiprocessing.connection.wait([self._pidfd], timeout=5)
-        self._reap()
-
-    def _reap(self) -> None:
-        # gunicorn's arbiter may have reaped it already: Popen copes with that
-        self.process.poll()
-
-
-def _stop_with_parent() -> None:
-    """In the supervisor before exec: a SIGTERM when the server that started
-    it dies (kill -9 of gunicorn's master), so it still shuts down cleanly."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

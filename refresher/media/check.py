@@ -1,10 +1,12 @@
 """Is this ffmpeg good enough? Asked once at start, before anything is served.
 
 A build that is too old, or lacks an encoder or an option the service passes,
-would otherwise fail job after job with ffmpeg's own error. So the start-up
-check reads the version, looks for the encoders, and then runs the service's
-own probe, encode (with every effect) and thumbnail commands on a tiny clip:
-whatever option the media code passes, the trial passes too.
+would otherwise fail job after job with ffmpeg's own error; so would a
+machine without the util-linux wrappers every ffmpeg is started through. So
+the start-up check tries the wrappers, reads the version, looks for the
+encoders, and then runs the service's own probe, encode (with every effect)
+and thumbnail commands on a tiny clip: whatever option the media code
+passes, the trial passes too.
 
 That trial takes about half a second of CPU, so a build that passed is
 remembered by its identity (its real path, size, modification time and inode)
@@ -42,7 +44,12 @@ _checked: dict[tuple, str] = {}
 
 
 def check_binary(binary: str) -> str:
-    """Return the binary's version line, or raise FFmpegUnusable."""
+    """Return the binary's version line, or raise FFmpegUnusable (also when
+    the util-linux wrappers every ffmpeg is started through are missing)."""
+    try:
+        ffmpeg.check_wrappers()
+    except ffmpeg.WrapperMissing as exc:
+        raise FFmpegUnusable(str(exc)) from None
     try:
         stat = os.stat(binary)
     except OSError as exc:

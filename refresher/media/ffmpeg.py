@@ -12,11 +12,10 @@ can make ffmpeg read anything but the uploaded file itself.
 from __future__ import annotations
 
 import collections
-import ctypes
+import functools
 import importlib.resources
 import os
 import re
-import resource
 import select
 import selectors
 import shutil
@@ -199,8 +198,8 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
            "-i", f"file:{Path(path).resolve()}",
            "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              stdin=subprocess.DEVNULL, preexec_fn=_probe_child_setup)
+        proc = subprocess.run(launch_command(cmd, address_space=PROBE_MEMORY_LIMIT), capture_output=True,
+                              text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ProbeError("took too long to read") from None
     err = proc.stderr
@@ -264,8 +263,8 @@ def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(path).resolve()}",
            "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        proc = subprocess.run(launch_command(cmd), capture_output=True, text=True, errors="replace",
+                              timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return None
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
@@ -291,42 +290,87 @@ def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration
            "-ss", f"{at:.3f}", "-threads", "1", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
            "-map", "0:v:0", "-frames:v", "1", "-filter_threads", "1", "-vf", f"scale={width}:-2",
            "-c:v", "libwebp", "-quality", "80", "-f", "webp", f"file:{Path(target).resolve()}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                          stdin=subprocess.DEVNULL, preexec_fn=_probe_child_setup)
+    proc = subprocess.run(launch_command(cmd, address_space=PROBE_MEMORY_LIMIT), capture_output=True, text=True,
+                          errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     if proc.returncode != 0 or not Path(target).exists():
         raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
 
 
-# --- running an encode ------------------------------------------------------------
+# --- how every ffmpeg is started -------------------------------------------------
 
-_libc = None
-
-
-def die_with_parent() -> None:
-    """In the child before exec: die when the process that started us dies, so
-    no ffmpeg can outlive its pool worker."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# What an ffmpeg must have from its first instruction (to die when the
+# thread that started it dies; a probe's ceiling on memory; an encode's idle
+# priority) is set by util-linux's small exec wrappers, each of which sets
+# one thing on its own process and then executes the next program in it:
+# `setpriv --pdeathsig`, `prlimit --as`, `chrt --idle`. Not by a preexec_fn:
+# every process that starts ffmpeg has threads (gunicorn's, an upload's,
+# the scheduler's), and Python code run between fork and exec can deadlock
+# on a lock that another thread held at the fork.
 
 
-def _probe_child_setup() -> None:
-    die_with_parent()
-    resource.setrlimit(resource.RLIMIT_AS, (PROBE_MEMORY_LIMIT, PROBE_MEMORY_LIMIT))
+class WrapperMissing(FileNotFoundError):
+    """A util-linux wrapper is not on PATH or too old. The message says so, in one line."""
 
 
-def encoder_child_setup() -> None:
-    die_with_parent()
-    # Encodes take only the CPU nobody else wants, so status polls stay fast
-    # while every core encodes. (Since ffmpeg 7 one encode runs demux, decode,
-    # filters, encode and mux on threads of their own: a mere nice 10 across
-    # all of them still outweighs a web worker's single busy thread.)
+@functools.cache
+def _wrapper(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise WrapperMissing(f"{name} is not on PATH: every ffmpeg is started through util-linux's "
+                             f"setpriv, prlimit and chrt; install util-linux")
+    return found
+
+
+@functools.cache
+def _idle_priority() -> tuple[str, ...]:
+    """`chrt --idle 0` where the kernel lets this process ask for SCHED_IDLE
+    (asked once per process), else `nice -n 19`: some sandboxes refuse
+    SCHED_IDLE."""
+    chrt = _wrapper("chrt")
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(19)
+        said = subprocess.run([chrt, "--idle", "0", chrt, "--pid", "0"], capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL)
+        if said.returncode == 0:
+            return (chrt, "--idle", "0")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return (_wrapper("nice"), "-n", "19")
 
+
+def launch_command(cmd: list[str], *, address_space: int | None = None, idle: bool = False) -> list[str]:
+    """`cmd` as the service starts it: it gets SIGKILL when the thread that
+    started it dies (so no ffmpeg outlives its encode worker or its upload),
+    with `address_space` it can map at most that many bytes, with `idle` it
+    runs at idle CPU priority. Each holds from the program's first instruction."""
+    prefix = [_wrapper("setpriv"), "--pdeathsig", "KILL", "--"]
+    if address_space is not None:
+        prefix += [_wrapper("prlimit"), f"--as={address_space}", "--"]
+    if idle:
+        # Encodes take only the CPU nobody else wants, so status polls stay fast
+        # while every core encodes. (Since ffmpeg 7 one encode runs demux, decode,
+        # filters, encode and mux on threads of their own: a mere nice 10 across
+        # all of them still outweighs a web worker's single busy thread.)
+        prefix += _idle_priority()
+    return prefix + list(cmd)
+
+
+def check_wrappers() -> None:
+    """At start: raise WrapperMissing unless ffmpeg can be started as
+    `launch_command` starts it (util-linux 2.33 or newer, for --pdeathsig)."""
+    true = shutil.which("true") or "/bin/true"
+    for command in (launch_command([true], address_space=PROBE_MEMORY_LIMIT), launch_command([true], idle=True)):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=10,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise WrapperMissing(f"{' '.join(command)} did not finish in 10 s") from None
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or ["no message"])[0]  # then comes "Try --help"
+            raise WrapperMissing(f"ffmpeg cannot be started as the service starts it ({said}); "
+                                 f"setpriv --pdeathsig needs util-linux 2.33 or newer")
+
+
+# --- running an encode ------------------------------------------------------------
 
 @dataclass
 class RunResult:
@@ -366,16 +410,17 @@ def run_ffmpeg(
     """Run one ffmpeg process to the end, or until `should_stop()` says so.
 
     `cmd` must include `-progress pipe:1 -nostats`; `on_progress` gets the
-    output time in seconds. ffmpeg runs in its own process group with stdin a
-    pipe, so a stop can escalate q → SIGTERM → SIGKILL to the whole group.
+    output time in seconds. ffmpeg runs at idle priority and dies with the
+    thread that started it (`launch_command`), in its own process group with
+    stdin a pipe, so a stop can escalate q → SIGTERM → SIGKILL to the whole group.
     A frame over 8K, which the decoder refuses (and ffmpeg would skip), stops
     it too: the output would lack that frame. The process is always reaped
     before this returns.
     """
     grace = STOP_GRACE_SECONDS if grace is None else grace
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, preexec_fn=encoder_child_setup, bufsize=0)
+    proc = subprocess.Popen(launch_command(cmd, idle=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
     result = RunResult(returncode=None)
     tail: collections.deque[str] = collections.deque(maxlen=20)
     refused: list[PictureTooLarge] = []

@@ -25,12 +25,15 @@ from .. import rules
 from ..media import effects as fx
 from ..media import ffmpeg
 from ..storage import Storage, StorageError, open_storage
+from . import lifeline
 from .control import ControlBlock
 
 PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attempt
 
 
-class EncodeWorker:
+class Encoder:
+    """The encode worker's work: tasks from the pipe, one ffmpeg each."""
+
     def __init__(self, pipe: Connection, control: ControlBlock, storage: Storage, binary: str,
                  stall_seconds: float):
         self.pipe = pipe
@@ -127,21 +130,23 @@ class EncodeWorker:
         return {"outcome": "failed", "error": result.reason()}
 
 
-def run_worker(pipe: Connection, control_path: str, storage_spec: tuple, binary: str,
-               stall_seconds: float) -> None:
+def run_encoder(pipe: Connection, supervisor_pid: int, control_path: str, storage_spec: tuple, binary: str,
+                stall_seconds: float) -> None:
     """Entry point of an encode worker process; `storage_spec` is what
     `open_storage` takes (DATA_DIR, STORAGE_URL, HOST_ID)."""
-    ffmpeg.die_with_parent()  # a killed supervisor takes its workers, and so their ffmpeg, along
-    worker = EncodeWorker(pipe, ControlBlock(control_path), open_storage(*storage_spec), binary, stall_seconds)
+    # A killed supervisor takes its workers, and so their ffmpeg, along.
+    if not lifeline.follow_parent(signal.SIGKILL, supervisor_pid):
+        return
+    encoder = Encoder(pipe, ControlBlock(control_path), open_storage(*storage_spec), binary, stall_seconds)
 
     def on_sigterm(signum, frame):
         # Told to stop on its own (a platform shutdown signals every process):
         # an idle worker just goes; a busy one stops its ffmpeg gracefully,
         # reports the attempt, then goes.
-        worker.terminating = True
-        if not worker.busy:
+        encoder.terminating = True
+        if not encoder.busy:
             raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    worker.serve()
+    encoder.serve()
