@@ -75,8 +75,33 @@ def test_open_routes(client):
     r = client.get("/api/health")  # no supervisor runs here: degraded, and it says why
     body = r.get_json()
     assert r.status_code == 503 and body["status"] == "degraded" and "supervisor" in body["reason"]
-    assert set(body) >= {"status", "version", "ffmpeg", "queue", "disk"}
+    assert set(body) == {"status", "version", "supervisor", "queue", "warnings", "reason"}, \
+        "no machine details without a token"
+    body = client.get("/api/health", headers=login(client)).get_json()
+    assert set(body) >= {"status", "version", "ffmpeg", "queue", "disk", "hosts", "warnings"}
     assert body["ffmpeg"].startswith("ffmpeg version")
+    assert client.get("/api/health", headers={"Authorization": "Bearer nope"}).status_code == 503, \
+        "a bad token is no token here: still open"
+
+
+def test_a_web_process_that_encodes_nothing_stays_healthy_without_worker_hosts(tmp_path):
+    """A load balancer must keep it in rotation: jobs wait in the queue."""
+    app = create_app(make_settings(tmp_path / "data", encode_workers=0))
+    client = app.test_client()
+    r = client.get("/api/health")
+    assert r.status_code == 200 and r.get_json()["supervisor"] == "elsewhere"
+    assert r.get_json()["warnings"] == ["no worker host is running: jobs wait in the queue until one starts"]
+    body = client.get("/api/health", headers=login(client)).get_json()
+    assert body["hosts"] == [] and body["status"] == "ok"
+
+
+def test_health_is_degraded_when_the_database_cannot_be_used(tmp_path):
+    app = create_app(make_settings(tmp_path / "data", encode_workers=0))
+    app.extensions["refresher"].store.close()  # its pooled connections go; the next one finds no tables
+    for name in ("refresher.db", "refresher.db-wal", "refresher.db-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    r = app.test_client().get("/api/health")
+    assert r.status_code == 503 and "the database cannot be used" in r.get_json()["reason"]
 
 
 def test_expired_session_token_is_refused(tmp_path):

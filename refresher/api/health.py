@@ -7,9 +7,11 @@ import time
 from flask import Blueprint
 
 from .. import __version__
+from ..auth import token_auth
 from ..extensions import refresher
 from ..media import ffmpeg
 from ..storage import StorageError
+from ..store import Error as StoreError
 from .openapi import spec
 
 bp = Blueprint("health", __name__, url_prefix="/api")
@@ -30,10 +32,18 @@ def _used_bytes(storage) -> tuple[int, bool]:
 
 
 @bp.get("/health")
+@token_auth.login_required(optional=True)
 def health():
+    """200 while this process can serve requests, 503 (`degraded`, with the
+    reason) when it cannot: its database, file storage or ffmpeg unusable, or
+    the supervisor it runs itself down. A web process that encodes nothing
+    (ENCODE_WORKERS=0) stays 200 when no worker host is up, and says so in
+    `warnings`: a load balancer keeps it in rotation, and jobs wait. Machine
+    details (the ffmpeg build, host names, disk figures) only with a token."""
     service = refresher()
     settings = service.settings
-    problems = []
+    problems: list[str] = []
+    warnings: list[str] = []
     try:
         ffmpeg_version = ffmpeg.version(service.ffmpeg)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -44,25 +54,29 @@ def health():
     used, reachable = _used_bytes(service.storage)
     if not reachable:
         problems.append("the file storage cannot be reached")
+    try:
+        live = service.store.live_hosts(time.time(), settings.host_timeout_seconds)
+        queue = service.store.queue_counts()
+    except StoreError as exc:
+        live, queue = [], {"queued": 0, "processing": 0}
+        problems.append(f"the database cannot be used: {str(exc).splitlines()[0][:200]}")
     control = service.control
-    live = service.store.live_hosts(time.time(), settings.host_timeout_seconds)
-    supervisor = "not running"
-    if control is not None and control.supervisor_alive():
-        # standby: another server's supervisor owns DATA_DIR and runs the jobs
-        supervisor = "standby" if control.supervisor_standby() else "running"
-    elif control is None and live:
-        supervisor = "elsewhere"  # a web-only process; worker processes encode
-    if supervisor == "not running":
-        problems.append("no supervisor is running, so jobs are not processed")
-    body = {
-        "status": "degraded" if problems else "ok",
-        "version": __version__,
-        "ffmpeg": ffmpeg_version,
-        "supervisor": supervisor,
-        "hosts": [host["id"] for host in live],
-        "queue": service.store.queue_counts(),
-        "disk": {"usedBytes": used, "limitBytes": settings.storage_limit_bytes},
-    }
+    if settings.encode_workers > 0:  # this process runs a supervisor of its own
+        supervisor = "not running"
+        if control is not None and control.supervisor_alive():
+            # standby: another server's supervisor owns DATA_DIR and runs the jobs
+            supervisor = "standby" if control.supervisor_standby() else "running"
+        else:
+            problems.append("no supervisor is running, so jobs are not processed")
+    else:
+        supervisor = "elsewhere"  # worker processes encode
+        if not live:
+            warnings.append("no worker host is running: jobs wait in the queue until one starts")
+    body: dict = {"status": "degraded" if problems else "ok", "version": __version__, "supervisor": supervisor,
+                  "queue": queue, "warnings": warnings}
+    if token_auth.current_user() is not None:
+        body.update(ffmpeg=ffmpeg_version, hosts=[host["id"] for host in live],
+                    disk={"usedBytes": used, "limitBytes": settings.storage_limit_bytes})
     if problems:
         body["reason"] = "; ".join(problems)
     return body, 503 if problems else 200

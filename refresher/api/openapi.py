@@ -163,14 +163,22 @@ _SCHEMAS = {
                        "createdAt": _TIME, "lastUsedAt": _NULLABLE_TIME},
     },
     "Health": {
-        "type": "object", "required": ["status", "version", "ffmpeg", "queue", "disk"],
+        "type": "object", "required": ["status", "version", "supervisor", "queue", "warnings"],
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
-            "version": {"type": "string"}, "ffmpeg": {"type": ["string", "null"]},
-            "supervisor": {"type": "string"}, "reason": {"type": "string"},
+            "version": {"type": "string"},
+            "supervisor": {"type": "string", "enum": ["running", "standby", "not running", "elsewhere"],
+                           "description": "this process's own supervisor; 'elsewhere' in a web process that "
+                                          "encodes nothing (ENCODE_WORKERS=0)"},
             "queue": {"type": "object", "required": ["queued", "processing"],
                       "properties": {"queued": {"type": "integer"}, "processing": {"type": "integer"}}},
-            "disk": {"type": "object", "required": ["usedBytes", "limitBytes"],
+            "warnings": {"type": "array", "items": {"type": "string"},
+                         "description": "what does not stop this process from serving, e.g. no worker host"},
+            "reason": {"type": "string", "description": "why it is degraded"},
+            "ffmpeg": {"type": ["string", "null"], "description": "only with a token"},
+            "hosts": {"type": "array", "items": {"type": "string"},
+                      "description": "the encoding hosts whose heartbeat is recent; only with a token"},
+            "disk": {"type": "object", "required": ["usedBytes", "limitBytes"], "description": "only with a token",
                      "properties": {"usedBytes": {"type": "integer"}, "limitBytes": {"type": "integer"}}},
         },
     },
@@ -459,11 +467,11 @@ def spec() -> dict:
             }},
             "/api/health": {"get": {
                 "operationId": "health",
-                "summary": "Service health", "security": [],
+                "summary": "Service health", "security": [{}, {"bearer": []}],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "healthy"),
                               "503": _json({"$ref": "#/components/schemas/Health"},
-                                           "degraded: ffmpeg missing, data directory not writable, "
-                                           "or no supervisor")},
+                                           "degraded: ffmpeg, the database, the data directory or the file "
+                                           "storage unusable, or this process's own supervisor down")},
             }},
             "/api/openapi.json": {"get": {
                 "operationId": "openapi",
