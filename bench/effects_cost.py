@@ -10,7 +10,7 @@ the same binary, in the same run. Reported per output second of video:
   a speed effect is compared with the source played at the same speed).
 
     python -m bench.effects_cost [--seconds 10] [--variations 6]
-Target (issue): at most half the reference's CPU per output second, fidelity
+Target: at most half the reference's CPU per output second, fidelity
 no worse than the reference's.
 """
 from __future__ import annotations

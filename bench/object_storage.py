@@ -11,7 +11,7 @@ on real gunicorn servers; the S3 server is moto's, on loopback.
    to the bucket, or a rename on disk).
 
     python -m bench.object_storage [--rounds 2] [--mb-per-output 100] [--upload-mb 500]
-Targets (issue): ZIP and upload memory < 64 MB added, whatever the storage.
+Targets: ZIP and upload memory < 64 MB added, whatever the storage.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ the host's probe slots (every probe at once, the decoder free to allocate
 any picture), run directly on the hostile file --uploads times at once.
 
     python -m bench.probe_memory [--size 16000x16000] [--uploads 8]
-Target (issue): a burst's probes stay under a stated figure (2 slots × 1 GB
+Target: a burst's probes stay under a stated figure (2 slots × 1 GB
 address space each, at most), far below 8 × 407 MB.
 """
 from __future__ import annotations

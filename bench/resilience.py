@@ -7,7 +7,7 @@
    answers (health 200 with "running"), and until the job completes.
 
     python -m bench.resilience
-Targets (issue): every process gone well within 30 s; replaced within 10 s.
+Targets: every process gone well within 30 s; replaced within 10 s.
 """
 from __future__ import annotations
 

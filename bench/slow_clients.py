@@ -27,7 +27,7 @@ clients is the baseline.
 `--gunicorn-arg` (repeatable) passes an option to gunicorn after the config
 file, e.g. `--gunicorn-arg=--worker-class=gthread` for stock gthread, to
 compare designs. Every server listens on 127.0.0.1 only.
-Target (issue): with 200 slow connections open, p99 of both polls < 500 ms,
+Target: with 200 slow connections open, p99 of both polls < 500 ms,
 and uploads still work.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ one server:
 3. the same, plus --streams Server-Sent Events streams open on the job.
 
     python -m bench.status_latency [--pollers 20] [--interval 0.25] [--streams 10] [--requests 1000]
-Target (issue): p99 under 100 ms with 20 concurrent pollers while encoding.
+Target: p99 under 100 ms with 20 concurrent pollers while encoding.
 """
 from __future__ import annotations
 

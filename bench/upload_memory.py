@@ -9,7 +9,7 @@ their level before the upload.
 Baseline, same run: the same measurement for a 1 MB upload.
 
     python -m bench.upload_memory [--mb 500]
-Target (issue): < 64 MB added to the server's peak.
+Target: < 64 MB added to the server's peak.
 """
 from __future__ import annotations
 

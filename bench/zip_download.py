@@ -9,7 +9,7 @@ Baseline, in the same run: downloading one output of the same job through the
 plain file route (`send_file`), per byte.
 
     python -m bench.zip_download [--mb-per-output 100]
-Target (issue): constant memory; < 64 MB added to the server's peak.
+Target: constant memory; < 64 MB added to the server's peak.
 """
 from __future__ import annotations
 

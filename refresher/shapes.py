@@ -1,4 +1,5 @@
-"""The JSON shapes of jobs and API tokens, as API.md defines them: the API
+"""The JSON shapes of jobs and API tokens, as the HTTP contract defines them
+(GET /api/openapi.json): the API
 answers with them, the web pages embed them, the CLI prints them."""
 from __future__ import annotations
 

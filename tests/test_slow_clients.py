@@ -143,7 +143,7 @@ def finished_job(server, media) -> str:
 
 
 def assert_service_answers(server, job_id, media, seconds=8.0):
-    """p99 < 500 ms (the issue's target) for health and status polls, over
+    """p99 < 500 ms (the target) for health and status polls, over
     enough polls (hundreds) that one hiccup of a busy machine is not the p99."""
     uploaded = []
     uploader = threading.Thread(target=lambda: (time.sleep(seconds / 3),
@@ -158,7 +158,7 @@ def assert_service_answers(server, job_id, media, seconds=8.0):
 
 
 def test_slow_request_heads_do_not_stall_polls_or_uploads(gunicorn_server, media):
-    """The issue: 200 connections sending their request head a byte a second."""
+    """200 connections sending their request head a byte a second."""
     server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
     head = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Padding: ".encode() + b"a" * 100

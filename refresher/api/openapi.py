@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the HTTP API (API.md in machine-readable form).
+"""The OpenAPI 3.1 description of the HTTP API, served at GET /api/openapi.json.
 
 tests/test_openapi.py holds it to the implementation: schemathesis generates
 requests for every operation, and real jobs are checked end to end, so a
