@@ -27,6 +27,7 @@ from ..media import ffmpeg
 from ..storage import Storage, StorageError, open_storage
 from . import lifeline
 from .control import ControlBlock
+from .messages import Outcome, Task
 
 PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attempt
 
@@ -60,7 +61,7 @@ class Encoder:
                 self.busy = False
             self.pipe.send(("done", task["id"], outcome))
 
-    def encode(self, task: dict) -> dict:
+    def encode(self, task: Task) -> Outcome:
         """Encode one variation; the outcome is completed, cancelled,
         interrupted or failed."""
         variation_id, job_seq = task["id"], task["job_seq"]
@@ -73,12 +74,12 @@ class Encoder:
         def should_stop() -> bool:
             return cancelled() or self.control.shutting_down() or self.terminating
 
-        def stop_outcome(stage: str | None = None) -> dict:
+        def stop_outcome(stage: str | None = None) -> Outcome:
             return {"outcome": "cancelled" if cancelled() else "interrupted", "stopStage": stage}
 
         if should_stop():
             return stop_outcome()
-        expected = fx.expected_duration(task.get("duration"), effects)
+        expected = fx.expected_duration(task["duration"], effects)
         last = {"at": 0.0, "percent": -1}
 
         def on_start(pid: int) -> None:
@@ -109,7 +110,7 @@ class Encoder:
                 frames = ffmpeg.count_video_frames(self.binary, source)
         command = fx.encode_command(self.binary, source, partial, effects,
                                     media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
-                                    duration=task.get("duration"), video_frames=frames)
+                                    duration=task["duration"], video_frames=frames)
         try:
             result = ffmpeg.run_ffmpeg(command, should_stop=should_stop, on_start=on_start,
                                        on_progress=on_progress, stall_seconds=self.stall_seconds)

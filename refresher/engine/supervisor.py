@@ -41,6 +41,7 @@ from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id
 from . import lifeline
 from .control import ControlBlock, drain
+from .messages import Outcome, Task, task_of
 from .encoder import run_encoder
 
 log = logging.getLogger("refresher.supervisor")
@@ -73,14 +74,14 @@ class HostIdInUse(Exception):
 class _Worker:
     process: multiprocessing.Process
     pipe: multiprocessing.connection.Connection
-    task: dict | None = None
+    task: Task | None = None
 
 
 @dataclass
 class _Outcome:
     """What a worker reported, kept until the store has taken it."""
-    task: dict
-    result: dict
+    task: Task
+    result: Outcome
 
 
 class Supervisor:
@@ -247,7 +248,7 @@ class Supervisor:
         if worker.task is not None:
             log.warning("the encode worker running variation %s died", worker.task["id"])
             self.storage.work_path(worker.task["output_path"]).unlink(missing_ok=True)
-            lost = {"outcome": "interrupted"} if self.stopping.is_set() else \
+            lost: Outcome = {"outcome": "interrupted"} if self.stopping.is_set() else \
                 {"outcome": "failed", "error": LOST_WORKER}
             self.unrecorded.append(_Outcome(worker.task, lost))
         worker.pipe.close()
@@ -303,19 +304,20 @@ class Supervisor:
             worker.task = task
             worker.pipe.send(task)
 
-    def claim(self) -> dict | None:
+    def claim(self) -> Task | None:
         """The next variation, fairly between jobs. A queued job starts only
         once the disk can hold its outputs; one that cannot fails before it
         starts."""
         for _ in range(20):  # a few queued jobs to start (or fail) first
             try:
-                task = self.store.claim_next_variation(self.host, time.time())
-                if task is not None:
-                    # The job is not cancelled (else no claim): a flag left from a
-                    # cancel before a resume must not stop it. A cancel accepted
-                    # after this claim is flagged again by propagate_cancels.
-                    self.control.clear_cancel(task["job_seq"])
-                return task
+                claimed = self.store.claim_next_variation(self.host, time.time())
+                if claimed is None:
+                    return None
+                # The job is not cancelled (else no claim): a flag left from a
+                # cancel before a resume must not stop it. A cancel accepted
+                # after this claim is flagged again by propagate_cancels.
+                self.control.clear_cancel(claimed["job_seq"])
+                return task_of(claimed)
             except JobNotStarted as waiting:
                 job = waiting.job
                 problem = lifecycle.make_room_for(self.store, self.settings, job)
