@@ -7,7 +7,7 @@ import time
 import click
 from flask.cli import with_appcontext
 
-from . import auth, limits
+from . import auth, contract
 from .extensions import refresher
 from .shapes import iso
 
@@ -24,7 +24,7 @@ def create(name: str):
     """Create a token named NAME and print its secret (shown once)."""
     name = auth.clean_token_name(name)
     if name is None:
-        raise click.BadParameter(f"the name must be 1 to {limits.MAX_TOKEN_NAME_LENGTH} printable characters",
+        raise click.BadParameter(f"the name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters",
                                  param_hint="NAME")
     token_id, secret = auth.new_api_token()
     refresher().store.create_api_token(token_id, name, auth.hash_api_token(secret), time.time())

@@ -36,7 +36,7 @@ from flask import g, request, session
 from flask_httpauth import HTTPTokenAuth
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from . import limits
+from . import contract
 from .errors import Rejected
 from .extensions import limiter, refresher
 from .names import has_invisible
@@ -204,7 +204,7 @@ def clean_token_name(name) -> str | None:
     if not isinstance(name, str):
         return None
     name = name.strip()
-    if not limits.MIN_TOKEN_NAME_LENGTH <= len(name) <= limits.MAX_TOKEN_NAME_LENGTH:
+    if not contract.MIN_TOKEN_NAME_LENGTH <= len(name) <= contract.MAX_TOKEN_NAME_LENGTH:
         return None
     if has_invisible(name):
         return None

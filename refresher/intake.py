@@ -26,7 +26,7 @@ from typing import Mapping
 
 from .settings import Settings
 
-from . import lifecycle, limits
+from . import lifecycle, contract
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
@@ -57,9 +57,9 @@ def _one(form: Mapping[str, list[str]], field: str) -> str | None:
 
 def parse_variations(raw: str | None) -> int:
     if raw is None or raw.strip() == "":
-        return limits.DEFAULT_VARIATIONS
+        return contract.DEFAULT_VARIATIONS
     raw = raw.strip()
-    low, high = limits.MIN_VARIATIONS, limits.MAX_VARIATIONS
+    low, high = contract.MIN_VARIATIONS, contract.MAX_VARIATIONS
     if not re.fullmatch(r"[0-9]{1,3}", raw) or not low <= int(raw) <= high:
         raise Rejected(400, f"variations must be a whole number from {low} to {high}, got {raw[:20]!r}")
     return int(raw)
@@ -68,8 +68,8 @@ def parse_variations(raw: str | None) -> int:
 def parse_seed(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_hex(6)
-    if len(raw) > limits.MAX_SEED_LENGTH or has_invisible(raw):
-        raise Rejected(400, f"seed must be printable text of at most {limits.MAX_SEED_LENGTH} characters")
+    if len(raw) > contract.MAX_SEED_LENGTH or has_invisible(raw):
+        raise Rejected(400, f"seed must be printable text of at most {contract.MAX_SEED_LENGTH} characters")
     return raw
 
 
@@ -79,7 +79,7 @@ def parse_name(raw) -> str | None:
         return None
     name = clean_job_name(raw)
     if name is None:
-        raise Rejected(400, f"name must be {limits.MIN_JOB_NAME_LENGTH} to {limits.MAX_JOB_NAME_LENGTH} "
+        raise Rejected(400, f"name must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} "
                             f"printable characters, e.g. \"Spring sale\"")
     return name
 
@@ -192,9 +192,9 @@ def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, 
     """Validate the upload, create the job, return the 202 body. `early` has
     been probing and storing the videos as they arrived (else it starts now)."""
     if not staged:
-        raise Rejected(400, f"no files: send 1 to {limits.MAX_FILES} MP4/MOV videos in the 'videos' field")
-    if len(staged) > limits.MAX_FILES:
-        raise Rejected(400, f"too many files: {len(staged)} sent, at most {limits.MAX_FILES} per job")
+        raise Rejected(400, f"no files: send 1 to {contract.MAX_FILES} MP4/MOV videos in the 'videos' field")
+    if len(staged) > contract.MAX_FILES:
+        raise Rejected(400, f"too many files: {len(staged)} sent, at most {contract.MAX_FILES} per job")
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
     name = parse_name(_one(form, "name"))
@@ -357,7 +357,7 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
         variations = parse_variations("invalid")
     raw_seed = body.get("seed")
     if raw_seed is not None and not isinstance(raw_seed, str):
-        raise Rejected(400, f"seed must be printable text of at most {limits.MAX_SEED_LENGTH} characters")
+        raise Rejected(400, f"seed must be printable text of at most {contract.MAX_SEED_LENGTH} characters")
     seed = parse_seed(raw_seed)
     name = parse_name(body["name"]) if "name" in body else original["name"]
     return variations, seed, name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from . import lifecycle, limits, rules
+from . import lifecycle, contract, rules
 from .engine.control import ControlBlock
 from .errors import Rejected
 from .storage import Storage
@@ -17,11 +17,11 @@ CANCEL_POLL_SECONDS = 0.02
 
 
 def _no_such_job(job_id: str) -> Rejected:
-    return Rejected(404, f"no job with id {job_id[:limits.MAX_ID_LENGTH]!r}")
+    return Rejected(404, f"no job with id {job_id[:contract.MAX_ID_LENGTH]!r}")
 
 
 def find_job(store: Store, job_id: str) -> dict:
-    job = store.get_job(job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
+    job = store.get_job(job_id) if len(job_id) <= contract.MAX_ID_LENGTH else None
     if job is None:
         raise _no_such_job(job_id)
     return job
@@ -29,7 +29,7 @@ def find_job(store: Store, job_id: str) -> dict:
 
 def detail(store: Store, job_id: str) -> dict | None:
     """The job as GET /api/jobs/<id> shows it; None when there is no such job."""
-    found = store.get_job_whole(job_id) if len(job_id) <= limits.MAX_ID_LENGTH else None
+    found = store.get_job_whole(job_id) if len(job_id) <= contract.MAX_ID_LENGTH else None
     return job_detail(*found) if found else None
 
 
@@ -41,7 +41,7 @@ def find_detail(store: Store, job_id: str) -> dict:
     return found
 
 
-def summaries(store: Store, limit: int = limits.DEFAULT_LIST_LIMIT, status: str | None = None) -> list[dict]:
+def summaries(store: Store, limit: int = contract.DEFAULT_LIST_LIMIT, status: str | None = None) -> list[dict]:
     return [job_summary(row) for row in store.list_jobs(limit, status)]
 
 

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-from . import limits
+from . import contract
 
 # Unicode general categories that draw nothing, or reorder and break what is
 # around them: controls, format characters (bidi controls, zero-width
@@ -65,7 +65,7 @@ def display_name(filename: str | None) -> str:
     name = unicodedata.normalize("NFC", filename or "")
     name = re.split(r"[\\/]", name)[-1]
     name = visible(name).strip(" .")
-    name = name[:limits.MAX_FILE_NAME_LENGTH].rstrip(" ")
+    name = name[:contract.MAX_FILE_NAME_LENGTH].rstrip(" ")
     return name or "video.mp4"
 
 
@@ -113,7 +113,7 @@ def clean_job_name(raw) -> str | None:
     if not isinstance(raw, str):
         return None
     name = unicodedata.normalize("NFC", raw).strip()
-    if not limits.MIN_JOB_NAME_LENGTH <= len(name) <= limits.MAX_JOB_NAME_LENGTH:
+    if not contract.MIN_JOB_NAME_LENGTH <= len(name) <= contract.MAX_JOB_NAME_LENGTH:
         return None
     if has_invisible(name):
         return None

@@ -6,7 +6,8 @@ workers a client would get N times the allowed failed logins, and a restart
 would forget them. Counters in the store are shared by every worker (and
 every host on PostgreSQL) and survive restarts; only failed logins write.
 
-Selected with RATELIMIT_STORAGE_URI = "refresher-store://" + the database
+Named `StoreCounters`, not a Storage of its own: `refresher.storage` is where
+the service's files live. Selected with RATELIMIT_STORAGE_URI = "refresher-store://" + the database
 (what Settings.database names).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from limits.storage import Storage
 from .store import Error, Store
 
 
-class StoreStorage(Storage):
+class StoreCounters(Storage):
     STORAGE_SCHEME = ["refresher-store"]
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options):

@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .settings import Settings, load_settings
 
-from . import admin, limits, startup, storage, web
+from . import admin, contract, startup, storage, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
@@ -59,7 +59,7 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
     app.config.update(
         SECRET_KEY=token_secret,
         # the whole request: every file at its limit, plus the form fields
-        MAX_CONTENT_LENGTH=limits.MAX_FILES * settings.max_upload_bytes + 1024 * 1024,
+        MAX_CONTENT_LENGTH=contract.MAX_FILES * settings.max_upload_bytes + 1024 * 1024,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
         RATELIMIT_STORAGE_URI=f"refresher-store://{settings.database}",
     )

@@ -78,7 +78,7 @@ def test_the_client_never_imports_the_server():
     code = ("import sys, refresher.client.cli, refresher.client.api\n"
             "server = [m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug', 'config', 'sqlalchemy')\n"
             "          or (m.startswith('refresher.') and not m.startswith('refresher.client')\n"
-            "              and m != 'refresher.limits')]\n"
+            "              and m != 'refresher.contract')]\n"
             "print(server)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

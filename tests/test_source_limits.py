@@ -11,7 +11,7 @@ import pytest
 from refresher.media import ffmpeg
 from refresher.webapp import create_app
 
-from .conftest import FFMPEG, PASSWORD, make_settings
+from .conftest import FFMPEG, make_settings
 from .test_api import assert_nothing_left, login
 
 

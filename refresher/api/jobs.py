@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, redirect, request, send_file, stream_with_context
 
-from .. import archive, intake, jobs, limits, rules
+from .. import archive, intake, jobs, contract, rules
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -47,9 +47,9 @@ def create_job():
 
 @bp.get("")
 def list_jobs():
-    raw_limit = request.args.get("limit", str(limits.DEFAULT_LIST_LIMIT))
-    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= limits.MAX_LIST_LIMIT:
-        raise Rejected(400, f"limit must be a whole number from 1 to {limits.MAX_LIST_LIMIT}")
+    raw_limit = request.args.get("limit", str(contract.DEFAULT_LIST_LIMIT))
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= contract.MAX_LIST_LIMIT:
+        raise Rejected(400, f"limit must be a whole number from 1 to {contract.MAX_LIST_LIMIT}")
     status = request.args.get("status")
     if status is not None and status not in rules.JOB_STATUSES:
         raise Rejected(400, f"status must be one of {', '.join(rules.JOB_STATUSES)}")
@@ -178,9 +178,9 @@ def download(job_id: str):
 def output(job_id: str, output_id: str):
     service = refresher()
     jobs.find_job(service.store, job_id)
-    v = service.store.get_variation(output_id) if len(output_id) <= limits.MAX_ID_LENGTH else None
+    v = service.store.get_variation(output_id) if len(output_id) <= contract.MAX_ID_LENGTH else None
     if v is None or v["job_id"] != job_id or v["status"] != "completed":
-        raise Rejected(404, f"job {job_id} has no finished output {output_id[:limits.MAX_ID_LENGTH]!r}")
+        raise Rejected(404, f"job {job_id} has no finished output {output_id[:contract.MAX_ID_LENGTH]!r}")
     as_attachment = request.args.get("download") in ("1", "true")
     response = _send_stored(service.storage, v["output_path"], mimetype="video/mp4", download_name=v["name"],
                             as_attachment=as_attachment)

@@ -7,7 +7,7 @@ fails the suite.
 """
 from __future__ import annotations
 
-from .. import __version__, limits, rules
+from .. import __version__, contract, rules
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -49,16 +49,16 @@ _AUTH_ERRORS = {"401": _json(_ERROR, "missing, invalid, expired or revoked beare
 # 409 answers name the job's status, so a client knows what to do next.
 _STATUS_CONFLICT = {"allOf": [_ERROR, {"type": "object", "required": ["status"],
                                        "properties": {"status": _JOB_STATUS}}]}
-_TOKEN_NAME = {"type": "string", "minLength": limits.MIN_TOKEN_NAME_LENGTH, "maxLength": limits.MAX_TOKEN_NAME_LENGTH}
-_JOB_NAME = {"type": "string", "maxLength": limits.MAX_JOB_NAME_LENGTH,
-             "description": f"{limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters "
+_TOKEN_NAME = {"type": "string", "minLength": contract.MIN_TOKEN_NAME_LENGTH, "maxLength": contract.MAX_TOKEN_NAME_LENGTH}
+_JOB_NAME = {"type": "string", "maxLength": contract.MAX_JOB_NAME_LENGTH,
+             "description": f"{contract.MIN_JOB_NAME_LENGTH}-{contract.MAX_JOB_NAME_LENGTH} printable characters "
                             f"(no control or format characters); blank means none: the job is then named "
                             f"after its files"}
 _REVISION = {"type": "integer", "minimum": 0,
              "description": "grows with every change of the job (its status, progress or counts of variations); "
                             "of two answers about one job, the one with the higher revision is the newer. A "
                             "finished job may go back to queued (retry, resume): compare revisions, not statuses"}
-_BAD_JOB_NAME = f"a name that is not {limits.MIN_JOB_NAME_LENGTH}-{limits.MAX_JOB_NAME_LENGTH} printable characters"
+_BAD_JOB_NAME = f"a name that is not {contract.MIN_JOB_NAME_LENGTH}-{contract.MAX_JOB_NAME_LENGTH} printable characters"
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
 # the stream with an event named "deleted".
 _SSE_EVENT = {
@@ -252,7 +252,7 @@ def spec() -> dict:
                                       "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                                      "token": {"type": "string"}, "createdAt": _TIME}},
                                      "the new token"),
-                        "400": _err(f"the name is missing or not {limits.MIN_TOKEN_NAME_LENGTH}-{limits.MAX_TOKEN_NAME_LENGTH} printable characters"),
+                        "400": _err(f"the name is missing or not {contract.MIN_TOKEN_NAME_LENGTH}-{contract.MAX_TOKEN_NAME_LENGTH} printable characters"),
                         "403": _err("called with an API token"),
                         **_AUTH_ERRORS,
                     },
@@ -276,18 +276,18 @@ def spec() -> dict:
             "/api/jobs": {
                 "post": {
                     "operationId": "createJob",
-                    "summary": f"Create a job from 1-{limits.MAX_FILES} MP4/MOV videos",
+                    "summary": f"Create a job from 1-{contract.MAX_FILES} MP4/MOV videos",
                     "description": "Each file must be at most MAX_UPLOAD_MB and a video ffmpeg can read. "
                                    "A rejected request leaves nothing behind.",
                     "requestBody": {"required": True, "content": {"multipart/form-data": {
                         "schema": {
                             "type": "object", "required": ["videos"],
                             "properties": {
-                                "videos": {"type": "array", "minItems": 1, "maxItems": limits.MAX_FILES,
+                                "videos": {"type": "array", "minItems": 1, "maxItems": contract.MAX_FILES,
                                            "items": {"type": "string", "format": "binary"}},
-                                "variations": {"type": "integer", "minimum": limits.MIN_VARIATIONS, "maximum": limits.MAX_VARIATIONS,
-                                               "default": limits.DEFAULT_VARIATIONS},
-                                "seed": {"type": "string", "maxLength": limits.MAX_SEED_LENGTH,
+                                "variations": {"type": "integer", "minimum": contract.MIN_VARIATIONS, "maximum": contract.MAX_VARIATIONS,
+                                               "default": contract.DEFAULT_VARIATIONS},
+                                "seed": {"type": "string", "maxLength": contract.MAX_SEED_LENGTH,
                                          "description": "the same seed and inputs give the same effects"},
                                 "name": _JOB_NAME,
                             }},
@@ -297,8 +297,8 @@ def spec() -> dict:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/JobCreated"}, "queued",
                                      {"Location": _header("/api/jobs/<id>")}),
-                        "400": _err(f"no files, more than {limits.MAX_FILES} files, variations not a whole number in "
-                                    f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, a video longer than "
+                        "400": _err(f"no files, more than {contract.MAX_FILES} files, variations not a whole number in "
+                                    f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a video longer than "
                                     f"MAX_DURATION_SECONDS, or {_BAD_JOB_NAME}"),
                         "413": _err("a file or the request is too large, or the job's videos and estimated outputs "
                                     "alone exceed STORAGE_LIMIT_MB"),
@@ -313,8 +313,8 @@ def spec() -> dict:
                     "summary": "List jobs, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                    "maximum": limits.MAX_LIST_LIMIT,
-                                                                    "default": limits.DEFAULT_LIST_LIMIT}},
+                                                                    "maximum": contract.MAX_LIST_LIMIT,
+                                                                    "default": contract.DEFAULT_LIST_LIMIT}},
                         {"name": "status", "in": "query", "schema": _JOB_STATUS},
                     ],
                     "responses": {
@@ -399,17 +399,17 @@ def spec() -> dict:
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": False,
                     "properties": {
-                        "seed": {"type": "string", "maxLength": limits.MAX_SEED_LENGTH},
-                        "name": {"type": ["string", "null"], "maxLength": limits.MAX_JOB_NAME_LENGTH},
-                        "variations": {"type": "integer", "minimum": limits.MIN_VARIATIONS,
-                                       "maximum": limits.MAX_VARIATIONS},
+                        "seed": {"type": "string", "maxLength": contract.MAX_SEED_LENGTH},
+                        "name": {"type": ["string", "null"], "maxLength": contract.MAX_JOB_NAME_LENGTH},
+                        "variations": {"type": "integer", "minimum": contract.MIN_VARIATIONS,
+                                       "maximum": contract.MAX_VARIATIONS},
                     }}}}},
                 "responses": {
                     "202": _json({"allOf": [job_ref, {"type": "object", "required": ["statusUrl"],
                                                       "properties": {"statusUrl": {"type": "string"}}}]},
                                  "the new job, queued", {"Location": _header("/api/jobs/<new id>")}),
                     "400": _err(f"not a JSON object, an unknown field, variations not a whole number in "
-                                f"{limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS}, a bad seed, or {_BAD_JOB_NAME}"),
+                                f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a bad seed, or {_BAD_JOB_NAME}"),
                     "404": _err("unknown job"),
                     "410": _err("the job expired or its sources are gone"),
                     "415": _err("a body that is not JSON"),

@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, request
 
-from .. import auth, limits
+from .. import auth, contract
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -29,7 +29,7 @@ def create_token():
     body = request.get_json(silent=True) if request.is_json else request.form
     name = auth.clean_token_name(body.get("name") if isinstance(body, dict) or hasattr(body, "get") else None)
     if name is None:
-        raise Rejected(400, f"name must be 1 to {limits.MAX_TOKEN_NAME_LENGTH} printable characters, "
+        raise Rejected(400, f"name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters, "
                             f"e.g. {{\"name\": \"nightly build\"}}")
     token_id, secret = auth.new_api_token()
     now = time.time()

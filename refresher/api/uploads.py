@@ -20,7 +20,7 @@ from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
-from .. import intake, limits, spool
+from .. import intake, contract, spool
 from ..errors import Rejected
 from ..extensions import refresher
 from ..names import display_name
@@ -64,8 +64,8 @@ class _CountingMultiPartParser(MultiPartParser):
     def start_file_streaming(self, event, total_content_length):
         self.arrived(self.current)  # a part starts only once the one before it has ended
         self.files += 1
-        if self.files > limits.MAX_FILES:
-            raise Rejected(400, f"too many files: at most {limits.MAX_FILES} files per job")
+        if self.files > contract.MAX_FILES:
+            raise Rejected(400, f"too many files: at most {contract.MAX_FILES} files per job")
         stream = super().start_file_streaming(event, total_content_length)
         if isinstance(stream, _CappedFile):
             stream.field = event.name

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .. import limits
+from .. import contract
 from . import commands, credentials
 from .api import Server
 from .errors import INTERRUPTED, USAGE, ClientError
@@ -40,22 +40,22 @@ def _variations(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if not limits.MIN_VARIATIONS <= value <= limits.MAX_VARIATIONS:
+    if not contract.MIN_VARIATIONS <= value <= contract.MAX_VARIATIONS:
         raise argparse.ArgumentTypeError(
-            f"must be a whole number from {limits.MIN_VARIATIONS} to {limits.MAX_VARIATIONS}")
+            f"must be a whole number from {contract.MIN_VARIATIONS} to {contract.MAX_VARIATIONS}")
     return value
 
 
 def _name(text: str) -> str:
-    if not limits.MIN_JOB_NAME_LENGTH <= len(text.strip()) <= limits.MAX_JOB_NAME_LENGTH:
+    if not contract.MIN_JOB_NAME_LENGTH <= len(text.strip()) <= contract.MAX_JOB_NAME_LENGTH:
         raise argparse.ArgumentTypeError(
-            f"must be {limits.MIN_JOB_NAME_LENGTH} to {limits.MAX_JOB_NAME_LENGTH} characters")
+            f"must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} characters")
     return text
 
 
 def _limit(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= limits.MAX_LIST_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {limits.MAX_LIST_LIMIT}")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= contract.MAX_LIST_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {contract.MAX_LIST_LIMIT}")
     return int(text)
 
 
@@ -91,14 +91,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                                            "not only this one; API tokens stay")
     logout.set_defaults(run=commands.logout)
 
-    submit = command("submit", f"upload 1-{limits.MAX_FILES} MP4/MOV files as a new job; prints the job id")
+    submit = command("submit", f"upload 1-{contract.MAX_FILES} MP4/MOV files as a new job; prints the job id")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("-n", "--variations", type=_variations, default=5, metavar="N",
-                        help=f"variations per file, {limits.MIN_VARIATIONS}-{limits.MAX_VARIATIONS} "
-                             f"(default {limits.DEFAULT_VARIATIONS})")
+                        help=f"variations per file, {contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS} "
+                             f"(default {contract.DEFAULT_VARIATIONS})")
     submit.add_argument("--seed", help="same seed and files give the same effects")
-    submit.add_argument("--name", type=_name, help=f"the job's name, {limits.MIN_JOB_NAME_LENGTH}-"
-                                                   f"{limits.MAX_JOB_NAME_LENGTH} characters (default: "
+    submit.add_argument("--name", type=_name, help=f"the job's name, {contract.MIN_JOB_NAME_LENGTH}-"
+                                                   f"{contract.MAX_JOB_NAME_LENGTH} characters (default: "
                                                    f"named after its files)")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until it finishes; the exit code tells how it ended")
@@ -111,8 +111,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     status.set_defaults(run=commands.status)
 
     list_ = command("list", "list jobs, newest first")
-    list_.add_argument("--limit", type=_limit, help=f"at most this many (1-{limits.MAX_LIST_LIMIT}, "
-                                                   f"server default {limits.DEFAULT_LIST_LIMIT})")
+    list_.add_argument("--limit", type=_limit, help=f"at most this many (1-{contract.MAX_LIST_LIMIT}, "
+                                                   f"server default {contract.DEFAULT_LIST_LIMIT})")
     list_.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
     list_.set_defaults(run=commands.list_jobs)
 

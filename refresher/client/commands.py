@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import credentials
-from .. import limits
+from .. import contract
 from .api import Server
 from .errors import FINAL_STATUS_CODES, INTERRUPTED, NO_OUTPUTS, OK, REFUSED, USAGE, ClientError
 from .progress import Reporter, human_size, job_line
@@ -155,8 +155,8 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     for path in paths:
         if not path.is_file() or not os.access(path, os.R_OK):
             raise ClientError(USAGE, f"{path}: no such readable file")
-    if len(paths) > limits.MAX_FILES:
-        raise ClientError(USAGE, f"at most {limits.MAX_FILES} files per job (got {len(paths)})")
+    if len(paths) > contract.MAX_FILES:
+        raise ClientError(USAGE, f"at most {contract.MAX_FILES} files per job (got {len(paths)})")
     server.check_token()  # fail fast, before a long upload
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..limits import MAX_PIXELS, MAX_STREAMS
+from ..contract import MAX_PIXELS, MAX_STREAMS
 
 # Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
 # this long. ffmpeg answers `q` within a frame or two; the waits only matter

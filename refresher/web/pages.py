@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from .. import jobs, limits
+from .. import jobs, contract
 from ..extensions import refresher
 from . import bp
 from .signin import signin_required
@@ -33,12 +33,12 @@ def index():
     settings = service.settings
     shown = jobs.summaries(service.store, JOBS_SHOWN)
     form_limits = {
-        "maxFiles": limits.MAX_FILES,
+        "maxFiles": contract.MAX_FILES,
         "maxFileBytes": settings.max_upload_bytes,
-        "maxVariations": limits.MAX_VARIATIONS,
-        "defaultVariations": limits.DEFAULT_VARIATIONS,
-        "maxSeedLength": limits.MAX_SEED_LENGTH,
-        "maxNameLength": limits.MAX_JOB_NAME_LENGTH,
+        "maxVariations": contract.MAX_VARIATIONS,
+        "defaultVariations": contract.DEFAULT_VARIATIONS,
+        "maxSeedLength": contract.MAX_SEED_LENGTH,
+        "maxNameLength": contract.MAX_JOB_NAME_LENGTH,
     }
     return render_template("index.html", jobs=shown, limits=form_limits,
                            max_upload_mb=settings.max_upload_mb, job_ttl_hours=settings.job_ttl_hours)
@@ -52,5 +52,5 @@ def job_page(job_id: str):
         return render_template("message.html", title="Job not found",
                                message="This job does not exist any more: it was deleted, or its "
                                        "results expired."), 404
-    return render_template("job.html", job=job, title=job["name"], max_name_length=limits.MAX_JOB_NAME_LENGTH,
-                           max_variations=limits.MAX_VARIATIONS, max_seed_length=limits.MAX_SEED_LENGTH)
+    return render_template("job.html", job=job, title=job["name"], max_name_length=contract.MAX_JOB_NAME_LENGTH,
+                           max_variations=contract.MAX_VARIATIONS, max_seed_length=contract.MAX_SEED_LENGTH)
