@@ -321,6 +321,23 @@ def test_endless_text_fields_are_refused_without_reading_the_rest(gunicorn_serve
     assert b"too many form fields" in body
 
 
+def test_a_chunked_body_past_the_request_limit_is_413(gunicorn_server):
+    """A chunked body declares no length: cut off as it is read, at ten files
+    of MAX_UPLOAD_MB and 1 MB more, and answered as too large (not as a form
+    over its limits)."""
+    server = gunicorn_server(MAX_UPLOAD_MB=1)
+    token = server.session.headers["Authorization"].split()[1]
+    head = b"".join(b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="%d.mp4"\r\n\r\n' % i
+                    + b"\0" * 1000_000 + b"\r\n" for i in range(10))
+    field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + b"n" * 400_000 + b"\r\n"
+    sent, status, body = _send_until_answered(server.url, token, head, field, 200 * 1024 * 1024, chunked=True)
+    assert " 413 " in status, (status, body[:200])
+    assert b"MAX_UPLOAD_MB" in body
+    assert sent < 20 * 1024 * 1024, f"{sent} bytes were read before the answer"
+    incoming = server.data_dir / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A file system of 32 MB of its own (a tmpfs), to fill up."""

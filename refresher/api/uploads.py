@@ -156,10 +156,11 @@ def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
 
 
 def _body_too_large() -> bool:
-    """Whether the body is over `max_content_length` (declared, or read)."""
+    """Whether the body is over `max_content_length`: as declared, or (a
+    chunked body, whose length is not declared) as read."""
     limit = request.max_content_length
     if limit is None:
         return False
-    if request.content_length is not None:
+    if request.content_length:
         return request.content_length > limit
     return request.stream.is_exhausted
