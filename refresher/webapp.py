@@ -26,7 +26,7 @@ from .media import ffmpeg
 from .storage import StorageError
 
 SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
-MAX_FORM_PARTS = 50
+MAX_FORM_PARTS = 50           # parts of a form; an upload takes this many text fields besides its files
 
 
 def create_app(settings: Settings | None = None, control: ControlBlock | None = None) -> Flask:

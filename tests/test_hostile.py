@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -81,6 +83,20 @@ def cases(media):
         ("sixty text fields", "post", "/api/jobs",
          {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 60), "content_type": mp},
          400, "too many form fields"),
+        # within Werkzeug's part limit (10 files and 50 fields), so counted once the parts are read
+        ("fifty-one text fields", "post", "/api/jobs",
+         {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 51), "content_type": mp},
+         400, "too many form fields: 51 sent, at most 50"),
+        ("a thousand text fields before a video", "post", "/api/jobs",
+         {"data": multipart([("note", None, b"n")] * 1000 + [("videos", "a.mp4", clip)]), "content_type": mp},
+         400, "too many form fields"),
+        # the eleventh file is the sixty-first part: Werkzeug's part limit meets it first
+        ("eleven files after fifty fields", "post", "/api/jobs",
+         {"data": multipart([("note", None, b"n")] * 50 + [("videos", f"{i}.mp4", b"x") for i in range(11)]),
+          "content_type": mp}, 400, "at most 10 files"),
+        ("text field over MAX_FORM_MEMORY_SIZE", "post", "/api/jobs",
+         {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 600_000)]), "content_type": mp},
+         400, "one too long"),
         *[(f"variations {v!r}", "post", "/api/jobs",
            {"data": multipart([("videos", "a.mp4", clip), ("variations", None, v.encode())]), "content_type": mp},
            400, "variations") for v in ["0", "21", "-1", "abc", "1e1", "5.0", "٣", "99999999999999999999"]],
@@ -290,6 +306,66 @@ def test_oversized_upload_is_refused_without_reading_the_rest(gunicorn_server, c
     assert b"big.mp4" in body or b"MAX_UPLOAD_MB" in body
     incoming = server.data_dir / "incoming"
     assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+
+
+def test_endless_text_fields_are_refused_without_reading_the_rest(gunicorn_server):
+    """Werkzeug's part limit stays on for the upload: a form of tiny fields
+    without end is answered 400 at its sixty-first part, not after 200 MB."""
+    server = gunicorn_server()
+    token = server.session.headers["Authorization"].split()[1]
+    field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nn\r\n'
+    sent, status, body = _send_until_answered(server.url, token, field * 100, field * 1000, 200 * 1024 * 1024,
+                                              chunked=False)
+    assert " 400 " in status, (status, body[:200])
+    assert sent < 20 * 1024 * 1024, f"{sent} bytes were read before the answer"
+    assert b"too many form fields" in body
+
+
+def test_a_chunked_body_past_the_request_limit_is_413(gunicorn_server):
+    """A chunked body declares no length: cut off as it is read, at ten files
+    of MAX_UPLOAD_MB and 1 MB more, and answered as too large (not as a form
+    over its limits)."""
+    server = gunicorn_server(MAX_UPLOAD_MB=1)
+    token = server.session.headers["Authorization"].split()[1]
+    head = b"".join(b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="%d.mp4"\r\n\r\n' % i
+                    + b"\0" * 1000_000 + b"\r\n" for i in range(10))
+    field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + b"n" * 400_000 + b"\r\n"
+    sent, status, body = _send_until_answered(server.url, token, head, field, 200 * 1024 * 1024, chunked=True)
+    assert " 413 " in status, (status, body[:200])
+    assert b"MAX_UPLOAD_MB" in body
+    assert sent < 20 * 1024 * 1024, f"{sent} bytes were read before the answer"
+    incoming = server.data_dir / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A file system of 32 MB of its own (a tmpfs), to fill up."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here: {r.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "--lazy", str(path)], capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def test_a_disk_that_fills_during_an_upload_is_507_and_the_service_carries_on(small_disk, gunicorn_server, media):
+    server = gunicorn_server(DATA_DIR=small_disk / "data")
+    token = server.session.headers["Authorization"].split()[1]
+    head = b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="big.mp4"\r\n\r\n'
+    total = shutil.disk_usage(small_disk).free + 8 * 1024 * 1024
+    sent, status, body = _send_until_answered(server.url, token, head, b"\0" * 65536, total, chunked=False)
+    assert " 507 " in status, (status, body[:200])
+    assert b"disk is full" in body
+    incoming = server.data_dir / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
+    # its space is free again: the next upload is taken
+    r = server.session.post(server.url + "/api/jobs", files={"videos": ("clip.mp4", media["clip"].read_bytes())},
+                            data={"variations": "1"})
+    assert r.status_code == 202, r.text
+    server.session.post(f"{server.url}/api/jobs/{r.json()['jobId']}/cancel")
 
 
 def test_no_redirect_is_built_from_the_host_header(app):

@@ -37,12 +37,10 @@ def handle_rejected(exc: Rejected):
 
 
 def handle_http_exception(exc: HTTPException):
-    """Werkzeug's own errors (404 routing, 405, 413 from the parser …) as JSON."""
+    """Werkzeug's own errors (404 routing, 405, 413 past MAX_CONTENT_LENGTH …) as JSON."""
     message = _MESSAGES.get(exc.code) or (exc.description or exc.name).rstrip(".")
     if exc.code == 413:
-        if exc.description and "MAX_UPLOAD_MB" in exc.description:
-            message = exc.description  # names the file
-        elif request.endpoint == "jobs.create_job":
+        if request.endpoint == "jobs.create_job":
             limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
             message = (f"the request is larger than the limit of {limit / 1024 / 1024:.0f} MB "
                        f"(10 files of MAX_UPLOAD_MB each)")
