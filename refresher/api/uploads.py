@@ -75,8 +75,8 @@ class UploadRequest(Request):
         if self.endpoint != UPLOAD_ENDPOINT:  # every other route takes at most 64 KB
             return super()._get_file_stream(total_content_length, content_type, filename, content_length)
         streams = self.environ.setdefault(STREAMS_KEY, [])
-        if len(streams) >= limits.MAX_FILES:
-            raise Rejected(400, f"too many files: at most {limits.MAX_FILES} files per job")
+        if len(streams) >= contract.MAX_FILES:
+            raise Rejected(400, f"too many files: at most {contract.MAX_FILES} files per job")
         if streams:
             _arrived(streams[-1])  # a part begins only once the one before it has ended
         settings = refresher().settings
@@ -126,14 +126,14 @@ def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
     if request.mimetype != "multipart/form-data":
         raise Rejected(415, "send the videos as multipart/form-data in the 'videos' field")
     max_fields = current_app.config["MAX_FORM_PARTS"]
-    request.max_form_parts = limits.MAX_FILES + max_fields
+    request.max_form_parts = contract.MAX_FILES + max_fields
     try:
         files = request.files  # parses the body, streaming files to the staging folder
     except RequestEntityTooLarge:
         if _body_too_large():
             raise
         # Werkzeug's form limits: the part count, or a text field's size
-        raise Rejected(400, f"too many form fields, or one too long: a job takes at most {limits.MAX_FILES} "
+        raise Rejected(400, f"too many form fields, or one too long: a job takes at most {contract.MAX_FILES} "
                             f"files and {max_fields} text fields of at most "
                             f"{request.max_form_memory_size // 1000} KB each") from None
     fields = sum(len(values) for _, values in request.form.lists())
