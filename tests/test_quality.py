@@ -138,8 +138,9 @@ def test_commands_keep_their_safety_options():
         inputs = [i for i, a in enumerate(cmd) if a == "-i"]
         assert len(inputs) == openings
         for i in inputs:
-            assert cmd[i - 10:i] == ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0",
-                                     "-use_absolute_path", "0", "-max_pixels", str(7680 * 4320)]
+            assert cmd[i - 12:i] == ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0",
+                                     "-use_absolute_path", "0", "-max_pixels", str(7680 * 4320),
+                                     "-max_streams", "8"]
             assert cmd[i + 1] == "file:/in.mp4"
         assert cmd.count("-threads") == len(inputs) + 1 and all(
             cmd[i + 1] == "1" for i, a in enumerate(cmd) if a == "-threads")

@@ -253,7 +253,7 @@ def test_a_queued_job_fails_as_the_rules_have_it_on_both_engines(database):
     store.record_outcome(made["id"], "completed", time.time(), 60, size=1)
     store.record_outcome(doomed["id"], "failed", time.time(), 60, error="exit 1")
     store.record_outcome(_claim(store)["id"], "failed", time.time(), 60, error="exit 1")
-    assert store.reopen_job(retried, "retry", time.time(), 60)["status"] == "queued"
+    assert store.reopen_job(retried, "retry", time.time(), 60)[0]["status"] == "queued"
     assert store.fail_queued_job(retried, "no disk", time.time(), 60)
     job = store.get_job(retried)
     assert (job["status"], job["error"], job["progress"]) == ("failed", "no disk", 50)
@@ -336,7 +336,7 @@ def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
     assert store.get_job(job_id)["status"] == "completed"
     with pytest.raises(rules.IllegalTransition, match="only a cancelled job"):
         store.reopen_job(job_id, "resume", time.time(), 60)
-    job = store.reopen_job(job_id, "retry", time.time(), 60)
+    job = store.reopen_job(job_id, "retry", time.time(), 60)[0]
     assert (job["status"], job["progress"], job["finished_at"], job["error"]) == ("queued", 50, None, None)
     row = store.get_variation(doomed["id"])
     assert (row["status"], row["failures"], row["error"], row["attempts"]) == ("queued", 0, None, 2)
@@ -347,7 +347,7 @@ def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
     assert store.request_cancel(job_id, time.time(), 60)["status"] == "processing"
     store.record_outcome(doomed["id"], "cancelled", time.time(), 60)
     assert store.get_job(job_id)["status"] == "cancelled"
-    job = store.reopen_job(job_id, "resume", time.time(), 60)
+    job = store.reopen_job(job_id, "resume", time.time(), 60)[0]
     assert (job["status"], job["cancel_requested_at"], job["cancelled_at"]) == ("queued", None, None)
     assert _claim(store)["id"] == doomed["id"], "a resumed job gives claims again"
     assert store.reopen_job("nope", "retry", time.time(), 60) is None
@@ -378,7 +378,7 @@ def test_a_job_s_revision_grows_with_every_change_and_survives_a_retry(database)
         if store.get_variation(second["id"])["status"] == "queued":
             second = _claim(store)
     assert store.get_job(job_id)["status"] == "completed"
-    assert store.reopen_job(job_id, "retry", time.time(), 60)["revision"] == changed()["revision"]
+    assert store.reopen_job(job_id, "retry", time.time(), 60)[0]["revision"] == changed()["revision"]
     assert seen[-1] == store.get_job(job_id)["revision"] and store.get_job(job_id)["status"] == "queued"
     assert store.list_jobs()[0]["revision"] == seen[-1]
     assert _claim(store)["id"] == second["id"] and changed()["status"] == "processing"
@@ -389,7 +389,7 @@ def test_a_job_s_revision_grows_with_every_change_and_survives_a_retry(database)
     changed()
     store.record_outcome(second["id"], "cancelled", time.time(), 60)
     assert changed()["status"] == "cancelled"
-    assert store.reopen_job(job_id, "resume", time.time(), 60)["status"] == "queued"
+    assert store.reopen_job(job_id, "resume", time.time(), 60)[0]["status"] == "queued"
     changed()
 
 

@@ -111,23 +111,7 @@ class Jobs(Database):
         its files and theirs with their variations), so a status poll costs
         one round trip besides its session check."""
         with self.reading() as conn:
-            rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
-        if not rows:
-            return None
-        job = dict(zip(_JOB_KEYS, rows[0]))
-        files: dict[str, dict] = {}
-        found = []
-        file_at, variation_at = len(_JOB_KEYS), len(_JOB_KEYS) + len(_FILE_KEYS)
-        for r in rows:
-            file_id = r[file_at]
-            if file_id is not None and file_id not in files:
-                files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at]))
-                files[file_id]["media"] = json.loads(files[file_id]["media"])
-            if r[variation_at] is not None:
-                v = dict(zip(_VARIATION_KEYS, r[variation_at:]))
-                v["effects"] = json.loads(v["effects"])
-                found.append(v)
-        return job, list(files.values()), found
+            return _whole_job(conn, job_id)
 
     def get_variation(self, variation_id: str) -> dict | None:
         with self.reading() as conn:
@@ -233,8 +217,10 @@ class Jobs(Database):
     def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> dict | None:
         """Give a finished job work again: "retry" queues its failed variations
         (with their recorded effects), "resume" those a cancel left unmade.
-        Finished variations stay. Returns the job as it now stands (None: no
-        such job); raises rules.IllegalTransition, with the reason as its
+        Finished variations stay. Returns the job as it now stands, read in
+        the same transaction (job, files, variations as `get_job_whole`
+        gives them; None: no such job), so that the answer says what the
+        reopen made of it, whatever a supervisor claims a moment later; raises rules.IllegalTransition, with the reason as its
         message, when the job is in the wrong state for it."""
         step, from_status = {"retry": (rules.retry, "failed"), "resume": (rules.resume, "cancelled")}[kind]
         with self.writing() as conn:
@@ -259,4 +245,24 @@ class Jobs(Database):
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                 status=reopened.status, error=reopened.error, cancel_requested_at=None, cancelled_at=None,
                 finished_at=None, progress=rules.made_share(rules.count(after)), expires_at=now + ttl))
-            return read_job(conn, job_id)
+            return _whole_job(conn, job_id)
+
+
+def _whole_job(conn, job_id: str) -> tuple[dict, list[dict], list[dict]] | None:
+    rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
+    if not rows:
+        return None
+    job = dict(zip(_JOB_KEYS, rows[0]))
+    files: dict[str, dict] = {}
+    found = []
+    file_at, variation_at = len(_JOB_KEYS), len(_JOB_KEYS) + len(_FILE_KEYS)
+    for r in rows:
+        file_id = r[file_at]
+        if file_id is not None and file_id not in files:
+            files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at]))
+            files[file_id]["media"] = json.loads(files[file_id]["media"])
+        if r[variation_at] is not None:
+            v = dict(zip(_VARIATION_KEYS, r[variation_at:]))
+            v["effects"] = json.loads(v["effects"])
+            found.append(v)
+    return job, list(files.values()), found
