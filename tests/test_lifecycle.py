@@ -48,7 +48,7 @@ def test_eviction_removes_oldest_finished_jobs_first(service, media):
     finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
     settings = service.settings
     sizes = {j: tree_size(settings.data_dir / "jobs" / j) for j in finished}
-    others = tree_size(settings.data_dir) - sum(sizes.values())
+    others = service.app.extensions["refresher"].storage.used_bytes() - sum(sizes.values())
     limit = others + sizes[finished[2]] + 1000  # room for the newest job only
     conn = Store.shared(settings.database)
     evicted = lifecycle.evict_for_space(conn, settings.with_overrides(storage_limit_mb=limit / 1024 / 1024))
@@ -75,7 +75,9 @@ def test_daemon_evicts_over_the_storage_limit(make_service, media, database_url)
     svc = make_service(storage_limit_mb=3, cleanup_interval_seconds=0.3, database_url=database_url)
     first = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
     assert svc.get(f"/api/jobs/{first}").status_code == 200, "under the limit, nothing is evicted"
-    (svc.settings.data_dir / "filler").write_bytes(b"\0" * 3 * 1024 * 1024)  # now over it
+    incoming = svc.settings.data_dir / "incoming"  # an upload being received counts: now over it
+    incoming.mkdir(exist_ok=True)
+    (incoming / "filler").write_bytes(b"\0" * 3 * 1024 * 1024)
     wait_until(lambda: gone(svc, first), timeout=30)
     conn = Store.shared(svc.settings.database)
     assert sql(conn, "SELECT COUNT(*) FROM jobs")[0][0] == 0
@@ -86,12 +88,12 @@ def test_eviction_makes_only_the_room_asked_for(service, media):
     settings = service.settings
     sizes = [tree_size(settings.data_dir / "jobs" / j) for j in finished]
     spare = min(sizes) // 2
-    limit = tree_size(settings.data_dir) + spare
+    limit = service.app.extensions["refresher"].storage.used_bytes() + spare
     tight = settings.with_overrides(storage_limit_mb=limit / 1024 / 1024)
     conn = Store.shared(settings.database)
     # what cannot fit even with every finished job gone evicts nothing
     assert lifecycle.evict_for_space(conn, tight, extra_needed=tight.storage_limit_bytes + 1) == []
-    assert lifecycle.evict_for_space(conn, tight, extra_needed=limit) == []
+    assert lifecycle.evict_for_space(conn, tight, extra_needed=limit + 1) == []
     assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished)
     # half the oldest job's size more than there is room for: that job goes, no other
     assert lifecycle.evict_for_space(conn, tight, extra_needed=spare + sizes[0] // 2) == finished[:1]

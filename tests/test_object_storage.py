@@ -199,7 +199,9 @@ def test_rerun_and_retry_read_the_sources_from_the_bucket(s3_service, s3, bucket
 
 def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_service, s3, bucket, media):
     svc = s3_service(encode_workers=1)
-    job_id = svc.submit([media["clip"], media["slow"]], variations=1)["jobId"]
+    # the costliest encode first (slow), then one that takes seconds too
+    # (long): the cancel lands in the middle of it whatever the machine's load
+    job_id = svc.submit([media["long"], media["slow"]], variations=1)["jobId"]
     scratch = svc.settings.data_dir / "scratch"
     wait_until(lambda: ffmpeg_pids_writing_under(scratch) and
                svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] == 1, timeout=60)

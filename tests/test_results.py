@@ -236,9 +236,14 @@ def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_firs
     still the first video's, though the second is done first."""
     lock = threading.Lock()
     calls, running, most = [], [0], [0]
+    second_done = threading.Event()
 
     def timed(name, real):
         def call(binary, path, *args, **kwargs):
+            if name == "make_thumbnail":
+                # the first video's thumbnail is made only once the second video
+                # is done, whatever the machine's load: it is still the first's
+                assert second_done.wait(30)
             with lock:
                 running[0] += 1
                 most[0] = max(most[0], running[0])
@@ -249,6 +254,8 @@ def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_firs
                 with lock:
                     running[0] -= 1
                     calls.append((name, Path(path).name, started, time.monotonic()))
+                    if name == "demux" and Path(path).name == "part1":  # the second video's
+                        second_done.set()
         return call
 
     for name in ("probe", "demux", "make_thumbnail"):
