@@ -55,7 +55,7 @@ class Worker:
         self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
                     **{k: str(v) for k, v in env.items()}}
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         self.log = open(self.data_dir / f"worker-{self.host_id}.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=self.root, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -140,7 +140,7 @@ class SlowClients:
         self.closed_by_server += 1
         self.owed += 1
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         self.thread.start()
         return self
 

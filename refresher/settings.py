@@ -11,9 +11,9 @@ import math
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 
 class SettingsError(ValueError):
@@ -90,7 +90,7 @@ class Settings:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
 
-    def for_web(self) -> "Settings":
+    def for_web(self) -> Settings:
         """The settings of a web process (gunicorn, `python app.py`):
         WEB_ENCODE_WORKERS, where set, replaces ENCODE_WORKERS. Platforms give
         every process type the same variables, and there the web process
@@ -108,14 +108,14 @@ class Settings:
         return json.dumps(values)
 
     @classmethod
-    def from_json(cls, text: str) -> "Settings":
+    def from_json(cls, text: str) -> Settings:
         values = json.loads(text)
         values["data_dir"] = Path(values["data_dir"])
         values["cors_origins"] = tuple(values["cors_origins"])
         values["max_resolution"] = tuple(values["max_resolution"])
         return cls(**values)
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         if "data_dir" in changes:
             changes["data_dir"] = Path(changes["data_dir"])
         return replace(self, **changes)

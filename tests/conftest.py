@@ -428,7 +428,7 @@ class PostgresCluster:
         if r.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {r.stdout}{r.stderr}")
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         data = self.folder / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         options = (f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "

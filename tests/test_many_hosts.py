@@ -35,7 +35,7 @@ class WorkerProcess:
                     "REFRESHER_TEST_TAG": self.tag, **{k: str(v) for k, v in env.items()}}
         self.proc = None
 
-    def start(self, store: Store) -> "WorkerProcess":
+    def start(self, store: Store) -> WorkerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -99,7 +99,7 @@ def test_a_presigned_link_expires(s3_service, s3, bucket, media, monkeypatch):
     link = svc.get(job["files"][0]["outputs"][0]["url"]).headers["Location"]
     query = parse_qs(urlsplit(link).query)
     assert query["X-Amz-Expires"] == [str(objects.PRESIGNED_SECONDS)] and objects.PRESIGNED_SECONDS <= 600
-    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert abs(signed_at.timestamp() - time.time()) < 60, "signed now, so it expires in PRESIGNED_SECONDS"
     if not s3.enforces_expiry:
         pytest.skip("moto's server does not enforce a presigned link's expiry; the given endpoint does")

@@ -12,9 +12,9 @@ import mimetypes
 import os
 import re
 import secrets
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 import requests

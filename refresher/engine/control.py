@@ -59,7 +59,7 @@ class ControlBlock:
         self._wake_number = None  # the wake-up address this process published, if any
 
     @classmethod
-    def create(cls, folder: str | Path) -> "ControlBlock":
+    def create(cls, folder: str | Path) -> ControlBlock:
         """A new, zeroed block in `folder` (DATA_DIR/run)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

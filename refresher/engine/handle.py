@@ -54,7 +54,7 @@ class SupervisorHandle:
         self._lock = threading.Lock()  # a stop never races a restart
         self._watcher: threading.Thread | None = None
 
-    def start(self) -> "SupervisorHandle":
+    def start(self) -> SupervisorHandle:
         # A fresh interpreter: it inherits no sockets, signal handlers, threads,
         # database connections or multiprocessing bookkeeping of the server
         # that starts it (a forked child would, and gunicorn's workers would

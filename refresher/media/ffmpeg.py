@@ -23,9 +23,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from ..contract import MAX_PIXELS, MAX_STREAMS
 
@@ -157,7 +157,7 @@ class MediaInfo:
         return media
 
     @classmethod
-    def from_dict(cls, media: dict, duration: float | None = None) -> "MediaInfo":
+    def from_dict(cls, media: dict, duration: float | None = None) -> MediaInfo:
         """What `as_dict` kept (in the database); `duration` where it was kept apart."""
         return cls(duration=media.get("duration", duration) if duration is None else duration,
                    width=media["width"], height=media["height"], video_codec=media.get("videoCodec", ""),
@@ -165,7 +165,7 @@ class MediaInfo:
                    audio_codec=media.get("audioCodec"), frames=media.get("frames"),
                    frame_rate=media.get("frameRate"), frames_counted="frames" in media)
 
-    def with_frames(self, counted: tuple[int, float] | None) -> "MediaInfo":
+    def with_frames(self, counted: tuple[int, float] | None) -> MediaInfo:
         """This, with what `count_video_frames` said (None: it could not tell)."""
         frames, rate = counted if counted is not None else (None, None)
         return replace(self, frames=frames, frame_rate=rate, frames_counted=True)

@@ -24,8 +24,8 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 from contextlib import contextmanager

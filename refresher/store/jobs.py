@@ -6,7 +6,7 @@ queued or running (`lock_job`, `settle`)."""
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy import delete, func, insert, select, update

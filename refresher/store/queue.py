@@ -5,7 +5,7 @@ jobs. Every change of state is the one `refresher.rules` gives."""
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from sqlalchemy import func, select, update
 

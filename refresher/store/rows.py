@@ -2,7 +2,7 @@
 `refresher.rules` decides on (read from a row, written back as its fields)."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .. import rules
 
