@@ -218,7 +218,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for label, root in (("before", args.before.resolve()), ("after", ROOT)):
                     found = latency(postgres, work, root, f"{label}_{round_}", long_source, args, parts)
-                    for kept, new in zip(compared[label], found):
+                    for kept, new in zip(compared[label], found, strict=False):
                         kept.extend(new)
                     still_running = still_running and found[4]
     assert still_running, "the job finished before the measurement did: use a longer --long-seconds"

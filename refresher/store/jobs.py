@@ -114,17 +114,17 @@ class Jobs(Database):
             rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
         if not rows:
             return None
-        job = dict(zip(_JOB_KEYS, rows[0]))
+        job = dict(zip(_JOB_KEYS, rows[0], strict=False))  # the row goes on with its file and variation
         files: dict[str, dict] = {}
         found = []
         file_at, variation_at = len(_JOB_KEYS), len(_JOB_KEYS) + len(_FILE_KEYS)
         for r in rows:
             file_id = r[file_at]
             if file_id is not None and file_id not in files:
-                files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at]))
+                files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at], strict=True))
                 files[file_id]["media"] = json.loads(files[file_id]["media"])
             if r[variation_at] is not None:
-                v = dict(zip(_VARIATION_KEYS, r[variation_at:]))
+                v = dict(zip(_VARIATION_KEYS, r[variation_at:], strict=True))
                 v["effects"] = json.loads(v["effects"])
                 found.append(v)
         return job, list(files.values()), found
@@ -249,7 +249,7 @@ class Jobs(Database):
                 raise rules.IllegalTransition(reason)
             reopened = rules.reopen(state)
             after = []
-            for row, before in zip(rows, states):
+            for row, before in zip(rows, states, strict=True):
                 if row["status"] == from_status:
                     before = step(before)
                     conn.execute(update(variations).where(variations.c.id == row["id"]).values(
