@@ -40,7 +40,8 @@ def list_():
     if not rows:
         click.echo("no API tokens")
     for t in rows:
-        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}\tlast used {iso(t['last_used_at']) or 'never'}")
+        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}"
+                   f"\tlast used {iso(t['last_used_at']) or 'never'}")
 
 
 @tokens_cli.command("revoke")

@@ -192,7 +192,8 @@ def status(args, server: Server, reporter: Reporter, out: Output) -> int:
 def list_jobs(args, server: Server, reporter: Reporter, out: Output) -> int:
     jobs = server.jobs(args.limit, args.status)
     lines = [f"{j['id']}  {j['status']:<10} {j['overallProgress']:>3}%  "
-             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  {j.get('name') or ', '.join(j['fileNames'])}"
+             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  "
+             f"{j.get('name') or ', '.join(j['fileNames'])}"
              for j in jobs]
     if not jobs and not out.as_json:
         reporter.note("no jobs")

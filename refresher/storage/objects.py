@@ -120,7 +120,8 @@ class ObjectStorage:
                as_attachment: bool = False) -> FileAtURL:
         params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
         if download_name or as_attachment:
-            params["ResponseContentDisposition"] = content_disposition(download_name, "attachment" if as_attachment else "inline")
+            disposition = "attachment" if as_attachment else "inline"
+            params["ResponseContentDisposition"] = content_disposition(download_name, disposition)
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
         return FileAtURL(url, PRESIGNED_SECONDS)
 
