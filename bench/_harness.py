@@ -186,10 +186,10 @@ class MotoS3:
             try:
                 requests.get(self.url + "/moto-api/", timeout=1)
                 break
-            except requests.RequestException:
+            except requests.RequestException as error:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.proc.kill()
-                    raise RuntimeError("moto's S3 server did not start")
+                    raise RuntimeError("moto's S3 server did not start") from error
                 time.sleep(0.1)
         self.aws = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                     "AWS_DEFAULT_REGION": "us-east-1"}
