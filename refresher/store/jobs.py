@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from .. import rules
 from .database import JOB_CREATION_LOCK, Database, for_update
@@ -70,7 +71,7 @@ def settle(conn: Connection, job_id: str, now: float, ttl: float) -> str | None:
     return settlement.status
 
 
-def _with_effects(row) -> dict:
+def _with_effects(row: Row[Any]) -> dict:
     v = mapping(row)
     v["effects"] = json.loads(v["effects"])
     return v
@@ -164,7 +165,7 @@ class Jobs(Database):
 
     def queue_counts(self) -> dict:
         with self.reading() as conn:
-            counts = dict(conn.execute(select(jobs.c.status, func.count()).where(
+            counts: dict[str, int] = dict(conn.execute(select(jobs.c.status, func.count()).where(
                 jobs.c.status.in_(rules.UNFINISHED)).group_by(jobs.c.status)).all())
         return {"queued": counts.get("queued", 0), "processing": counts.get("processing", 0)}
 
@@ -176,7 +177,7 @@ class Jobs(Database):
             with self.reading() as conn:
                 return self.check_queue_room(cap, conn)
         unfinished = conn.execute(select(func.count()).select_from(jobs)
-                                  .where(jobs.c.status.in_(rules.UNFINISHED))).scalar()
+                                  .where(jobs.c.status.in_(rules.UNFINISHED))).scalar_one()
         if not rules.may_queue(unfinished, cap):
             raise QueueFull(unfinished, cap)
 
@@ -224,6 +225,7 @@ class Jobs(Database):
                              .values(**variation_fields(state), finished_at=now))
             settle(conn, job_id, now, ttl)
             job = read_job(conn, job_id)
+            assert job is not None  # its row is locked by this transaction
             if self.dialect == "postgresql" and job["status"] not in rules.FINAL:
                 # Delivered to every listening supervisor when, and only if, this commits.
                 conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
