@@ -110,14 +110,14 @@ def reopen_job(store: Store, control: ControlBlock | None, storage: Storage, job
     job = find_job(store, job_id)
     stored_sources(storage, store, job)
     try:
-        job = store.reopen_job(job_id, kind, time.time(), ttl)
+        reopened = store.reopen_job(job_id, kind, time.time(), ttl)
     except rules.IllegalTransition as exc:
         status = find_job(store, job_id)["status"]
         raise Rejected(409, str(exc), status=status) from None
-    if job is None:
+    if reopened is None:
         raise Rejected(404, f"job {job_id} was deleted")
     if control is not None:
-        control.clear_cancel(job["seq"])  # the supervisor also clears it when it claims the job's work
+        control.clear_cancel(reopened["seq"])  # the supervisor also clears it when it claims the job's work
     work_queued(control)
     current = detail(store, job_id)
     if current is None:

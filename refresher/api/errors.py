@@ -38,7 +38,8 @@ def handle_rejected(exc: Rejected):
 
 def handle_http_exception(exc: HTTPException):
     """Werkzeug's own errors (404 routing, 405, 413 from the parser …) as JSON."""
-    message = _MESSAGES.get(exc.code) or (exc.description or exc.name).rstrip(".")
+    known = _MESSAGES.get(exc.code) if exc.code is not None else None
+    message = known or (exc.description or exc.name).rstrip(".")
     if exc.code == 413:
         if exc.description and "MAX_UPLOAD_MB" in exc.description:
             message = exc.description  # names the file
