@@ -140,6 +140,7 @@ def login(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def logout(args, server: Server, reporter: Reporter, out: Output) -> int:
     server.logout(every_session=args.all)
+    assert server.token is not None  # logout() refuses to run without one
     forgotten = credentials.forget_token(server.token)
     if forgotten is not None:
         reporter.note(f"signed out; removed the token saved in {forgotten}")
