@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -71,7 +72,7 @@ class Settings:
 
     @property
     def uses_postgres(self) -> bool:
-        return bool(self.database_url) and not self.database_url.startswith("sqlite:")
+        return bool(self.database_url and not self.database_url.startswith("sqlite:"))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -266,7 +267,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise SettingsError on a bad value."""
     environ = os.environ if environ is None else environ
-    values = {}
+    values: dict[str, Any] = {}  # each parser gives its attribute's type
     for variable, (attribute, parse) in _PARSERS.items():
         raw = environ.get(variable)
         if raw is not None and raw != "":

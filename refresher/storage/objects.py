@@ -62,8 +62,8 @@ class ObjectStorage:
         self.prefix = f"{prefix}/" if prefix else ""
         self.scratch = Path(scratch)
         self._client = None
-        self._client_pid = None
-        self._origin = None
+        self._client_pid: int | None = None
+        self._origin: str | None = None
         self._lock = threading.Lock()
 
     @property
