@@ -61,7 +61,7 @@ class Server:
                     "AUTH_PASSWORD": PASSWORD, **{k: str(v) for k, v in env.items()}}
         self.session = requests.Session()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
                                      cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -142,7 +142,7 @@ class Postgres:
             command = ["runuser", "-u", self.user, "--", *command]
         subprocess.run(command, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         data = self.folder / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         options = (f"-k {self.folder} -c listen_addresses='' -p {self.port} -c fsync=off "
@@ -173,7 +173,7 @@ class MotoS3:
     store: figures against it show what the service adds, not what a
     provider's network gives."""
 
-    def __enter__(self) -> "MotoS3":
+    def __enter__(self) -> MotoS3:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -186,10 +186,10 @@ class MotoS3:
             try:
                 requests.get(self.url + "/moto-api/", timeout=1)
                 break
-            except requests.RequestException:
+            except requests.RequestException as error:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.proc.kill()
-                    raise RuntimeError("moto's S3 server did not start")
+                    raise RuntimeError("moto's S3 server did not start") from error
                 time.sleep(0.1)
         self.aws = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                     "AWS_DEFAULT_REGION": "us-east-1"}

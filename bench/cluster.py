@@ -55,7 +55,7 @@ class Worker:
         self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
                     **{k: str(v) for k, v in env.items()}}
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         self.log = open(self.data_dir / f"worker-{self.host_id}.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=self.root, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -218,7 +218,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for label, root in (("before", args.before.resolve()), ("after", ROOT)):
                     found = latency(postgres, work, root, f"{label}_{round_}", long_source, args, parts)
-                    for kept, new in zip(compared[label], found):
+                    for kept, new in zip(compared[label], found, strict=False):
                         kept.extend(new)
                     still_running = still_running and found[4]
     assert still_running, "the job finished before the measurement did: use a longer --long-seconds"

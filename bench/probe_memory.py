@@ -86,7 +86,7 @@ class ProbeMeter:
             self.most = max(self.most, len(pids))
             time.sleep(0.005)
 
-    def stop(self) -> "ProbeMeter":
+    def stop(self) -> ProbeMeter:
         self.running = False
         self.thread.join()
         return self

@@ -65,7 +65,7 @@ def main() -> None:
     for seed in range(args.seeds):
         items = []
         for position, (source, row) in enumerate(zip(sources, fx.draw_job_effects(f"schedule-{seed}", 2,
-                                                                                   args.variations))):
+                                                                                   args.variations), strict=True)):
             info = ffmpeg.probe(FFMPEG, source)
             frames = ffmpeg.count_video_frames(FFMPEG, source)
             for index, effects in enumerate(row, start=1):

@@ -149,8 +149,10 @@ def main() -> None:
         return statistics.median(r.get(name, 0.0) for r in results[label])
 
     baselines = {
-        "idle: supervisor, ms CPU per s": ("the gunicorn master, idle", median("service", "idle: gunicorn master, ms CPU per s")),
-        "polled: web workers, ms CPU per poll": ("a 404, gunicorn and Flask alone", median("service", "floor: web workers, ms CPU per 404")),
+        "idle: supervisor, ms CPU per s": ("the gunicorn master, idle",
+                                           median("service", "idle: gunicorn master, ms CPU per s")),
+        "polled: web workers, ms CPU per poll": ("a 404, gunicorn and Flask alone",
+                                                 median("service", "floor: web workers, ms CPU per 404")),
         "two-video upload answered, ms": ("its ffmpeg calls, one after another", statistics.median(alone)),
     }
     print(f"the server's own cost (SQLite, gunicorn as the Procfile starts it), median of {args.rounds}"

@@ -21,8 +21,8 @@ seconds on a new connection per request, giving up after 2.5 s (a timeout
 counts as 2.5 s), and one real upload is sent; the same upload without slow
 clients is the baseline.
 
-    python -m bench.slow_clients [--slow 200] [--kind header|body|linger|long-head|negative-chunk] [--seconds 15] [--rate 1]
-                                 [--pollers 4] [--interval 0.1] [--gunicorn-arg=...]
+    python -m bench.slow_clients [--slow 200] [--kind header|body|linger|long-head|negative-chunk]
+                                 [--seconds 15] [--rate 1] [--pollers 4] [--interval 0.1] [--gunicorn-arg=...]
 
 `--gunicorn-arg` (repeatable) passes an option to gunicorn after the config
 file, e.g. `--gunicorn-arg=--worker-class=gthread` for stock gthread, to
@@ -140,7 +140,7 @@ class SlowClients:
         self.closed_by_server += 1
         self.owed += 1
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         self.thread.start()
         return self
 

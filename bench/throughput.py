@@ -116,7 +116,7 @@ def main() -> None:
             elapsed, job = run_server(server, sources, args.variations, args.pollers)
             servers.append(elapsed)
             commands = []
-            for f, source in zip(job["files"], sources):
+            for f, source in zip(job["files"], sources, strict=True):
                 info = ffmpeg.probe(FFMPEG, source)
                 for o in f["outputs"]:
                     cmd = fx.encode_command(FFMPEG, source, work / f"replay-{o['id']}.mp4", o["effects"],
@@ -140,18 +140,18 @@ def main() -> None:
     print(f"  service   upload → completed                : {srv:6.2f} s")
     # Each round draws its own effects, so its replays are its own baseline:
     # the ratios are taken round by round, then their median.
-    overall = [s / r for s, r in zip(servers, replays)]
-    ordering = [o / r for o, r in zip(in_order, replays)]
-    around = [s / o for s, o in zip(servers, in_order)]
-    print(f"  speed-up over the reference                 : {statistics.median(r / s for r, s in zip(refs, servers)):.2f}×"
-          f"  (target ≥ 1.5)")
+    overall = [s / r for s, r in zip(servers, replays, strict=True)]
+    ordering = [o / r for o, r in zip(in_order, replays, strict=True)]
+    around = [s / o for s, o in zip(servers, in_order, strict=True)]
+    speed_up = [r / s for r, s in zip(refs, servers, strict=True)]
+    print(f"  speed-up over the reference                 : {statistics.median(speed_up):.2f}×  (target ≥ 1.5)")
     print(f"  overhead over the perfect replay            : {statistics.median(overall):.2f}×  (target ≤ 1.05)"
           f"   rounds: {_each(overall)}")
     print(f"    of which the balanced order               : {statistics.median(ordering):.2f}×"
           f"   rounds: {_each(ordering)}")
     print(f"    and the service around ffmpeg             : {statistics.median(around):.2f}×"
           f"   rounds: {_each(around)}")
-    noise = [a / r for a, r in zip(again, replays)]
+    noise = [a / r for a, r in zip(again, replays, strict=True)]
     print(f"  noise: the perfect replay run again         : {statistics.median(noise):.2f}×"
           f"   rounds: {_each(noise)}")
 

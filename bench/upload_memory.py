@@ -120,9 +120,7 @@ def main() -> None:
           + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
           + (f"; before = {args.before}" if args.before else ""))
     for label, _ in runs:
-        rounds = results[label]
-
-        def median(name: str) -> float:
+        def median(name: str, rounds: list = results[label]) -> float:
             return statistics.median(r[name] for r in rounds)
 
         print(f"  baseline  {small.stat().st_size / 1e6:6.1f} MB file : {median('small_seconds'):6.2f} s   "
@@ -132,7 +130,7 @@ def main() -> None:
               f"({size / median('big_seconds'):.0f} MB/s; answered {median('big_after'):.2f} s after the last byte)")
         if args.rounds > 1:
             print("            rounds: " + "  ".join(f"{r['big_seconds']:.2f} s / {r['big_cpu']:.2f} s CPU / "
-                                                   f"+{r['big_mb']:.1f} MB" for r in rounds))
+                                                   f"+{r['big_mb']:.1f} MB" for r in results[label]))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ def tokens_cli():
 @with_appcontext
 def create(name: str):
     """Create a token named NAME and print its secret (shown once)."""
-    name = auth.clean_token_name(name)
-    if name is None:
+    cleaned = auth.clean_token_name(name)
+    if cleaned is None:
         raise click.BadParameter(f"the name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters",
                                  param_hint="NAME")
     token_id, secret = auth.new_api_token()
-    refresher().store.create_api_token(token_id, name, auth.hash_api_token(secret), time.time())
-    click.echo(f"id: {token_id}\nname: {name}\ntoken: {secret}")
+    refresher().store.create_api_token(token_id, cleaned, auth.hash_api_token(secret), time.time())
+    click.echo(f"id: {token_id}\nname: {cleaned}\ntoken: {secret}")
     click.echo("Keep the token now: it is not shown again.", err=True)
 
 
@@ -40,7 +40,8 @@ def list_():
     if not rows:
         click.echo("no API tokens")
     for t in rows:
-        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}\tlast used {iso(t['last_used_at']) or 'never'}")
+        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}"
+                   f"\tlast used {iso(t['last_used_at']) or 'never'}")
 
 
 @tokens_cli.command("revoke")

@@ -19,12 +19,16 @@ import struct
 import time
 from collections import deque
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from gunicorn import http
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import ThreadWorker
 
 from refresher.arrival import TIMED_OUT, Arrival, Refusal
+
+if TYPE_CHECKING:
+    from gunicorn.workers.gthread import TConn
 
 HEAD_TIMEOUT = 20.0         # seconds for a request head (and a small body) to arrive, then 408
 LINGER_SECONDS = 2.0        # as gunicorn's own graceful close
@@ -114,8 +118,8 @@ class RequestFirstWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.arriving = deque()   # connections whose request is arriving, oldest first
-        self.lingering = deque()  # [deadline, socket, bytes read] of closed connections
+        self.arriving: deque[TConn] = deque()      # connections whose request is arriving, oldest first
+        self.lingering: deque[list[Any]] = deque()  # [deadline, socket, bytes read] of closed connections
         self.reads_ahead = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off" \
             and getattr(self.cfg, "protocol", "http") == "http"
         self.idle = struct.pack("ll", max(0, int(self.cfg.timeout)), 0)  # 0: no limit, as gunicorn

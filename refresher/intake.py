@@ -22,7 +22,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from .settings import Settings
 
@@ -154,7 +154,7 @@ class EarlyIntake:
             _check_frame_rate(video.name, demuxed.frame_rate, self.settings.max_frame_rate)
             _check_complete(video.name, demuxed.data_end, info.duration)
         info = info.with_frames((demuxed.frames, demuxed.frame_rate) if demuxed else None)
-        if video.path == self._first:
+        if video.path == self._first and self._thumbnail is not None:
             self._thumbnail.result()  # made from the staged file, which storing moves away
         file_id = new_id()
         key = f"jobs/{self.job_id}/source_{file_id}"

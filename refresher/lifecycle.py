@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from .settings import Settings
@@ -96,7 +97,7 @@ def _room_lacking(settings: Settings, storage: Storage, used: int, extra_needed:
     return lacking if free is None else max(lacking, extra_needed - free)
 
 
-def sweep_temporaries(store: Store, settings: Settings, running: set[str] = frozenset(),
+def sweep_temporaries(store: Store, settings: Settings, running: AbstractSet[str] = frozenset(),
                       min_age: float = ORPHAN_AGE_SECONDS, storage: Storage | None = None) -> list[str]:
     """Remove stored files no row owns: partial outputs on a shared disk
     (except those of `running` variation ids), files of deleted jobs, and
@@ -194,7 +195,7 @@ def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage 
     return None
 
 
-def run_cleanup(store: Store, settings: Settings, running: set[str] = frozenset(),
+def run_cleanup(store: Store, settings: Settings, running: AbstractSet[str] = frozenset(),
                 storage: Storage | None = None) -> None:
     """One pass of the cleanup daemon."""
     storage = storage or for_settings(settings)

@@ -14,8 +14,8 @@ status follows from its variations once none is queued or running.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 VARIATION_STATUSES = JOB_STATUSES
@@ -47,7 +47,7 @@ def _require(v: Variation, event: str, *statuses: str) -> None:
         raise IllegalTransition(f"a {v.status} variation cannot {event}")
 
 
-def claim(v: Variation, job: "Job") -> Variation:
+def claim(v: Variation, job: Job) -> Variation:
     """A host takes the variation to encode it."""
     _require(v, "be claimed", "queued")
     if job.status not in UNFINISHED or job.cancel_requested:

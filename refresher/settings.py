@@ -11,9 +11,10 @@ import math
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -71,7 +72,7 @@ class Settings:
 
     @property
     def uses_postgres(self) -> bool:
-        return bool(self.database_url) and not self.database_url.startswith("sqlite:")
+        return bool(self.database_url and not self.database_url.startswith("sqlite:"))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -90,7 +91,7 @@ class Settings:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
 
-    def for_web(self) -> "Settings":
+    def for_web(self) -> Settings:
         """The settings of a web process (gunicorn, `python app.py`):
         WEB_ENCODE_WORKERS, where set, replaces ENCODE_WORKERS. Platforms give
         every process type the same variables, and there the web process
@@ -108,14 +109,14 @@ class Settings:
         return json.dumps(values)
 
     @classmethod
-    def from_json(cls, text: str) -> "Settings":
+    def from_json(cls, text: str) -> Settings:
         values = json.loads(text)
         values["data_dir"] = Path(values["data_dir"])
         values["cors_origins"] = tuple(values["cors_origins"])
         values["max_resolution"] = tuple(values["max_resolution"])
         return cls(**values)
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         if "data_dir" in changes:
             changes["data_dir"] = Path(changes["data_dir"])
         return replace(self, **changes)
@@ -266,7 +267,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise SettingsError on a bad value."""
     environ = os.environ if environ is None else environ
-    values = {}
+    values: dict[str, Any] = {}  # each parser gives its attribute's type
     for variable, (attribute, parse) in _PARSERS.items():
         raw = environ.get(variable)
         if raw is not None and raw != "":

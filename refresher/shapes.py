@@ -3,7 +3,7 @@
 answers with them, the web pages embed them, the CLI prints them."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .names import name_from_files, strip_invisible
 
@@ -12,7 +12,7 @@ def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC with a trailing Z."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _file_status(job: dict, variations: list[dict]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -27,6 +28,10 @@ from .storage import StorageError
 
 SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50           # parts of a form; an upload takes this many text fields besides its files
+
+
+class _JSONInFieldOrder(DefaultJSONProvider):
+    sort_keys = False  # keep the documented field order
 
 
 def create_app(settings: Settings | None = None, control: ControlBlock | None = None) -> Flask:
@@ -63,7 +68,7 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         MAX_FORM_PARTS=MAX_FORM_PARTS,
         RATELIMIT_STORAGE_URI=f"refresher-store://{settings.database}",
     )
-    app.json.sort_keys = False  # keep the documented field order
+    app.json = _JSONInFieldOrder(app)
     # "/api//jobs" is a 404, not werkzeug's redirect to an absolute URL built
     # from the Host header, which the client chose. (Set before any route is
     # added: rules copy it.)
@@ -71,8 +76,8 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
     if settings.trust_proxy_hops:
         # Behind a router (Heroku's adds one hop): the client's address is in
         # X-Forwarded-For, which login throttling must use.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy_hops,
-                                x_proto=settings.trust_proxy_hops)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's documented way to wrap it in middleware
+            app.wsgi_app, x_for=settings.trust_proxy_hops, x_proto=settings.trust_proxy_hops)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -83,8 +88,8 @@ def register_blueprints(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
-    for name in ("jobs", "tokens", "health"):  # only sign-in is throttled; skip the check elsewhere
-        limiter.exempt(app.blueprints[name])
+    for blueprint in (jobs.bp, tokens.bp, health.bp):  # only sign-in is throttled; skip the check elsewhere
+        limiter.exempt(blueprint)
     origins = app.extensions["refresher"].settings.cors_origins
     if origins:  # CORS stays off unless CORS_ORIGINS names who may call the API
         CORS(app, resources={r"/api/*": {"origins": list(origins)}}, supports_credentials=False,

@@ -20,6 +20,7 @@ from refresher.settings import Settings
 from refresher.engine.control import ControlBlock
 from refresher.engine.handle import SupervisorHandle
 from refresher.media.ffmpeg import resolve_binary
+from refresher.store import Store
 from refresher.webapp import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
         # encodes for a few seconds: long enough to cancel in the middle
         "slow": _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
     }
-    hevc = _clip(d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none"))
+    hevc = _clip(d / "hevc.mov", codec="libx265", audio=False,
+                 extra=("-tag:v", "hvc1", "-x265-params", "log-level=none"))
     m["rotated"] = d / "rotated.mov"
     _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(m["rotated"]))
     m["not_video"] = d / "notes.mp4"
@@ -428,7 +430,7 @@ class PostgresCluster:
         if r.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {r.stdout}{r.stderr}")
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         data = self.folder / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         options = (f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "
@@ -487,6 +489,93 @@ def database_url(request):
     return request.getfixturevalue("postgres").new_database()
 
 
+# --- many hosts: worker processes and a web process on one PostgreSQL -----------------------
+
+class WorkerProcess:
+    """`python -m refresher.worker`, as the Procfile's worker line runs it."""
+
+    def __init__(self, data_dir: Path, log_dir: Path, **env):
+        self.tag = uuid.uuid4().hex
+        self.host_id = env["HOST_ID"]
+        self.log_path = log_dir / f"worker-{self.host_id}.log"
+        self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
+                    "REFRESHER_TEST_TAG": self.tag, **{k: str(v) for k, v in env.items()}}
+        self.proc = None
+
+    def start(self, store: Store) -> WorkerProcess:
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: any(h["id"] == self.host_id for h in store.live_hosts(time.time(), 5))
+                   or self.proc.poll() is not None, timeout=30)
+        assert self.proc.poll() is None, self.log_text()
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for pid in processes_tagged(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+@pytest.fixture
+def cluster(postgres, tmp_path):
+    """start(workers=2, disks="shared", **env) → (web server, [worker processes], store).
+    disks="own": each process gets a DATA_DIR of its own (hosts that share no disk)."""
+    made = []
+
+    def start(workers: int = 2, disks: str = "shared", **env):
+        url = postgres.new_database()
+        store = Store(url)
+        store.migrate()
+        common = {"DATABASE_URL": url, "HOST_TIMEOUT_SECONDS": 3, **env}
+
+        def data_dir(name: str) -> Path:
+            folder = tmp_path / (name if disks == "own" else "shared")
+            folder.mkdir(exist_ok=True)
+            return folder
+
+        hosts = [WorkerProcess(data_dir(f"host{i + 1}"), tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1,
+                               **common) for i in range(workers)]
+        for host in hosts:
+            made.append(host)
+            host.start(store)
+        web = GunicornServer(data_dir("web"), ENCODE_WORKERS=0, **common)
+        made.append(web)
+        web.start()
+        return web, hosts, store
+
+    yield start
+    for process in made:
+        process.stop()
+        if isinstance(process, GunicornServer):
+            process.kill_leftovers()
+
+
+def submit(web, path: Path, variations: int) -> str:
+    with open(path, "rb") as f:
+        r = web.session.post(f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
+                             data={"variations": str(variations)})
+    assert r.status_code == 202, r.text
+    return r.json()["jobId"]
+
+
+def job_of(web, job_id: str) -> dict:
+    return web.session.get(f"{web.url}/api/jobs/{job_id}").json()
+
+
 # --- S3-compatible object storage -----------------------------------------------------------
 
 class S3Endpoint:
@@ -530,7 +619,7 @@ class S3Endpoint:
 
     def drop_bucket(self, bucket: str) -> None:
         client = self.client()
-        for start in range(0, 10**9, 1000):
+        for _ in range(0, 10**9, 1000):
             keys = self.keys(bucket)[:1000]
             if not keys:
                 break
@@ -553,10 +642,10 @@ def moto_s3(tmp_path_factory):
         try:
             requests.get(url + "/moto-api/", timeout=1)
             break
-        except requests.RequestException:
+        except requests.RequestException as error:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("moto's S3 server did not start")
+                raise RuntimeError("moto's S3 server did not start") from error
             time.sleep(0.1)
     yield S3Endpoint(url, "testing", "testing", "us-east-1", enforces_expiry=False)
     proc.terminate()

@@ -233,7 +233,8 @@ def test_files_behind_the_password_are_never_kept_by_shared_caches(app, client, 
     headers = login(client)
     job_id = _upload(client, headers, [(open(media["clip"], "rb"), "ad.mp4")], variations="1").get_json()["jobId"]
     # the output as the encoder would leave it (no encoder runs in this app)
-    store, data_dir = Store.shared(app.extensions["refresher"].settings.database), app.extensions["refresher"].settings.data_dir
+    settings = app.extensions["refresher"].settings
+    store, data_dir = Store.shared(settings.database), settings.data_dir
     [(output_id, output_path)] = sql(store, "SELECT id, output_path FROM variations WHERE job_id = ?", job_id)
     (data_dir / output_path).parent.mkdir(parents=True, exist_ok=True)
     (data_dir / output_path).write_bytes(media["clip"].read_bytes())

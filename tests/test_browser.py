@@ -57,7 +57,8 @@ def record_button_states(page, selector: str, name: str):
         const button = document.querySelector(selector);
         window[name] = [];
         const note = () => window[name].push({ text: button.textContent.trim(), disabled: button.disabled });
-        new MutationObserver(note).observe(button, { attributes: true, childList: true, subtree: true, characterData: true });
+        new MutationObserver(note).observe(button,
+                                           { attributes: true, childList: true, subtree: true, characterData: true });
     }""", [selector, name])
 
 
@@ -393,7 +394,8 @@ def test_run_again_with_new_effects_from_the_job_page(gunicorn_server, media, pa
     assert page.inner_text("h1") == "First take"
     assert page.locator("#rerun-form").is_hidden()
     page.click("#rerun-job")
-    assert page.locator("#rerun-form").is_visible() and page.locator("#rerun-job").get_attribute("aria-expanded") == "true"
+    assert page.locator("#rerun-form").is_visible()
+    assert page.locator("#rerun-job").get_attribute("aria-expanded") == "true"
     assert page.input_value("#rerun-variations") == "1"
     page.fill("#rerun-variations", "0")
     page.click("#rerun-submit")

@@ -34,7 +34,7 @@ def test_two_sources_three_variations_complete(service, media):
     assert job["startedAt"] and job["finishedAt"] and job["cancelledAt"] is None
 
     hashes = {video_md5(media["clip"]), video_md5(media["clip2"])}
-    for f, source in zip(job["files"], [media["clip"], media["clip2"]]):
+    for f, source in zip(job["files"], [media["clip"], media["clip2"]], strict=True):
         assert f["status"] == "completed" and f["progress"] == 100 and len(f["outputs"]) == 3
         assert [o["variationIndex"] for o in f["outputs"]] == [1, 2, 3]
         src = ffmpeg.probe(FFMPEG, source)
@@ -94,7 +94,7 @@ def test_same_seed_same_effects_and_pixels(service, media):
     assert effects(a) == effects(b)
     assert effects(a) != effects(c)
     assert len({json.dumps(e, sort_keys=True) for e in effects(a)}) == 3, "unique within the job"
-    for oa, ob in zip(outputs_of(a), outputs_of(b)):
+    for oa, ob in zip(outputs_of(a), outputs_of(b), strict=True):
         assert video_md5(output_path(service, a["jobId"], oa["id"])) == \
             video_md5(output_path(service, b["jobId"], ob["id"]))
 

@@ -87,7 +87,7 @@ def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     server = gunicorn_server(AUTH_PASSWORD="", WEB_CONCURRENCY=2)
     # The fixture logged in with the test password; with AUTH_PASSWORD empty a
     # password is generated instead, so find it in the log.
-    lines = [l for l in server.log_text().splitlines() if "Generated password" in l]
+    lines = [line for line in server.log_text().splitlines() if "Generated password" in line]
     assert len(lines) == 1
     password = re.search(r"Video Refresher: (\S+)", lines[0]).group(1)
     shown = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "password"], cwd=ROOT,

@@ -285,7 +285,7 @@ def _send_until_answered(url: str, token: str, head: bytes, chunk: bytes, total:
             if not data:
                 break
             response += data
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         pass
     sock.close()
     status, _, rest = response.partition(b"\r\n")

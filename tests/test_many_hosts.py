@@ -3,7 +3,6 @@ processes with their own host ids, one PostgreSQL, one DATA_DIR — all real
 processes on this machine."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import statistics
@@ -11,102 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
-
-import pytest
 
 from refresher.engine.control import ControlBlock
 from refresher.store import LISTENER_NAME, Store
 
-from .conftest import FFMPEG, PASSWORD, ROOT, GunicornServer, ffmpeg_pids_writing_under, processes_tagged, wait_until
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit, wait_until
 from .test_resilience import encode_workers, mapped_packages
-
-
-class WorkerProcess:
-    """`python -m refresher.worker`, as the Procfile's worker line runs it."""
-
-    def __init__(self, data_dir: Path, log_dir: Path, **env):
-        self.tag = uuid.uuid4().hex
-        self.host_id = env["HOST_ID"]
-        self.log_path = log_dir / f"worker-{self.host_id}.log"
-        self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
-                    "REFRESHER_TEST_TAG": self.tag, **{k: str(v) for k, v in env.items()}}
-        self.proc = None
-
-    def start(self, store: Store) -> "WorkerProcess":
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: any(h["id"] == self.host_id for h in store.live_hosts(time.time(), 5))
-                   or self.proc.poll() is not None, timeout=30)
-        assert self.proc.poll() is None, self.log_text()
-        return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        for pid in processes_tagged(self.tag):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-
-@pytest.fixture
-def cluster(postgres, tmp_path):
-    """start(workers=2, disks="shared", **env) → (web server, [worker processes], store).
-    disks="own": each process gets a DATA_DIR of its own (hosts that share no disk)."""
-    made = []
-
-    def start(workers: int = 2, disks: str = "shared", **env):
-        url = postgres.new_database()
-        store = Store(url)
-        store.migrate()
-        common = {"DATABASE_URL": url, "HOST_TIMEOUT_SECONDS": 3, **env}
-
-        def data_dir(name: str) -> Path:
-            folder = tmp_path / (name if disks == "own" else "shared")
-            folder.mkdir(exist_ok=True)
-            return folder
-
-        hosts = [WorkerProcess(data_dir(f"host{i + 1}"), tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1,
-                               **common) for i in range(workers)]
-        for host in hosts:
-            made.append(host)
-            host.start(store)
-        web = GunicornServer(data_dir("web"), ENCODE_WORKERS=0, **common)
-        made.append(web)
-        web.start()
-        return web, hosts, store
-
-    yield start
-    for process in made:
-        process.stop()
-        if isinstance(process, GunicornServer):
-            process.kill_leftovers()
-
-
-def submit(web, path: Path, variations: int) -> str:
-    with open(path, "rb") as f:
-        r = web.session.post(f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
-                             data={"variations": str(variations)})
-    assert r.status_code == 202, r.text
-    return r.json()["jobId"]
-
-
-def job_of(web, job_id: str) -> dict:
-    return web.session.get(f"{web.url}/api/jobs/{job_id}").json()
 
 
 def outputs(job: dict) -> list[dict]:
@@ -198,7 +109,7 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
     flagged, elapsed = cancel_and_time(web, store, job_id, folder)
     assert flagged < 5.0, f"both hosts' flags set {flagged:.2f} s after the request"
     for host in hosts:
-        wait_until(lambda: "listening for cancels again" in host.log_text(), timeout=10)
+        wait_until(lambda host=host: "listening for cancels again" in host.log_text(), timeout=10)
 
 
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):
@@ -285,7 +196,7 @@ def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media,
         wait_until(lambda: any(h["id"] == "worker.1" and h["pid"] == again.proc.pid
                                for h in store.live_hosts(time.time(), 60)), timeout=30)
         assert time.monotonic() - started < 30, again.log_text()
-        assert "its previous supervisor (pid %d) is gone" % first.proc.pid in again.log_text()
+        assert f"its previous supervisor (pid {first.proc.pid}) is gone" in again.log_text()
         # what the killed run had claimed went back to the queue and runs again
         wait_until(lambda: all(v["status"] == "processing" and v["attempts"] >= 1
                                for v in store.get_job_variations(job_id))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,9 +23,8 @@ from refresher import intake, lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
-from .conftest import ROOT, ffmpeg_pids_writing_under, free_port, wait_until
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, free_port, job_of, submit, wait_until
 from .test_gunicorn import START_COMMANDS
-from .test_many_hosts import WorkerProcess, cluster, job_of, submit  # noqa: F401  (cluster: a fixture)
 
 
 PREFIX = "team/videos"
@@ -99,7 +98,7 @@ def test_a_presigned_link_expires(s3_service, s3, bucket, media, monkeypatch):
     link = svc.get(job["files"][0]["outputs"][0]["url"]).headers["Location"]
     query = parse_qs(urlsplit(link).query)
     assert query["X-Amz-Expires"] == [str(objects.PRESIGNED_SECONDS)] and objects.PRESIGNED_SECONDS <= 600
-    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert abs(signed_at.timestamp() - time.time()) < 60, "signed now, so it expires in PRESIGNED_SECONDS"
     if not s3.enforces_expiry:
         pytest.skip("moto's server does not enforce a presigned link's expiry; the given endpoint does")
@@ -247,7 +246,8 @@ def test_hosts_sharing_no_disk_make_one_job_and_its_zip(s3_cluster, s3, bucket, 
     assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(r.content)
     assert len([n for n in zipfile.ZipFile(io.BytesIO(r.content)).namelist() if n.endswith(".mp4")]) == 6
     for host in hosts:  # each host dropped its scratch copies once the job was over
-        wait_until(lambda: not [p for p in (host_dir(host) / "scratch").rglob("*") if p.is_file()], timeout=15)
+        wait_until(lambda host=host: not [p for p in (host_dir(host) / "scratch").rglob("*") if p.is_file()],
+                   timeout=15)
     assert local_files(web.data_dir) == [], "the web process keeps nothing on its disk"
 
 
@@ -274,7 +274,7 @@ def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, med
     stored = [k for k in keys(s3, bucket, job_id) if k.endswith(".mp4")]
     assert len(stored) == made and not [k for k in stored if ".part" in k]
     for scratch in scratches:
-        wait_until(lambda: not [p for p in scratch.rglob("*") if p.is_file()], timeout=15)
+        wait_until(lambda scratch=scratch: not [p for p in scratch.rglob("*") if p.is_file()], timeout=15)
     archive = web.session.get(f"{web.url}/api/jobs/{job_id}/download")
     assert len([n for n in zipfile.ZipFile(io.BytesIO(archive.content)).namelist() if n.endswith(".mp4")]) == made
 

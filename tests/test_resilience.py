@@ -226,7 +226,7 @@ def test_ffmpeg_killed_twice_fails_the_file_with_the_reason(make_service, media)
     for _ in range(2):
         pid = wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id))[0]
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: pid not in running_ffmpeg(svc.settings.data_dir, job_id))
+        wait_until(lambda pid=pid: pid not in running_ffmpeg(svc.settings.data_dir, job_id))
     job = svc.wait(job_id, timeout=30)
     assert job["status"] == "failed" and "signal 9" in job["error"], job
     assert job["files"][0]["status"] == "failed" and "signal 9" in job["files"][0]["error"]

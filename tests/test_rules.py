@@ -56,7 +56,8 @@ VARIATION_TABLE = [
     (V("processing", progress=40), lambda v: rules.progress(v, 12), V("processing", progress=40)),
     (V("processing", progress=40), lambda v: rules.progress(v, 140), V("processing", progress=99)),
     (V("processing"), lambda v: rules.progress(v, -5), V("processing")),
-    *[(V(s), lambda v: rules.progress(v, 50), IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
+    *[(V(s), lambda v: rules.progress(v, 50), IllegalTransition)
+      for s in ("queued", "completed", "failed", "cancelled")],
     # a job that cannot run at all takes its unstarted variations with it
     (V("queued", attempts=2, failures=1, error="exit 1"), lambda v: rules.fail_with_job(v, "no disk"),
      V("failed", attempts=2, failures=1, error="no disk")),

@@ -38,7 +38,8 @@ def handle_rejected(exc: Rejected):
 
 def handle_http_exception(exc: HTTPException):
     """Werkzeug's own errors (404 routing, 405, 413 past MAX_CONTENT_LENGTH …) as JSON."""
-    message = _MESSAGES.get(exc.code) or (exc.description or exc.name).rstrip(".")
+    known = _MESSAGES.get(exc.code) if exc.code is not None else None
+    message = known or (exc.description or exc.name).rstrip(".")
     if exc.code == 413:
         if request.endpoint == "jobs.create_job":
             limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0

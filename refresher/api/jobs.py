@@ -6,6 +6,7 @@ import threading
 import time
 
 from flask import Blueprint, Response, current_app, redirect, request, send_file, stream_with_context
+from werkzeug.wrappers import Response as BaseResponse  # flask's redirect() gives one
 
 from .. import archive, intake, jobs, contract, rules
 from ..auth import token_auth
@@ -154,7 +155,7 @@ def rerun_job(job_id: str):
     intake.check_queue(service.store, service.settings)
     created = intake.rerun_job(service.store, service.settings, service.storage, original, files, body)
     jobs.work_queued(service.control)
-    body = {**jobs.detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}
+    body = {**jobs.find_detail(service.store, created["jobId"]), "statusUrl": created["statusUrl"]}
     return _accepted(body)
 
 
@@ -202,7 +203,7 @@ def thumbnail(job_id: str):
 
 
 def _send_stored(storage, key: str, *, mimetype: str, download_name: str | None = None,
-                 as_attachment: bool = False) -> Response | None:
+                 as_attachment: bool = False) -> BaseResponse | None:
     """The stored file as an answer: sent from this host's disk (Range
     requests answered, so a <video> can seek), or a 302 to the link the
     storage gives (its bytes never pass through here); None if it is gone."""
@@ -218,7 +219,7 @@ def _send_stored(storage, key: str, *, mimetype: str, download_name: str | None 
     return response
 
 
-def _private(response: Response) -> Response:
+def _private(response: BaseResponse) -> BaseResponse:
     """Files that only a signed-in caller may fetch: a browser may keep them
     (an output never changes), a shared cache or proxy never, and what was
     fetched with one token or cookie is never replayed for another."""

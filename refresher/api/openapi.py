@@ -49,7 +49,8 @@ _AUTH_ERRORS = {"401": _json(_ERROR, "missing, invalid, expired or revoked beare
 # 409 answers name the job's status, so a client knows what to do next.
 _STATUS_CONFLICT = {"allOf": [_ERROR, {"type": "object", "required": ["status"],
                                        "properties": {"status": _JOB_STATUS}}]}
-_TOKEN_NAME = {"type": "string", "minLength": contract.MIN_TOKEN_NAME_LENGTH, "maxLength": contract.MAX_TOKEN_NAME_LENGTH}
+_TOKEN_NAME = {"type": "string", "minLength": contract.MIN_TOKEN_NAME_LENGTH,
+               "maxLength": contract.MAX_TOKEN_NAME_LENGTH}
 _JOB_NAME = {"type": "string", "maxLength": contract.MAX_JOB_NAME_LENGTH,
              "description": f"{contract.MIN_JOB_NAME_LENGTH}-{contract.MAX_JOB_NAME_LENGTH} printable characters "
                             f"(no control or format characters); blank means none: the job is then named "
@@ -252,7 +253,8 @@ def spec() -> dict:
                                       "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                                      "token": {"type": "string"}, "createdAt": _TIME}},
                                      "the new token"),
-                        "400": _err(f"the name is missing or not {contract.MIN_TOKEN_NAME_LENGTH}-{contract.MAX_TOKEN_NAME_LENGTH} printable characters"),
+                        "400": _err(f"the name is missing or not {contract.MIN_TOKEN_NAME_LENGTH}-"
+                                    f"{contract.MAX_TOKEN_NAME_LENGTH} printable characters"),
                         "403": _err("called with an API token"),
                         **_AUTH_ERRORS,
                     },
@@ -285,7 +287,8 @@ def spec() -> dict:
                             "properties": {
                                 "videos": {"type": "array", "minItems": 1, "maxItems": contract.MAX_FILES,
                                            "items": {"type": "string", "format": "binary"}},
-                                "variations": {"type": "integer", "minimum": contract.MIN_VARIATIONS, "maximum": contract.MAX_VARIATIONS,
+                                "variations": {"type": "integer", "minimum": contract.MIN_VARIATIONS,
+                                               "maximum": contract.MAX_VARIATIONS,
                                                "default": contract.DEFAULT_VARIATIONS},
                                 "seed": {"type": "string", "maxLength": contract.MAX_SEED_LENGTH,
                                          "description": "the same seed and inputs give the same effects"},

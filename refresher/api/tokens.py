@@ -27,7 +27,8 @@ def create_token():
     if token_auth.current_user().kind != "session":
         raise Rejected(403, "API tokens cannot create tokens; sign in with the password")
     body = request.get_json(silent=True) if request.is_json else request.form
-    name = auth.clean_token_name(body.get("name") if isinstance(body, dict) or hasattr(body, "get") else None)
+    # a JSON object, or the form (a MultiDict, which is a dict too); any other JSON has no name
+    name = auth.clean_token_name(body.get("name") if isinstance(body, dict) else None)
     if name is None:
         raise Rejected(400, f"name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters, "
                             f"e.g. {{\"name\": \"nightly build\"}}")

@@ -103,7 +103,7 @@ def _arrived(stream: _CappedFile) -> None:
     early.take(stream.staged())
 
 
-def early_intake() -> "intake.EarlyIntake | None":
+def early_intake() -> intake.EarlyIntake | None:
     """The request's intake, which has been taking the videos as they arrived."""
     return request.environ.get(EARLY_KEY)
 
@@ -133,9 +133,10 @@ def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
         if _body_too_large():
             raise
         # Werkzeug's form limits: the part count, or a text field's size
+        field_bytes = request.max_form_memory_size or 0
         raise Rejected(400, f"too many form fields, or one too long: a job takes at most {contract.MAX_FILES} "
                             f"files and {max_fields} text fields of at most "
-                            f"{request.max_form_memory_size // 1000} KB each") from None
+                            f"{field_bytes // 1000} KB each") from None
     fields = sum(len(values) for _, values in request.form.lists())
     if fields > max_fields:
         raise Rejected(400, f"too many form fields: {fields} sent, at most {max_fields}")
@@ -163,4 +164,5 @@ def _body_too_large() -> bool:
         return False
     if request.content_length:
         return request.content_length > limit
-    return request.stream.is_exhausted
+    # Werkzeug's LimitedStream, which wraps a body of undeclared length
+    return bool(getattr(request.stream, "is_exhausted", False))

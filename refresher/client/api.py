@@ -12,9 +12,10 @@ import mimetypes
 import os
 import re
 import secrets
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 import requests
@@ -30,6 +31,17 @@ CANCEL_READ_TIMEOUT = 120
 CHUNK_SIZE = 256 * 1024
 
 VIDEO_TYPES = {".mov": "video/quicktime", ".mp4": "video/mp4", ".m4v": "video/mp4"}
+
+
+class TransferProgress(Protocol):
+    """What an upload or a download reports its progress to (the CLI's
+    `progress.Transfer`): `reached(bytes moved so far)`."""
+
+    def reached(self, done: int) -> None: ...
+
+
+# start_transfer(total bytes) → a context manager giving the TransferProgress of that many bytes
+StartTransfer = Callable[[int], AbstractContextManager[TransferProgress]]
 
 
 def _network_reason(exc: Exception) -> str:
@@ -120,13 +132,13 @@ class Server:
         self._request("GET", "/api/jobs", params={"limit": 1})
 
     def create_job(self, paths: list[Path], variations: int, seed: str | None,
-                   start_transfer: Callable[[int], object], name: str | None = None) -> dict:
+                   start_transfer: StartTransfer, name: str | None = None) -> dict:
         """Upload `paths` as one job. `start_transfer(total_bytes)` returns a
         context manager whose `reached(bytes_sent)` is called as the upload goes."""
         from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
         with ExitStack() as stack:
-            fields = [("variations", str(variations))]
+            fields: list[tuple[str, str | tuple[str, BinaryIO, str]]] = [("variations", str(variations))]
             if seed is not None:
                 fields.append(("seed", seed))
             if name is not None:
@@ -171,7 +183,7 @@ class Server:
                                         read_timeout=UPLOAD_READ_TIMEOUT))
 
     def download(self, job_id: str, destination: Path | None,
-                 start_transfer: Callable[[int], object]) -> Path:
+                 start_transfer: StartTransfer) -> Path:
         """Save the job's ZIP to `destination` (default: the server's file name in
         the current folder) and return where it went."""
         response = self._request("GET", self._job_path(job_id, "/download"), stream=True)

@@ -140,6 +140,7 @@ def login(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def logout(args, server: Server, reporter: Reporter, out: Output) -> int:
     server.logout(every_session=args.all)
+    assert server.token is not None  # logout() refuses to run without one
     forgotten = credentials.forget_token(server.token)
     if forgotten is not None:
         reporter.note(f"signed out; removed the token saved in {forgotten}")
@@ -192,7 +193,8 @@ def status(args, server: Server, reporter: Reporter, out: Output) -> int:
 def list_jobs(args, server: Server, reporter: Reporter, out: Output) -> int:
     jobs = server.jobs(args.limit, args.status)
     lines = [f"{j['id']}  {j['status']:<10} {j['overallProgress']:>3}%  "
-             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  {j.get('name') or ', '.join(j['fileNames'])}"
+             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  "
+             f"{j.get('name') or ', '.join(j['fileNames'])}"
              for j in jobs]
     if not jobs and not out.as_json:
         reporter.note("no jobs")

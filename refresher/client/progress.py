@@ -35,7 +35,7 @@ class Reporter:
         self._active: tqdm | None = None
 
     @classmethod
-    def for_this_terminal(cls) -> "Reporter":
+    def for_this_terminal(cls) -> Reporter:
         return cls(bars=sys.stdout.isatty() and sys.stderr.isatty())
 
     def note(self, text: str) -> None:
@@ -45,11 +45,11 @@ class Reporter:
         else:
             print(text, file=self.stream, flush=True)
 
-    def transfer(self, label: str, total: int) -> "Transfer":
+    def transfer(self, label: str, total: int) -> Transfer:
         """Progress of `total` bytes moving, e.g. label 'uploading 2 files'."""
         return Transfer(self, label, total)
 
-    def job(self, job_id: str) -> "JobProgress":
+    def job(self, job_id: str) -> JobProgress:
         return JobProgress(self, job_id)
 
     def _bar(self, **options) -> tqdm:
@@ -76,7 +76,7 @@ class Transfer:
         self._started = time.monotonic()
         self._bar = None
 
-    def __enter__(self) -> "Transfer":
+    def __enter__(self) -> Transfer:
         if self.reporter.bars:
             self._bar = self.reporter._bar(total=self.total or None, unit="B", unit_scale=True,
                                            unit_divisor=1024, desc=self.label)
@@ -112,7 +112,7 @@ class JobProgress:
         self._bar = None
         self._last_plain: tuple | None = None
 
-    def __enter__(self) -> "JobProgress":
+    def __enter__(self) -> JobProgress:
         if self.reporter.bars:
             self._bar = self.reporter._bar(total=100, desc=f"job {self.job_id}",
                                            bar_format="{desc} {percentage:3.0f}%|{bar}|")

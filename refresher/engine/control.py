@@ -56,10 +56,10 @@ class ControlBlock:
         finally:
             os.close(fd)  # the mapping and its lock stay; the lock goes with the mapping's file
         self.array = (ctypes.c_int64 * _WORDS).from_buffer(self._map)
-        self._wake_number = None  # the wake-up address this process published, if any
+        self._wake_number: int | None = None  # the wake-up address this process published, if any
 
     @classmethod
-    def create(cls, folder: str | Path) -> "ControlBlock":
+    def create(cls, folder: str | Path) -> ControlBlock:
         """A new, zeroed block in `folder` (DATA_DIR/run)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -103,11 +103,10 @@ class Encoder:
         # A speed change needs the source's frame count to end where it ends:
         # counted once at intake and kept with its media; a source stored
         # before counts were kept is counted here.
-        frames = None
+        frames: tuple[int, float] | None = None
         if effects.get("speed"):
-            frames = ffmpeg.stored_video_frames(media)
-            if frames is False:
-                frames = ffmpeg.count_video_frames(self.binary, source)
+            stored = ffmpeg.stored_video_frames(media)
+            frames = ffmpeg.count_video_frames(self.binary, source) if stored is False else stored
         command = fx.encode_command(self.binary, source, partial, effects,
                                     media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
                                     duration=task["duration"], video_frames=frames)

@@ -54,7 +54,7 @@ class SupervisorHandle:
         self._lock = threading.Lock()  # a stop never races a restart
         self._watcher: threading.Thread | None = None
 
-    def start(self) -> "SupervisorHandle":
+    def start(self) -> SupervisorHandle:
         # A fresh interpreter: it inherits no sockets, signal handlers, threads,
         # database connections or multiprocessing bookkeeping of the server
         # that starts it (a forked child would, and gunicorn's workers would
@@ -64,16 +64,23 @@ class SupervisorHandle:
         # killed with -9 still has its supervisor shut down cleanly. (The
         # kernel sends it when the thread that started it ends: the server's
         # main thread, or the watcher below; both live as long as the server.)
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path),
              "--parent", str(os.getpid())],
             stdin=subprocess.PIPE, env=_child_environment(), close_fds=True)
-        self.process.stdin.write(self.settings.to_json().encode())
-        self.process.stdin.close()
+        assert process.stdin is not None  # stdin=PIPE
+        process.stdin.write(self.settings.to_json().encode())
+        process.stdin.close()
         if self._pidfd is not None:
             os.close(self._pidfd)
-        self._pidfd = os.pidfd_open(self.process.pid)
+        self._pidfd = os.pidfd_open(process.pid)
         return self
+
+    def _ended(self, timeout: float) -> bool:
+        """Whether the supervisor process started last has ended, waiting up
+        to `timeout` seconds for it to."""
+        assert self._pidfd is not None, "start() opens the pidfd with the process"
+        return bool(multiprocessing.connection.wait([self._pidfd], timeout=timeout))
 
     def watch(self, logger: logging.Logger | None = None, interval: float = 1.0) -> None:
         """Replace the supervisor if it dies (a crash, an OOM kill, kill -9),
@@ -85,7 +92,7 @@ class SupervisorHandle:
                 process = self.process
                 if process is None:
                     return
-                died = multiprocessing.connection.wait([self._pidfd], timeout=interval)
+                died = self._ended(interval)
                 if not died or self._stopping.is_set():
                     continue
                 self._reap()
@@ -113,7 +120,7 @@ class SupervisorHandle:
     def alive(self) -> bool:
         if self.process is None:
             return False
-        return not multiprocessing.connection.wait([self._pidfd], timeout=0)
+        return not self._ended(0)
 
     def wait_ready(self, timeout: float = 30) -> bool:
         deadline = time.monotonic() + timeout
@@ -136,7 +143,7 @@ class SupervisorHandle:
             os.kill(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        if multiprocessing.connection.wait([self._pidfd], timeout=timeout):
+        if self._ended(timeout):
             self._reap()
             return
         log.error("supervisor %d did not stop in %ss; killing it", self.process.pid, timeout)
@@ -144,10 +151,11 @@ class SupervisorHandle:
             os.kill(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        multiprocessing.connection.wait([self._pidfd], timeout=5)
+        self._ended(5)
         self._reap()
 
     def _reap(self) -> None:
         # gunicorn's arbiter may have reaped it already: Popen copes with that
-        self.process.poll()
+        if self.process is not None:
+            self.process.poll()
 

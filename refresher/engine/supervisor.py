@@ -23,11 +23,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -43,6 +45,15 @@ from . import lifeline
 from .control import ControlBlock, drain
 from .messages import Outcome, Task, task_of
 from .encoder import run_encoder
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import _ConnectionBase
+    from multiprocessing.process import BaseProcess
+
+    from ..store import ChangeWatch
+
+    # what multiprocessing.connection.wait waits on: a pipe's end, a socket, a process sentinel
+    _Waitable: TypeAlias = _ConnectionBase | socket.socket | int
 
 log = logging.getLogger("refresher.supervisor")
 
@@ -72,7 +83,7 @@ class HostIdInUse(Exception):
 
 @dataclass
 class _Worker:
-    process: multiprocessing.Process
+    process: BaseProcess
     pipe: multiprocessing.connection.Connection
     task: Task | None = None
 
@@ -104,15 +115,15 @@ class Supervisor:
         self.stopping = threading.Event()
         self.stopped_by: str | None = None  # the signal that told it to stop, if one did
         self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
-        self.store: Store | None = None
-        self.scheduler = None
+        self._store: Store | None = None  # opened by `run`
+        self.scheduler: BackgroundScheduler | None = None
         self._last_flush = 0.0
         self._last_heartbeat = 0.0
         self._last_reclaim = 0.0
         self._last_cancel_poll = 0.0
         self._polled_tasks: set[str] = set()
-        self.changes = None             # the store's ChangeWatch, once the store is open
-        self.wake = None                # the socket web workers wake this loop through
+        self.changes: ChangeWatch | None = None  # the store's, once the store is open
+        self.wake: socket.socket | None = None   # the socket web workers wake this loop through
         self._may_have_work = True      # no claim has come back empty since the database last changed
         self._unrolled = True           # the database changed since jobs' progress was last rolled up
         self._last_empty_claim = 0.0
@@ -120,6 +131,16 @@ class Supervisor:
     @property
     def storage_spec(self) -> tuple:
         return (self.data_dir, self.settings.storage_url, self.settings.host_id)
+
+    @property
+    def store(self) -> Store:
+        """The store, open from the start of `run` on."""
+        assert self._store is not None, "the store is opened by run()"
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
 
     # --- the main loop -----------------------------------------------------------
     def run(self) -> None:
@@ -168,6 +189,7 @@ class Supervisor:
         # Most turns of the loop change nothing in the database (a progress
         # message woke it, or nothing at all): then the claim and the cancel
         # poll, whose answers depend on the database alone, need not ask it.
+        assert self.changes is not None, "run() watches the store before the loop starts"
         changed = self.changes.changed()
         if changed:
             self._may_have_work = self._unrolled = True
@@ -210,17 +232,16 @@ class Supervisor:
 
     def listen(self, timeout: float) -> None:
         """Wait for messages, deaths and wake-ups, and handle what came."""
-        waitables = {}
+        waitables: dict[_Waitable, _Worker] = {}
         for worker in self.workers:
             waitables[worker.pipe] = worker
             waitables[worker.process.sentinel] = worker
-        if self.wake is not None:
-            waitables[self.wake] = None
-        for ready in multiprocessing.connection.wait(list(waitables), timeout=timeout):
-            worker = waitables[ready]
-            if worker is None:
-                drain(self.wake)  # the loop's turn that follows does the rest
+        wake = [] if self.wake is None else [self.wake]
+        for ready in multiprocessing.connection.wait([*waitables, *wake], timeout=timeout):
+            if isinstance(ready, socket.socket):  # the wake socket
+                drain(ready)  # the loop's turn that follows does the rest
                 continue
+            worker = waitables[ready]
             if ready is worker.pipe:
                 self.receive(worker)
             elif not worker.process.is_alive():
@@ -485,10 +506,10 @@ class Supervisor:
 
     # --- the cleanup daemon ------------------------------------------------------------------------
     def start_scheduler(self) -> None:
-        self.scheduler = BackgroundScheduler(daemon=True)
-        self.scheduler.add_job(self.cleanup, "interval", seconds=self.settings.cleanup_interval_seconds,
-                               id="cleanup", max_instances=1, coalesce=True)
-        self.scheduler.start()
+        self.scheduler = scheduler = BackgroundScheduler(daemon=True)
+        scheduler.add_job(self.cleanup, "interval", seconds=self.settings.cleanup_interval_seconds,
+                          id="cleanup", max_instances=1, coalesce=True)
+        scheduler.start()
 
     def cleanup(self) -> None:
         """A cleanup pass, on one host of the cluster at a time."""
@@ -532,7 +553,7 @@ class Supervisor:
     def shutdown(self) -> None:
         """Running ffmpeg stop gracefully, their variations go back to the
         queue, the workers exit; bounded by SHUTDOWN_SECONDS."""
-        if self.store is None:
+        if self._store is None:
             return  # never got the DATA_DIR lock: nothing was started
         self.stopping.set()
         self.control.set_shutdown(True)

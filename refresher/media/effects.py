@@ -54,7 +54,8 @@ _PALETTE = [
     ("contrast", 1.0, 0.96, 1.04, 3),
     ("saturation", 1.0, 0.95, 1.05, 3),
     ("hue", 0.5, 0.2, 3.0, 1),             # degrees, either direction
-    ("noise", 0.3, 1, 1, 0),               # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6, 3 doubled 720p bitrates
+    ("noise", 0.3, 1, 1, 0),               # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6,
+                                           # 3 doubled 720p bitrates
     ("speed", 0.3, 1.005, 1.02, 3),        # playback speed, only faster: the last frame is held to the source's length
     ("rotation", 0.15, 0.001, 0.003, 4),   # radians, either direction
 ]

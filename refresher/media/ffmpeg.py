@@ -23,9 +23,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Literal
 
 from ..contract import MAX_PIXELS, MAX_STREAMS
 
@@ -157,7 +158,7 @@ class MediaInfo:
         return media
 
     @classmethod
-    def from_dict(cls, media: dict, duration: float | None = None) -> "MediaInfo":
+    def from_dict(cls, media: dict, duration: float | None = None) -> MediaInfo:
         """What `as_dict` kept (in the database); `duration` where it was kept apart."""
         return cls(duration=media.get("duration", duration) if duration is None else duration,
                    width=media["width"], height=media["height"], video_codec=media.get("videoCodec", ""),
@@ -165,13 +166,13 @@ class MediaInfo:
                    audio_codec=media.get("audioCodec"), frames=media.get("frames"),
                    frame_rate=media.get("frameRate"), frames_counted="frames" in media)
 
-    def with_frames(self, counted: tuple[int, float] | None) -> "MediaInfo":
+    def with_frames(self, counted: tuple[int, float] | None) -> MediaInfo:
         """This, with what `count_video_frames` said (None: it could not tell)."""
         frames, rate = counted if counted is not None else (None, None)
         return replace(self, frames=frames, frame_rate=rate, frames_counted=True)
 
 
-def stored_video_frames(media: dict) -> tuple[int, float] | None | bool:
+def stored_video_frames(media: dict) -> tuple[int, float] | None | Literal[False]:
     """The frame count and rate kept in a source's `media` (`MediaInfo.as_dict`):
     the pair, None when ffmpeg could not tell at intake, False when they
     were never counted (a source stored before counts were kept)."""
@@ -421,6 +422,8 @@ def run_ffmpeg(
     started = time.monotonic()
     proc = subprocess.Popen(launch_command(cmd, idle=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
+    assert proc.stdout is not None  # stdout=PIPE
+    progress = proc.stdout
     result = RunResult(returncode=None)
     tail: collections.deque[str] = collections.deque(maxlen=20)
     refused: list[PictureTooLarge] = []
@@ -434,7 +437,7 @@ def run_ffmpeg(
         furthest = -1
         stdout_open = True
         with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
+            sel.register(progress, selectors.EVENT_READ)
             while True:
                 if should_stop():
                     result.stopped = True
@@ -451,10 +454,10 @@ def run_ffmpeg(
                     continue
                 if not sel.select(timeout=poll_interval):
                     continue
-                chunk = os.read(proc.stdout.fileno(), 65536)
+                chunk = os.read(progress.fileno(), 65536)
                 if not chunk:
                     stdout_open = False
-                    sel.unregister(proc.stdout)
+                    sel.unregister(progress)
                     continue
                 *lines, buffer = (buffer + chunk).split(b"\n")
                 for line in lines:
@@ -506,11 +509,12 @@ def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS
     another `grace`. Returns the stage that ended it. The process is reaped."""
     if proc.poll() is not None:
         return "exited"
-    try:
-        proc.stdin.write(b"q")
-        proc.stdin.flush()
-    except (BrokenPipeError, OSError, ValueError):
-        pass
+    if proc.stdin is not None:  # run_ffmpeg gives it one
+        try:
+            proc.stdin.write(b"q")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
     if _wait(proc, grace):
         return "q"
     _signal_group(proc, signal.SIGTERM)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PROBES_AT_ONCE = 2  # per host: an 8K probe takes about 250 MB, and a host has cores to encode with
 _turn = itertools.count()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from . import CHUNK_BYTES, FileOnDisk, StorageError, StoredFile, job_prefix
 

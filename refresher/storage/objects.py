@@ -24,8 +24,8 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 from contextlib import contextmanager
@@ -62,8 +62,8 @@ class ObjectStorage:
         self.prefix = f"{prefix}/" if prefix else ""
         self.scratch = Path(scratch)
         self._client = None
-        self._client_pid = None
-        self._origin = None
+        self._client_pid: int | None = None
+        self._origin: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -120,7 +120,8 @@ class ObjectStorage:
                as_attachment: bool = False) -> FileAtURL:
         params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
         if download_name or as_attachment:
-            params["ResponseContentDisposition"] = content_disposition(download_name, "attachment" if as_attachment else "inline")
+            disposition = "attachment" if as_attachment else "inline"
+            params["ResponseContentDisposition"] = content_disposition(download_name, disposition)
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
         return FileAtURL(url, PRESIGNED_SECONDS)
 

@@ -27,7 +27,7 @@ class Access(Database):
             made = conn.execute(self.upsert(secrets).values(name=name, value=make(), created_at=now)
                                 .on_conflict_do_nothing(index_elements=[secrets.c.name])
                                 .returning(secrets.c.name)).first() is not None
-            value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
+            value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar_one()
         return value, made
 
     # --- API tokens ------------------------------------------------------------------------------
@@ -94,14 +94,17 @@ class Access(Database):
             conn.execute(statement.on_conflict_do_update(
                 index_elements=[rate_limits.c.key],
                 set_={"count": rate_limits.c.count + statement.excluded.count}))
-            return conn.execute(select(rate_limits.c.count).where(rate_limits.c.key == key)).scalar()
+            return conn.execute(select(rate_limits.c.count).where(rate_limits.c.key == key)).scalar_one()
 
     def rate_limit_get(self, key: str, now: float) -> tuple[int, float]:
         """(count, window end) of a live counter; (0, now) when there is none."""
         with self.reading() as conn:
             row = conn.execute(select(rate_limits.c.count, rate_limits.c.expires_at)
                                .where(rate_limits.c.key == key, rate_limits.c.expires_at > now)).first()
-        return (row.count, row.expires_at) if row else (0, now)
+        if row is None:
+            return 0, now
+        count, expires_at = row  # (not row.count: to a type checker that is tuple.count)
+        return count, expires_at
 
     def rate_limit_clear(self, key: str | None = None) -> int:
         with self.writing() as conn:

@@ -12,9 +12,9 @@ import os
 import secrets as random_secrets
 import select as select_module
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import Table, event
@@ -135,7 +135,7 @@ class Database:
     """One database: its engine (and connection pool), and the transactions
     that the store's queries run in."""
 
-    _shared: dict[tuple[int, str], "Database"] = {}
+    _shared: dict[tuple[int, str], Database] = {}
 
     @classmethod
     def shared(cls, url_or_path: str | Path):

@@ -3,8 +3,8 @@ that fell silent, and the lock that lets one process of the whole cluster
 run the cleanup at a time."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import delete, select, update

@@ -6,11 +6,12 @@ queued or running (`lock_job`, `settle`)."""
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from .. import rules
 from .database import JOB_CREATION_LOCK, Database, for_update
@@ -70,7 +71,7 @@ def settle(conn: Connection, job_id: str, now: float, ttl: float) -> str | None:
     return settlement.status
 
 
-def _with_effects(row) -> dict:
+def _with_effects(row: Row[Any]) -> dict:
     v = mapping(row)
     v["effects"] = json.loads(v["effects"])
     return v
@@ -148,7 +149,7 @@ class Jobs(Database):
 
     def queue_counts(self) -> dict:
         with self.reading() as conn:
-            counts = dict(conn.execute(select(jobs.c.status, func.count()).where(
+            counts: dict[str, int] = dict(conn.execute(select(jobs.c.status, func.count()).where(
                 jobs.c.status.in_(rules.UNFINISHED)).group_by(jobs.c.status)).all())
         return {"queued": counts.get("queued", 0), "processing": counts.get("processing", 0)}
 
@@ -160,7 +161,7 @@ class Jobs(Database):
             with self.reading() as conn:
                 return self.check_queue_room(cap, conn)
         unfinished = conn.execute(select(func.count()).select_from(jobs)
-                                  .where(jobs.c.status.in_(rules.UNFINISHED))).scalar()
+                                  .where(jobs.c.status.in_(rules.UNFINISHED))).scalar_one()
         if not rules.may_queue(unfinished, cap):
             raise QueueFull(unfinished, cap)
 
@@ -208,20 +209,22 @@ class Jobs(Database):
                              .values(**variation_fields(state), finished_at=now))
             settle(conn, job_id, now, ttl)
             job = read_job(conn, job_id)
+            assert job is not None  # its row is locked by this transaction
             if self.dialect == "postgresql" and job["status"] not in rules.FINAL:
                 # Delivered to every listening supervisor when, and only if, this commits.
                 conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                              {"channel": CANCEL_CHANNEL, "payload": f"{job['seq']} {job_id}"})
             return job
 
-    def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> dict | None:
+    def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> tuple[dict, list[dict], list[dict]] | None:
         """Give a finished job work again: "retry" queues its failed variations
         (with their recorded effects), "resume" those a cancel left unmade.
         Finished variations stay. Returns the job as it now stands, read in
         the same transaction (job, files, variations as `get_job_whole`
         gives them; None: no such job), so that the answer says what the
-        reopen made of it, whatever a supervisor claims a moment later; raises rules.IllegalTransition, with the reason as its
-        message, when the job is in the wrong state for it."""
+        reopen made of it, whatever a supervisor claims a moment later;
+        raises rules.IllegalTransition, with the reason as its message, when
+        the job is in the wrong state for it."""
         step, from_status = {"retry": (rules.retry, "failed"), "resume": (rules.resume, "cancelled")}[kind]
         with self.writing() as conn:
             job = lock_job(conn, job_id)
@@ -235,7 +238,7 @@ class Jobs(Database):
                 raise rules.IllegalTransition(reason)
             reopened = rules.reopen(state)
             after = []
-            for row, before in zip(rows, states):
+            for row, before in zip(rows, states, strict=True):
                 if row["status"] == from_status:
                     before = step(before)
                     conn.execute(update(variations).where(variations.c.id == row["id"]).values(
@@ -252,17 +255,17 @@ def _whole_job(conn, job_id: str) -> tuple[dict, list[dict], list[dict]] | None:
     rows = conn.execute(_WHOLE_JOB, {"job_id": job_id}).all()
     if not rows:
         return None
-    job = dict(zip(_JOB_KEYS, rows[0]))
+    job = dict(zip(_JOB_KEYS, rows[0], strict=False))  # the row goes on with its file and variation
     files: dict[str, dict] = {}
     found = []
     file_at, variation_at = len(_JOB_KEYS), len(_JOB_KEYS) + len(_FILE_KEYS)
     for r in rows:
         file_id = r[file_at]
         if file_id is not None and file_id not in files:
-            files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at]))
+            files[file_id] = dict(zip(_FILE_KEYS, r[file_at:variation_at], strict=True))
             files[file_id]["media"] = json.loads(files[file_id]["media"])
         if r[variation_at] is not None:
-            v = dict(zip(_VARIATION_KEYS, r[variation_at:]))
+            v = dict(zip(_VARIATION_KEYS, r[variation_at:], strict=True))
             v["effects"] = json.loads(v["effects"])
             found.append(v)
     return job, list(files.values()), found

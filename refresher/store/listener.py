@@ -3,16 +3,22 @@ their own (not one of the pool's: it stays open, LISTENing, for as long as
 the supervisor runs)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy.engine import URL, make_url
 
 from .database import Database
+
+if TYPE_CHECKING:
+    import psycopg
 
 CANCEL_CHANNEL = "refresher_cancel"          # NOTIFY channel of accepted cancels; payload "<seq> <id>"
 LISTENER_NAME = "refresher cancel listener"  # its connections' application_name
 
 # keepalives: a connection silently lost over TCP is noticed in seconds
-_LISTENER_OPTIONS = {"application_name": LISTENER_NAME, "connect_timeout": 10,
-                     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+_LISTENER_OPTIONS: dict[str, str | int] = {
+    "application_name": LISTENER_NAME, "connect_timeout": 10,
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 
 
 def connection_params(url: str | URL) -> dict[str, str | int]:
@@ -35,20 +41,23 @@ class CancelListener:
 
     def __init__(self, store: Database):
         self.store = store
-        self.conn = None
+        self.conn: psycopg.Connection | None = None
 
     def connect(self) -> None:
         # (psycopg is imported where PostgreSQL is used, not by every process that imports the store)
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
         self.close()
-        self.conn = psycopg.connect(**{**connection_params(self.store.url), **_LISTENER_OPTIONS}, autocommit=True)
-        self.conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+        conninfo = make_conninfo("", **{**connection_params(self.store.url), **_LISTENER_OPTIONS})
+        self.conn = conn = psycopg.connect(conninfo, autocommit=True)
+        conn.execute(f"LISTEN {CANCEL_CHANNEL}")
 
     def wait(self, timeout: float) -> list[tuple[int, str]]:
         """(seq, job id) of the cancels announced within `timeout` seconds;
         returns at the first ones. Raises psycopg.Error when the connection
         is lost."""
+        assert self.conn is not None, "connect() first"
         cancels = []
         for note in self.conn.notifies(timeout=timeout, stop_after=1):
             seq, _, job_id = note.payload.partition(" ")
@@ -57,6 +66,7 @@ class CancelListener:
         return cancels
 
     def ping(self) -> None:
+        assert self.conn is not None, "connect() first"
         self.conn.execute("SELECT 1")
 
     def close(self) -> None:

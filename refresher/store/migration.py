@@ -72,7 +72,7 @@ def _use_wal(conn: Connection, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if conn.exec_driver_sql("PRAGMA journal_mode").scalar().lower() != "wal":
+            if conn.exec_driver_sql("PRAGMA journal_mode").scalar_one().lower() != "wal":
                 conn.exec_driver_sql("PRAGMA journal_mode = WAL")
             return
         except OperationalError as exc:

@@ -5,7 +5,7 @@ jobs. Every change of state is the one `refresher.rules` gives."""
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from sqlalchemy import func, select, update
 
@@ -74,7 +74,9 @@ class Queue(Database):
             if row is None:
                 return None
             if row["job_status"] == "queued":
-                raise JobNotStarted(read_job(conn, row["job_id"]))
+                job = read_job(conn, row["job_id"])
+                assert job is not None  # the claim's query found it, and a delete would wait for the claimed row
+                raise JobNotStarted(job)
             claimed = rules.claim(variation_state(row), rules.Job(status=row["job_status"]))
             conn.execute(update(variations).where(variations.c.id == row["id"]).values(
                 **variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None))
@@ -157,7 +159,9 @@ class Queue(Database):
         with self.writing() as conn:
             # the job's row, then the variation's: the order of every transition that takes both
             job_id = conn.execute(select(variations.c.job_id).where(variations.c.id == variation_id)).scalar()
-            job = lock_job(conn, job_id) if job_id is not None else None
+            if job_id is None:
+                return None, None  # the job was deleted meanwhile
+            job = lock_job(conn, job_id)
             row = mapping(conn.execute(for_update(
                 conn, select(variations).where(variations.c.id == variation_id))).first())
             if row is None or job is None:

@@ -2,12 +2,22 @@
 `refresher.rules` decides on (read from a row, written back as its fields)."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, overload
 
 from .. import rules
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
 
-def mapping(row) -> dict | None:
+
+@overload
+def mapping(row: Row[Any]) -> dict: ...
+@overload
+def mapping(row: None) -> None: ...
+
+
+def mapping(row: Row[Any] | None) -> dict | None:
     """A row as a plain dict. Its keys are made plain `str`: SQLAlchemy names
     columns with a `str` subclass of its own, and a task pickled down an
     encode worker's pipe with such keys would make the worker import

@@ -2,6 +2,7 @@
 """A stand-in ffmpeg for the stop-escalation test: encodes never finish and
 ignore both `q` and SIGTERM, so only SIGKILL ends them. It logs when each
 arrives. Every other call (probe, thumbnail) runs the real ffmpeg."""
+import itertools
 import os
 import signal
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 
 args = sys.argv[1:]
-encoding = any(a == "-f" and b == "mp4" for a, b in zip(args, args[1:]))
+encoding = any(a == "-f" and b == "mp4" for a, b in itertools.pairwise(args))
 if not encoding:
     os.execv(os.environ["REAL_FFMPEG"], [os.environ["REAL_FFMPEG"], *args])
 
