@@ -5,6 +5,7 @@ an installed package has `refresher.wsgi:app`).
 the same supervisor, encode workers and cleanup daemon that gunicorn's
 master starts.
 """
+
 from __future__ import annotations
 
 from refresher.engine.control import ControlBlock

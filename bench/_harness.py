@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: test media made with lavfi, a real gunicorn
 server on a free port, and small statistics helpers."""
+
 from __future__ import annotations
 
 import atexit
@@ -35,8 +36,17 @@ def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = 
     path = folder / name
     if path.exists():
         return path
-    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
+    args = [
+        FFMPEG,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate=30:duration={seconds}",
+    ]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
     args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)]
@@ -57,15 +67,26 @@ class Server:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="refresher-bench-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(self.data_dir),
-                    "AUTH_PASSWORD": PASSWORD, **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "DATA_DIR": str(self.data_dir),
+            "AUTH_PASSWORD": PASSWORD,
+            **{k: str(v) for k, v in env.items()},
+        }
         self.session = requests.Session()
 
     def __enter__(self) -> Server:
         self.log = open(self.data_dir / "server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-                                     cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+            cwd=self.root,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -112,8 +133,10 @@ class Server:
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return (f"median {statistics.median(ordered) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   "
-            f"max {ordered[-1] * 1000:7.1f} ms   (n={len(ordered)})")
+    return (
+        f"median {statistics.median(ordered) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   "
+        f"max {ordered[-1] * 1000:7.1f} ms   (n={len(ordered)})"
+    )
 
 
 class Postgres:
@@ -123,8 +146,9 @@ class Postgres:
     that user can reach (not a private temporary folder of root's)."""
 
     def __init__(self):
-        found = shutil.which("pg_ctl") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-                                                           reverse=True)), None)
+        found = shutil.which("pg_ctl") or next(
+            iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)), None
+        )
         if found is None:
             raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
         self.bin_dir = Path(found).resolve().parent
@@ -145,8 +169,10 @@ class Postgres:
     def __enter__(self) -> Postgres:
         data = self.folder / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = (f"-k {self.folder} -c listen_addresses='' -p {self.port} -c fsync=off "
-                   f"-c synchronous_commit=off -c max_connections=300")
+        options = (
+            f"-k {self.folder} -c listen_addresses='' -p {self.port} -c fsync=off "
+            f"-c synchronous_commit=off -c max_connections=300"
+        )
         self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
         return self
 
@@ -154,8 +180,9 @@ class Postgres:
         """A fresh database; its URL."""
         import psycopg
 
-        with psycopg.connect(host=str(self.folder), port=self.port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.folder), port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@/{name}?host={self.folder}&port={self.port}"
 
@@ -178,9 +205,13 @@ class MotoS3:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -191,8 +222,12 @@ class MotoS3:
                     self.proc.kill()
                     raise RuntimeError("moto's S3 server did not start") from error
                 time.sleep(0.1)
-        self.aws = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.aws = {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         self.bucket = "refresher-bench"
         self.client().create_bucket(Bucket=self.bucket)
         self.env = {"STORAGE_URL": f"s3://{self.bucket}/media", **self.aws}
@@ -202,8 +237,12 @@ class MotoS3:
         import boto3
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.url, aws_access_key_id="bench", aws_secret_access_key="bench",
-            region_name="us-east-1")
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        )
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()

@@ -9,6 +9,7 @@ a cancel stops the job's two (the time until both are gone).
     python -m bench.cancel_latency [--runs 15]
 Target: median under 0.3 s, max under 1 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,23 @@ def baseline(source: Path, runs: int, together: int = 1) -> list[float]:
         for i in range(runs):
             procs = []
             for k in range(together):
-                cmd = fx.encode_command(FFMPEG, source, Path(out) / f"b{k}.mp4", fx.draw_effects("b", k, i),
-                                        info.width, info.height, info.has_audio, info.audio_codec,
-                                        duration=info.duration, video_frames=frames)
+                cmd = fx.encode_command(
+                    FFMPEG,
+                    source,
+                    Path(out) / f"b{k}.mp4",
+                    fx.draw_effects("b", k, i),
+                    info.width,
+                    info.height,
+                    info.has_audio,
+                    info.audio_codec,
+                    duration=info.duration,
+                    video_frames=frames,
+                )
                 if together > 1:
                     cmd = ffmpeg.launch_command(cmd, idle=True)
-                procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
             time.sleep(0.8 + 0.037 * i)  # land at different points of ffmpeg's cycle
             started = time.monotonic()
             for proc in procs:
@@ -101,8 +112,10 @@ def main() -> None:
     print(f"  baseline  two at once, as a job's: {summary(both)}")
     print(f"  service   POST …/cancel          : {summary(service)}")
     median = statistics.median
-    print(f"  median ratio service/baseline    : {median(service) / median(base):.2f}×; "
-          f"against two at once: {median(service) / median(both):.2f}×")
+    print(
+        f"  median ratio service/baseline    : {median(service) / median(base):.2f}×; "
+        f"against two at once: {median(service) / median(both):.2f}×"
+    )
 
 
 if __name__ == "__main__":

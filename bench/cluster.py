@@ -25,6 +25,7 @@ alternately, --rounds times, and are reported side by side.
 Targets: throughput ≤ 1.10× the single host's time; status p99 < 100 ms;
 cancel p50 < 0.5 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,24 @@ class Worker:
         self.root = root
         self.host_id = env["HOST_ID"]
         self.data_dir = data_dir
-        self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
-                    **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(data_dir),
+            "AUTH_PASSWORD": PASSWORD,
+            "FFMPEG_BINARY": FFMPEG,
+            **{k: str(v) for k, v in env.items()},
+        }
 
     def __enter__(self) -> Worker:
         self.log = open(self.data_dir / f"worker-{self.host_id}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=self.root, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "refresher.worker"],
+            cwd=self.root,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -77,8 +89,9 @@ class Cluster:
 
     def __init__(self, database_url: str, data_dir: Path, root: Path = ROOT):
         common = {"DATABASE_URL": database_url}
-        self.workers = [Worker(data_dir, root, HOST_ID=f"bench-worker.{i + 1}", ENCODE_WORKERS=1, **common)
-                        for i in range(2)]
+        self.workers = [
+            Worker(data_dir, root, HOST_ID=f"bench-worker.{i + 1}", ENCODE_WORKERS=1, **common) for i in range(2)
+        ]
         self.web = Server(data_dir, root, ENCODE_WORKERS=0, **common)
 
     def __enter__(self) -> Server:
@@ -88,8 +101,9 @@ class Cluster:
         deadline = time.monotonic() + 60
         while len(self.web.session.get(self.web.url + "/api/health").json()["hosts"]) < 2:
             if time.monotonic() > deadline:
-                raise RuntimeError("the worker hosts did not report in; see the worker logs in "
-                                   + str(self.web.data_dir))
+                raise RuntimeError(
+                    "the worker hosts did not report in; see the worker logs in " + str(self.web.data_dir)
+                )
             time.sleep(0.1)
         return self.web
 
@@ -127,8 +141,9 @@ def flags_set(web: Server, database_url: str, job_id: str, found: list[float]):
     return start
 
 
-def cancel_across_hosts(web: Server, source: Path, runs: int, database_url: str | None = None,
-                        flagged: list[float] | None = None) -> list[float]:
+def cancel_across_hosts(
+    web: Server, source: Path, runs: int, database_url: str | None = None, flagged: list[float] | None = None
+) -> list[float]:
     """Request → answer, and every ffmpeg of the job gone, with one encode on each worker host.
     With `flagged`: also request → every host's cancel flag set."""
     times = []
@@ -156,8 +171,9 @@ def cancel_across_hosts(web: Server, source: Path, runs: int, database_url: str 
     return times
 
 
-def latency(postgres: Postgres, work: Path, root: Path, name: str, long_source: Path, args,
-            parts: set[str]) -> tuple[list[float], list[float], list[float], list[float], bool]:
+def latency(
+    postgres: Postgres, work: Path, root: Path, name: str, long_source: Path, args, parts: set[str]
+) -> tuple[list[float], list[float], list[float], list[float], bool]:
     """Status polling (idle, then both hosts encoding) and cross-host cancels
     on a fresh cluster running the code in `root`."""
     idle, busy, cancels, flagged, still_running = [], [], [], [], True
@@ -188,17 +204,26 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--cancels", type=int, default=15)
-    parser.add_argument("--long-seconds", type=float, default=120,
-                        help="length of the clip encoded while polling and cancelling")
-    parser.add_argument("--only", default="throughput,status,cancel",
-                        help="which measurements to make, comma-separated (default: all three)")
-    parser.add_argument("--before", type=Path,
-                        help="a checkout of another commit: compare its status and cancel figures with this one's")
+    parser.add_argument(
+        "--long-seconds", type=float, default=120, help="length of the clip encoded while polling and cancelling"
+    )
+    parser.add_argument(
+        "--only",
+        default="throughput,status,cancel",
+        help="which measurements to make, comma-separated (default: all three)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of another commit: compare its status and cancel figures with this one's",
+    )
     args = parser.parse_args()
     parts = set(args.only.split(","))
     work = work_dir("refresher-bench-cluster-")
-    sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
-               make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
+    sources = [
+        make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
+        make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds),
+    ]
     long_source = make_clip(work, "long.mp4", "1280x720", args.long_seconds)
     single, split, idle, busy, cancels, flagged = [], [], [], [], [], []
     still_running = True
@@ -211,8 +236,9 @@ def main() -> None:
             with Cluster(postgres.new_database(f"throughput_{round_}"), data_dir) as web:
                 split.append(run_server(web, sources, args.variations)[0])
         if parts & {"status", "cancel"} and args.before is None:
-            idle, busy, cancels, flagged, still_running = latency(postgres, work, ROOT, "latency", long_source,
-                                                                  args, parts)
+            idle, busy, cancels, flagged, still_running = latency(
+                postgres, work, ROOT, "latency", long_source, args, parts
+            )
         elif parts & {"status", "cancel"}:
             compared = {"before": ([], [], [], []), "after": ([], [], [], [])}
             for round_ in range(args.rounds):
@@ -225,16 +251,17 @@ def main() -> None:
     print(f"web (ENCODE_WORKERS=0) + 2 worker hosts (ENCODE_WORKERS=1 each) on PostgreSQL, {os.cpu_count()} cores")
     if single:
         one, two = statistics.median(single), statistics.median(split)
-        print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
-              f"upload → finishedAt, median of {args.rounds}, alternated")
+        print(
+            f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
+            f"upload → finishedAt, median of {args.rounds}, alternated"
+        )
         print(f"  baseline  one host, ENCODE_WORKERS=2, SQLite : {one:6.2f} s   {[round(t, 2) for t in single]}")
         print(f"  service   web + 2 worker hosts, PostgreSQL   : {two:6.2f} s   {[round(t, 2) for t in split]}")
         print(f"  ratio cluster/one host                       : {two / one:.2f}×  (target ≤ 1.10)")
     if idle:
         print(f"GET /api/jobs/<id>, {args.pollers} pollers every {args.interval:g} s, through the web process")
         print(f"  baseline  nothing encoding    : {summary(idle)}   p99 {p99(idle) * 1000:6.1f} ms")
-        print(f"  service   both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms  "
-              f"(target < 100 ms)")
+        print(f"  service   both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms  (target < 100 ms)")
     if args.before is not None:
         print(f"before = {args.before}, after = this checkout; fresh clusters, alternated, {args.rounds} round(s)")
         for label in ("before", "after"):
@@ -245,8 +272,10 @@ def main() -> None:
                 print(f"  {label:6}  both hosts encoding : {summary(busy)}   p99 {p99(busy) * 1000:6.1f} ms")
             if cancels:
                 print(f"cancel across hosts, {label}")
-                print(f"  {label:6}  POST …/cancel       : {summary(cancels)}   "
-                      f"p50 {statistics.median(cancels) * 1000:.0f} ms, max {max(cancels) * 1000:.0f} ms")
+                print(
+                    f"  {label:6}  POST …/cancel       : {summary(cancels)}   "
+                    f"p50 {statistics.median(cancels) * 1000:.0f} ms, max {max(cancels) * 1000:.0f} ms"
+                )
                 print(f"  {label:6}  … every flag set   : {summary(flagged)}")
         cancels, flagged = compared["after"][2:]
     if cancels:
@@ -258,6 +287,7 @@ def main() -> None:
         print(f"  service   POST …/cancel          : {summary(cancels)}  (target median < 500 ms)")
         print(f"  p50 {statistics.median(cancels) * 1000:.0f} ms, max {max(cancels) * 1000:.0f} ms")
         print(f"  service   request → every worker host's cancel flag set : {summary(flagged)}")
+
 
 if __name__ == "__main__":
     main()

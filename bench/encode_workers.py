@@ -6,6 +6,7 @@ the upload to `completed`. Baseline: ENCODE_WORKERS=1, in the same run.
 
     python -m bench.encode_workers [--workers 1,2,4] [--seconds 10] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = work_dir("refresher-bench-ew-")
-    sources = [make_clip(work, "first.mp4", "640x360", args.seconds),
-               make_clip(work, "second.mp4", "640x360", args.seconds)]
+    sources = [
+        make_clip(work, "first.mp4", "640x360", args.seconds),
+        make_clip(work, "second.mp4", "640x360", args.seconds),
+    ]
     results = {}
     for workers in [int(w) for w in args.workers.split(",")]:
         times = []
@@ -35,12 +38,13 @@ def main() -> None:
                 times.append(time.monotonic() - started)
         results[workers] = statistics.median(times)
     base = results[min(results)]
-    print(f"job of 2 × 3 variations of {args.seconds:g} s 640×360 clips, upload → completed, "
-          f"median of {args.rounds}")
+    print(f"job of 2 × 3 variations of {args.seconds:g} s 640×360 clips, upload → completed, median of {args.rounds}")
     for workers, seconds in results.items():
         label = "baseline" if workers == min(results) else "service "
-        print(f"  {label}  ENCODE_WORKERS={workers} : {seconds:6.2f} s   ({base / seconds:.2f}× the speed of "
-              f"{min(results)} worker)")
+        print(
+            f"  {label}  ENCODE_WORKERS={workers} : {seconds:6.2f} s   ({base / seconds:.2f}× the speed of "
+            f"{min(results)} worker)"
+        )
 
 
 if __name__ == "__main__":

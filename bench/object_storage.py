@@ -13,6 +13,7 @@ on real gunicorn servers; the S3 server is moto's, on loopback.
     python -m bench.object_storage [--rounds 2] [--mb-per-output 100] [--upload-mb 500]
 Targets: ZIP and upload memory < 64 MB added, whatever the storage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def grow_outputs(server: Server, job: dict, megabytes: int, s3: MotoS3 | None, w
             for _ in range(megabytes):
                 out.write(chunk)
     conn = sqlite3.connect(server.data_dir / "refresher.db")
-    for output_id, output_path in conn.execute("SELECT id, output_path FROM variations WHERE job_id = ?",
-                                               (job["jobId"],)).fetchall():
+    for output_id, output_path in conn.execute(
+        "SELECT id, output_path FROM variations WHERE job_id = ?", (job["jobId"],)
+    ).fetchall():
         if s3 is None:
             with open(server.data_dir / output_path, "wb") as out, open(filler, "rb") as src:
                 while block := src.read(1 << 20):
@@ -104,8 +106,10 @@ def main() -> None:
                 for name, server in order:
                     times[name].append(job_seconds(server, sources, args.variations))
             for name, server, store in (("disk", disk, None), ("s3", bucket, s3)):
-                figures[name] = (zip_figures(server, zip_sources, args.mb_per_output, store, work),
-                                 upload_memory(server, big))
+                figures[name] = (
+                    zip_figures(server, zip_sources, args.mb_per_output, store, work),
+                    upload_memory(server, big),
+                )
     disk_time, s3_time = statistics.median(times["disk"]), statistics.median(times["s3"])
     print(f"object storage (moto's S3 server on loopback) vs DATA_DIR, {args.rounds} round(s)")
     print(f"  2×{args.variations} job   baseline DATA_DIR       : {disk_time:6.2f} s  (median of {times['disk']})")
@@ -114,10 +118,14 @@ def main() -> None:
     for label, index in (("baseline DATA_DIR      ", "disk"), ("service  object storage", "s3")):
         (rate, memory, size, one_rate), (up_seconds, up_memory, after_body) = figures[index]
         print(f"  ZIP of {size / 1e9:.2f} GB  {label} : {rate:7.0f} MB/s   server memory +{memory:5.1f} MB")
-        print(f"  one output      {label} : {one_rate:7.0f} MB/s   "
-              f"({'send_file' if index == 'disk' else 'a redirect to a presigned URL'})")
-        print(f"  upload {big.stat().st_size / 1e6:5.0f} MB {label} : {up_seconds:6.2f} s      "
-              f"server memory +{up_memory:5.1f} MB   answered {after_body:5.2f} s after the last byte")
+        print(
+            f"  one output      {label} : {one_rate:7.0f} MB/s   "
+            f"({'send_file' if index == 'disk' else 'a redirect to a presigned URL'})"
+        )
+        print(
+            f"  upload {big.stat().st_size / 1e6:5.0f} MB {label} : {up_seconds:6.2f} s      "
+            f"server memory +{up_memory:5.1f} MB   answered {after_body:5.2f} s after the last byte"
+        )
     print(f"  ZIP throughput ratio object storage / DATA_DIR : {figures['s3'][0][0] / figures['disk'][0][0]:.2f}×")
 
 

@@ -15,6 +15,7 @@ any picture), run directly on the hostile file --uploads times at once.
 Target: a burst's probes stay under a stated figure (2 slots × 1 GB
 address space each, at most), far below 8 × 407 MB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,57 @@ from bench.zip_download import rss_kb
 def make_mjpeg_mov(folder: Path, size: str) -> Path:
     """One flat grey picture of `size` as a 1-frame MJPEG MOV."""
     path = folder / f"picture-{size}.mov"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"color=c=gray:size={size}:rate=1", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "31",
-                    "-f", "mov", str(path)], check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=gray:size={size}:rate=1",
+            "-frames:v",
+            "1",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "31",
+            "-f",
+            "mov",
+            str(path),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return path
 
 
 def make_8k_clip(folder: Path) -> Path:
     path = folder / "8k.mp4"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=7680x4320:rate=30:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", str(path)], check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=7680x4320:rate=30:duration=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return path
 
 
@@ -95,26 +136,60 @@ class ProbeMeter:
 def baseline(path: Path, count: int) -> ProbeMeter:
     """The probe as it was: no pixel limit, default threads, all at once."""
     meter = ProbeMeter({os.getpid()})
-    procs = [subprocess.Popen([FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-protocol_whitelist", "file",
-                               "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0", "-i", f"file:{path}",
-                               "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(count)]
+    procs = [
+        subprocess.Popen(
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-nostdin",
+                "-nostats",
+                "-protocol_whitelist",
+                "file",
+                "-f",
+                "mov",
+                "-enable_drefs",
+                "0",
+                "-use_absolute_path",
+                "0",
+                "-i",
+                f"file:{path}",
+                "-map",
+                "0:v:0",
+                "-frames:v",
+                "1",
+                "-f",
+                "null",
+                "-progress",
+                "pipe:1",
+                "-",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
     for proc in procs:
         proc.wait()
     return meter.stop()
 
 
 def burst(server: Server, path: Path, count: int) -> tuple[ProbeMeter, list[int], float]:
-    workers = {int(p) for p in subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
-                                              text=True).stdout.split()}
+    workers = {
+        int(p)
+        for p in subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    }
     meter = ProbeMeter(workers)
     codes: list[int] = []
 
     def upload() -> None:
         with open(path, "rb") as f:
-            r = server.session.post(server.url + "/api/jobs", files={"videos": (path.name, f, "video/mp4")},
-                                    data={"variations": "1"}, timeout=300)
+            r = server.session.post(
+                server.url + "/api/jobs",
+                files={"videos": (path.name, f, "video/mp4")},
+                data={"variations": "1"},
+                timeout=300,
+            )
         codes.append(r.status_code)
 
     started = time.monotonic()
@@ -139,13 +214,19 @@ def main() -> None:
         refused, refused_codes, refused_seconds = burst(server, hostile, args.uploads)
         accepted, accepted_codes, accepted_seconds = burst(server, legit, args.uploads)
     print(f"{args.uploads} uploads at once: peak summed RSS of their ffmpeg probes (most running at once)")
-    print(f"  baseline  {args.size} MJPEG ({hostile.stat().st_size / 1e6:.1f} MB), old probe command   : "
-          f"{old.peak_mb:7.1f} MB  ({old.most} at once)")
-    print(f"  service   {args.size} MJPEG, POST /api/jobs → {answers(refused_codes)}  : "
-          f"{refused.peak_mb:7.1f} MB  ({refused.most} at once, {refused_seconds:.1f} s)")
-    print(f"  service   7680x4320 H.264 ({legit.stat().st_size / 1e6:.1f} MB), POST /api/jobs → "
-          f"{answers(accepted_codes)} : {accepted.peak_mb:7.1f} MB  ({accepted.most} at once, "
-          f"{accepted_seconds:.1f} s)")
+    print(
+        f"  baseline  {args.size} MJPEG ({hostile.stat().st_size / 1e6:.1f} MB), old probe command   : "
+        f"{old.peak_mb:7.1f} MB  ({old.most} at once)"
+    )
+    print(
+        f"  service   {args.size} MJPEG, POST /api/jobs → {answers(refused_codes)}  : "
+        f"{refused.peak_mb:7.1f} MB  ({refused.most} at once, {refused_seconds:.1f} s)"
+    )
+    print(
+        f"  service   7680x4320 H.264 ({legit.stat().st_size / 1e6:.1f} MB), POST /api/jobs → "
+        f"{answers(accepted_codes)} : {accepted.peak_mb:7.1f} MB  ({accepted.most} at once, "
+        f"{accepted_seconds:.1f} s)"
+    )
 
 
 def answers(codes: list[int]) -> str:

@@ -9,6 +9,7 @@
     python -m bench.resilience
 Targets: every process gone well within 30 s; replaced within 10 s.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -14,6 +14,7 @@ free core takes the next command), as the supervisor's claims do:
 
     python -m bench.schedule [--seconds 10] [--seeds 4] [--cores 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,23 +58,43 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     work = work_dir("refresher-bench-schedule-")
-    sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
-               make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
+    sources = [
+        make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
+        make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds),
+    ]
     ratios: dict[str, list[float]] = {name: [] for name in ORDERS}
-    print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
-          f"each command's CPU time list-scheduled on {args.cores} cores; baseline = costliest first")
+    print(
+        f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
+        f"each command's CPU time list-scheduled on {args.cores} cores; baseline = costliest first"
+    )
     for seed in range(args.seeds):
         items = []
-        for position, (source, row) in enumerate(zip(sources, fx.draw_job_effects(f"schedule-{seed}", 2,
-                                                                                   args.variations), strict=True)):
+        for position, (source, row) in enumerate(
+            zip(sources, fx.draw_job_effects(f"schedule-{seed}", 2, args.variations), strict=True)
+        ):
             info = ffmpeg.probe(FFMPEG, source)
             frames = ffmpeg.count_video_frames(FFMPEG, source)
             for index, effects in enumerate(row, start=1):
-                cmd = fx.encode_command(FFMPEG, source, work / f"out-{position}-{index}.mp4", effects, info.width,
-                                        info.height, info.has_audio, info.audio_codec, duration=info.duration,
-                                        video_frames=frames)
-                items.append({"index": index, "position": position, "cpu": cpu_seconds(cmd),
-                              "cost": fx.estimated_cost(effects, info.width, info.height, info.duration)})
+                cmd = fx.encode_command(
+                    FFMPEG,
+                    source,
+                    work / f"out-{position}-{index}.mp4",
+                    effects,
+                    info.width,
+                    info.height,
+                    info.has_audio,
+                    info.audio_codec,
+                    duration=info.duration,
+                    video_frames=frames,
+                )
+                items.append(
+                    {
+                        "index": index,
+                        "position": position,
+                        "cpu": cpu_seconds(cmd),
+                        "cost": fx.estimated_cost(effects, info.width, info.height, info.duration),
+                    }
+                )
         best = makespan([i["cpu"] for i in sorted(items, key=ORDERS["costliest first"])], args.cores)
         shown = []
         for name, key in ORDERS.items():
@@ -83,8 +104,10 @@ def main() -> None:
         print(f"  seed {seed}: " + ";  ".join(shown))
     for name, values in ratios.items():
         kind = "baseline" if name == "costliest first" else "service " if name.startswith("first") else "before  "
-        print(f"  {kind}  {name:28s}: median {statistics.median(values):.3f}×  "
-              f"(from {min(values):.3f}× to {max(values):.3f}×)")
+        print(
+            f"  {kind}  {name:28s}: median {statistics.median(values):.3f}×  "
+            f"(from {min(values):.3f}× to {max(values):.3f}×)"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ and Flask alone, answered 404); the intake's ffmpeg calls for the two videos
 --before DIR: a checkout of another commit (e.g. `git worktree add DIR
 <commit>`), measured in the same run, alternated with this one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,8 +84,9 @@ def measure(root: Path, sources: list[Path], small: Path, seconds: float) -> dic
             job_id = server.submit([small], variations=1)
             server.wait(job_id)
             with sqlite3.connect(data / "refresher.db") as db:
-                created, began = db.execute("SELECT created_at, started_at FROM jobs WHERE id = ?",
-                                            (job_id,)).fetchone()
+                created, began = db.execute(
+                    "SELECT created_at, started_at FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
             gaps.append(began - created)
         figures["two-video upload answered, ms"] = statistics.median(uploads) * 1000
         figures["job stored → started, ms"] = statistics.median(gaps) * 1000
@@ -111,8 +113,9 @@ def measure(root: Path, sources: list[Path], small: Path, seconds: float) -> dic
         before = cpu_by_kind(session)
         for _ in range(200):
             server.session.get(server.url + "/api/no-such-route")
-        figures["floor: web workers, ms CPU per 404"] = \
+        figures["floor: web workers, ms CPU per 404"] = (
             (cpu_by_kind(session)["web workers"] - before["web workers"]) / 200 * 1000
+        )
     return figures
 
 
@@ -149,17 +152,28 @@ def main() -> None:
         return statistics.median(r.get(name, 0.0) for r in results[label])
 
     baselines = {
-        "idle: supervisor, ms CPU per s": ("the gunicorn master, idle",
-                                           median("service", "idle: gunicorn master, ms CPU per s")),
-        "polled: web workers, ms CPU per poll": ("a 404, gunicorn and Flask alone",
-                                                 median("service", "floor: web workers, ms CPU per 404")),
+        "idle: supervisor, ms CPU per s": (
+            "the gunicorn master, idle",
+            median("service", "idle: gunicorn master, ms CPU per s"),
+        ),
+        "polled: web workers, ms CPU per poll": (
+            "a 404, gunicorn and Flask alone",
+            median("service", "floor: web workers, ms CPU per 404"),
+        ),
         "two-video upload answered, ms": ("its ffmpeg calls, one after another", statistics.median(alone)),
     }
-    print(f"the server's own cost (SQLite, gunicorn as the Procfile starts it), median of {args.rounds}"
-          + (f"; before = {args.before}" if args.before else ""))
-    for name in ("idle: supervisor, ms CPU per s", "idle: web workers, ms CPU per s",
-                 "polled: supervisor, ms CPU per s", "polled: web workers, ms CPU per poll",
-                 "two-video upload answered, ms", "job stored → started, ms"):
+    print(
+        f"the server's own cost (SQLite, gunicorn as the Procfile starts it), median of {args.rounds}"
+        + (f"; before = {args.before}" if args.before else "")
+    )
+    for name in (
+        "idle: supervisor, ms CPU per s",
+        "idle: web workers, ms CPU per s",
+        "polled: supervisor, ms CPU per s",
+        "polled: web workers, ms CPU per poll",
+        "two-video upload answered, ms",
+        "job stored → started, ms",
+    ):
         if name in baselines:
             what, value = baselines[name]
             print(f"  baseline  {name:<38} {value:8.2f}   ({what})")

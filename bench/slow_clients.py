@@ -30,6 +30,7 @@ compare designs. Every server listens on 127.0.0.1 only.
 Target: with 200 slow connections open, p99 of both polls < 500 ms,
 and uploads still work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,29 +56,34 @@ class SlowClients:
 
     def __init__(self, port: int, count: int, kind: str, rate: float = 1.0):
         self.port, self.count, self.kind, self.rate = port, count, kind, rate
-        self.owed = 0             # connections the server closed, to open again at the next tick
+        self.owed = 0  # connections the server closed, to open again at the next tick
         self.stop = threading.Event()
-        self.opened = 0           # connections made, first ones and replacements
+        self.opened = 0  # connections made, first ones and replacements
         self.closed_by_server = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _payload(self) -> bytes:
         if self.kind == "linger":  # a whole request, then bytes the server never asked for
-            return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                    "Connection: close\r\n\r\n").encode() + b"a" * 60_000
+            return (
+                f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n"
+            ).encode() + b"a" * 60_000
         if self.kind == "long-head":
-            head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                    "Content-Type: application/json\r\nContent-Length: 60000\r\n").encode()
+            head = (
+                f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 60000\r\n"
+            ).encode()
             return head + b"a:b\r\n" * 12_000 + b"\r\n" + b'{"password": "' + b"a" * 59_000
         if self.kind == "negative-chunk":
-            return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                    "Transfer-Encoding: chunked\r\n\r\n-6\r\n").encode()
+            return (
+                f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\n"
+            ).encode()
         if self.kind == "body":
-            head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                    "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n").encode()
+            head = (
+                f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+            ).encode()
             return head + b'{"password": "' + b"a" * 59_000
-        return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                "X-Padding: ").encode() + b"a" * 8000
+        return (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nX-Padding: ").encode() + b"a" * 8000
 
     def _connect(self, sel: selectors.BaseSelector) -> None:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
@@ -124,7 +130,7 @@ class SlowClients:
                     pass
             for sock, state in list(self.sending.items()):
                 try:
-                    sock.send(state[0][state[1]:state[1] + 1])
+                    sock.send(state[0][state[1] : state[1] + 1])
                     state[1] += 1
                 except OSError:
                     self._replace(sel, sock)
@@ -170,8 +176,7 @@ def poll(port: int, job_id: str, token: str, seconds: float, pollers: int, inter
     failures = {"health": 0, "status": 0}
     lock = threading.Lock()
     ends_at = time.monotonic() + seconds
-    targets = [("health", "/api/health", {}),
-               ("status", f"/api/jobs/{job_id}", {"Authorization": f"Bearer {token}"})]
+    targets = [("health", "/api/health", {}), ("status", f"/api/jobs/{job_id}", {"Authorization": f"Bearer {token}"})]
 
     def poller(index: int) -> None:
         time.sleep(interval * index / pollers)
@@ -198,8 +203,13 @@ def upload(server, clip) -> tuple[float, int | None]:
     started = time.monotonic()
     try:
         with open(clip, "rb") as f:
-            r = requests.post(server.url + "/api/jobs", files=[("videos", ("clip.mp4", f, "video/mp4"))],
-                              data={"variations": "1"}, headers=dict(server.session.headers), timeout=30)
+            r = requests.post(
+                server.url + "/api/jobs",
+                files=[("videos", ("clip.mp4", f, "video/mp4"))],
+                data={"variations": "1"},
+                headers=dict(server.session.headers),
+                timeout=30,
+            )
         return time.monotonic() - started, r.status_code
     except requests.RequestException:
         return time.monotonic() - started, None
@@ -207,15 +217,16 @@ def upload(server, clip) -> tuple[float, int | None]:
 
 def line(label: str, values: list[float], failures: int) -> str:
     ms = [v * 1000 for v in values]
-    return (f"  {label:<38}: p50 {percentile(ms, 0.5):7.1f} ms   p99 {percentile(ms, 0.99):7.1f} ms   "
-            f"max {ms[-1]:7.1f} ms   (n={len(ms)}, failed {failures})")
+    return (
+        f"  {label:<38}: p50 {percentile(ms, 0.5):7.1f} ms   p99 {percentile(ms, 0.99):7.1f} ms   "
+        f"max {ms[-1]:7.1f} ms   (n={len(ms)}, failed {failures})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=200, help="slow connections kept open")
-    parser.add_argument("--kind", choices=("header", "body", "linger", "long-head", "negative-chunk"),
-                        default="header")
+    parser.add_argument("--kind", choices=("header", "body", "linger", "long-head", "negative-chunk"), default="header")
     parser.add_argument("--seconds", type=float, default=15, help="length of each measured phase")
     parser.add_argument("--rate", type=float, default=1.0, help="bytes a second each slow client sends")
     parser.add_argument("--pollers", type=int, default=4)
@@ -238,25 +249,35 @@ def main() -> None:
         with SlowClients(server.port, args.slow, args.kind, args.rate) as slow:
             time.sleep(3)  # every slow connection open and a few bytes in
             upload_result = []
-            uploader = threading.Thread(target=lambda: (time.sleep(args.seconds / 2),
-                                                        upload_result.append(upload(server, clip))))
+            uploader = threading.Thread(
+                target=lambda: (time.sleep(args.seconds / 2), upload_result.append(upload(server, clip)))
+            )
             uploader.start()
             loaded = poll(server.port, job_id, token, args.seconds, args.pollers, args.interval)
             uploader.join()
         slow_upload = upload_result[0]
 
-    what = {"header": "slow request heads", "body": "slow request bodies", "linger": "lingering clients",
-            "long-head": "12,000-line heads, bodies trickled", "negative-chunk": "chunk sizes of -6"}[args.kind]
+    what = {
+        "header": "slow request heads",
+        "body": "slow request bodies",
+        "linger": "lingering clients",
+        "long-head": "12,000-line heads, bodies trickled",
+        "negative-chunk": "chunk sizes of -6",
+    }[args.kind]
     config = " ".join(args.gunicorn_args) or "config/gunicorn.conf.py as it is"
-    print(f"GET /api/health and GET /api/jobs/<id>, {args.pollers} pollers every {args.interval} s, "
-          f"new connection each, {CLIENT_LIMIT} s client limit ({config})")
+    print(
+        f"GET /api/health and GET /api/jobs/<id>, {args.pollers} pollers every {args.interval} s, "
+        f"new connection each, {CLIENT_LIMIT} s client limit ({config})"
+    )
     for name in ("health", "status"):
         print(line(f"baseline  {name}, no slow connections", *baseline[name]))
         print(line(f"service   {name}, {args.slow} {what}", *loaded[name]))
     ratio = percentile(loaded["status"][0], 0.99) / max(percentile(baseline["status"][0], 0.99), 1e-9)
     print(f"  p99 ratio status slow/baseline          : {ratio:.2f}×   (target p99 < 500 ms)")
-    print(f"  upload of a {clip.stat().st_size / 1e3:.0f} kB clip: baseline {base_upload[0]:.2f} s "
-          f"(HTTP {base_upload[1]}), with slow clients {slow_upload[0]:.2f} s (HTTP {slow_upload[1]})")
+    print(
+        f"  upload of a {clip.stat().st_size / 1e3:.0f} kB clip: baseline {base_upload[0]:.2f} s "
+        f"(HTTP {base_upload[1]}), with slow clients {slow_upload[0]:.2f} s (HTTP {slow_upload[1]})"
+    )
     print(f"  slow connections opened {slow.opened}, closed by the server {slow.closed_by_server}")
 
 

@@ -12,6 +12,7 @@ one server:
     python -m bench.status_latency [--pollers 20] [--interval 0.25] [--streams 10] [--requests 1000]
 Target: p99 under 100 ms with 20 concurrent pollers while encoding.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def open_streams(server, job_id: str, n: int, stop: threading.Event) -> None:
     opened = threading.Barrier(n + 1)
 
     def listen():
-        with requests.get(f"{server.url}/api/jobs/{job_id}/events", headers=dict(server.session.headers),
-                          stream=True, timeout=300) as r:
+        with requests.get(
+            f"{server.url}/api/jobs/{job_id}/events", headers=dict(server.session.headers), stream=True, timeout=300
+        ) as r:
             assert r.status_code == 200, r.text
             opened.wait()
             for _ in r.iter_lines():
@@ -94,9 +96,11 @@ def main() -> None:
     assert still_running, "the job finished before the measurement did: use a longer --seconds"
     pace = f"every {args.interval:g} s" if args.interval else "flat out"
     print(f"GET /api/jobs/<id>, {args.pollers} concurrent pollers polling {pace}")
-    for label, values in (("baseline  nothing encoding         ", idle),
-                          ("service   every core encoding      ", busy),
-                          (f"service   encoding + {args.streams:2d} SSE streams", streaming)):
+    for label, values in (
+        ("baseline  nothing encoding         ", idle),
+        ("service   every core encoding      ", busy),
+        (f"service   encoding + {args.streams:2d} SSE streams", streaming),
+    ):
         print(f"  {label}: {summary(values)}   p99 {p99(values) * 1000:6.1f} ms")
     print(f"  p99 ratio encoding/baseline                : {p99(busy) / p99(idle):.2f}×")
 

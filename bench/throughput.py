@@ -20,6 +20,7 @@ job is `completed`. In the same run, with the same binary:
 Targets: reference / server ≥ 1.5; server / replay ≤ 1.05 with four clients
 polling the job's status every 0.5 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ def run_reference(sources: list[Path], variations: int, out: Path) -> float:
     started = time.monotonic()
     for source in sources:
         for i in range(variations):
-            subprocess.run(reference_command(source, out / f"ref-{source.stem}-{i}.mp4"), check=True,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                reference_command(source, out / f"ref-{source.stem}-{i}.mp4"),
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
     return time.monotonic() - started
 
 
@@ -106,8 +111,10 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=4, help="clients polling the job's status every 0.5 s")
     args = parser.parse_args()
     work = work_dir("refresher-bench-tp-")
-    sources = [make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
-               make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds)]
+    sources = [
+        make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
+        make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds),
+    ]
     slots = os.cpu_count() or 1
     refs, servers, replays, in_order, again = [], [], [], [], []
     with Server() as server:
@@ -119,10 +126,18 @@ def main() -> None:
             for f, source in zip(job["files"], sources, strict=True):
                 info = ffmpeg.probe(FFMPEG, source)
                 for o in f["outputs"]:
-                    cmd = fx.encode_command(FFMPEG, source, work / f"replay-{o['id']}.mp4", o["effects"],
-                                            info.width, info.height, info.has_audio, info.audio_codec,
-                                            duration=info.duration,
-                                            video_frames=ffmpeg.count_video_frames(FFMPEG, source))
+                    cmd = fx.encode_command(
+                        FFMPEG,
+                        source,
+                        work / f"replay-{o['id']}.mp4",
+                        o["effects"],
+                        info.width,
+                        info.height,
+                        info.has_audio,
+                        info.audio_codec,
+                        duration=info.duration,
+                        video_frames=ffmpeg.count_video_frames(FFMPEG, source),
+                    )
                     cost = fx.estimated_cost(o["effects"], info.width, info.height, info.duration)
                     commands.append((cost, o["variationIndex"], cmd))
             commands.sort(key=lambda c: -c[0])
@@ -132,8 +147,10 @@ def main() -> None:
             commands.sort(key=lambda c: -c[0])
             again.append(run_replay([c for *_, c in commands], slots))  # the machine's own noise
     ref, srv, rep, order = (statistics.median(v) for v in (refs, servers, replays, in_order))
-    print(f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
-          f"{slots} cores, {args.pollers} clients polling its status every 0.5 s, median of {args.rounds}")
+    print(
+        f"job of 2 sources × {args.variations} variations ({args.seconds:g} s 640×360 + 1280×720), "
+        f"{slots} cores, {args.pollers} clients polling its status every 0.5 s, median of {args.rounds}"
+    )
     print(f"  baseline  reference pipeline, one at a time : {ref:6.2f} s")
     print(f"  baseline  server's commands, perfect replay : {rep:6.2f} s")
     print(f"  baseline  the same, in the service's order  : {order:6.2f} s")
@@ -145,15 +162,17 @@ def main() -> None:
     around = [s / o for s, o in zip(servers, in_order, strict=True)]
     speed_up = [r / s for r, s in zip(refs, servers, strict=True)]
     print(f"  speed-up over the reference                 : {statistics.median(speed_up):.2f}×  (target ≥ 1.5)")
-    print(f"  overhead over the perfect replay            : {statistics.median(overall):.2f}×  (target ≤ 1.05)"
-          f"   rounds: {_each(overall)}")
-    print(f"    of which the balanced order               : {statistics.median(ordering):.2f}×"
-          f"   rounds: {_each(ordering)}")
-    print(f"    and the service around ffmpeg             : {statistics.median(around):.2f}×"
-          f"   rounds: {_each(around)}")
+    print(
+        f"  overhead over the perfect replay            : {statistics.median(overall):.2f}×  (target ≤ 1.05)"
+        f"   rounds: {_each(overall)}"
+    )
+    print(
+        f"    of which the balanced order               : {statistics.median(ordering):.2f}×"
+        f"   rounds: {_each(ordering)}"
+    )
+    print(f"    and the service around ffmpeg             : {statistics.median(around):.2f}×   rounds: {_each(around)}")
     noise = [a / r for a, r in zip(again, replays, strict=True)]
-    print(f"  noise: the perfect replay run again         : {statistics.median(noise):.2f}×"
-          f"   rounds: {_each(noise)}")
+    print(f"  noise: the perfect replay run again         : {statistics.median(noise):.2f}×   rounds: {_each(noise)}")
 
 
 def _each(ratios: list[float]) -> str:

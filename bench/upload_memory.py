@@ -17,6 +17,7 @@ Baseline, same run: the same measurement for a 1 MB upload.
 round; each round starts a server of its own for each.
 Target: < 64 MB added to the server's peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,52 @@ from bench.zip_download import PeakRSS, worker_pids
 
 def make_big_mp4(folder: Path, megabytes: int) -> Path:
     seed = folder / "seed.mp4"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "testsrc2=size=1280x720:rate=30:duration=4", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-qp", "0", str(seed)], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "0",
+            str(seed),
+        ],
+        check=True,
+    )
     loops = max(1, round(megabytes * 1024 * 1024 / seed.stat().st_size))
     big = folder / f"big-{megabytes}mb.mp4"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", str(loops - 1),
-                    "-i", str(seed), "-c", "copy", str(big)], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            str(loops - 1),
+            "-i",
+            str(seed),
+            "-c",
+            "copy",
+            str(big),
+        ],
+        check=True,
+    )
     return big
 
 
 class TimedEncoder(MultipartEncoder):
     """Notes when the last byte of the body was handed to the connection."""
+
     last_read = 0.0
 
     def read(self, size=-1):
@@ -75,8 +110,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def web_worker_pids(master_pid: int) -> list[int]:
     """The gunicorn master's children but the supervisor."""
-    return [pid for pid in worker_pids(master_pid)
-            if b"refresher.engine" not in open(f"/proc/{pid}/cmdline", "rb").read()]
+    return [
+        pid for pid in worker_pids(master_pid) if b"refresher.engine" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    ]
 
 
 def measure(root: Path, small: Path, big: Path, max_upload_mb: int) -> dict:
@@ -95,8 +131,14 @@ def measure(root: Path, small: Path, big: Path, max_upload_mb: int) -> dict:
         big_mb = meter.stop()
         big_cpu = cpu_seconds(web) - cpu_before
         server.session.post(f"{server.url}/api/jobs/{big_job['jobId']}/cancel")
-    return {"small_seconds": small_seconds, "small_mb": small_mb, "big_seconds": big_seconds,
-            "big_mb": big_mb, "big_after": big_after, "big_cpu": big_cpu}
+    return {
+        "small_seconds": small_seconds,
+        "small_mb": small_mb,
+        "big_seconds": big_seconds,
+        "big_mb": big_mb,
+        "big_after": big_after,
+        "big_cpu": big_cpu,
+    }
 
 
 def main() -> None:
@@ -116,21 +158,33 @@ def main() -> None:
             results[label].append(measure(root, small, big, max(600, args.mb + 50)))
 
     size = big.stat().st_size / 1e6
-    print("upload of one MP4 through POST /api/jobs (streamed to disk, probed, accepted)"
-          + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
-          + (f"; before = {args.before}" if args.before else ""))
+    print(
+        "upload of one MP4 through POST /api/jobs (streamed to disk, probed, accepted)"
+        + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
+        + (f"; before = {args.before}" if args.before else "")
+    )
     for label, _ in runs:
+
         def median(name: str, rounds: list = results[label]) -> float:
             return statistics.median(r[name] for r in rounds)
 
-        print(f"  baseline  {small.stat().st_size / 1e6:6.1f} MB file : {median('small_seconds'):6.2f} s   "
-              f"server memory +{median('small_mb'):5.1f} MB" + (f"   ({label})" if args.before else ""))
-        print(f"  {label:<8}  {size:6.1f} MB file : {median('big_seconds'):6.2f} s   "
-              f"server memory +{median('big_mb'):5.1f} MB   web workers' CPU {median('big_cpu'):5.2f} s   "
-              f"({size / median('big_seconds'):.0f} MB/s; answered {median('big_after'):.2f} s after the last byte)")
+        print(
+            f"  baseline  {small.stat().st_size / 1e6:6.1f} MB file : {median('small_seconds'):6.2f} s   "
+            f"server memory +{median('small_mb'):5.1f} MB" + (f"   ({label})" if args.before else "")
+        )
+        print(
+            f"  {label:<8}  {size:6.1f} MB file : {median('big_seconds'):6.2f} s   "
+            f"server memory +{median('big_mb'):5.1f} MB   web workers' CPU {median('big_cpu'):5.2f} s   "
+            f"({size / median('big_seconds'):.0f} MB/s; answered {median('big_after'):.2f} s after the last byte)"
+        )
         if args.rounds > 1:
-            print("            rounds: " + "  ".join(f"{r['big_seconds']:.2f} s / {r['big_cpu']:.2f} s CPU / "
-                                                   f"+{r['big_mb']:.1f} MB" for r in results[label]))
+            print(
+                "            rounds: "
+                + "  ".join(
+                    f"{r['big_seconds']:.2f} s / {r['big_cpu']:.2f} s CPU / +{r['big_mb']:.1f} MB"
+                    for r in results[label]
+                )
+            )
 
 
 if __name__ == "__main__":

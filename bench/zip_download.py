@@ -11,6 +11,7 @@ plain file route (`send_file`), per byte.
     python -m bench.zip_download [--mb-per-output 100]
 Target: constant memory; < 64 MB added to the server's peak.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,4 +5,5 @@ them too (`gunicorn -c python:refresher.gunicorn_config refresher.wsgi:app`),
 and so that a reload (`kill -HUP`), which reads this file again, finds the
 hooks' state where it was.
 """
+
 from refresher.gunicorn_config import *  # noqa: F401,F403

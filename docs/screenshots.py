@@ -10,6 +10,7 @@ apt-get install chromium). The encodes of one source of the completed job fail
 (the stand-in ffmpeg of tests/fakes/failing_ffmpeg.py), so that its page
 offers to retry them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,38 @@ def make_ad(folder: Path, name: str) -> Path:
     path = folder / name
     video = f"gradients=size={size}:rate=30:duration={seconds}:c0={c0}:c1={c1}:speed=0.02"
     if FONT.exists():
-        video += (f",drawtext=fontfile={FONT}:text='{caption}':fontcolor=white:"
-                  "fontsize=h/12:x=(w-text_w)/2:y=(h-text_h)/2")
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", video,
-                    "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-                    "-c:a", "aac", "-shortest", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
+        video += (
+            f",drawtext=fontfile={FONT}:text='{caption}':fontcolor=white:fontsize=h/12:x=(w-text_w)/2:y=(h-text_h)/2"
+        )
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            video,
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=330:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return path
 
 
@@ -67,11 +93,21 @@ def main() -> None:
 
     failing = work / "fail-teaser"
     failing.touch()
-    failing_ffmpeg = {"FFMPEG_BINARY": ROOT / "tests" / "fakes" / "failing_ffmpeg.py", "REAL_FFMPEG": FFMPEG,
-                      "FAIL_SWITCH": failing, "FAIL_INPUT_SIZE": ads["new_collection_teaser.mov"].stat().st_size}
+    failing_ffmpeg = {
+        "FFMPEG_BINARY": ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+        "REAL_FFMPEG": FFMPEG,
+        "FAIL_SWITCH": failing,
+        "FAIL_INPUT_SIZE": ads["new_collection_teaser.mov"].stat().st_size,
+    }
     with Server(ENCODE_WORKERS=1, **failing_ffmpeg) as server, sync_playwright() as playwright:
-        done = server.wait(server.submit([ads["summer_sale_15s.mp4"], ads["new_collection_teaser.mov"]], 3,
-                                         seed="spring-campaign", name="Spring campaign"))["jobId"]
+        done = server.wait(
+            server.submit(
+                [ads["summer_sale_15s.mp4"], ads["new_collection_teaser.mov"]],
+                3,
+                seed="spring-campaign",
+                name="Spring campaign",
+            )
+        )["jobId"]
         failing.unlink()
         stopped = server.submit([ads["brand_story_30s.mp4"]], 8, name="Brand story, director's cut")
         while server.job(stopped)["completedVariations"] < 3:
@@ -88,8 +124,12 @@ def main() -> None:
             clip = None
             if selector:  # the element with a margin of page around it
                 box = page.locator(selector).bounding_box()
-                clip = {"x": max(0, box["x"] - 20), "y": max(0, box["y"] - 20),
-                        "width": box["width"] + 40, "height": box["height"] + 40}
+                clip = {
+                    "x": max(0, box["x"] - 20),
+                    "y": max(0, box["y"] - 20),
+                    "width": box["width"] + 40,
+                    "height": box["height"] + 40,
+                }
             page.screenshot(path=str(args.out / f"screenshot-{name}.png"), clip=clip, full_page=bool(clip))
             print("wrote", args.out / f"screenshot-{name}.png")
 
@@ -100,8 +140,10 @@ def main() -> None:
         shoot(page, "login")
         page.set_viewport_size({"width": 1200, "height": 900})
         sign_in(page, server.url)
-        page.set_input_files("#videos", [str(ads[n]) for n in
-                                         ("summer_sale_15s.mp4", "new_collection_teaser.mov", "brand_story_30s.mp4")])
+        page.set_input_files(
+            "#videos",
+            [str(ads[n]) for n in ("summer_sale_15s.mp4", "new_collection_teaser.mov", "brand_story_30s.mp4")],
+        )
         page.fill("#variations", "4")
         page.fill("#job-name", "Autumn campaign")
         page.fill("#seed", "autumn-campaign")
@@ -124,8 +166,9 @@ def main() -> None:
         page.locator("#job-list").scroll_into_view_if_needed()
         shoot(page, "jobs-dark")
 
-        phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                    is_mobile=True, has_touch=True)
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+        )
         page = phone.new_page()
         sign_in(page, server.url)
         page.goto(f"{server.url}/jobs/{running}")

@@ -1,5 +1,6 @@
 """`flask --app app …` for the person who runs the service: `tokens`
 (create, list, revoke API tokens without the web page) and `password`."""
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,9 @@ def create(name: str):
     """Create a token named NAME and print its secret (shown once)."""
     cleaned = auth.clean_token_name(name)
     if cleaned is None:
-        raise click.BadParameter(f"the name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters",
-                                 param_hint="NAME")
+        raise click.BadParameter(
+            f"the name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters", param_hint="NAME"
+        )
     token_id, secret = auth.new_api_token()
     refresher().store.create_api_token(token_id, cleaned, auth.hash_api_token(secret), time.time())
     click.echo(f"id: {token_id}\nname: {cleaned}\ntoken: {secret}")
@@ -40,8 +42,9 @@ def list_():
     if not rows:
         click.echo("no API tokens")
     for t in rows:
-        click.echo(f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}"
-                   f"\tlast used {iso(t['last_used_at']) or 'never'}")
+        click.echo(
+            f"{t['id']}\t{t['name']}\tcreated {iso(t['created_at'])}\tlast used {iso(t['last_used_at']) or 'never'}"
+        )
 
 
 @tokens_cli.command("revoke")

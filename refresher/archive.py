@@ -7,6 +7,7 @@ the source without its extension, and a `manifest.json` describing every
 output. Every path in it extracts on Windows, macOS and Linux alike, and no
 two sources share a folder there, even where case is ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,18 +47,30 @@ def build_zip(storage: Storage, job: dict, files: list[dict], variations: list[d
     folders = folder_names(files)
     by_id = {f["id"]: f for f in files}
     zs = ZipStream(compress_type=ZIP_STORED, sized=True)
-    manifest = {"jobId": job["id"], "name": job["name"] or name_from_files([f["name"] for f in files]),
-                "seed": job["seed"], "status": job["status"], "outputs": []}
+    manifest = {
+        "jobId": job["id"],
+        "name": job["name"] or name_from_files([f["name"] for f in files]),
+        "seed": job["seed"],
+        "status": job["status"],
+        "outputs": [],
+    }
     for v in variations:
         if v["status"] != "completed":
             continue
         source = by_id[v["file_id"]]
         arcname = f"{folders[source['id']]}/{v['name']}"
         zs.add(storage.chunks(v["output_path"]), arcname, size=v["size"])
-        manifest["outputs"].append({
-            "path": arcname, "id": v["id"], "source": strip_invisible(source["name"]), "sourceId": source["id"],
-            "variationIndex": v["variation_index"], "size": v["size"], "effects": v["effects"],
-        })
+        manifest["outputs"].append(
+            {
+                "path": arcname,
+                "id": v["id"],
+                "source": strip_invisible(source["name"]),
+                "sourceId": source["id"],
+                "variationIndex": v["variation_index"],
+                "size": v["size"],
+                "effects": v["effects"],
+            }
+        )
     zs.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), MANIFEST)
     return zs
 

@@ -9,6 +9,7 @@ the last one stopped). gunicorn's own parser still reads the request in the
 thread; this module only says when to hand it over, and refuses what h11
 finds malformed before any thread is spent on it.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,13 @@ import h11
 
 HEAD_MAX_BYTES = 64 * 1024  # a longer head is refused with 431 (browsers send a few kB)
 PREFETCH_BYTES = 64 * 1024  # body read before a thread is given: every route but the upload takes no more
-MAX_HEADER_FIELDS = 100     # gunicorn's limit_request_fields
+MAX_HEADER_FIELDS = 100  # gunicorn's limit_request_fields
 
 
 @dataclass(frozen=True)
 class Refusal:
     """A request that will not be served: answer `status` and close."""
+
     status: int
     reason: str
 
@@ -32,12 +34,19 @@ class Refusal:
         """The whole answer, a JSON error as every other, and `Connection: close`."""
         body = json.dumps({"error": self.reason}).encode()
         phrase = _PHRASES.get(self.status, "Bad Request")
-        return (f"HTTP/1.1 {self.status} {phrase}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        return (
+            f"HTTP/1.1 {self.status} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
 
 
-_PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
-            501: "Not Implemented", 505: "HTTP Version Not Supported"}
+_PHRASES = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
 TIMED_OUT = Refusal(408, "the request did not arrive in time")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
@@ -48,16 +57,17 @@ class Arrival:
     refused (a `Refusal`). `wants_continue` turns true once a head that
     expects `100 Continue` is in and nothing of its body was sent."""
 
-    def __init__(self, head_max: int = HEAD_MAX_BYTES, prefetch: int = PREFETCH_BYTES,
-                 max_fields: int = MAX_HEADER_FIELDS):
+    def __init__(
+        self, head_max: int = HEAD_MAX_BYTES, prefetch: int = PREFETCH_BYTES, max_fields: int = MAX_HEADER_FIELDS
+    ):
         self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=head_max)
         self._head_max = head_max
         self._prefetch = prefetch
         self._max_fields = max_fields
         self._body = 0
-        self._head_lines = 0     # line ends seen before the end of the head
+        self._head_lines = 0  # line ends seen before the end of the head
         self._head_ended = False
-        self._tail = b""         # the last bytes fed, where an end of head may have begun
+        self._tail = b""  # the last bytes fed, where an end of head may have begun
         self.head_in = False
         self.verdict: bool | Refusal = False
 
@@ -78,8 +88,12 @@ class Arrival:
             self.verdict = self._advance()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint if exc.error_status_hint in _PHRASES else 400
-            self.verdict = Refusal(status, f"the request head is larger than {self._head_max // 1024} KB"
-                                   if status == 431 else f"malformed HTTP request: {exc}")
+            self.verdict = Refusal(
+                status,
+                f"the request head is larger than {self._head_max // 1024} KB"
+                if status == 431
+                else f"malformed HTTP request: {exc}",
+            )
         return self.verdict
 
     def _count_head_lines(self, data: bytes) -> int:
@@ -107,4 +121,3 @@ class Arrival:
             elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
                 return True
             # ConnectionClosed cannot come: the caller never feeds an end of stream
-

@@ -22,6 +22,7 @@
 `token_auth` checks the `Authorization: Bearer` header (or the cookie session)
 and hands the caller to views as `token_auth.current_user()`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,8 @@ API_TOKEN_PREFIX = "vr_"
 # one budget (a shared limit), so trying both routes buys no extra guesses.
 LOGIN_LIMIT = "10 per minute;50 per hour"
 throttle_failed_sign_ins = limiter.shared_limit(
-    LOGIN_LIMIT, scope="sign-in", methods=["POST"], deduct_when=lambda response: response.status_code == 401)
+    LOGIN_LIMIT, scope="sign-in", methods=["POST"], deduct_when=lambda response: response.status_code == 401
+)
 PASSWORD_FILE = "auth_password"
 SECRET_FILE = "token_secret"
 LAST_USED_GRANULARITY = 60  # seconds
@@ -61,15 +63,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 @dataclass(frozen=True)
 class Session:
     """One sign-in with the password: a session token, or a browser's cookie."""
+
     id: str
     begun_at: float
     expires_at: float
-    browser: bool = False        # the web form's cookie session, not a bearer token
+    browser: bool = False  # the web form's cookie session, not a bearer token
 
 
 @dataclass(frozen=True)
 class Caller:
-    kind: str                    # "session" (the password holder, by token or browser) or "api"
+    kind: str  # "session" (the password holder, by token or browser) or "api"
     token_id: str | None = None  # the API token's id
     session: Session | None = None
 
@@ -100,8 +103,11 @@ def load_secrets(settings, store: Store) -> tuple[str, str]:
         kept = _kept_file(settings, PASSWORD_FILE)
         password, made = store.secret(PASSWORD_SECRET, lambda: kept or secrets.token_urlsafe(12), now)
         if made and not kept:
-            print(f"Generated password for Video Refresher: {password}  (kept in the database; "
-                  f"`flask --app app password` shows it again; set AUTH_PASSWORD to choose one)", flush=True)
+            print(
+                f"Generated password for Video Refresher: {password}  (kept in the database; "
+                f"`flask --app app password` shows it again; set AUTH_PASSWORD to choose one)",
+                flush=True,
+            )
     token_secret = settings.token_secret
     if token_secret is None:
         kept = _kept_file(settings, SECRET_FILE)
@@ -110,6 +116,7 @@ def load_secrets(settings, store: Store) -> tuple[str, str]:
 
 
 # --- session tokens ----------------------------------------------------------------
+
 
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(refresher().token_secret, salt="refresher.session")
@@ -125,8 +132,9 @@ def issue_session_token() -> tuple[str, float]:
     the password, so choosing a new password ends every session."""
     now = time.time()
     expires_at = now + refresher().settings.token_ttl_seconds
-    token = _serializer().dumps({"k": "s", "i": _new_session_id(), "t": now, "e": expires_at,
-                                 "p": _password_mark()[:12]})
+    token = _serializer().dumps(
+        {"k": "s", "i": _new_session_id(), "t": now, "e": expires_at, "p": _password_mark()[:12]}
+    )
     return token, expires_at
 
 
@@ -174,6 +182,7 @@ def end_every_session() -> None:
 
 
 # --- API tokens ------------------------------------------------------------------------
+
 
 def hash_api_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -322,8 +331,10 @@ def verify_token(token: str) -> Caller | None:
 @token_auth.error_handler
 def auth_error(status: int):
     # Raised, not returned: api/errors.py answers every error, this one included.
-    raise Rejected(status, "a valid bearer token is required (POST /api/auth for one)" if status == 401
-                   else "this token may not do that")
+    raise Rejected(
+        status,
+        "a valid bearer token is required (POST /api/auth for one)" if status == 401 else "this token may not do that",
+    )
 
 
 def client_address() -> str:

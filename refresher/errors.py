@@ -1,6 +1,7 @@
 """The one error the service's own layers raise when a request cannot be
 done: a status a client understands and a sentence a person can act on.
 It knows nothing of HTTP; `api/errors.py` turns it into the JSON answer."""
+
 from __future__ import annotations
 
 

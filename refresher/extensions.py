@@ -5,6 +5,7 @@ The rate limiter keeps its counters in the service's database
 (refresher/ratelimit.py), so every gunicorn worker — and with PostgreSQL
 every host — shares them and a restart does not forget them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enable
 @dataclass
 class Refresher:
     """What the views need: in `app.extensions["refresher"]`."""
+
     settings: Settings
     store: Store
-    storage: Storage                 # where the jobs' files live
-    ffmpeg: str                      # the ffmpeg binary every call uses
-    control: ControlBlock | None     # None where no supervisor runs on this host
+    storage: Storage  # where the jobs' files live
+    ffmpeg: str  # the ffmpeg binary every call uses
+    control: ControlBlock | None  # None where no supervisor runs on this host
     password: str
     token_secret: str
 

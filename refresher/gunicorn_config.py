@@ -17,6 +17,7 @@ every web worker it forks: the stop at exit checks that it runs in the
 master, so a web worker that exits (a timeout, `max_requests`, a crash)
 leaves the supervisor alone.
 """
+
 import atexit
 import os
 import sys
@@ -28,9 +29,23 @@ from .media.check import FFmpegUnusable, check_binary
 from .media.ffmpeg import FFmpegNotFound, resolve_binary
 from .settings import SettingsError, load_settings
 
-__all__ = ["bind", "workers", "worker_class", "threads", "timeout", "graceful_timeout", "keepalive",
-           "accesslog", "access_log_format", "errorlog", "control_socket_disable", "preload_app",
-           "on_starting", "post_worker_init", "on_exit"]
+__all__ = [
+    "bind",
+    "workers",
+    "worker_class",
+    "threads",
+    "timeout",
+    "graceful_timeout",
+    "keepalive",
+    "accesslog",
+    "access_log_format",
+    "errorlog",
+    "control_socket_disable",
+    "preload_app",
+    "on_starting",
+    "post_worker_init",
+    "on_exit",
+]
 
 try:
     _settings = load_settings().for_web()
@@ -49,14 +64,14 @@ workers = _settings.web_concurrency
 # A thread is given only to a request that has arrived (slow clients).
 worker_class = "refresher.gunicorn_worker.RequestFirstWorker"
 threads = 32
-timeout = 60                   # also: a thread's read or write that makes no progress this long gives up
-graceful_timeout = 20          # Heroku sends SIGKILL 30 s after SIGTERM
+timeout = 60  # also: a thread's read or write that makes no progress this long gives up
+graceful_timeout = 20  # Heroku sends SIGKILL 30 s after SIGTERM
 keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms pid=%(p)s'
 errorlog = "-"
 control_socket_disable = True  # no socket under ~/.gunicorn/
-preload_app = False            # each worker makes its own app (and database pool) after the fork
+preload_app = False  # each worker makes its own app (and database pool) after the fork
 
 _control = None
 _supervisor = None
@@ -77,8 +92,10 @@ def on_starting(server):
     if abandoned:
         server.log.info("removed %d upload(s) left unfinished by a server that stopped", len(abandoned))
     if _settings.encode_workers == 0:
-        server.log.info("no encode workers here (ENCODE_WORKERS or WEB_ENCODE_WORKERS is 0): this server only "
-                        "serves HTTP; worker processes encode")
+        server.log.info(
+            "no encode workers here (ENCODE_WORKERS or WEB_ENCODE_WORKERS is 0): this server only "
+            "serves HTTP; worker processes encode"
+        )
         return
     run_dir = _settings.data_dir / "run"
     remove_abandoned(run_dir)

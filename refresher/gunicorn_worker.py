@@ -13,6 +13,7 @@ tests/test_gthread.py checks each assumption against the installed gunicorn.
 Verified with gunicorn 27.0.1, the release requirements.txt pins;
 pyproject.toml holds gunicorn below its next major release.
 """
+
 import selectors
 import socket
 import struct
@@ -30,8 +31,8 @@ from refresher.arrival import TIMED_OUT, Arrival, Refusal
 if TYPE_CHECKING:
     from gunicorn.workers.gthread import TConn
 
-HEAD_TIMEOUT = 20.0         # seconds for a request head (and a small body) to arrive, then 408
-LINGER_SECONDS = 2.0        # as gunicorn's own graceful close
+HEAD_TIMEOUT = 20.0  # seconds for a request head (and a small body) to arrive, then 408
+LINGER_SECONDS = 2.0  # as gunicorn's own graceful close
 LINGER_MAX_BYTES = 64 * 1024
 
 
@@ -56,6 +57,7 @@ LINGER_MAX_BYTES = 64 * 1024
 #    skip its wait for a first byte; `.close()`.
 # 6. `gunicorn.http.get_parser(cfg, sock, client)` makes the parser a thread
 #    reads the request with, from the socket unreader it is given.
+
 
 def _read_ahead(conn) -> bytes:
     """What gthread's parser already read past the last request (pipelining)."""
@@ -118,10 +120,13 @@ class RequestFirstWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.arriving: deque[TConn] = deque()      # connections whose request is arriving, oldest first
+        self.arriving: deque[TConn] = deque()  # connections whose request is arriving, oldest first
         self.lingering: deque[list[Any]] = deque()  # [deadline, socket, bytes read] of closed connections
-        self.reads_ahead = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off" \
+        self.reads_ahead = (
+            not self.cfg.is_ssl
+            and self.cfg.http2_cleartext == "off"
             and getattr(self.cfg, "protocol", "http") == "http"
+        )
         self.idle = struct.pack("ll", max(0, int(self.cfg.timeout)), 0)  # 0: no limit, as gunicorn
 
     def enqueue_req(self, conn):

@@ -12,6 +12,7 @@ nothing stored.
 User-supplied file names never decide a path on disk: files are stored under
 generated ids, and the names are only shown back, sanitized.
 """
+
 from __future__ import annotations
 
 import errno
@@ -41,12 +42,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Staged:
     """One uploaded video, on disk in the request's staging folder."""
-    name: str      # as the person named it, sanitized
+
+    name: str  # as the person named it, sanitized
     path: Path
     size: int
 
 
 # --- the form fields --------------------------------------------------------------------
+
 
 def _one(form: Mapping[str, list[str]], field: str) -> str | None:
     values = form.get(field) or []
@@ -79,12 +82,16 @@ def parse_name(raw) -> str | None:
         return None
     name = clean_job_name(raw)
     if name is None:
-        raise Rejected(400, f"name must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} "
-                            f"printable characters, e.g. \"Spring sale\"")
+        raise Rejected(
+            400,
+            f"name must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} "
+            f'printable characters, e.g. "Spring sale"',
+        )
     return name
 
 
 # --- the job ------------------------------------------------------------------------------
+
 
 class EarlyIntake:
     """Each uploaded video is probed, and stored under the job's prefix, as
@@ -183,12 +190,18 @@ class EarlyIntake:
             try:
                 self.storage.delete_job(self.job_id)
             except StorageError as exc:
-                log.error("an upload was refused, and what it stored could not be deleted (the sweep "
-                          "will): %s", exc)
+                log.error("an upload was refused, and what it stored could not be deleted (the sweep will): %s", exc)
 
 
-def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, staged: list[Staged],
-               form: Mapping[str, list[str]], early: EarlyIntake | None = None) -> dict:
+def accept_job(
+    store: Store,
+    settings: Settings,
+    storage: Storage,
+    binary: str,
+    staged: list[Staged],
+    form: Mapping[str, list[str]],
+    early: EarlyIntake | None = None,
+) -> dict:
     """Validate the upload, create the job, return the 202 body. `early` has
     been probing and storing the videos as they arrived (else it starts now)."""
     if not staged:
@@ -203,8 +216,17 @@ def accept_job(store: Store, settings: Settings, storage: Storage, binary: str, 
     try:
         accepted = [early.accepted(video) for video in staged]
         _check_storage(settings, accepted, variations)
-        body = _create_job(store, settings, storage, accepted, variations, seed, name, job_id=early.job_id,
-                           thumbnail_stored=early.thumbnail())
+        body = _create_job(
+            store,
+            settings,
+            storage,
+            accepted,
+            variations,
+            seed,
+            name,
+            job_id=early.job_id,
+            thumbnail_stored=early.thumbnail(),
+        )
         early.created = True
         return body
     finally:
@@ -219,31 +241,36 @@ def _check_duration(name: str, duration: float | None, longest: float) -> None:
         raise Rejected(415, f"{name} does not say how long it is; send MP4 or MOV videos", file=name)
     if duration > longest:
         shown = f"{duration:.0f}" if round(duration) > longest else f"{duration:.2f}"  # never "300 s; at most 300 s"
-        raise Rejected(400, f"{name} is {shown} s long; the longest accepted is {longest:g} s "
-                            f"(MAX_DURATION_SECONDS)", file=name)
+        raise Rejected(
+            400, f"{name} is {shown} s long; the longest accepted is {longest:g} s (MAX_DURATION_SECONDS)", file=name
+        )
 
 
 def _check_picture(name: str, width: int, height: int, largest: tuple[int, int]) -> None:
     """Decoding costs CPU in proportion to the picture: an 8K source took 4.5 s
     of wall time per second of video where 720p took 0.86 s."""
     if max(width, height) > max(largest) or min(width, height) > min(largest):
-        raise Rejected(415, f"{name} is {width}×{height}; sources up to {largest[0]}×{largest[1]} (either way "
-                            f"round) are accepted (MAX_RESOLUTION)", file=name)
+        raise Rejected(
+            415,
+            f"{name} is {width}×{height}; sources up to {largest[0]}×{largest[1]} (either way "
+            f"round) are accepted (MAX_RESOLUTION)",
+            file=name,
+        )
 
 
 def _check_frame_rate(name: str, rate: float, highest: float) -> None:
     """As with the picture: every frame is decoded, and a 1000 fps clip cost 4 s per second of video."""
     if rate > highest:
-        raise Rejected(415, f"{name} is {rate:g} fps; sources up to {highest:g} fps are accepted "
-                            f"(MAX_FRAME_RATE)", file=name)
+        raise Rejected(
+            415, f"{name} is {rate:g} fps; sources up to {highest:g} fps are accepted (MAX_FRAME_RATE)", file=name
+        )
 
 
 def _check_complete(name: str, data_end: float, duration: float | None) -> None:
     """A file cut short (an upload or a copy that stopped) keeps an index that
     promises the whole length: its outputs would stop where its data does."""
     if duration and data_end + max(0.5, 0.02 * duration) < duration:
-        raise Rejected(415, f"{name} is cut short: its data ends at {data_end:.1f} s of {duration:.1f} s",
-                       file=name)
+        raise Rejected(415, f"{name} is cut short: its data ends at {data_end:.1f} s of {duration:.1f} s", file=name)
 
 
 def check_queue(store: Store, settings: Settings) -> None:
@@ -264,17 +291,30 @@ def _check_storage(settings: Settings, accepted: list[dict], variations: int) ->
     """A job whose sources and outputs alone would not fit under STORAGE_LIMIT_MB
     is refused now, rather than failing later (and evicting nothing for it)."""
     outputs = lifecycle.estimate_job_bytes(
-        [{"duration": item["info"].duration, "media": item["info"].as_dict()} for item in accepted], variations)
+        [{"duration": item["info"].duration, "media": item["info"].as_dict()} for item in accepted], variations
+    )
     needed = outputs + sum(item["size"] for item in accepted)
     if needed > settings.storage_limit_bytes:
-        raise Rejected(413, f"this job needs about {lifecycle.megabytes(needed)} (its videos and their variations), "
-                            f"more than the storage limit of {settings.storage_limit_mb:g} MB "
-                            f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos")
+        raise Rejected(
+            413,
+            f"this job needs about {lifecycle.megabytes(needed)} (its videos and their variations), "
+            f"more than the storage limit of {settings.storage_limit_mb:g} MB "
+            f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos",
+        )
 
 
-def _create_job(store: Store, settings: Settings, storage: Storage, accepted: list[dict], variations: int,
-                seed: str, name: str | None, job_id: str | None = None, thumbnail_stored: str | None = None,
-                thumbnail_from: str | None = None) -> dict:
+def _create_job(
+    store: Store,
+    settings: Settings,
+    storage: Storage,
+    accepted: list[dict],
+    variations: int,
+    seed: str,
+    name: str | None,
+    job_id: str | None = None,
+    thumbnail_stored: str | None = None,
+    thumbnail_from: str | None = None,
+) -> dict:
     """Write the job: each source is under the job's prefix — stored there
     already (`stored`, with its `file_id`), or copied from another job's key
     (`key`) — then the rows, in one transaction under the queue cap. The
@@ -296,39 +336,68 @@ def _create_job(store: Store, settings: Settings, storage: Storage, accepted: li
                 file_id = new_id()
                 upload_key = f"jobs/{job_id}/source_{file_id}"
                 storage.copy(item["key"], upload_key)
-            files.append({"id": file_id, "position": position, "name": item["name"], "size": item["size"],
-                          "upload_path": upload_key, "duration": item["info"].duration,
-                          "media": item["info"].as_dict()})
+            files.append(
+                {
+                    "id": file_id,
+                    "position": position,
+                    "name": item["name"],
+                    "size": item["size"],
+                    "upload_path": upload_key,
+                    "duration": item["info"].duration,
+                    "media": item["info"].as_dict(),
+                }
+            )
             stem = safe_stem(item["name"])
             for index, effects in enumerate(all_effects[position], start=1):
                 variation_id = new_id()
                 short = secrets.token_hex(2)
                 info = item["info"]
-                rows.append({"id": variation_id, "file_id": file_id, "variation_index": index,
-                             "effects": effects, "name": f"{stem}_var{index}_{short}.mp4",
-                             "output_path": f"jobs/{job_id}/{variation_id}.mp4",
-                             "est_cost": fx.estimated_cost(effects, info.width, info.height, info.duration)})
+                rows.append(
+                    {
+                        "id": variation_id,
+                        "file_id": file_id,
+                        "variation_index": index,
+                        "effects": effects,
+                        "name": f"{stem}_var{index}_{short}.mp4",
+                        "output_path": f"jobs/{job_id}/{variation_id}.mp4",
+                        "est_cost": fx.estimated_cost(effects, info.width, info.height, info.duration),
+                    }
+                )
         try:
-            store.create_job({"id": job_id, "name": name, "variations_per_video": variations, "seed": seed,
-                              "thumbnail_path": thumbnail, "created_at": now,
-                              "expires_at": now + settings.job_ttl_seconds}, files, rows,
-                             max_unfinished=settings.max_queued_jobs)
+            store.create_job(
+                {
+                    "id": job_id,
+                    "name": name,
+                    "variations_per_video": variations,
+                    "seed": seed,
+                    "thumbnail_path": thumbnail,
+                    "created_at": now,
+                    "expires_at": now + settings.job_ttl_seconds,
+                },
+                files,
+                rows,
+                max_unfinished=settings.max_queued_jobs,
+            )
         except QueueFull as full:
             raise _queue_full(full) from None
     except BaseException as exc:
         try:
             storage.delete_job(job_id)
         except StorageError as again:
-            log.error("job %s was not created, and its stored files could not be deleted (the sweep "
-                      "will): %s", job_id, again)
+            log.error(
+                "job %s was not created, and its stored files could not be deleted (the sweep will): %s", job_id, again
+            )
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise Rejected(507, "the server's disk is full; try again later or ask for space to be freed") from None
         raise
     log.info("job %s queued: %d file(s) × %d variation(s)", job_id, len(files), variations)
     return {
-        "jobId": job_id, "name": name or name_from_files([f["name"] for f in files]),
-        "status": "queued", "variationsPerVideo": variations,
-        "totalVariations": len(rows), "seed": seed,
+        "jobId": job_id,
+        "name": name or name_from_files([f["name"] for f in files]),
+        "status": "queued",
+        "variationsPerVideo": variations,
+        "totalVariations": len(rows),
+        "seed": seed,
         "files": [{"id": f["id"], "name": f["name"], "size": f["size"]} for f in files],
         "statusUrl": f"/api/jobs/{job_id}",
     }
@@ -336,13 +405,14 @@ def _create_job(store: Store, settings: Settings, storage: Storage, accepted: li
 
 # --- run again --------------------------------------------------------------------------------
 
+
 def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     """variations, seed and name of a rerun: from the JSON body, else the
     original's variations and name and a new seed."""
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise Rejected(400, "send a JSON object, e.g. {\"seed\": \"summer\", \"variations\": 3}, or nothing")
+        raise Rejected(400, 'send a JSON object, e.g. {"seed": "summer", "variations": 3}, or nothing')
     unexpected = sorted(set(body) - {"seed", "name", "variations"})
     if unexpected:
         raise Rejected(400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name and variations")
@@ -363,16 +433,23 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     return variations, seed, name
 
 
-def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict, files: list[dict],
-              body) -> dict:
+def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict, files: list[dict], body) -> dict:
     """A new job from the sources of `original` (which must still be stored),
     with a new seed or the one given: the sources (and the thumbnail) are
     copied to the new job's keys — hard links on a disk that allows them, a
     copy inside the bucket in object storage — and their probe, kept in the
     database, stands."""
     variations, seed, name = parse_rerun(body, original)
-    accepted = [{"name": f["name"], "size": f["size"], "key": f["upload_path"],
-                 "info": ffmpeg.MediaInfo.from_dict(f["media"], f["duration"])} for f in files]
+    accepted = [
+        {
+            "name": f["name"],
+            "size": f["size"],
+            "key": f["upload_path"],
+            "info": ffmpeg.MediaInfo.from_dict(f["media"], f["duration"]),
+        }
+        for f in files
+    ]
     _check_storage(settings, accepted, variations)
-    return _create_job(store, settings, storage, accepted, variations, seed, name,
-                       thumbnail_from=original["thumbnail_path"])
+    return _create_job(
+        store, settings, storage, accepted, variations, seed, name, thumbnail_from=original["thumbnail_path"]
+    )

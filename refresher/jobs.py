@@ -1,6 +1,7 @@
 """What people do with jobs once they exist: look at them, cancel them,
 retry or resume them, delete them. The HTTP views, the web pages and the token commands call these;
 the rules of each change live in `rules`, and the store executes them."""
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ CANCEL_POLL_SECONDS = 0.02
 
 
 def _no_such_job(job_id: str) -> Rejected:
-    return Rejected(404, f"no job with id {job_id[:contract.MAX_ID_LENGTH]!r}")
+    return Rejected(404, f"no job with id {job_id[: contract.MAX_ID_LENGTH]!r}")
 
 
 def find_job(store: Store, job_id: str) -> dict:
@@ -63,10 +64,14 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
     current = detail(store, job_id)
     if job is None or current is None:
         raise Rejected(404, f"job {job_id} was deleted")
-    answer = {"jobId": job_id, "status": job["status"], "revision": job["revision"],
-              "completedVariations": current["completedVariations"],
-              "totalVariations": current["totalVariations"],
-              "cancelledAt": iso(job["cancelled_at"] or job["cancel_requested_at"])}
+    answer = {
+        "jobId": job_id,
+        "status": job["status"],
+        "revision": job["revision"],
+        "completedVariations": current["completedVariations"],
+        "totalVariations": current["totalVariations"],
+        "cancelledAt": iso(job["cancelled_at"] or job["cancel_requested_at"]),
+    }
     return answer, job["status"] in rules.FINAL
 
 
@@ -103,8 +108,9 @@ def stored_sources(storage: Storage, store: Store, job: dict, now: float | None 
     return files
 
 
-def reopen_job(store: Store, control: ControlBlock | None, storage: Storage, job_id: str, kind: str,
-               ttl: float) -> dict:
+def reopen_job(
+    store: Store, control: ControlBlock | None, storage: Storage, job_id: str, kind: str, ttl: float
+) -> dict:
     """retry (failed variations) or resume (variations a cancel left unmade):
     the job goes back to the queue; returns it as GET /api/jobs/<id> shows it."""
     job = find_job(store, job_id)

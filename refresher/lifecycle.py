@@ -4,6 +4,7 @@ APScheduler (and the sweep once at start); nothing here runs in a web worker
 except `delete_job_everywhere`, which `DELETE /api/jobs/<id>` shares. Files
 are reached through the storage (`refresher.storage`), on disk or in a bucket.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ def delete_job_everywhere(store: Store, storage: Storage, job_id: str) -> None:
     storage.delete_job(job_id)
 
 
-def expire_finished_jobs(store: Store, settings: Settings, now: float | None = None,
-                         storage: Storage | None = None) -> list[str]:
+def expire_finished_jobs(
+    store: Store, settings: Settings, now: float | None = None, storage: Storage | None = None
+) -> list[str]:
     storage = storage or for_settings(settings)
     now = time.time() if now is None else now
     expired = [job["id"] for job in store.expired_jobs(now)]
@@ -51,16 +53,18 @@ def fail_stale_queued_jobs(store: Store, settings: Settings, now: float | None =
     now = time.time() if now is None else now
     failed = []
     for job in store.stale_queued_jobs(now):
-        if store.fail_queued_job(job["id"], "the job waited in the queue past its expiry and was not started",
-                                 now, settings.job_ttl_seconds):
+        if store.fail_queued_job(
+            job["id"], "the job waited in the queue past its expiry and was not started", now, settings.job_ttl_seconds
+        ):
             failed.append(job["id"])
     if failed:
         log.warning("failed %d job(s) that stayed queued past expiry", len(failed))
     return failed
 
 
-def evict_for_space(store: Store, settings: Settings, extra_needed: int = 0,
-                    storage: Storage | None = None) -> list[str]:
+def evict_for_space(
+    store: Store, settings: Settings, extra_needed: int = 0, storage: Storage | None = None
+) -> list[str]:
     """Delete the oldest finished jobs, only as many as it takes for the
     stored files (plus `extra_needed` bytes about to be written) to be under
     STORAGE_LIMIT_MB, for `extra_needed` bytes to be free, and for the disk to
@@ -97,8 +101,13 @@ def _room_lacking(settings: Settings, storage: Storage, used: int, extra_needed:
     return lacking if free is None else max(lacking, extra_needed - free)
 
 
-def sweep_temporaries(store: Store, settings: Settings, running: AbstractSet[str] = frozenset(),
-                      min_age: float = ORPHAN_AGE_SECONDS, storage: Storage | None = None) -> list[str]:
+def sweep_temporaries(
+    store: Store,
+    settings: Settings,
+    running: AbstractSet[str] = frozenset(),
+    min_age: float = ORPHAN_AGE_SECONDS,
+    storage: Storage | None = None,
+) -> list[str]:
     """Remove stored files no row owns: partial outputs on a shared disk
     (except those of `running` variation ids), files of deleted jobs, and
     uploads no request holds any more. A file younger than `min_age` may
@@ -167,9 +176,11 @@ def estimate_output_bytes(duration: float, width: int, height: int, has_audio: b
 def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
     """The outputs of a job, from each source's duration and picture (its `media`)."""
     return variations_per_video * sum(
-        estimate_output_bytes(f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"],
-                              f["media"]["hasAudio"])
-        for f in files)
+        estimate_output_bytes(
+            f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"], f["media"]["hasAudio"]
+        )
+        for f in files
+    )
 
 
 def megabytes(size: int) -> str:
@@ -185,18 +196,23 @@ def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage 
     used = _evict(store, settings, storage, needed)[1]
     room = settings.storage_limit_bytes - used
     if needed > room:
-        return (f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
-                f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
-                f"the limit leaves even with every finished job evicted")
+        return (
+            f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
+            f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
+            f"the limit leaves even with every finished job evicted"
+        )
     free = storage.free_bytes()
     if free is not None and free < needed:
-        return (f"not enough disk space for this job: its outputs need about {megabytes(needed)} "
-                f"and only {megabytes(free)} are free")
+        return (
+            f"not enough disk space for this job: its outputs need about {megabytes(needed)} "
+            f"and only {megabytes(free)} are free"
+        )
     return None
 
 
-def run_cleanup(store: Store, settings: Settings, running: AbstractSet[str] = frozenset(),
-                storage: Storage | None = None) -> None:
+def run_cleanup(
+    store: Store, settings: Settings, running: AbstractSet[str] = frozenset(), storage: Storage | None = None
+) -> None:
     """One pass of the cleanup daemon."""
     storage = storage or for_settings(settings)
     started = time.monotonic()

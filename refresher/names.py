@@ -11,6 +11,7 @@ Two rules hold for every name shown or stored:
   characters Windows refuses, no trailing dot or space, no device name such as
   CON or COM1, a length every file system takes.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,7 +66,7 @@ def display_name(filename: str | None) -> str:
     name = unicodedata.normalize("NFC", filename or "")
     name = re.split(r"[\\/]", name)[-1]
     name = visible(name).strip(" .")
-    name = name[:contract.MAX_FILE_NAME_LENGTH].rstrip(" ")
+    name = name[: contract.MAX_FILE_NAME_LENGTH].rstrip(" ")
     return name or "video.mp4"
 
 

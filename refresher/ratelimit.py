@@ -10,6 +10,7 @@ Named `StoreCounters`, not a Storage of its own: `refresher.storage` is where
 the service's files live. Selected with RATELIMIT_STORAGE_URI = "refresher-store://" + the database
 (what Settings.database names).
 """
+
 from __future__ import annotations
 
 import time

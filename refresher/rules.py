@@ -12,6 +12,7 @@ an attempt that fails or is interrupted may put it back in the queue. A job
 lives `queued → processing → completed | failed | cancelled`, and its final
 status follows from its variations once none is queued or running.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -22,8 +23,8 @@ VARIATION_STATUSES = JOB_STATUSES
 FINAL = frozenset({"completed", "failed", "cancelled"})
 UNFINISHED = frozenset({"queued", "processing"})
 
-MAX_FAILED_ATTEMPTS = 2   # an ffmpeg that fails on its own is tried once more
-MAX_INTERRUPTIONS = 3     # shutdowns, crashes and lost hosts a variation may live through
+MAX_FAILED_ATTEMPTS = 2  # an ffmpeg that fails on its own is tried once more
+MAX_INTERRUPTIONS = 3  # shutdowns, crashes and lost hosts a variation may live through
 
 
 class IllegalTransition(ValueError):
@@ -32,13 +33,14 @@ class IllegalTransition(ValueError):
 
 # --- variations ----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Variation:
     status: str
-    attempts: int = 0          # every start, whatever its end
-    failures: int = 0          # attempts that failed on their own (ffmpeg's error, a dead worker)
-    interruptions: int = 0     # attempts ended from outside (shutdown, crash, lost host)
-    progress: int = 0          # 0–100
+    attempts: int = 0  # every start, whatever its end
+    failures: int = 0  # attempts that failed on their own (ffmpeg's error, a dead worker)
+    interruptions: int = 0  # attempts ended from outside (shutdown, crash, lost host)
+    progress: int = 0  # 0–100
     error: str | None = None
 
 
@@ -75,8 +77,13 @@ def interrupt(v: Variation, why: str = "interrupted") -> Variation:
     _require(v, "be interrupted", "processing")
     interruptions = v.interruptions + 1
     if interruptions >= MAX_INTERRUPTIONS:
-        return replace(v, status="failed", interruptions=interruptions, progress=0,
-                       error=f"the encode was {why} {interruptions} times (restarts or crashes); giving up")
+        return replace(
+            v,
+            status="failed",
+            interruptions=interruptions,
+            progress=0,
+            error=f"the encode was {why} {interruptions} times (restarts or crashes); giving up",
+        )
     return replace(v, status="queued", interruptions=interruptions, progress=0)
 
 
@@ -124,6 +131,7 @@ def progress(v: Variation, percent: float) -> Variation:
 
 # --- jobs --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Job:
     status: str
@@ -138,6 +146,7 @@ class Job:
 @dataclass(frozen=True)
 class Settlement:
     """A job's final status, and what to record with it."""
+
     status: str
     progress: int
     error: str | None = None

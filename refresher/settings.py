@@ -3,6 +3,7 @@
 A value that is set but cannot be parsed stops start-up with one line naming
 the variable; it is never silently replaced by the default.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -35,7 +36,7 @@ class Settings:
     job_ttl_hours: float = 24
     storage_limit_mb: float = 3072
     max_duration_seconds: float = 300
-    max_resolution: tuple[int, int] = (4096, 2160)   # a source's picture, either way round
+    max_resolution: tuple[int, int] = (4096, 2160)  # a source's picture, either way round
     max_frame_rate: float = 120
     cleanup_interval_seconds: float = 300
     ffmpeg_binary: str | None = None
@@ -46,7 +47,7 @@ class Settings:
     trust_proxy_hops: int = 0
     host_id: str = field(default_factory=lambda: os.environ.get("DYNO") or socket.gethostname())
     host_timeout_seconds: float = 30
-    cancel_db_poll_seconds: float | None = None   # None: every supervisor loop on SQLite, 1 s on PostgreSQL
+    cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
 
@@ -67,7 +68,7 @@ class Settings:
         if self.database_url is None:
             return self.data_dir / "refresher.db"
         if self.database_url.startswith("sqlite:///"):
-            return Path(self.database_url[len("sqlite:///"):])
+            return Path(self.database_url[len("sqlite:///") :])
         return None
 
     @property
@@ -149,8 +150,10 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def _host(name: str, raw: str) -> str:
@@ -162,8 +165,9 @@ def _host(name: str, raw: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.match(value):
-        raise SettingsError(f"{name} must be an IP address or a host name such as 127.0.0.1, :: or localhost, "
-                            f"got {raw!r}")
+        raise SettingsError(
+            f"{name} must be an IP address or a host name such as 127.0.0.1, :: or localhost, got {raw!r}"
+        )
     return value
 
 
@@ -183,7 +187,7 @@ def _database_url(name: str, raw: str) -> str:
             raise SettingsError(f"{name} must name a server, e.g. postgres://user:password@host:5432/db")
         return value
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
-        return "sqlite:///" + os.path.abspath(value[len("sqlite:///"):])  # relative: to where it starts
+        return "sqlite:///" + os.path.abspath(value[len("sqlite:///") :])  # relative: to where it starts
     shown = value.split("@")[-1] if "@" in value else value  # never echo a password
     raise SettingsError(f"{name} must be a postgres://, postgresql:// or sqlite:/// URL, got {shown!r}")
 
@@ -195,8 +199,10 @@ def parse_storage_url(url: str) -> tuple[str, str]:
     """(bucket, prefix) of `s3://bucket/prefix`; ValueError naming the problem."""
     match = _S3_URL.match(url.strip())
     if not match:
-        raise ValueError(f"must look like s3://bucket or s3://bucket/prefix "
-                         f"(a bucket name of 3-63 lower-case letters, digits, dots and dashes), got {url!r}")
+        raise ValueError(
+            f"must look like s3://bucket or s3://bucket/prefix "
+            f"(a bucket name of 3-63 lower-case letters, digits, dots and dashes), got {url!r}"
+        )
     prefix = (match.group("prefix") or "").strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
         raise ValueError(f"the prefix must not have empty, '.' or '..' parts, got {url!r}")

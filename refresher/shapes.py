@@ -1,6 +1,7 @@
 """The JSON shapes of jobs and API tokens, as the HTTP contract defines them
 (GET /api/openapi.json): the API
 answers with them, the web pages embed them, the CLI prints them."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -53,29 +54,34 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
         vs = by_file.get(f["id"], [])
         done = [v for v in vs if v["status"] == "completed"]
         progress = round(sum(100 if v["status"] == "completed" else v["progress"] for v in vs) / len(vs)) if vs else 0
-        file_views.append({
-            "id": f["id"],
-            "name": strip_invisible(f["name"]),  # rows stored before intake removed them
-            "size": f["size"],
-            "durationSeconds": f["duration"],
-            "width": f["media"].get("width"),
-            "height": f["media"].get("height"),
-            "hasAudio": f["media"].get("hasAudio"),
-            "status": _file_status(job, vs),
-            "progress": progress,
-            "completedVariations": len(done),
-            "totalVariations": len(vs),
-            "error": _file_error(vs),
-            "outputs": [{
-                "id": v["id"],
-                "variationIndex": v["variation_index"],
-                "name": v["name"],
-                "size": v["size"],
-                "url": output_url(job["id"], v["id"]),
-                "effects": v["effects"],
-                "host": v["host"],
-            } for v in done],
-        })
+        file_views.append(
+            {
+                "id": f["id"],
+                "name": strip_invisible(f["name"]),  # rows stored before intake removed them
+                "size": f["size"],
+                "durationSeconds": f["duration"],
+                "width": f["media"].get("width"),
+                "height": f["media"].get("height"),
+                "hasAudio": f["media"].get("hasAudio"),
+                "status": _file_status(job, vs),
+                "progress": progress,
+                "completedVariations": len(done),
+                "totalVariations": len(vs),
+                "error": _file_error(vs),
+                "outputs": [
+                    {
+                        "id": v["id"],
+                        "variationIndex": v["variation_index"],
+                        "name": v["name"],
+                        "size": v["size"],
+                        "url": output_url(job["id"], v["id"]),
+                        "effects": v["effects"],
+                        "host": v["host"],
+                    }
+                    for v in done
+                ],
+            }
+        )
     completed = sum(f["completedVariations"] for f in file_views)
     return {
         "jobId": job["id"],
@@ -122,5 +128,9 @@ def job_summary(row: dict) -> dict:
 
 
 def token_summary(row: dict) -> dict:
-    return {"id": row["id"], "name": strip_invisible(row["name"]), "createdAt": iso(row["created_at"]),
-            "lastUsedAt": iso(row["last_used_at"])}
+    return {
+        "id": row["id"],
+        "name": strip_invisible(row["name"]),
+        "createdAt": iso(row["created_at"]),
+        "lastUsedAt": iso(row["last_used_at"]),
+    }

@@ -8,6 +8,7 @@ server that starts (and the cleanup daemon) removes exactly the folders
 nobody holds, at once, and never one that another live server on the same
 DATA_DIR is still receiving.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -11,6 +11,7 @@ the problem; the entry points print it as one line and exit with status 2,
 as they do for a bad setting, instead of every process failing on it with a
 traceback of its own.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -27,7 +28,7 @@ from .storage import StorageError, for_settings
 from .store import Error as StoreError
 from .store import Store, database_url
 
-SUBFOLDERS = ("incoming", "jobs", "run")   # where the service writes under DATA_DIR
+SUBFOLDERS = ("incoming", "jobs", "run")  # where the service writes under DATA_DIR
 
 
 class DataDirUnusable(Exception):

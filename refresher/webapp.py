@@ -5,6 +5,7 @@ It never starts the supervisor, its encode workers or the scheduler —
 gunicorn's master (`config/gunicorn.conf.py`), `python app.py` or the worker
 process type does that, once per host, and hands the control block in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,8 @@ from .extensions import Refresher, limiter
 from .media import ffmpeg
 from .storage import StorageError
 
-SMALL_BODY_LIMIT = 64 * 1024   # every route but the upload takes a small JSON or form body
-MAX_FORM_PARTS = 50           # parts of a form; an upload takes this many text fields besides its files
+SMALL_BODY_LIMIT = 64 * 1024  # every route but the upload takes a small JSON or form body
+MAX_FORM_PARTS = 50  # parts of a form; an upload takes this many text fields besides its files
 
 
 class _JSONInFieldOrder(DefaultJSONProvider):
@@ -57,9 +58,15 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
         binary = settings.ffmpeg_binary or "ffmpeg-missing"  # /api/health reports it as degraded
-    app.extensions["refresher"] = Refresher(settings=settings, store=store, storage=storage.for_settings(settings),
-                                            ffmpeg=binary, control=control,
-                                            password=password, token_secret=token_secret)
+    app.extensions["refresher"] = Refresher(
+        settings=settings,
+        store=store,
+        storage=storage.for_settings(settings),
+        ffmpeg=binary,
+        control=control,
+        password=password,
+        token_secret=token_secret,
+    )
     app.request_class = uploads.UploadRequest
     app.config.update(
         SECRET_KEY=token_secret,
@@ -77,7 +84,8 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         # Behind a router (Heroku's adds one hop): the client's address is in
         # X-Forwarded-For, which login throttling must use.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's documented way to wrap it in middleware
-            app.wsgi_app, x_for=settings.trust_proxy_hops, x_proto=settings.trust_proxy_hops)
+            app.wsgi_app, x_for=settings.trust_proxy_hops, x_proto=settings.trust_proxy_hops
+        )
 
 
 def register_blueprints(app: Flask) -> None:
@@ -92,9 +100,14 @@ def register_extensions(app: Flask) -> None:
         limiter.exempt(blueprint)
     origins = app.extensions["refresher"].settings.cors_origins
     if origins:  # CORS stays off unless CORS_ORIGINS names who may call the API
-        CORS(app, resources={r"/api/*": {"origins": list(origins)}}, supports_credentials=False,
-             allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],
-             max_age=600)
+        CORS(
+            app,
+            resources={r"/api/*": {"origins": list(origins)}},
+            supports_credentials=False,
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
 
 
 def register_request_limits(app: Flask) -> None:

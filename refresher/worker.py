@@ -10,6 +10,7 @@ So it imports nothing heavy at its top: the supervisor's database, scheduler
 and storage libraries are imported by `main`, and an encode worker never
 loads them (see `engine/__main__.py`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ HOST_ID (unique per worker process). SIGTERM stops it: running ffmpeg get
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="python -m refresher.worker", description=USAGE,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m refresher.worker", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
     from .settings import SettingsError, load_settings
 
     from .engine.control import ControlBlock, remove_abandoned

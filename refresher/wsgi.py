@@ -4,6 +4,7 @@
 A setting, ffmpeg binary or DATA_DIR that cannot be used stops the process
 with one line naming it (exit status 2), as every start command does.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real videos made with ffmpeg's lavfi sources, an app
 with the supervisor embedded (a real process, a real pool, real ffmpeg), and
 a real gunicorn server."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,10 @@ PASSWORD = "correct horse battery staple"
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True, stdin=subprocess.DEVNULL)
 
 
-def _clip(path: Path, size="320x240", seconds=2, audio=True, codec="libx264", pix_fmt="yuv420p",
-          extra=()) -> Path:
+def _clip(path: Path, size="320x240", seconds=2, audio=True, codec="libx264", pix_fmt="yuv420p", extra=()) -> Path:
     args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
@@ -57,8 +56,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
         # encodes for a few seconds: long enough to cancel in the middle
         "slow": _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
     }
-    hevc = _clip(d / "hevc.mov", codec="libx265", audio=False,
-                 extra=("-tag:v", "hvc1", "-x265-params", "log-level=none"))
+    hevc = _clip(
+        d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none")
+    )
     m["rotated"] = d / "rotated.mov"
     _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(m["rotated"]))
     m["not_video"] = d / "notes.mp4"
@@ -66,15 +66,37 @@ def media(tmp_path_factory) -> dict[str, Path]:
     m["audio_only"] = d / "song.mp4"
     _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(m["audio_only"]))
     m["huge"] = d / "huge.mp4"  # one flat frame: tiny file, enormous picture
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.1", "-c:v", "libx264",
-            "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(m["huge"]))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=8192x4608:duration=0.1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(m["huge"]),
+    )
     m["mkv"] = d / "clip.mkv"
     _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(m["mkv"]))
     m["truncated"] = d / "truncated.mp4"
     m["truncated"].write_bytes(m["clip"].read_bytes()[:2000])
     m["endless"] = d / "endless.mp4"  # an hour of a 16×16 still: 95 KB, hours of CPU at 1080p
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=16x16:rate=1:duration=3600", "-c:v", "libx264",
-            "-g", "3600", "-pix_fmt", "yuv420p", str(m["endless"]))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=16x16:rate=1:duration=3600",
+        "-c:v",
+        "libx264",
+        "-g",
+        "3600",
+        "-pix_fmt",
+        "yuv420p",
+        str(m["endless"]),
+    )
     return m
 
 
@@ -86,8 +108,9 @@ def frame_over_8k(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("frame-over-8k")
     small, large = d / "small.jpg", d / "large.jpg"
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=160x120", "-frames:v", "1", "-update", "1", str(small))
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=7700x4400", "-frames:v", "1", "-q:v", "31",
-            "-update", "1", str(large))
+    _ffmpeg(
+        "-f", "lavfi", "-i", "color=c=gray:size=7700x4400", "-frames:v", "1", "-q:v", "31", "-update", "1", str(large)
+    )
     made = {}
     for name, before in (("early", 3), ("late", 10)):
         frames = d / name
@@ -100,8 +123,14 @@ def frame_over_8k(tmp_path_factory) -> dict[str, Path]:
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    values = dict(data_dir=data_dir, auth_password=PASSWORD, token_secret="test-secret",
-                  encode_workers=2, cleanup_interval_seconds=3600, ffmpeg_binary=FFMPEG)
+    values = dict(
+        data_dir=data_dir,
+        auth_password=PASSWORD,
+        token_secret="test-secret",
+        encode_workers=2,
+        cleanup_interval_seconds=3600,
+        ffmpeg_binary=FFMPEG,
+    )
     values.update(overrides)
     return Settings(**values)
 
@@ -144,8 +173,7 @@ def small_disk(tmp_path):
     def mount(size_mb: int) -> Path:
         point = tmp_path / f"small-disk-{len(mounted)}"
         point.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)],
-                           capture_output=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)], capture_output=True)
         if r.returncode != 0:
             pytest.skip("mounting a small tmpfs needs root: " + r.stderr.decode().strip())
         mounted.append(point)
@@ -231,8 +259,18 @@ def make_service(tmp_path):
 # browser, a cluster of hosts, an install or a benchmark: what is left runs
 # the app in-process with a real supervisor, real ffmpeg and real databases.
 E2E_FIXTURES = {"gunicorn_server", "browser", "page", "cluster", "installed"}
-E2E_MODULES = {"test_benchmarks", "test_package", "test_new_user", "test_many_hosts", "test_client",
-               "test_slow_clients", "test_gunicorn", "test_browser", "test_layers", "test_quality"}
+E2E_MODULES = {
+    "test_benchmarks",
+    "test_package",
+    "test_new_user",
+    "test_many_hosts",
+    "test_client",
+    "test_slow_clients",
+    "test_gunicorn",
+    "test_browser",
+    "test_layers",
+    "test_quality",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -242,6 +280,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 # --- a real gunicorn ------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -278,17 +317,29 @@ class GunicornServer:
         self.data_dir = data_dir
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"gunicorn-{self.port}.log"
-        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(data_dir),
-                    "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG, "REFRESHER_TEST_TAG": self.tag,
-                    **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "DATA_DIR": str(data_dir),
+            "AUTH_PASSWORD": PASSWORD,
+            "FFMPEG_BINARY": FFMPEG,
+            "REFRESHER_TEST_TAG": self.tag,
+            **{k: str(v) for k, v in env.items()},
+        }
         self.session = requests.Session()
         self.proc = None
 
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -363,10 +414,15 @@ def gunicorn_server(tmp_path):
 
 # --- media checks ----------------------------------------------------------------------
 
+
 def decode_errors(path: Path) -> str:
     """ffmpeg's complaints while decoding the whole file ('' when clean)."""
-    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-f", "null", "-"],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     return r.stderr.strip() + ("" if r.returncode == 0 else f" (exit {r.returncode})")
 
 
@@ -390,12 +446,18 @@ def ffmpeg_pids_writing_under(folder: Path) -> list[int]:
 
 
 def video_md5(path: Path) -> str:
-    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0",
-                        "-f", "md5", "-"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "md5", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return r.stdout.strip()
 
 
 # --- a throwaway PostgreSQL ---------------------------------------------------------------
+
 
 def _postgres_bin() -> Path | None:
     """Debian's PostgreSQL keeps its server programs out of PATH."""
@@ -433,8 +495,10 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         data = self.folder / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        options = (
+            f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
         self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
         return self
 
@@ -446,8 +510,9 @@ class PostgresCluster:
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -491,6 +556,7 @@ def database_url(request):
 
 # --- many hosts: worker processes and a web process on one PostgreSQL -----------------------
 
+
 class WorkerProcess:
     """`python -m refresher.worker`, as the Procfile's worker line runs it."""
 
@@ -498,16 +564,32 @@ class WorkerProcess:
         self.tag = uuid.uuid4().hex
         self.host_id = env["HOST_ID"]
         self.log_path = log_dir / f"worker-{self.host_id}.log"
-        self.env = {**os.environ, "DATA_DIR": str(data_dir), "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG,
-                    "REFRESHER_TEST_TAG": self.tag, **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(data_dir),
+            "AUTH_PASSWORD": PASSWORD,
+            "FFMPEG_BINARY": FFMPEG,
+            "REFRESHER_TEST_TAG": self.tag,
+            **{k: str(v) for k, v in env.items()},
+        }
         self.proc = None
 
     def start(self, store: Store) -> WorkerProcess:
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: any(h["id"] == self.host_id for h in store.live_hosts(time.time(), 5))
-                   or self.proc.poll() is not None, timeout=30)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "refresher.worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: (
+                any(h["id"] == self.host_id for h in store.live_hosts(time.time(), 5)) or self.proc.poll() is not None
+            ),
+            timeout=30,
+        )
         assert self.proc.poll() is None, self.log_text()
         return self
 
@@ -547,8 +629,10 @@ def cluster(postgres, tmp_path):
             folder.mkdir(exist_ok=True)
             return folder
 
-        hosts = [WorkerProcess(data_dir(f"host{i + 1}"), tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1,
-                               **common) for i in range(workers)]
+        hosts = [
+            WorkerProcess(data_dir(f"host{i + 1}"), tmp_path, HOST_ID=f"worker.{i + 1}", ENCODE_WORKERS=1, **common)
+            for i in range(workers)
+        ]
         for host in hosts:
             made.append(host)
             host.start(store)
@@ -566,8 +650,9 @@ def cluster(postgres, tmp_path):
 
 def submit(web, path: Path, variations: int) -> str:
     with open(path, "rb") as f:
-        r = web.session.post(f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
-                             data={"variations": str(variations)})
+        r = web.session.post(
+            f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))], data={"variations": str(variations)}
+        )
     assert r.status_code == 202, r.text
     return r.json()["jobId"]
 
@@ -577,6 +662,7 @@ def job_of(web, job_id: str) -> dict:
 
 
 # --- S3-compatible object storage -----------------------------------------------------------
+
 
 class S3Endpoint:
     """An S3 endpoint over real HTTP, and what a process needs to reach it:
@@ -588,16 +674,24 @@ class S3Endpoint:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": self.region,
-                "AWS_REGION": self.region}
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
 
     def client(self):
         import boto3
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name=self.region)
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
 
     def new_bucket(self) -> str:
         return self.new_bucket_named(f"refresher-test-{uuid.uuid4().hex[:16]}")
@@ -634,8 +728,12 @@ def moto_s3(tmp_path_factory):
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -668,8 +766,12 @@ def s3(request) -> S3Endpoint:
     url = os.environ.get("TEST_S3_ENDPOINT_URL")
     if not url:
         pytest.skip("no S3-compatible endpoint given in TEST_S3_ENDPOINT_URL")
-    return S3Endpoint(url, os.environ.get("TEST_S3_ACCESS_KEY_ID", ""), os.environ.get("TEST_S3_SECRET_ACCESS_KEY", ""),
-                      os.environ.get("TEST_S3_REGION", "us-east-1"))
+    return S3Endpoint(
+        url,
+        os.environ.get("TEST_S3_ACCESS_KEY_ID", ""),
+        os.environ.get("TEST_S3_SECRET_ACCESS_KEY", ""),
+        os.environ.get("TEST_S3_REGION", "us-east-1"),
+    )
 
 
 @pytest.fixture
@@ -686,8 +788,16 @@ def bucket(s3, monkeypatch):
 # --- a real browser ------------------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")

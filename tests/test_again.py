@@ -1,6 +1,7 @@
 """Working on a job again: retry its failed variations, resume what a cancel
 left unmade, or run its sources again with new effects — with the real
 supervisor and the real ffmpeg (a stand-in fails one source on demand)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,9 @@ def test_retry_queues_only_the_failed_variations_with_their_effects(make_service
     assert [f["status"] for f in job["files"]] == ["completed", "failed"]
     assert svc.wait(all_failed)["status"] == "failed"
     before = variations_of(svc, mixed)
-    kept = {key: sha(svc.settings.data_dir / v["output_path"]) for key, v in before.items()
-            if v["status"] == "completed"}
+    kept = {
+        key: sha(svc.settings.data_dir / v["output_path"]) for key, v in before.items() if v["status"] == "completed"
+    }
 
     switch.unlink()  # whatever made them fail is fixed
     r = svc.post(f"/api/jobs/{mixed}/retry")
@@ -64,8 +66,9 @@ def test_retry_queues_only_the_failed_variations_with_their_effects(make_service
     for key, v in after.items():
         assert v["effects"] == before[key]["effects"] and v["id"] == before[key]["id"], "recorded effects"
         assert decode_errors(svc.settings.data_dir / v["output_path"]) == ""
-    assert {key: sha(svc.settings.data_dir / after[key]["output_path"]) for key in kept} == kept, \
+    assert {key: sha(svc.settings.data_dir / after[key]["output_path"]) for key in kept} == kept, (
         "finished variations are not made again"
+    )
     assert [after[("second clip.mp4", i)]["attempts"] for i in (1, 2)] == [3, 3], "two failed tries, one retry"
 
     r = svc.post(f"/api/jobs/{mixed}/retry")
@@ -81,8 +84,12 @@ def test_retry_queues_only_the_failed_variations_with_their_effects(make_service
 def test_resume_makes_what_the_cancel_left_unmade(make_service, media):
     svc = make_service(encode_workers=1)
     job_id = svc.submit([media["long"]], variations=3, seed="resume")["jobId"]
-    wait_until(lambda: svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] >= 1
-               and any(v["status"] == "processing" for v in svc.store.get_job_variations(job_id)))
+    wait_until(
+        lambda: (
+            svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] >= 1
+            and any(v["status"] == "processing" for v in svc.store.get_job_variations(job_id))
+        )
+    )
     cancelled = svc.post(f"/api/jobs/{job_id}/cancel").get_json()
     assert cancelled["status"] == "cancelled" and cancelled["completedVariations"] == 1, cancelled
     before = variations_of(svc, job_id)
@@ -156,8 +163,9 @@ def test_rerun_makes_a_new_job_from_the_same_sources(service, media):
 
     # the same seed again gives the same effects; the original may be gone by then
     assert service.delete(f"/api/jobs/{original['jobId']}").status_code == 204
-    r = service.post(f"/api/jobs/{again['jobId']}/rerun",
-                     json={"seed": "first", "variations": 2, "name": "Spring sale"})
+    r = service.post(
+        f"/api/jobs/{again['jobId']}/rerun", json={"seed": "first", "variations": 2, "name": "Spring sale"}
+    )
     assert r.status_code == 202, r.get_json()
     same = service.wait(r.get_json()["jobId"])
     assert same["status"] == "completed" and same["name"] == "Spring sale" and same["seed"] == "first"
@@ -172,9 +180,19 @@ def test_rerun_refuses_bad_options_and_a_full_queue_and_leaves_nothing(make_serv
     done = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
     jobs_dir = svc.settings.data_dir / "jobs"
     folders = sorted(p.name for p in jobs_dir.iterdir())
-    for body in ({"variations": 0}, {"variations": 21}, {"variations": "x"}, {"variations": True},
-                 {"seed": 5}, {"name": 5}, {"name": "x" * 101}, {"name": "evil\u202etxt"}, {"name": "a\nb"},
-                 {"colour": "red"}, [1, 2]):
+    for body in (
+        {"variations": 0},
+        {"variations": 21},
+        {"variations": "x"},
+        {"variations": True},
+        {"seed": 5},
+        {"name": 5},
+        {"name": "x" * 101},
+        {"name": "evil\u202etxt"},
+        {"name": "a\nb"},
+        {"colour": "red"},
+        [1, 2],
+    ):
         r = svc.post(f"/api/jobs/{done}/rerun", json=body)
         assert r.status_code == 400 and r.get_json()["error"], (body, r.get_json())
     r = svc.post(f"/api/jobs/{done}/rerun", data="{not json", content_type="application/json")
@@ -205,9 +223,11 @@ def test_sources_are_copied_where_a_hard_link_is_not_possible(tmp_path, monkeypa
 
 
 def test_names_at_upload_in_the_list_the_job_the_zip_and_its_manifest(service, media):
-    named = service.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "clip.mp4")],
-                                            "variations": "1", "name": "  Spring sale – 30 s  "},
-                         content_type="multipart/form-data")
+    named = service.post(
+        "/api/jobs",
+        data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1", "name": "  Spring sale – 30 s  "},
+        content_type="multipart/form-data",
+    )
     assert named.status_code == 202 and named.get_json()["name"] == "Spring sale – 30 s"
     job_id = named.get_json()["jobId"]
     unnamed = service.submit([media["clip"], media["clip2"]], variations=1)["jobId"]
@@ -221,8 +241,9 @@ def test_names_at_upload_in_the_list_the_job_the_zip_and_its_manifest(service, m
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.data)).read("manifest.json"))
     assert manifest["name"] == "Spring sale – 30 s"
     service.wait(unnamed)
-    manifest = json.loads(zipfile.ZipFile(io.BytesIO(service.get(f"/api/jobs/{unnamed}/download").data))
-                          .read("manifest.json"))
+    manifest = json.loads(
+        zipfile.ZipFile(io.BytesIO(service.get(f"/api/jobs/{unnamed}/download").data)).read("manifest.json")
+    )
     assert manifest["name"] == "clip.mp4 and 1 more"
 
 
@@ -230,8 +251,12 @@ def test_a_bad_name_is_refused_and_leaves_nothing(app, client, media):
     headers = login(client)
 
     def upload(name):
-        return client.post("/api/jobs", headers=headers, content_type="multipart/form-data",
-                           data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "name": name})
+        return client.post(
+            "/api/jobs",
+            headers=headers,
+            content_type="multipart/form-data",
+            data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "name": name},
+        )
 
     for name in ("x" * 101, "bad\x07bell", "right\u202eto left", "zero\u200bwidth", "two\nlines"):
         r = upload(name)

@@ -1,4 +1,5 @@
 """Authentication, validation and the shapes of the HTTP contract."""
+
 from __future__ import annotations
 
 import io
@@ -38,10 +39,16 @@ def test_login_gives_a_token_that_expires_in_a_day(client):
     assert client.post("/api/auth", data={"password": PASSWORD}).status_code == 200, "a form field works too"
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"json": {}}, 400), ({"json": {"password": ""}}, 400), ({"json": {"password": 5}}, 400),
-    ({"json": {"password": "wrong"}}, 401), ({"data": "nope", "content_type": "application/json"}, 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"json": {}}, 400),
+        ({"json": {"password": ""}}, 400),
+        ({"json": {"password": 5}}, 400),
+        ({"json": {"password": "wrong"}}, 401),
+        ({"data": "nope", "content_type": "application/json"}, 400),
+    ],
+)
 def test_login_errors(client, body, status):
     r = client.post("/api/auth", **body)
     assert r.status_code == status and isinstance(r.get_json()["error"], str)
@@ -54,13 +61,26 @@ def test_login_is_throttled_after_failures(client):
     assert r.status_code == 429 and "Retry-After" in r.headers and "error" in r.get_json()
 
 
-@pytest.mark.parametrize("method, url", [
-    ("get", "/api/jobs"), ("post", "/api/jobs"), ("get", "/api/jobs/x"), ("get", "/api/jobs/x/events"),
-    ("post", "/api/jobs/x/cancel"), ("get", "/api/jobs/x/download"), ("get", "/api/jobs/x/outputs/y"),
-    ("get", "/api/jobs/x/thumbnail"), ("delete", "/api/jobs/x"), ("get", "/api/tokens"),
-    ("post", "/api/tokens"), ("delete", "/api/tokens/x"), ("post", "/api/jobs/x/retry"),
-    ("post", "/api/jobs/x/resume"), ("post", "/api/jobs/x/rerun"),
-])
+@pytest.mark.parametrize(
+    "method, url",
+    [
+        ("get", "/api/jobs"),
+        ("post", "/api/jobs"),
+        ("get", "/api/jobs/x"),
+        ("get", "/api/jobs/x/events"),
+        ("post", "/api/jobs/x/cancel"),
+        ("get", "/api/jobs/x/download"),
+        ("get", "/api/jobs/x/outputs/y"),
+        ("get", "/api/jobs/x/thumbnail"),
+        ("delete", "/api/jobs/x"),
+        ("get", "/api/tokens"),
+        ("post", "/api/tokens"),
+        ("delete", "/api/tokens/x"),
+        ("post", "/api/jobs/x/retry"),
+        ("post", "/api/jobs/x/resume"),
+        ("post", "/api/jobs/x/rerun"),
+    ],
+)
 @pytest.mark.parametrize("token", [None, "garbage", "vr_unknown"])
 def test_every_protected_route_needs_a_token(client, method, url, token):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -75,13 +95,15 @@ def test_open_routes(client):
     r = client.get("/api/health")  # no supervisor runs here: degraded, and it says why
     body = r.get_json()
     assert r.status_code == 503 and body["status"] == "degraded" and "supervisor" in body["reason"]
-    assert set(body) == {"status", "version", "supervisor", "queue", "warnings", "reason"}, \
+    assert set(body) == {"status", "version", "supervisor", "queue", "warnings", "reason"}, (
         "no machine details without a token"
+    )
     body = client.get("/api/health", headers=login(client)).get_json()
     assert set(body) >= {"status", "version", "ffmpeg", "queue", "disk", "hosts", "warnings"}
     assert body["ffmpeg"].startswith("ffmpeg version")
-    assert client.get("/api/health", headers={"Authorization": "Bearer nope"}).status_code == 503, \
+    assert client.get("/api/health", headers={"Authorization": "Bearer nope"}).status_code == 503, (
         "a bad token is no token here: still open"
+    )
 
 
 def test_a_web_process_that_encodes_nothing_stays_healthy_without_worker_hosts(tmp_path):
@@ -118,7 +140,6 @@ def test_token_signed_with_another_secret_is_refused(tmp_path, client):
     assert client.get("/api/jobs", headers=login(other)).status_code == 401
 
 
-
 def test_sign_out_ends_the_session_token_at_once(client):
     mine, other = login(client), login(client)
     assert client.delete("/api/auth").status_code == 401, "no token"
@@ -133,8 +154,9 @@ def test_sign_out_ends_the_session_token_at_once(client):
 
 def test_sign_out_everywhere_ends_every_session_on_every_host_but_not_api_tokens(tmp_path, database):
     # two hosts (each its own DATA_DIR) on one database, on each engine
-    first, second = (create_app(make_settings(tmp_path / name, database_url=database)).test_client()
-                     for name in ("first", "second"))
+    first, second = (
+        create_app(make_settings(tmp_path / name, database_url=database)).test_client() for name in ("first", "second")
+    )
     mine, other = login(first), login(second)
     api_token = first.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()["token"]
     api = {"Authorization": f"Bearer {api_token}"}
@@ -162,11 +184,17 @@ def test_a_session_token_is_good_until_the_end_it_was_given(tmp_path):
     time.sleep(1.1)
     assert longer.get("/api/jobs", headers=headers).status_code == 401, "a longer TTL later does not extend it"
 
+
 def test_unknown_job_is_404(client):
     headers = login(client)
-    for method, url in [("get", "/api/jobs/nope"), ("post", "/api/jobs/nope/cancel"),
-                        ("get", "/api/jobs/nope/download"), ("delete", "/api/jobs/nope"),
-                        ("get", "/api/jobs/nope/thumbnail"), ("get", "/api/jobs/nope/events")]:
+    for method, url in [
+        ("get", "/api/jobs/nope"),
+        ("post", "/api/jobs/nope/cancel"),
+        ("get", "/api/jobs/nope/download"),
+        ("delete", "/api/jobs/nope"),
+        ("get", "/api/jobs/nope/thumbnail"),
+        ("get", "/api/jobs/nope/events"),
+    ]:
         r = getattr(client, method)(url, headers=headers)
         assert r.status_code == 404 and "nope" in r.get_json()["error"], url
 
@@ -228,7 +256,6 @@ def test_accepted_upload_shape(app, client, media):
     assert default["variationsPerVideo"] == 5 and default["seed"]
 
 
-
 def test_files_behind_the_password_are_never_kept_by_shared_caches(app, client, media):
     headers = login(client)
     job_id = _upload(client, headers, [(open(media["clip"], "rb"), "ad.mp4")], variations="1").get_json()["jobId"]
@@ -238,19 +265,28 @@ def test_files_behind_the_password_are_never_kept_by_shared_caches(app, client, 
     [(output_id, output_path)] = sql(store, "SELECT id, output_path FROM variations WHERE job_id = ?", job_id)
     (data_dir / output_path).parent.mkdir(parents=True, exist_ok=True)
     (data_dir / output_path).write_bytes(media["clip"].read_bytes())
-    sql(store, "UPDATE variations SET status = 'completed', size = ? WHERE id = ?",
-        media["clip"].stat().st_size, output_id)
-    sql(store, "UPDATE jobs SET status = 'completed', progress = 100, finished_at = ? WHERE id = ?",
-        time.time(), job_id)
+    sql(
+        store,
+        "UPDATE variations SET status = 'completed', size = ? WHERE id = ?",
+        media["clip"].stat().st_size,
+        output_id,
+    )
+    sql(
+        store, "UPDATE jobs SET status = 'completed', progress = 100, finished_at = ? WHERE id = ?", time.time(), job_id
+    )
 
-    for url, extra in [(f"/api/jobs/{job_id}/outputs/{output_id}", {}),
-                       (f"/api/jobs/{job_id}/outputs/{output_id}", {"Range": "bytes=0-99"}),
-                       (f"/api/jobs/{job_id}/thumbnail", {}), (f"/api/jobs/{job_id}/download", {})]:
+    for url, extra in [
+        (f"/api/jobs/{job_id}/outputs/{output_id}", {}),
+        (f"/api/jobs/{job_id}/outputs/{output_id}", {"Range": "bytes=0-99"}),
+        (f"/api/jobs/{job_id}/thumbnail", {}),
+        (f"/api/jobs/{job_id}/download", {}),
+    ]:
         r = client.get(url, headers={**headers, **extra})
         assert r.status_code in (200, 206), (url, r.status_code)
         cache_control = {d.strip().split("=")[0] for d in r.headers["Cache-Control"].split(",")}
         assert "private" in cache_control and "public" not in cache_control, (url, r.headers["Cache-Control"])
         assert {"authorization", "cookie"} <= {v.strip().lower() for v in r.headers["Vary"].split(",")}, url
+
 
 def test_ids_never_look_like_command_line_options():
     ids = [new_id() for _ in range(5000)]

@@ -1,5 +1,6 @@
 """What decides that a request has arrived (refresher/arrival.py), fed
 well-formed, random and hostile byte streams in every split."""
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,15 @@ def test_a_request_is_in_once_its_head_and_small_body_are():
 
 def test_malformed_requests_are_refused_with_a_json_reason():
     chunked = b"GET /api/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-    for bad in (chunked + b"-6\r\n", chunked + b"zz\r\n", chunked + b"1" * 30 + b"\r\n",
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n",
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
-                b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
-                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):  # TLS to a plain port
+    for bad in (
+        chunked + b"-6\r\n",
+        chunked + b"zz\r\n",
+        chunked + b"1" * 30 + b"\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ):  # TLS to a plain port
         verdict = feed_all(bad)
         assert isinstance(verdict, Refusal) and verdict.status in (400, 501), bad
         answer = verdict.response()
@@ -76,8 +81,7 @@ def test_an_oversized_head_is_431():
     arrival = Arrival()
     assert isinstance(arrival.feed(huge[:700]), Refusal)
     # exactly 100 fields, and a body of line ends in the same read, are a request
-    enough = (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n" + b"X-A: b\r\n" * 98 + b"\r\n"
-              + b"\n" * 500)
+    enough = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n" + b"X-A: b\r\n" * 98 + b"\r\n" + b"\n" * 500
     for cuts in ([], [len(enough) - 600], list(range(0, len(enough), 3))):
         assert feed_all(enough, cuts) is True
 
@@ -111,7 +115,7 @@ def test_a_verdict_once_given_stays():
 # --- property-based: every split, random and hostile bytes ---------------------------------
 
 tokens = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
-header_values = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=40)
+header_values = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
 
 
 @st.composite
@@ -119,8 +123,7 @@ def requests(draw):
     """A well-formed request, and how many of its bytes make it 'arrived'."""
     method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]))
     headers = [(b"Host", b"example")]
-    headers += [(draw(tokens).encode(), draw(header_values).encode())
-                for _ in range(draw(st.integers(0, 20)))]
+    headers += [(draw(tokens).encode(), draw(header_values).encode()) for _ in range(draw(st.integers(0, 20)))]
     body = draw(st.binary(max_size=3000))
     framing = draw(st.sampled_from(["length", "chunked", "none"] if not body else ["length", "chunked"]))
     if framing == "length":
@@ -131,7 +134,7 @@ def requests(draw):
         sizes = draw(st.lists(st.integers(1, 700), max_size=8))
         encoded, pos = b"", 0
         for size in sizes + [len(body)]:
-            piece = body[pos:pos + size]
+            piece = body[pos : pos + size]
             pos += len(piece)
             if piece:
                 encoded += b"%x\r\n%s\r\n" % (len(piece), piece)
@@ -152,7 +155,7 @@ def test_a_well_formed_request_arrives_exactly_at_its_last_byte(example):
     assert feed_all(data[:-1], cuts) is False, "one byte short is still arriving"
     arrival = Arrival()
     for i in range(0, len(data) - 1):  # byte by byte, nothing decided early
-        assert arrival.feed(data[i:i + 1]) is False
+        assert arrival.feed(data[i : i + 1]) is False
     assert arrival.feed(data[-1:]) is True
 
 
@@ -163,12 +166,32 @@ def test_random_bytes_never_raise_or_hang(data, cuts):
     assert verdict is False or verdict is True or isinstance(verdict, Refusal)
 
 
-hostile_pieces = st.sampled_from([
-    b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 5\r\n",
-    b"Content-Length: -1\r\n", b"Transfer-Encoding: gzip\r\n", b"Expect: 100-continue\r\n", b"\r\n",
-    b"\n", b"\r", b"-6\r\n", b"ffffffffffffffffffffff\r\n", b"0\r\n", b"5\r\nabcde\r\n", b";ext=1",
-    b" ", b"\t", b":", b"\x00", b"\xff", b"a" * 100, b"X: " + b"y" * 1000 + b"\r\n",
-])
+hostile_pieces = st.sampled_from(
+    [
+        b"GET / HTTP/1.1\r\n",
+        b"Host: x\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Expect: 100-continue\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"-6\r\n",
+        b"ffffffffffffffffffffff\r\n",
+        b"0\r\n",
+        b"5\r\nabcde\r\n",
+        b";ext=1",
+        b" ",
+        b"\t",
+        b":",
+        b"\x00",
+        b"\xff",
+        b"a" * 100,
+        b"X: " + b"y" * 1000 + b"\r\n",
+    ]
+)
 
 
 @PER_EXAMPLE
@@ -187,7 +210,7 @@ def _seconds_to_trickle(lines: int) -> float:
     arrival = Arrival(max_fields=lines + 10)
     started = time.perf_counter()
     for i in range(len(data)):
-        arrival.feed(data[i:i + 1])
+        arrival.feed(data[i : i + 1])
     assert arrival.verdict is True
     return (time.perf_counter() - started) / len(data)
 

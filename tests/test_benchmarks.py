@@ -1,5 +1,6 @@
 """Every benchmark still runs and prints its figures side by side (tiny inputs,
 no assertions on times: these machines are shared and noisy)."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,22 @@ from .conftest import ROOT
 
 RUNS = {
     "cancel_latency.py": ["--runs", "2", "--seconds", "20"],
-    "cluster.py": ["--rounds", "1", "--seconds", "2", "--variations", "1", "--requests", "20", "--pollers", "4",
-                   "--cancels", "2", "--long-seconds", "20"],
+    "cluster.py": [
+        "--rounds",
+        "1",
+        "--seconds",
+        "2",
+        "--variations",
+        "1",
+        "--requests",
+        "20",
+        "--pollers",
+        "4",
+        "--cancels",
+        "2",
+        "--long-seconds",
+        "20",
+    ],
     "effects_cost.py": ["--seconds", "2", "--variations", "2", "--repeat", "1"],
     "encode_workers.py": ["--workers", "1,2", "--seconds", "2", "--rounds", "1"],
     "throughput.py": ["--seconds", "2", "--variations", "1"],
@@ -26,8 +41,18 @@ RUNS = {
     "quality.py": ["--tiny"],
     "schedule.py": ["--seconds", "1", "--variations", "2", "--seeds", "1"],
     "server_cost.py": ["--rounds", "1", "--seconds", "1"],
-    "object_storage.py": ["--rounds", "1", "--seconds", "2", "--variations", "1", "--mb-per-output", "2",
-                          "--upload-mb", "20"],
+    "object_storage.py": [
+        "--rounds",
+        "1",
+        "--seconds",
+        "2",
+        "--variations",
+        "1",
+        "--mb-per-output",
+        "2",
+        "--upload-mb",
+        "20",
+    ],
 }
 
 
@@ -41,8 +66,14 @@ def test_benchmark_runs(script, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     module = "bench." + script.removesuffix(".py")
-    r = subprocess.run([sys.executable, "-m", module, *RUNS[script]], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    r = subprocess.run(
+        [sys.executable, "-m", module, *RUNS[script]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(tmp.iterdir()) == [], "a benchmark removes its media and servers' data when it ends"
     lines = r.stdout.splitlines()

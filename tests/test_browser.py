@@ -4,6 +4,7 @@ against a real gunicorn with its supervisor, pool and real ffmpeg.
 Chromium comes from the system (`apt-get install chromium`); without it these
 tests fail with a message saying so rather than skip.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,8 @@ def sign_in(page, server):
 
 def drop_file(page, path: Path, name: str | None = None):
     """Drop a file on the drop zone, as dragging it from the desktop does."""
-    page.evaluate("""([name, encoded]) => {
+    page.evaluate(
+        """([name, encoded]) => {
         const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], name, { type: 'video/mp4' }));
@@ -39,35 +41,45 @@ def drop_file(page, path: Path, name: str | None = None):
         for (const type of ['dragenter', 'dragover', 'drop']) {
             zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
         }
-    }""", [name or path.name, base64.b64encode(path.read_bytes()).decode()])
+    }""",
+        [name or path.name, base64.b64encode(path.read_bytes()).decode()],
+    )
 
 
 def record_values(page, selector: str, attribute: str, name: str):
     """Collect every value `attribute` of `selector` takes, in window[name]."""
-    page.evaluate("""([selector, attribute, name]) => {
+    page.evaluate(
+        """([selector, attribute, name]) => {
         const element = document.querySelector(selector);
         window[name] = [];
         new MutationObserver(() => window[name].push(element.getAttribute(attribute)))
             .observe(element, { attributes: true, attributeFilter: [attribute] });
-    }""", [selector, attribute, name])
+    }""",
+        [selector, attribute, name],
+    )
 
 
 def record_button_states(page, selector: str, name: str):
-    page.evaluate("""([selector, name]) => {
+    page.evaluate(
+        """([selector, name]) => {
         const button = document.querySelector(selector);
         window[name] = [];
         const note = () => window[name].push({ text: button.textContent.trim(), disabled: button.disabled });
         new MutationObserver(note).observe(button,
                                            { attributes: true, childList: true, subtree: true, characterData: true });
-    }""", [selector, name])
+    }""",
+        [selector, name],
+    )
 
 
 def throttle_uploads(page, bytes_per_second: int):
     """Slow the browser's uploads down (-1: full speed), so an upload can be watched."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
-                                                  "uploadThroughput": bytes_per_second})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second},
+    )
 
 
 def card(page, job_id: str):
@@ -146,8 +158,7 @@ def test_sign_in_upload_preview_download_and_delete(gunicorn_server, media, page
     video.scroll_into_view_if_needed()
     page.wait_for_function("v => v.currentSrc !== ''", arg=video.element_handle())
     video.evaluate("v => { v.muted = true; return v.play(); }")
-    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(),
-                           timeout=20_000)
+    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(), timeout=20_000)
     assert video.evaluate("v => v.duration") == pytest.approx(2.0, abs=0.3)
 
     with page.expect_download() as one:
@@ -222,8 +233,12 @@ def test_cancel_from_the_job_page_and_from_the_list(gunicorn_server, media, page
     running.locator(".badge", has_text="Processing").wait_for()
     cancel = running.locator('[data-action="cancel"]')
 
-    page.route("**/api/jobs/*/cancel", lambda route: route.fulfill(
-        status=503, content_type="application/json", body='{"error": "the server is restarting"}'))
+    page.route(
+        "**/api/jobs/*/cancel",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"error": "the server is restarting"}'
+        ),
+    )
     cancel.click()
     page.click("#confirm-accept")
     running.locator(".job-action-error", has_text="Could not cancel: the server is restarting.").wait_for()
@@ -264,8 +279,9 @@ def test_rejected_files_and_hostile_names_on_a_phone(gunicorn_server, media, pag
     message.wait_for()
     assert message.inner_text().startswith("notes.mp4 is not a readable MP4/MOV video")
     refused = page.locator(".chosen-file.is-refused")
-    assert refused.count() == 1 and refused.locator(".chosen-name").inner_text() == "notes.mp4", \
+    assert refused.count() == 1 and refused.locator(".chosen-name").inner_text() == "notes.mp4", (
         "the file the server refused is marked in the list"
+    )
     assert refused.locator(".chosen-problem").is_visible()
     page.click('[aria-label="Remove notes.mp4"]')
     page.click('[aria-label="Remove clip.mp4"]')
@@ -326,8 +342,13 @@ def api_submit(server, paths, variations, **fields) -> str:
 def test_retry_failed_variations_from_the_job_page(gunicorn_server, media, page, tmp_path):
     switch = tmp_path / "fail-clip2"
     switch.touch()
-    server = gunicorn_server(ENCODE_WORKERS=2, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
-                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["clip2"].stat().st_size)
+    server = gunicorn_server(
+        ENCODE_WORKERS=2,
+        FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+        REAL_FFMPEG=FFMPEG,
+        FAIL_SWITCH=switch,
+        FAIL_INPUT_SIZE=media["clip2"].stat().st_size,
+    )
     job_id = api_submit(server, [media["clip"], media["clip2"]], 1, name="Spring sale")
     wait_for(lambda: api_job(server, job_id)["status"] == "completed", 60, "the job to end")
     sign_in(page, server)
@@ -422,8 +443,13 @@ def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicor
     take the newer answer for a stale one because its status looks earlier."""
     switch = tmp_path / "fail-long"
     switch.touch()
-    server = gunicorn_server(ENCODE_WORKERS=1, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
-                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["long"].stat().st_size)
+    server = gunicorn_server(
+        ENCODE_WORKERS=1,
+        FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+        REAL_FFMPEG=FFMPEG,
+        FAIL_SWITCH=switch,
+        FAIL_INPUT_SIZE=media["long"].stat().st_size,
+    )
     job_id = api_submit(server, [media["long"]], 1, name="Autumn sale")
     wait_for(lambda: api_job(server, job_id)["status"] == "failed", 60, "the job to fail")
     failed = api_job(server, job_id)
@@ -431,12 +457,15 @@ def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicor
     listed = card(page, job_id)
     badge = listed.locator(".badge")
     assert badge.inner_text() == "Failed" and listed.get_attribute("data-status") == "failed"
-    page.evaluate("""(selector) => {
+    page.evaluate(
+        """(selector) => {
         const badge = document.querySelector(selector);
         window.badgeTexts = [badge.textContent];
         new MutationObserver(() => window.badgeTexts.push(badge.textContent))
             .observe(badge, { childList: true, characterData: true, subtree: true });
-    }""", f'.job-card[data-job-id="{job_id}"] .badge')
+    }""",
+        f'.job-card[data-job-id="{job_id}"] .badge',
+    )
 
     # Another tab: the job's page, where it is retried.
     other = page.context.new_page()
@@ -466,7 +495,8 @@ def test_the_list_follows_a_job_retried_in_another_tab_back_to_the_queue(gunicor
 
 
 def test_with_object_storage_the_page_shows_thumbnails_plays_and_downloads_from_the_bucket(
-        gunicorn_server, media, page, s3, bucket):
+    gunicorn_server, media, page, s3, bucket
+):
     server = gunicorn_server(ENCODE_WORKERS=2, STORAGE_URL=f"s3://{bucket}/web")
     sign_in(page, server)
     job_id = api_submit(server, [media["clip"]], 1)
@@ -480,8 +510,7 @@ def test_with_object_storage_the_page_shows_thumbnails_plays_and_downloads_from_
     video.scroll_into_view_if_needed()
     page.wait_for_function("v => v.currentSrc !== ''", arg=video.element_handle())
     video.evaluate("v => { v.muted = true; return v.play(); }")
-    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(),
-                           timeout=20_000)
+    page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0.2", arg=video.element_handle(), timeout=20_000)
     with page.expect_download() as one:
         page.locator(".variation a[download]").first.click()
     assert Path(one.value.path()).read_bytes()[4:8] == b"ftyp"

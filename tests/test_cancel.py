@@ -1,5 +1,6 @@
 """Cancellation with the real ffmpeg: queued, mid-job, parallel, races, and the
 q → SIGTERM → SIGKILL escalation against a stand-in that ignores both."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,11 @@ def job_folder(svc, job_id) -> Path:
 
 
 def running_variations(svc, job_id):
-    return [v for v in Store.shared(svc.settings.database).get_job_variations(job_id)
-            if v["status"] == "processing" and v["ffmpeg_pid"]]
+    return [
+        v
+        for v in Store.shared(svc.settings.database).get_job_variations(job_id)
+        if v["status"] == "processing" and v["ffmpeg_pid"]
+    ]
 
 
 def cancel(svc, job_id):
@@ -63,8 +67,11 @@ def test_cancel_queued_job_is_immediate_and_never_starts_ffmpeg(make_service, me
 def test_cancel_mid_job_keeps_finished_variations(make_service, media):
     svc = make_service(encode_workers=1)
     job_id = svc.submit([media["long"]], variations=3)["jobId"]
-    wait_until(lambda: svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] >= 1
-               and running_variations(svc, job_id))
+    wait_until(
+        lambda: (
+            svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] >= 1 and running_variations(svc, job_id)
+        )
+    )
     r, elapsed = cancel(svc, job_id)
     body = r.get_json()
     assert r.status_code == 200 and body["status"] == "cancelled", body
@@ -138,12 +145,27 @@ def test_completion_wins_over_a_late_cancel(tmp_path):
     conn = Store(tmp_path / "db.sqlite")
     conn.migrate()
     now = time.time()
-    conn.create_job({"id": "j", "variations_per_video": 1, "seed": "s", "thumbnail_path": None,
-                            "created_at": now, "expires_at": now + 60},
-                     [{"id": "f", "position": 0, "name": "a.mp4", "size": 1, "upload_path": None,
-                       "duration": 1.0}],
-                     [{"id": "v", "file_id": "f", "variation_index": 1, "effects": {}, "name": "a_var1.mp4",
-                       "output_path": "jobs/j/v.mp4"}])
+    conn.create_job(
+        {
+            "id": "j",
+            "variations_per_video": 1,
+            "seed": "s",
+            "thumbnail_path": None,
+            "created_at": now,
+            "expires_at": now + 60,
+        },
+        [{"id": "f", "position": 0, "name": "a.mp4", "size": 1, "upload_path": None, "duration": 1.0}],
+        [
+            {
+                "id": "v",
+                "file_id": "f",
+                "variation_index": 1,
+                "effects": {},
+                "name": "a_var1.mp4",
+                "output_path": "jobs/j/v.mp4",
+            }
+        ],
+    )
     with pytest.raises(JobNotStarted):  # as the supervisor claims: the queued job is started first
         conn.claim_next_variation("this host", now)
     assert conn.start_job("j", now)

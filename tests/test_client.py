@@ -1,5 +1,6 @@
 """`python -m refresher.client` end to end, as a script would run it: a
 subprocess against a real gunicorn with the real supervisor and real ffmpeg."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def command(*args) -> list[str]:
 
 
 def run(env: dict, *args, timeout=120, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*args), cwd=cwd or ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command(*args),
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _ctrl_c_as_at_a_shell() -> None:
@@ -51,8 +59,15 @@ def _ctrl_c_as_at_a_shell() -> None:
 
 
 def start(env: dict, *args, **kw) -> subprocess.Popen:
-    options = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                   stdin=subprocess.DEVNULL, preexec_fn=_ctrl_c_as_at_a_shell)
+    options = dict(
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_ctrl_c_as_at_a_shell,
+    )
     options.update(kw)
     return subprocess.Popen(command(*args), **options)
 
@@ -75,11 +90,13 @@ def wait_for_status(server, job_id, statuses, timeout=60) -> dict:
 
 def test_the_client_never_imports_the_server():
     """Only the limits the API promises (plain constants) are shared."""
-    code = ("import sys, refresher.client.cli, refresher.client.api\n"
-            "server = [m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug', 'config', 'sqlalchemy')\n"
-            "          or (m.startswith('refresher.') and not m.startswith('refresher.client')\n"
-            "              and m != 'refresher.contract')]\n"
-            "print(server)")
+    code = (
+        "import sys, refresher.client.cli, refresher.client.api\n"
+        "server = [m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug', 'config', 'sqlalchemy')\n"
+        "          or (m.startswith('refresher.') and not m.startswith('refresher.client')\n"
+        "              and m != 'refresher.contract')]\n"
+        "print(server)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -116,8 +133,7 @@ def test_submit_wait_download_and_the_other_commands(gunicorn_server, media, cli
     env = for_server(client_env, server)
 
     zip_path = tmp_path / "out.zip"
-    r = run(env, "submit", media["clip"], media["clip2"], "-n", 2, "--seed", "abc", "--wait",
-            "--download", zip_path)
+    r = run(env, "submit", media["clip"], media["clip2"], "-n", 2, "--seed", "abc", "--wait", "--download", zip_path)
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     assert re.fullmatch(r"[A-Za-z0-9_-]+", job_id)
@@ -211,10 +227,16 @@ def test_login_saves_a_private_token(gunicorn_server, client_env):
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert run(env, "list").returncode == 0, "the saved token is used"
 
-    r = subprocess.run(command("login", "--password-stdin", "--json"), cwd=ROOT, env=env, input=PASSWORD + "\n",
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        command("login", "--password-stdin", "--json"),
+        cwd=ROOT,
+        env=env,
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and set(json.loads(r.stdout)) == {"token", "expiresAt"}
-
 
     saved = token_file.read_text().strip()
     r = run(env, "logout")
@@ -293,8 +315,13 @@ def test_ctrl_c_at_a_terminal_offers_to_cancel(gunicorn_server, media, client_en
 def test_names_retry_resume_and_rerun(gunicorn_server, media, client_env, tmp_path):
     switch = tmp_path / "fail-clip2"
     switch.touch()
-    server = gunicorn_server(ENCODE_WORKERS=2, FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
-                             REAL_FFMPEG=FFMPEG, FAIL_SWITCH=switch, FAIL_INPUT_SIZE=media["clip2"].stat().st_size)
+    server = gunicorn_server(
+        ENCODE_WORKERS=2,
+        FFMPEG_BINARY=ROOT / "tests" / "fakes" / "failing_ffmpeg.py",
+        REAL_FFMPEG=FFMPEG,
+        FAIL_SWITCH=switch,
+        FAIL_INPUT_SIZE=media["clip2"].stat().st_size,
+    )
     env = for_server(client_env, server)
 
     r = run(env, "submit", media["clip2"], "-n", 1, "--name", "Spring sale", "--wait")
@@ -319,8 +346,10 @@ def test_names_retry_resume_and_rerun(gunicorn_server, media, client_env, tmp_pa
 
     proc = start(env, "submit", media["long"], "-n", 4, "--wait")
     long_job = proc.stdout.readline().strip()
-    wait_until(lambda: server.session.get(f"{server.url}/api/jobs/{long_job}").json()["completedVariations"] >= 1,
-               interval=0.02)
+    wait_until(
+        lambda: server.session.get(f"{server.url}/api/jobs/{long_job}").json()["completedVariations"] >= 1,
+        interval=0.02,
+    )
     assert run(env, "cancel", long_job).returncode == 0
     assert proc.wait(timeout=60) == 4
     r = run(env, "resume", long_job, "--wait")

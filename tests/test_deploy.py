@@ -1,5 +1,6 @@
 """What a platform reads to build and run the service: app.json, the
 Procfile and .python-version agree with each other and with the code."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Jobs through the embedded supervisor: real pool, real ffmpeg, real SQLite."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,11 @@ def test_two_sources_three_variations_complete(service, media):
             assert info.video_codec == "h264" and info.has_audio == src.has_audio
             assert (info.width, info.height) == (src.width, src.height)
             # never longer than the source, shorter by at most a frame (30 fps), whatever the effects
-            assert src.duration - 1 / 30 - 0.001 <= info.duration <= src.duration + 0.001, \
-                (info.duration, src.duration, o["effects"])
+            assert src.duration - 1 / 30 - 0.001 <= info.duration <= src.duration + 0.001, (
+                info.duration,
+                src.duration,
+                o["effects"],
+            )
             hashes.add(video_md5(path))
     assert len(hashes) == 2 + 6, "every output differs from the others and from its source"
 
@@ -95,8 +99,9 @@ def test_same_seed_same_effects_and_pixels(service, media):
     assert effects(a) != effects(c)
     assert len({json.dumps(e, sort_keys=True) for e in effects(a)}) == 3, "unique within the job"
     for oa, ob in zip(outputs_of(a), outputs_of(b), strict=True):
-        assert video_md5(output_path(service, a["jobId"], oa["id"])) == \
-            video_md5(output_path(service, b["jobId"], ob["id"]))
+        assert video_md5(output_path(service, a["jobId"], oa["id"])) == video_md5(
+            output_path(service, b["jobId"], ob["id"])
+        )
 
 
 def test_sources_and_thumbnail_stay_with_the_finished_job_until_it_goes(service, media):
@@ -138,8 +143,9 @@ def test_jobs_take_turns_so_a_small_job_is_not_stuck_behind_a_big_one(make_servi
     a, b = svc.wait(big), svc.wait(small)
     assert a["status"] == b["status"] == "completed"
     assert a["startedAt"] <= b["startedAt"], "the older job starts first"
-    started = sorted((v["dispatched_at"], v["job_id"]) for job in (big, small)
-                     for v in svc.store.get_job_variations(job))
+    started = sorted(
+        (v["dispatched_at"], v["job_id"]) for job in (big, small) for v in svc.store.get_job_variations(job)
+    )
     # How many of the big job's variations ran before the small job existed
     # depends on the machine (its upload is probed meanwhile); once it exists,
     # the next free slot is its own.
@@ -155,8 +161,18 @@ def test_list_jobs_newest_first_with_filters(service, media):
     listed = service.get("/api/jobs").get_json()
     assert [j["id"] for j in listed] == ids[::-1]
     item = listed[0]
-    assert set(item) >= {"id", "status", "totalVideos", "totalVariations", "completedVariations",
-                         "overallProgress", "fileNames", "thumbnailUrl", "createdAt", "expiresAt"}
+    assert set(item) >= {
+        "id",
+        "status",
+        "totalVideos",
+        "totalVariations",
+        "completedVariations",
+        "overallProgress",
+        "fileNames",
+        "thumbnailUrl",
+        "createdAt",
+        "expiresAt",
+    }
     assert item["fileNames"] == ["clip.mp4"] and item["overallProgress"] == 100
     assert item["createdAt"].endswith("Z")
     assert len(service.get("/api/jobs?limit=2").get_json()) == 2
@@ -181,15 +197,20 @@ def test_within_a_job_the_costliest_encode_starts_first(make_service, media):
     job = svc.wait(svc.submit([media["clip"], media["long"]], variations=1)["jobId"])
     conn = Store.shared(svc.settings.database)
     rows = sorted(conn.get_job_variations(job["jobId"]), key=lambda v: v["dispatched_at"])
-    assert [r["file_id"] for r in rows] == [job["files"][1]["id"], job["files"][0]["id"]], \
+    assert [r["file_id"] for r in rows] == [job["files"][1]["id"], job["files"][0]["id"]], (
         "the 1280×720 clip is encoded before the 320×240 one"
+    )
 
 
 def audio_md5(path: Path) -> str:
     import subprocess
 
-    r = subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
-                        "-f", "md5", "-"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return r.stdout.strip()
 
 
@@ -205,12 +226,17 @@ def test_aac_audio_is_copied_unless_the_speed_changes(service, media):
 
 # --- a source's frame count: counted once, at intake -----------------------------------------
 
+
 def frame_count(path: Path) -> int:
     import re
     import subprocess
 
-    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(re.findall(r"frame=\s*(\d+)", r.stderr)[-1])
 
 
@@ -244,8 +270,15 @@ def _encode_in_worker(tmp_path: Path, source: Path, media: dict, effects: dict) 
     shutil.copy(source, data / "jobs" / "j" / "source_s")
     ours, theirs = multiprocessing.Pipe()
     encoder = Encoder(theirs, ControlBlock.create(data / "run"), LocalStorage(data), FFMPEG, stall_seconds=60)
-    task = {"id": "v", "job_seq": 1, "output_path": "jobs/j/v.mp4", "upload_path": "jobs/j/source_s",
-            "effects": effects, "media": media, "duration": media["duration"]}
+    task = {
+        "id": "v",
+        "job_seq": 1,
+        "output_path": "jobs/j/v.mp4",
+        "upload_path": "jobs/j/source_s",
+        "effects": effects,
+        "media": media,
+        "duration": media["duration"],
+    }
     return encoder.encode(task), data / "jobs" / "j" / "v.mp4"
 
 

@@ -1,6 +1,7 @@
 """Which ffmpeg runs: the bundled static build unless FFMPEG_BINARY names
 another, never an `ffmpeg` that happens to be on PATH; and a build that is
 too old or lacks what the service needs is refused at start with one line."""
+
 from __future__ import annotations
 
 import os
@@ -32,21 +33,28 @@ def fake_ffmpeg(folder: Path, body: str, name: str = "ffmpeg") -> Path:
 
 
 def old_ffmpeg(folder: Path) -> Path:
-    return fake_ffmpeg(folder, 'echo "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) 2000-2026"\n'
-                               'echo "built with gcc 12"\n')
+    return fake_ffmpeg(
+        folder, 'echo "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) 2000-2026"\necho "built with gcc 12"\n'
+    )
 
 
 def without_libx264(folder: Path) -> Path:
     # every call goes to the real binary, but the encoder list lacks libx264
-    return fake_ffmpeg(folder, 'for a in "$@"; do [ "$a" = "-encoders" ] && '
-                               '{ "$REAL" "$@" | grep -v libx264; exit 0; }; done\nexec "$REAL" "$@"\n')
+    return fake_ffmpeg(
+        folder,
+        'for a in "$@"; do [ "$a" = "-encoders" ] && '
+        '{ "$REAL" "$@" | grep -v libx264; exit 0; }; done\nexec "$REAL" "$@"\n',
+    )
 
 
 def without_stats_period(folder: Path) -> Path:
     # a build that does not know one of the options the encode passes
-    return fake_ffmpeg(folder, 'for a in "$@"; do [ "$a" = "-stats_period" ] && '
-                               '{ echo "Unrecognized option \'stats_period\'." >&2; exit 8; }; done\n'
-                               'exec "$REAL" "$@"\n')
+    return fake_ffmpeg(
+        folder,
+        'for a in "$@"; do [ "$a" = "-stats_period" ] && '
+        "{ echo \"Unrecognized option 'stats_period'.\" >&2; exit 8; }; done\n"
+        'exec "$REAL" "$@"\n',
+    )
 
 
 def test_the_bundled_build_is_the_default_even_with_an_ffmpeg_on_path(tmp_path, monkeypatch):
@@ -67,11 +75,14 @@ def test_ffmpeg_binary_names_another_build(tmp_path):
         ffmpeg.resolve_binary(str(tmp_path / "nothing-here"))
 
 
-@pytest.mark.parametrize("make, expected", [
-    (old_ffmpeg, "is version 5.1.9-0+deb12u1; Video Refresher needs ffmpeg 6.1 or newer"),
-    (without_libx264, "lacks the libx264 encoder"),
-    (without_stats_period, "cannot run the service's encode: Unrecognized option 'stats_period'."),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (old_ffmpeg, "is version 5.1.9-0+deb12u1; Video Refresher needs ffmpeg 6.1 or newer"),
+        (without_libx264, "lacks the libx264 encoder"),
+        (without_stats_period, "cannot run the service's encode: Unrecognized option 'stats_period'."),
+    ],
+)
 def test_an_unusable_build_is_refused_with_the_reason(tmp_path, make, expected):
     binary = make(tmp_path / "bin")
     with pytest.raises(check.FFmpegUnusable) as raised:
@@ -113,10 +124,14 @@ def test_a_build_that_passed_is_remembered_by_its_identity_and_the_service_s_cod
 @pytest.mark.parametrize("make, expected", [(old_ffmpeg, "6.1 or newer"), (without_libx264, "libx264")])
 def test_start_up_refuses_an_unusable_ffmpeg_binary_in_one_line(command, make, expected, tmp_path):
     binary = make(tmp_path / "bin")
-    env = {**os.environ, "FFMPEG_BINARY": str(binary), "DATA_DIR": str(tmp_path / "data"), "HOST": "127.0.0.1",
-           "PORT": "1"}
-    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "FFMPEG_BINARY": str(binary),
+        "DATA_DIR": str(tmp_path / "data"),
+        "HOST": "127.0.0.1",
+        "PORT": "1",
+    }
+    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, lines
     assert lines[0].startswith("Video Refresher cannot start: ffmpeg ") and expected in lines[0], lines
@@ -133,30 +148,44 @@ def setpriv_before_2_33(folder: Path) -> Path:
     for name in ("prlimit", "chrt"):
         (folder / name).symlink_to(shutil.which(name))
     fake = folder / "setpriv"
-    fake.write_text(f"#!/bin/sh\ncase \" $* \" in *\" --pdeathsig \"*)\n"
-                    f"  echo \"setpriv: unrecognized option '--pdeathsig'\" >&2\n"
-                    f"  echo \"Try 'setpriv --help' for more information.\" >&2; exit 1;;\nesac\n"
-                    f"exec {shutil.which('setpriv')} \"$@\"\n")
+    fake.write_text(
+        f'#!/bin/sh\ncase " $* " in *" --pdeathsig "*)\n'
+        f"  echo \"setpriv: unrecognized option '--pdeathsig'\" >&2\n"
+        f"  echo \"Try 'setpriv --help' for more information.\" >&2; exit 1;;\nesac\n"
+        f'exec {shutil.which("setpriv")} "$@"\n'
+    )
     fake.chmod(0o755)
     return folder
 
 
 @pytest.mark.parametrize("command", START_COMMANDS)
-@pytest.mark.parametrize("make, expected", [
-    (without_setpriv, "setpriv is not on PATH: every ffmpeg is started through util-linux's setpriv, prlimit "
-                      "and chrt; install util-linux"),
-    (setpriv_before_2_33, "(setpriv: unrecognized option '--pdeathsig'); setpriv --pdeathsig needs util-linux "
-                          "2.33 or newer"),
-])
-def test_start_up_refuses_a_machine_without_the_wrappers_ffmpeg_is_started_through(command, make, expected,
-                                                                                    tmp_path):
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (
+            without_setpriv,
+            "setpriv is not on PATH: every ffmpeg is started through util-linux's setpriv, prlimit "
+            "and chrt; install util-linux",
+        ),
+        (
+            setpriv_before_2_33,
+            "(setpriv: unrecognized option '--pdeathsig'); setpriv --pdeathsig needs util-linux 2.33 or newer",
+        ),
+    ],
+)
+def test_start_up_refuses_a_machine_without_the_wrappers_ffmpeg_is_started_through(command, make, expected, tmp_path):
     """Every ffmpeg is started through util-linux's setpriv, prlimit and
     chrt (refresher.media.ffmpeg.launch_command): without them, no start."""
     path = make(tmp_path / "bin")
-    env = {**os.environ, "PATH": str(path), "FFMPEG_BINARY": FFMPEG, "DATA_DIR": str(tmp_path / "data"),
-           "HOST": "127.0.0.1", "PORT": "1"}
-    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PATH": str(path),
+        "FFMPEG_BINARY": FFMPEG,
+        "DATA_DIR": str(tmp_path / "data"),
+        "HOST": "127.0.0.1",
+        "PORT": "1",
+    }
+    r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, lines
     assert lines[0].startswith("Video Refresher cannot start: ") and expected in lines[0], lines
@@ -165,8 +194,11 @@ def test_start_up_refuses_a_machine_without_the_wrappers_ffmpeg_is_started_throu
 def distro_ffmpeg() -> str | None:
     """Debian's (or another distribution's) ffmpeg, if this machine has one."""
     for candidate in ("/usr/bin/ffmpeg", "/usr/local/bin/ffmpeg", shutil.which("ffmpeg")):
-        if candidate and os.access(candidate, os.X_OK) and os.path.realpath(candidate) != \
-                os.path.realpath(ffmpeg.bundled_binary()):
+        if (
+            candidate
+            and os.access(candidate, os.X_OK)
+            and os.path.realpath(candidate) != os.path.realpath(ffmpeg.bundled_binary())
+        ):
             return candidate
     return None
 

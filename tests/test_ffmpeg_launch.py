@@ -5,6 +5,7 @@ priority, every thread of it.
 
 The real ffmpeg is given a FIFO as its input: it blocks opening it, before it
 has read a byte or started a thread, and is looked at there."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ CALLS = {
     "thumbnail": "ffmpeg.make_thumbnail(FFMPEG, SOURCE, OUT / 'thumbnail.webp', 10.0)",
     "frame count": "ffmpeg.count_video_frames(FFMPEG, SOURCE)",
     "encode": "ffmpeg.run_ffmpeg([FFMPEG, '-hide_banner', '-i', f'file:{SOURCE}', '-c:v', 'libx264', "
-              "'-f', 'mp4', '-progress', 'pipe:1', '-nostats', str(OUT / 'out.mp4')])",
+    "'-f', 'mp4', '-progress', 'pipe:1', '-nostats', str(OUT / 'out.mp4')])",
 }
 # what each call's ffmpeg must have: its address-space ceiling, its scheduling policy
 EXPECTED = {
@@ -70,12 +71,15 @@ def test_every_ffmpeg_starts_with_its_limits_and_dies_with_its_parent(tmp_path, 
     source = tmp_path / "source.mov"
     os.mkfifo(source)
     # The caller has threads, as every process of the service that starts ffmpeg does.
-    code = (f"import threading, time\nfrom pathlib import Path\nfrom refresher.media import ffmpeg\n"
-            f"FFMPEG, SOURCE, OUT = {FFMPEG!r}, Path({str(source)!r}), Path({str(tmp_path)!r})\n"
-            f"for _ in range(4): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
-            f"{CALLS[call]}\n")
-    caller = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        f"import threading, time\nfrom pathlib import Path\nfrom refresher.media import ffmpeg\n"
+        f"FFMPEG, SOURCE, OUT = {FFMPEG!r}, Path({str(source)!r}), Path({str(tmp_path)!r})\n"
+        f"for _ in range(4): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        f"{CALLS[call]}\n"
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     pid = None
     try:
         [pid] = wait_until(lambda: children_running(caller.pid, FFMPEG), timeout=20, interval=0.01)
@@ -108,7 +112,6 @@ def test_every_thread_of_a_service_encode_runs_at_idle_priority(make_service, me
     wait_until(lambda: not alive(pid), timeout=10)
 
 
-
 def test_where_the_kernel_refuses_sched_idle_encodes_run_at_nice_19(tmp_path):
     """Some sandboxes refuse SCHED_IDLE: chrt then fails before it runs
     anything, and encodes are started at nice 19 instead."""
@@ -117,13 +120,22 @@ def test_where_the_kernel_refuses_sched_idle_encodes_run_at_nice_19(tmp_path):
     for name in ("setpriv", "prlimit", "nice"):
         (folder / name).symlink_to(shutil.which(name))
     refusing = folder / "chrt"
-    refusing.write_text("#!/bin/sh\necho \"chrt: failed to set pid 0's policy: Operation not permitted\" >&2\nexit 1\n")
+    refusing.write_text('#!/bin/sh\necho "chrt: failed to set pid 0\'s policy: Operation not permitted" >&2\nexit 1\n')
     refusing.chmod(0o755)
-    code = ("import os, subprocess, sys\nfrom refresher.media import ffmpeg\n"
-            "command = ffmpeg.launch_command([sys.executable, '-c', "
-            "'import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))'], idle=True)\n"
-            "print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": str(folder), "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+    code = (
+        "import os, subprocess, sys\nfrom refresher.media import ffmpeg\n"
+        "command = ffmpeg.launch_command([sys.executable, '-c', "
+        "'import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))'], idle=True)\n"
+        "print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": str(folder), "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(os.SCHED_OTHER), "19"]

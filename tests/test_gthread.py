@@ -3,6 +3,7 @@ worker ("What this worker takes from gthread", numbered alike), checked
 against the installed gunicorn, so that an upgrade that breaks one fails
 here by name rather than as a stalled server. The worker's behaviour itself
 is tested over real connections in tests/test_slow_clients.py."""
+
 from __future__ import annotations
 
 import inspect
@@ -27,15 +28,20 @@ def source(function) -> str:
 
 def test_the_installed_gunicorn_is_a_release_the_worker_was_verified_with():
     assert gunicorn.__version__ in VERIFIED, (
-        f"gunicorn {gunicorn.__version__}: check each assumption below, then add it to VERIFIED and the README")
+        f"gunicorn {gunicorn.__version__}: check each assumption below, then add it to VERIFIED and the README"
+    )
     assert "27.0.1" in gunicorn_worker.__doc__
 
 
 def test_1_every_connection_with_a_request_goes_through_enqueue_req():
     worker = gthread.ThreadWorker
     assert list(inspect.signature(worker.enqueue_req).parameters) == ["self", "conn"]
-    for entry in (worker.accept, worker.on_client_socket_readable, worker.on_pending_socket_readable,
-                  worker.finish_request):
+    for entry in (
+        worker.accept,
+        worker.on_client_socket_readable,
+        worker.on_pending_socket_readable,
+        worker.finish_request,
+    ):
         assert "self.enqueue_req(conn)" in source(entry), entry.__name__
     # and nothing else hands a connection to a thread
     submits = re.findall(r"self\.tpool\.submit\(", inspect.getsource(gthread))
@@ -76,8 +82,9 @@ def test_5_a_connection_s_parser_unreader_and_data_ready():
         assert "if not conn.initialized and not conn.data_ready:" in source(gthread.ThreadWorker.handle)
         # ... and init() keeps a parser that is already there (with the bytes read ahead)
         init = source(gthread.TConn.init)
-        assert "if self.parser is None:" in init and init.index("if self.parser is None:") < \
-            init.index("self.parser = http.get_parser(")
+        assert "if self.parser is None:" in init and init.index("if self.parser is None:") < init.index(
+            "self.parser = http.get_parser("
+        )
         unreader = SocketUnreader(left)
         right.sendall(b"abcdef")
         assert unreader.read(2) == b"ab"

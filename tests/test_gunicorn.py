@@ -1,5 +1,6 @@
 """The real deployment shape: gunicorn's master starts one supervisor, web
 workers share the cancel table and accept each other's tokens."""
+
 from __future__ import annotations
 
 import ctypes
@@ -90,8 +91,14 @@ def test_generated_password_printed_once_and_kept(tmp_path, gunicorn_server):
     lines = [line for line in server.log_text().splitlines() if "Generated password" in line]
     assert len(lines) == 1
     password = re.search(r"Video Refresher: (\S+)", lines[0]).group(1)
-    shown = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "password"], cwd=ROOT,
-                           env={**server.env, "AUTH_PASSWORD": ""}, capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "password"],
+        cwd=ROOT,
+        env={**server.env, "AUTH_PASSWORD": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert shown.stdout.strip() == password, "kept in the database, shown again on request"
     assert not (server.data_dir / "auth_password").exists(), "no longer a file a wiped disk would lose"
     assert requests.post(server.url + "/api/auth", json={"password": password}).status_code == 200
@@ -166,7 +173,7 @@ def listening_addresses(port: int) -> set[str]:
             if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                 raw = bytes.fromhex(address)
                 # each 32-bit word is in host (little-endian) order
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 found.add(str(ipaddress.ip_address(words)) if width == 8 else str(ipaddress.ip_address(words)))
     return found
 
@@ -241,8 +248,14 @@ START_COMMANDS = {
 @pytest.mark.parametrize("damage", [_corrupt_database, _read_only_database, _read_only_data_dir])
 def test_an_unusable_data_dir_stops_the_start_with_one_line(tmp_path, damage, command):
     path, problem = damage(tmp_path / "data")
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"),
-           "AUTH_PASSWORD": PASSWORD, "FFMPEG_BINARY": FFMPEG}
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "DATA_DIR": str(tmp_path / "data"),
+        "AUTH_PASSWORD": PASSWORD,
+        "FFMPEG_BINARY": FFMPEG,
+    }
     preexec = None
     if os.geteuid() == 0:
         preexec = _bound_by_permissions
@@ -250,8 +263,16 @@ def test_an_unusable_data_dir_stops_the_start_with_one_line(tmp_path, damage, co
             subprocess.run(["true"], preexec_fn=preexec, check=True)
         except subprocess.SubprocessError as exc:  # no CAP_SETPCAP
             pytest.skip(f"root cannot give up CAP_DAC_OVERRIDE here, so no permission binds it: {exc}")
-    r = subprocess.run([sys.executable, *START_COMMANDS[command]], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=preexec)
+    r = subprocess.run(
+        [sys.executable, *START_COMMANDS[command]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )
     output = (r.stdout + r.stderr).strip()
     assert r.returncode == 2, output
     said = [line for line in output.splitlines() if "cannot start" in line]
@@ -262,22 +283,27 @@ def test_an_unusable_data_dir_stops_the_start_with_one_line(tmp_path, damage, co
 
 # --- uploads cut short by a restart -----------------------------------------------------
 
+
 class SlowUpload:
     """POST /api/jobs over a raw socket, the body sent in two halves."""
 
     def __init__(self, server, video: Path):
-        part = (b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="cut.mp4"\r\n'
-                b"Content-Type: video/mp4\r\n\r\n" + video.read_bytes() + b"\r\n")
+        part = (
+            b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="cut.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n" + video.read_bytes() + b"\r\n"
+        )
         self.body = part + b'--XyZ\r\nContent-Disposition: form-data; name="variations"\r\n\r\n1\r\n--XyZ--\r\n'
-        head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: {server.session.headers['Authorization']}\r\n"
-                f"Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(self.body)}\r\n\r\n")
+        head = (
+            f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {server.session.headers['Authorization']}\r\n"
+            f"Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(self.body)}\r\n\r\n"
+        )
         self.half = len(part) // 2
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        self.sock.sendall(head.encode() + self.body[:self.half])
+        self.sock.sendall(head.encode() + self.body[: self.half])
 
     def finish(self) -> int:
-        self.sock.sendall(self.body[self.half:])
+        self.sock.sendall(self.body[self.half :])
         answer = b""
         while b"\r\n" not in answer:
             chunk = self.sock.recv(4096)
@@ -289,9 +315,11 @@ class SlowUpload:
 
 def new_upload_folder(incoming: Path, before: set[Path]) -> Path:
     """The upload folder that appears beside `before`, once data is in it."""
+
     def arrived():
         folders = set(incoming.iterdir()) - before if incoming.is_dir() else set()
         return next((f for f in folders if any(p.stat().st_size for p in f.iterdir())), None)
+
     return wait_until(arrived, timeout=30)
 
 

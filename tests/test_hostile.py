@@ -1,6 +1,7 @@
 """Hostile input: every malformed request gets a 4xx JSON error naming the
 problem and leaves nothing behind; nothing inside an upload makes ffmpeg read
 anything but the uploaded file."""
+
 from __future__ import annotations
 
 import io
@@ -64,91 +65,284 @@ def cases(media):
         # (id, method, url, kwargs, status, words in the error)
         ("no body", "post", "/api/jobs", {}, 415, "multipart/form-data"),
         ("json body", "post", "/api/jobs", {"json": {"videos": []}}, 415, "multipart/form-data"),
-        ("no videos field", "post", "/api/jobs", {"data": multipart([("variations", None, b"3")]),
-                                                   "content_type": mp}, 400, "no files"),
-        ("videos as text", "post", "/api/jobs", {"data": multipart([("videos", None, b"x")]),
-                                                  "content_type": mp}, 400, "no files"),
-        ("other file field", "post", "/api/jobs", {"data": multipart([("video", "a.mp4", clip)]),
-                                                    "content_type": mp}, 400, "unexpected file field"),
-        ("variations as file", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
-                                                                        ("variations", "v.txt", b"3")]),
-                                                      "content_type": mp}, 400, "unexpected file field"),
-        ("eleven files", "post", "/api/jobs", {"data": multipart([("videos", f"{i}.mp4", clip) for i in range(11)]),
-                                                "content_type": mp}, 400, "too many files"),
-        ("sixty tiny files", "post", "/api/jobs", {"data": multipart([("videos", f"{i}.mp4", b"x") for i in range(60)]),
-                                                   "content_type": mp}, 400, "at most 10 files"),
-        ("eleven files after many fields", "post", "/api/jobs",
-         {"data": multipart([("note", None, b"n")] * 30 + [("videos", f"{i}.mp4", b"x") for i in range(11)]),
-          "content_type": mp}, 400, "at most 10 files"),
-        ("sixty text fields", "post", "/api/jobs",
-         {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 60), "content_type": mp},
-         400, "too many form fields"),
+        (
+            "no videos field",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("variations", None, b"3")]), "content_type": mp},
+            400,
+            "no files",
+        ),
+        (
+            "videos as text",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", None, b"x")]), "content_type": mp},
+            400,
+            "no files",
+        ),
+        (
+            "other file field",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("video", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "unexpected file field",
+        ),
+        (
+            "variations as file",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("variations", "v.txt", b"3")]), "content_type": mp},
+            400,
+            "unexpected file field",
+        ),
+        (
+            "eleven files",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", f"{i}.mp4", clip) for i in range(11)]), "content_type": mp},
+            400,
+            "too many files",
+        ),
+        (
+            "sixty tiny files",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", f"{i}.mp4", b"x") for i in range(60)]), "content_type": mp},
+            400,
+            "at most 10 files",
+        ),
+        (
+            "eleven files after many fields",
+            "post",
+            "/api/jobs",
+            {
+                "data": multipart([("note", None, b"n")] * 30 + [("videos", f"{i}.mp4", b"x") for i in range(11)]),
+                "content_type": mp,
+            },
+            400,
+            "at most 10 files",
+        ),
+        (
+            "sixty text fields",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 60), "content_type": mp},
+            400,
+            "too many form fields",
+        ),
         # within Werkzeug's part limit (10 files and 50 fields), so counted once the parts are read
-        ("fifty-one text fields", "post", "/api/jobs",
-         {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 51), "content_type": mp},
-         400, "too many form fields: 51 sent, at most 50"),
-        ("a thousand text fields before a video", "post", "/api/jobs",
-         {"data": multipart([("note", None, b"n")] * 1000 + [("videos", "a.mp4", clip)]), "content_type": mp},
-         400, "too many form fields"),
+        (
+            "fifty-one text fields",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip)] + [("note", None, b"n")] * 51), "content_type": mp},
+            400,
+            "too many form fields: 51 sent, at most 50",
+        ),
+        (
+            "a thousand text fields before a video",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("note", None, b"n")] * 1000 + [("videos", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "too many form fields",
+        ),
         # the eleventh file is the sixty-first part: Werkzeug's part limit meets it first
-        ("eleven files after fifty fields", "post", "/api/jobs",
-         {"data": multipart([("note", None, b"n")] * 50 + [("videos", f"{i}.mp4", b"x") for i in range(11)]),
-          "content_type": mp}, 400, "at most 10 files"),
-        ("text field over MAX_FORM_MEMORY_SIZE", "post", "/api/jobs",
-         {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 600_000)]), "content_type": mp},
-         400, "one too long"),
-        *[(f"variations {v!r}", "post", "/api/jobs",
-           {"data": multipart([("videos", "a.mp4", clip), ("variations", None, v.encode())]), "content_type": mp},
-           400, "variations") for v in ["0", "21", "-1", "abc", "1e1", "5.0", "٣", "99999999999999999999"]],
-        ("variations twice", "post", "/api/jobs",
-         {"data": multipart([("videos", "a.mp4", clip), ("variations", None, b"2"), ("variations", None, b"3")]),
-          "content_type": mp}, 400, "more than once"),
-        ("seed too long", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
-                                                                   ("seed", None, b"s" * 129)]),
-                                                 "content_type": mp}, 400, "seed"),
-        ("seed control char", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
-                                                                       ("seed", None, b"a\x00b")]),
-                                                     "content_type": mp}, 400, "seed"),
-        ("empty file", "post", "/api/jobs", {"data": multipart([("videos", "empty.mp4", b"")]),
-                                              "content_type": mp}, 415, "empty.mp4"),
-        ("text as mp4", "post", "/api/jobs", {"data": multipart([("videos", "notes.mp4", b"hello " * 100)]),
-                                               "content_type": mp}, 415, "notes.mp4"),
-        ("truncated mp4", "post", "/api/jobs", {"data": multipart([("videos", "cut.mp4", clip[:3000])]),
-                                                 "content_type": mp}, 415, "cut.mp4"),
-        ("png as mp4", "post", "/api/jobs", {"data": multipart([("videos", "pic.mp4", png)]),
-                                              "content_type": mp}, 415, "pic.mp4"),
-        ("hls playlist as mp4", "post", "/api/jobs", {"data": multipart([("videos", "list.mp4", hls)]),
-                                                       "content_type": mp}, 415, "list.mp4"),
-        ("concat list as mov", "post", "/api/jobs", {"data": multipart([("videos", "list.mov", concat)]),
-                                                      "content_type": mp}, 415, "list.mov"),
-        ("audio only", "post", "/api/jobs", {"data": multipart([("videos", "song.mp4",
-                                                                  media["audio_only"].read_bytes())]),
-                                              "content_type": mp}, 415, "song.mp4"),
-        ("matroska as mp4", "post", "/api/jobs", {"data": multipart([("videos", "clip.mp4",
-                                                                       media["mkv"].read_bytes())]),
-                                                   "content_type": mp}, 415, "clip.mp4"),
-        ("resolution over 8K", "post", "/api/jobs", {"data": multipart([("videos", "huge.mp4",
-                                                                         media["huge"].read_bytes())]),
-                                                       "content_type": mp}, 415, "8192×4608"),
-        ("longer than MAX_DURATION_SECONDS", "post", "/api/jobs",
-         {"data": multipart([("videos", "endless.mp4", media["endless"].read_bytes())]), "content_type": mp}, 400,
-         "endless.mp4 is 3600 s long; the longest accepted is 300 s (MAX_DURATION_SECONDS)"),
-        ("one good one bad", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
-                                                                      ("videos", "b.mp4", b"junk" * 50)]),
-                                                    "content_type": mp}, 415, "b.mp4"),
-        ("file over MAX_UPLOAD_MB", "post", "/api/jobs",
-         {"data": multipart([("videos", "big.mp4", clip * 6)]), "content_type": mp}, 413, "big.mp4"),
-        ("request over the limit", "post", "/api/jobs",
-         {"data": multipart([("videos", f"{i}.mp4", b"\0" * 1000_000) for i in range(12)]), "content_type": mp},
-         413, "MAX_UPLOAD_MB"),
-        ("multipart without boundary", "post", "/api/jobs",
-         {"data": b"--a\r\n", "content_type": "multipart/form-data"}, 400, "no files"),
-        ("multipart truncated", "post", "/api/jobs",
-         {"data": multipart([("videos", "a.mp4", clip)])[:5000], "content_type": mp}, 400, "no files"),
-        ("auth huge json", "post", "/api/auth", {"data": b'{"password": "' + b"a" * 2_000_000 + b'"}',
-                                                  "content_type": "application/json"}, 413, "large"),
-        ("auth malformed json", "post", "/api/auth", {"data": b'{"password": ', "content_type": "application/json"},
-         400, "JSON"),
+        (
+            "eleven files after fifty fields",
+            "post",
+            "/api/jobs",
+            {
+                "data": multipart([("note", None, b"n")] * 50 + [("videos", f"{i}.mp4", b"x") for i in range(11)]),
+                "content_type": mp,
+            },
+            400,
+            "at most 10 files",
+        ),
+        (
+            "text field over MAX_FORM_MEMORY_SIZE",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 600_000)]), "content_type": mp},
+            400,
+            "one too long",
+        ),
+        *[
+            (
+                f"variations {v!r}",
+                "post",
+                "/api/jobs",
+                {"data": multipart([("videos", "a.mp4", clip), ("variations", None, v.encode())]), "content_type": mp},
+                400,
+                "variations",
+            )
+            for v in ["0", "21", "-1", "abc", "1e1", "5.0", "٣", "99999999999999999999"]
+        ],
+        (
+            "variations twice",
+            "post",
+            "/api/jobs",
+            {
+                "data": multipart([("videos", "a.mp4", clip), ("variations", None, b"2"), ("variations", None, b"3")]),
+                "content_type": mp,
+            },
+            400,
+            "more than once",
+        ),
+        (
+            "seed too long",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 129)]), "content_type": mp},
+            400,
+            "seed",
+        ),
+        (
+            "seed control char",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"a\x00b")]), "content_type": mp},
+            400,
+            "seed",
+        ),
+        (
+            "empty file",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "empty.mp4", b"")]), "content_type": mp},
+            415,
+            "empty.mp4",
+        ),
+        (
+            "text as mp4",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "notes.mp4", b"hello " * 100)]), "content_type": mp},
+            415,
+            "notes.mp4",
+        ),
+        (
+            "truncated mp4",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "cut.mp4", clip[:3000])]), "content_type": mp},
+            415,
+            "cut.mp4",
+        ),
+        (
+            "png as mp4",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "pic.mp4", png)]), "content_type": mp},
+            415,
+            "pic.mp4",
+        ),
+        (
+            "hls playlist as mp4",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "list.mp4", hls)]), "content_type": mp},
+            415,
+            "list.mp4",
+        ),
+        (
+            "concat list as mov",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "list.mov", concat)]), "content_type": mp},
+            415,
+            "list.mov",
+        ),
+        (
+            "audio only",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "song.mp4", media["audio_only"].read_bytes())]), "content_type": mp},
+            415,
+            "song.mp4",
+        ),
+        (
+            "matroska as mp4",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "clip.mp4", media["mkv"].read_bytes())]), "content_type": mp},
+            415,
+            "clip.mp4",
+        ),
+        (
+            "resolution over 8K",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "huge.mp4", media["huge"].read_bytes())]), "content_type": mp},
+            415,
+            "8192×4608",
+        ),
+        (
+            "longer than MAX_DURATION_SECONDS",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "endless.mp4", media["endless"].read_bytes())]), "content_type": mp},
+            400,
+            "endless.mp4 is 3600 s long; the longest accepted is 300 s (MAX_DURATION_SECONDS)",
+        ),
+        (
+            "one good one bad",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("videos", "b.mp4", b"junk" * 50)]), "content_type": mp},
+            415,
+            "b.mp4",
+        ),
+        (
+            "file over MAX_UPLOAD_MB",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "big.mp4", clip * 6)]), "content_type": mp},
+            413,
+            "big.mp4",
+        ),
+        (
+            "request over the limit",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", f"{i}.mp4", b"\0" * 1000_000) for i in range(12)]), "content_type": mp},
+            413,
+            "MAX_UPLOAD_MB",
+        ),
+        (
+            "multipart without boundary",
+            "post",
+            "/api/jobs",
+            {"data": b"--a\r\n", "content_type": "multipart/form-data"},
+            400,
+            "no files",
+        ),
+        (
+            "multipart truncated",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip)])[:5000], "content_type": mp},
+            400,
+            "no files",
+        ),
+        (
+            "auth huge json",
+            "post",
+            "/api/auth",
+            {"data": b'{"password": "' + b"a" * 2_000_000 + b'"}', "content_type": "application/json"},
+            413,
+            "large",
+        ),
+        (
+            "auth malformed json",
+            "post",
+            "/api/auth",
+            {"data": b'{"password": ', "content_type": "application/json"},
+            400,
+            "JSON",
+        ),
         ("auth json array", "post", "/api/auth", {"json": ["pw"]}, 400, "JSON"),
         ("auth long password", "post", "/api/auth", {"json": {"password": "p" * 5000}}, 401, "wrong password"),
         ("wrong method on jobs", "put", "/api/jobs", {}, 405, "not allowed"),
@@ -165,14 +359,34 @@ def cases(media):
         ("token name not text", "post", "/api/tokens", {"json": {"name": 5}}, 400, "name"),
         ("token json array", "post", "/api/tokens", {"json": [1]}, 400, "name"),
         # a right-to-left override shows "invoice\u202egpj" as "invoicejpg"
-        *[(f"token name with U+{ord(c):04X}", "post", "/api/tokens", {"json": {"name": f"invoice{c}gpj"}}, 400,
-           "name") for c in "\u202e\u2066\u200b\ufeff\u2028\u2029\x85\ue000\U000f0001\u0378"],
-        ("seed with bidi override", "post", "/api/jobs", {"data": multipart([("videos", "a.mp4", clip),
-                                                                            ("seed", None, "a\u202eb".encode())]),
-                                                           "content_type": mp}, 400, "seed"),
+        *[
+            (
+                f"token name with U+{ord(c):04X}",
+                "post",
+                "/api/tokens",
+                {"json": {"name": f"invoice{c}gpj"}},
+                400,
+                "name",
+            )
+            for c in "\u202e\u2066\u200b\ufeff\u2028\u2029\x85\ue000\U000f0001\u0378"
+        ],
+        (
+            "seed with bidi override",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a.mp4", clip), ("seed", None, "a\u202eb".encode())]), "content_type": mp},
+            400,
+            "seed",
+        ),
         ("revoke unknown token", "delete", "/api/tokens/unknown", {}, 404, "unknown"),
-        ("huge bearer token", "get", "/api/jobs", {"headers": {"Authorization": "Bearer " + "x" * 10000}}, 401,
-         "token"),
+        (
+            "huge bearer token",
+            "get",
+            "/api/jobs",
+            {"headers": {"Authorization": "Bearer " + "x" * 10000}},
+            401,
+            "token",
+        ),
     ]
 
 
@@ -183,6 +397,7 @@ class _NoMedia(dict):
         class Empty:
             def read_bytes(self):
                 return b""
+
         return Empty()
 
 
@@ -230,15 +445,20 @@ def test_references_inside_an_upload_are_never_followed(app, headers, tmp_path):
     port = listener.getsockname()[1]
     payloads = {
         "playlist.mp4": f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:{fifo}\n#EXTINF:1,\n"
-                        f"http://127.0.0.1:{port}/a.ts\n#EXT-X-ENDLIST\n".encode(),
+        f"http://127.0.0.1:{port}/a.ts\n#EXT-X-ENDLIST\n".encode(),
         "concat.mov": f"ffconcat version 1.0\nfile '{fifo}'\nfile 'http://127.0.0.1:{port}/b.mp4'\n".encode(),
-        "sdp.mp4": f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {port} RTP/AVP 96\n"
-                   .encode(),
+        "sdp.mp4": (
+            f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {port} RTP/AVP 96\n"
+        ).encode(),
     }
     client = app.test_client()
     for name, data in payloads.items():
-        r = client.post("/api/jobs", headers=headers, content_type="multipart/form-data",
-                        data={"videos": [(io.BytesIO(data), name)]})
+        r = client.post(
+            "/api/jobs",
+            headers=headers,
+            content_type="multipart/form-data",
+            data={"videos": [(io.BytesIO(data), name)]},
+        )
         assert r.status_code == 415 and name in r.get_json()["error"]
     assert not opened.is_set(), "ffmpeg opened the file named inside the upload"
     with pytest.raises(BlockingIOError):
@@ -258,8 +478,10 @@ def _send_until_answered(url: str, token: str, head: bytes, chunk: bytes, total:
 
     parsed = urlparse(url)
     sock = socket.create_connection((parsed.hostname, parsed.port))
-    headers = (f"POST /api/jobs HTTP/1.1\r\nHost: {parsed.netloc}\r\nAuthorization: Bearer {token}\r\n"
-               f"Content-Type: multipart/form-data; boundary=XyZ\r\n")
+    headers = (
+        f"POST /api/jobs HTTP/1.1\r\nHost: {parsed.netloc}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: multipart/form-data; boundary=XyZ\r\n"
+    )
     headers += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
     sock.sendall(headers.encode())
     sent = 0
@@ -314,8 +536,9 @@ def test_endless_text_fields_are_refused_without_reading_the_rest(gunicorn_serve
     server = gunicorn_server()
     token = server.session.headers["Authorization"].split()[1]
     field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nn\r\n'
-    sent, status, body = _send_until_answered(server.url, token, field * 100, field * 1000, 200 * 1024 * 1024,
-                                              chunked=False)
+    sent, status, body = _send_until_answered(
+        server.url, token, field * 100, field * 1000, 200 * 1024 * 1024, chunked=False
+    )
     assert " 400 " in status, (status, body[:200])
     assert sent < 20 * 1024 * 1024, f"{sent} bytes were read before the answer"
     assert b"too many form fields" in body
@@ -327,8 +550,12 @@ def test_a_chunked_body_past_the_request_limit_is_413(gunicorn_server):
     over its limits)."""
     server = gunicorn_server(MAX_UPLOAD_MB=1)
     token = server.session.headers["Authorization"].split()[1]
-    head = b"".join(b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="%d.mp4"\r\n\r\n' % i
-                    + b"\0" * 1000_000 + b"\r\n" for i in range(10))
+    head = b"".join(
+        b'--XyZ\r\nContent-Disposition: form-data; name="videos"; filename="%d.mp4"\r\n\r\n' % i
+        + b"\0" * 1000_000
+        + b"\r\n"
+        for i in range(10)
+    )
     field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + b"n" * 400_000 + b"\r\n"
     sent, status, body = _send_until_answered(server.url, token, head, field, 200 * 1024 * 1024, chunked=True)
     assert " 413 " in status, (status, body[:200])
@@ -343,8 +570,12 @@ def small_disk(tmp_path):
     """A file system of 32 MB of its own (a tmpfs), to fill up."""
     path = tmp_path / "small-disk"
     path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if r.returncode != 0:
         pytest.skip(f"no tmpfs can be mounted here: {r.stderr.strip()}")
     yield path
@@ -362,8 +593,9 @@ def test_a_disk_that_fills_during_an_upload_is_507_and_the_service_carries_on(sm
     incoming = server.data_dir / "incoming"
     assert not incoming.exists() or not any(incoming.iterdir()), "the partial upload is removed"
     # its space is free again: the next upload is taken
-    r = server.session.post(server.url + "/api/jobs", files={"videos": ("clip.mp4", media["clip"].read_bytes())},
-                            data={"variations": "1"})
+    r = server.session.post(
+        server.url + "/api/jobs", files={"videos": ("clip.mp4", media["clip"].read_bytes())}, data={"variations": "1"}
+    )
     assert r.status_code == 202, r.text
     server.session.post(f"{server.url}/api/jobs/{r.json()['jobId']}/cancel")
 
@@ -377,8 +609,14 @@ def test_no_redirect_is_built_from_the_host_header(app):
     paths = {("GET", "")}  # what a server makes of "GET http://host HTTP/1.1"
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<[^>]+>", "x", rule.rule)
-        for variant in (path, path + "/", path.rstrip("/"), path.replace("/", "//"),
-                        "/" + path[1:].replace("/", "//"), path + "//"):
+        for variant in (
+            path,
+            path + "/",
+            path.rstrip("/"),
+            path.replace("/", "//"),
+            "/" + path[1:].replace("/", "//"),
+            path + "//",
+        ):
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 paths.add((method, variant))
     assert ("GET", "/api//jobs") in paths
@@ -392,8 +630,9 @@ def test_no_redirect_is_built_from_the_host_header(app):
 
 
 def test_cors_is_off_by_default(app):
-    r = app.test_client().options("/api/jobs", headers={"Origin": "https://evil.example",
-                                                         "Access-Control-Request-Method": "POST"})
+    r = app.test_client().options(
+        "/api/jobs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "Access-Control-Allow-Origin" not in r.headers
 
 
@@ -439,8 +678,9 @@ def test_no_secret_reaches_the_log(gunicorn_server, media):
 
     server = gunicorn_server()
     token = server.session.headers["Authorization"].split()[1]
-    api = requests.post(server.url + "/api/tokens", json={"name": "ci"},
-                        headers={"Authorization": f"Bearer {token}"}).json()["token"]
+    api = requests.post(
+        server.url + "/api/tokens", json={"name": "ci"}, headers={"Authorization": f"Bearer {token}"}
+    ).json()["token"]
     requests.get(server.url + "/api/jobs", headers={"Authorization": f"Bearer {api}"})
     requests.post(server.url + "/api/auth", json={"password": "not-the-password"})
     log = server.log_text()
@@ -452,8 +692,9 @@ def test_a_full_queue_is_refused_with_503(make_service, media, database_url):
     svc = make_service(encode_workers=1, max_queued_jobs=2, database_url=database_url)
     first = svc.submit([media["slow"]], variations=1)["jobId"]
     second = svc.submit([media["clip"]], variations=1)["jobId"]
-    r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "third.mp4")]},
-                 content_type="multipart/form-data")
+    r = svc.post(
+        "/api/jobs", data={"videos": [(open(media["clip"], "rb"), "third.mp4")]}, content_type="multipart/form-data"
+    )
     assert r.status_code == 503 and "queue is full" in r.get_json()["error"]
     assert int(r.headers["Retry-After"]) > 0
     assert len(svc.get("/api/jobs").get_json()) == 2, "the refused upload left no job"
@@ -469,8 +710,11 @@ def test_a_frame_over_8k_early_in_the_video_is_refused_or_fails_the_job(make_ser
     the encode meets it and the job fails. Either way with the reason, and no
     decoder allocates the picture."""
     svc = make_service()
-    r = svc.post("/api/jobs", content_type="multipart/form-data",
-                 data={"videos": [(open(frame_over_8k["early"], "rb"), "early.mov")], "variations": "1"})
+    r = svc.post(
+        "/api/jobs",
+        content_type="multipart/form-data",
+        data={"videos": [(open(frame_over_8k["early"], "rb"), "early.mov")], "variations": "1"},
+    )
     if r.status_code == 415:
         assert r.get_json()["error"] == "early.mov is 7700×4400; videos up to 8K (7680×4320) are accepted"
         assert leftovers(svc.app) == []
@@ -522,8 +766,14 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
 
     def upload():
         with open(media["clip"], "rb") as f:
-            answers.append(requests.post(server.url + "/api/jobs", files={"videos": ("clip.mp4", f)},
-                                         headers=server.session.headers, timeout=60).status_code)
+            answers.append(
+                requests.post(
+                    server.url + "/api/jobs",
+                    files={"videos": ("clip.mp4", f)},
+                    headers=server.session.headers,
+                    timeout=60,
+                ).status_code
+            )
 
     senders = [threading.Thread(target=upload) for _ in range(4)]
     try:
@@ -556,8 +806,12 @@ def test_the_queue_cap_holds_for_a_burst_of_uploads_on_every_web_worker(gunicorn
 
     def upload(i: int) -> int:
         start.wait()
-        return requests.post(server.url + "/api/jobs", headers=dict(server.session.headers), timeout=60,
-                             files=[("videos", (f"burst{i}.mp4", clip, "video/mp4"))]).status_code
+        return requests.post(
+            server.url + "/api/jobs",
+            headers=dict(server.session.headers),
+            timeout=60,
+            files=[("videos", (f"burst{i}.mp4", clip, "video/mp4"))],
+        ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         codes = sorted(pool.map(upload, range(10)))

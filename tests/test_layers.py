@@ -6,6 +6,7 @@ Every Python process of the server under test reports the modules it had
 imported as it exits (tests/support/module_report/sitecustomize.py, put on
 its PYTHONPATH); a web worker's report, which has Flask, shows the report is
 read right."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,7 @@ def test_after_a_job_the_engine_has_imported_no_web_library(gunicorn_server, med
     supervisor = [p for p in processes if p["ppid"] == master["pid"] and "--control" in p["argv"]]
     # spawned children are handed their parent's argv (multiprocessing's
     # resource tracker is not: it runs `python -c`); they are told apart by their parent
-    encoders = [p for p in processes if supervisor and p["ppid"] == supervisor[0]["pid"]
-                and "--control" in p["argv"]]
+    encoders = [p for p in processes if supervisor and p["ppid"] == supervisor[0]["pid"] and "--control" in p["argv"]]
     assert web_workers and len(supervisor) == 1 and len(encoders) == 2, [p["argv"] for p in processes]
 
     assert all("flask" in p["modules"] for p in web_workers), "a web worker has Flask: the report is read right"

@@ -1,4 +1,5 @@
 """The cleanup daemon and the limits that keep DATA_DIR bounded."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ from .conftest import sql, EmbeddedService, make_settings, wait_until
 
 
 def gone(svc, job_id) -> bool:
-    return svc.get(f"/api/jobs/{job_id}").status_code == 404 and \
-        not (svc.settings.data_dir / "jobs" / job_id).exists()
+    return svc.get(f"/api/jobs/{job_id}").status_code == 404 and not (svc.settings.data_dir / "jobs" / job_id).exists()
 
 
 def test_completed_and_cancelled_jobs_expire(make_service, media, database_url):
@@ -30,11 +30,16 @@ def test_completed_and_cancelled_jobs_expire(make_service, media, database_url):
 
 
 def test_job_queued_past_expiry_fails(make_service, media, database_url):
-    svc = make_service(encode_workers=1, job_ttl_hours=0.001, cleanup_interval_seconds=0.3,  # 3.6 s
-                       database_url=database_url)
+    svc = make_service(
+        encode_workers=1,
+        job_ttl_hours=0.001,
+        cleanup_interval_seconds=0.3,  # 3.6 s
+        database_url=database_url,
+    )
     busy = svc.submit([media["slow"]], variations=3)["jobId"]  # busy for 10 s or more
-    assert wait_until(lambda: svc.get(f"/api/jobs/{busy}").get_json()["status"] == "processing", timeout=3), \
+    assert wait_until(lambda: svc.get(f"/api/jobs/{busy}").get_json()["status"] == "processing", timeout=3), (
         "the supervisor claims a queued job at once"
+    )
     waiting = svc.submit([media["clip"]], variations=1)["jobId"]
     wait_until(lambda: svc.get(f"/api/jobs/{waiting}").get_json()["status"] == "failed", timeout=40)
     job = svc.get(f"/api/jobs/{waiting}").get_json()

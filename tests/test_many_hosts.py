@@ -1,6 +1,7 @@
 """Many hosts, one queue: a web process with no supervisor and two worker
 processes with their own host ids, one PostgreSQL, one DATA_DIR — all real
 processes on this machine."""
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,9 @@ def test_a_job_spreads_over_every_host(cluster, media):
     # the worker process type's encode workers do not load its database libraries either
     for host in hosts:
         workers = encode_workers(host.proc.pid)
-        assert workers and all("sqlalchemy" not in mapped_packages(pid) for pid in workers), \
-            [mapped_packages(pid) for pid in workers]
+        assert workers and all("sqlalchemy" not in mapped_packages(pid) for pid in workers), [
+            mapped_packages(pid) for pid in workers
+        ]
 
 
 def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):
@@ -103,8 +105,10 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
     folder = web.data_dir / "jobs" / job_id
     wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
     with store.writing() as conn:
-        cut = conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE application_name = %(name)s", {"name": LISTENER_NAME}).all()
+        cut = conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %(name)s",
+            {"name": LISTENER_NAME},
+        ).all()
     assert len(cut) == 2, "one listening connection per worker host"
     flagged, elapsed = cancel_and_time(web, store, job_id, folder)
     assert flagged < 5.0, f"both hosts' flags set {flagged:.2f} s after the request"
@@ -115,8 +119,10 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):
     web, (first, second), store = cluster()
     job_id = submit(web, media["long"], 6)
-    wait_until(lambda: any(v["status"] == "processing" and v["host"] == "worker.1"
-                           for v in store.get_job_variations(job_id)), timeout=60)
+    wait_until(
+        lambda: any(v["status"] == "processing" and v["host"] == "worker.1" for v in store.get_job_variations(job_id)),
+        timeout=60,
+    )
     first.stop(signal.SIGKILL)  # its ffmpeg dies with it; its claim stays until its heartbeat is missed
     job = wait_until(lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed") and j, timeout=180)
     assert job["status"] == "completed" and len({o["id"] for o in outputs(job)}) == 6, job
@@ -126,8 +132,7 @@ def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, med
 def test_sigterm_hands_a_host_s_running_variations_back_at_once(cluster, media):
     web, (first, second), store = cluster()
     job_id = submit(web, media["slow"], 2)
-    wait_until(lambda: sum(v["status"] == "processing" for v in store.get_job_variations(job_id)) == 2,
-               timeout=60)
+    wait_until(lambda: sum(v["status"] == "processing" for v in store.get_job_variations(job_id)) == 2, timeout=60)
     first.stop(signal.SIGTERM)
     requeued = [v for v in store.get_job_variations(job_id) if v["host"] is None]
     assert requeued and all(v["status"] in ("queued", "processing") for v in requeued)
@@ -135,6 +140,7 @@ def test_sigterm_hands_a_host_s_running_variations_back_at_once(cluster, media):
 
 
 # --- one process per HOST_ID ----------------------------------------------------------------
+
 
 def twin_of(worker: WorkerProcess, log_dir: Path) -> WorkerProcess:
     """Another worker process with the same settings, HOST_ID included."""
@@ -146,8 +152,14 @@ def twin_of(worker: WorkerProcess, log_dir: Path) -> WorkerProcess:
 def refused(worker: WorkerProcess, timeout: float = 60) -> str:
     """Start a worker that must refuse: its exit status is 2; its output."""
     worker.log = open(worker.log_path, "ab")
-    worker.proc = subprocess.Popen([sys.executable, "-m", "refresher.worker"], cwd=ROOT, env=worker.env,
-                                   stdout=worker.log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker.proc = subprocess.Popen(
+        [sys.executable, "-m", "refresher.worker"],
+        cwd=ROOT,
+        env=worker.env,
+        stdout=worker.log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         assert worker.proc.wait(timeout) == 2, worker.log_text()
     finally:
@@ -162,8 +174,10 @@ def test_a_second_worker_with_a_live_host_s_id_refuses_to_start(cluster, tmp_pat
     output = refused(twin)
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
-    assert lines[0].startswith("Video Refresher cannot start: HOST_ID worker.1 is in use by a live process "
-                               f"(pid {first.proc.pid} on this machine"), output
+    assert lines[0].startswith(
+        "Video Refresher cannot start: HOST_ID worker.1 is in use by a live process "
+        f"(pid {first.proc.pid} on this machine"
+    ), output
     after = {h["id"]: h for h in store.live_hosts(time.time(), 30)}["worker.1"]
     assert (after["instance"], after["pid"]) == (before["instance"], before["pid"]), "the live host keeps its id"
     assert first.proc.poll() is None
@@ -177,30 +191,42 @@ def test_a_live_host_on_another_machine_is_told_by_its_heartbeat(cluster, tmp_pa
     started = time.monotonic()
     output = refused(twin)
     assert time.monotonic() - started < 20, "the heartbeat moved within a second or two: no need to wait 30 s"
-    assert "Video Refresher cannot start: HOST_ID worker.1 is in use by a live process " \
-           f"(pid {first.proc.pid} on another machine" in output.splitlines()[-1], output
+    assert (
+        "Video Refresher cannot start: HOST_ID worker.1 is in use by a live process "
+        f"(pid {first.proc.pid} on another machine" in output.splitlines()[-1]
+    ), output
     assert first.proc.poll() is None
 
 
 def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media, tmp_path):
     web, (first, second), store = cluster(workers=2, HOST_TIMEOUT_SECONDS=60)
     job_id = submit(web, media["slow"], 2)
-    wait_until(lambda: any(v["status"] == "processing" and v["host"] == "worker.1"
-                           for v in store.get_job_variations(job_id)), timeout=60)
+    wait_until(
+        lambda: any(v["status"] == "processing" and v["host"] == "worker.1" for v in store.get_job_variations(job_id)),
+        timeout=60,
+    )
     first.stop(signal.SIGKILL)
     again = twin_of(first, tmp_path / "again")
     started = time.monotonic()
     try:
         again.start(store)
         # the killed run's heartbeat is still fresh, but its pid is gone: no 60 s wait
-        wait_until(lambda: any(h["id"] == "worker.1" and h["pid"] == again.proc.pid
-                               for h in store.live_hosts(time.time(), 60)), timeout=30)
+        wait_until(
+            lambda: any(
+                h["id"] == "worker.1" and h["pid"] == again.proc.pid for h in store.live_hosts(time.time(), 60)
+            ),
+            timeout=30,
+        )
         assert time.monotonic() - started < 30, again.log_text()
         assert f"its previous supervisor (pid {first.proc.pid}) is gone" in again.log_text()
         # what the killed run had claimed went back to the queue and runs again
-        wait_until(lambda: all(v["status"] == "processing" and v["attempts"] >= 1
-                               for v in store.get_job_variations(job_id))
-                   and any(v["attempts"] == 2 for v in store.get_job_variations(job_id)), timeout=60)
+        wait_until(
+            lambda: (
+                all(v["status"] == "processing" and v["attempts"] >= 1 for v in store.get_job_variations(job_id))
+                and any(v["attempts"] == 2 for v in store.get_job_variations(job_id))
+            ),
+            timeout=60,
+        )
         web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     finally:
         again.stop()
@@ -208,8 +234,11 @@ def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media,
 
 # --- the cleanup daemon, once per cluster ----------------------------------------------------
 
-_PASS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO refresher.lifecycle: cleanup pass in process "
-                   r"(\d+)( done)?", re.M)
+_PASS = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO refresher.lifecycle: cleanup pass in process "
+    r"(\d+)( done)?",
+    re.M,
+)
 
 
 def cleanup_passes(log: str) -> list[tuple[datetime, datetime]]:
@@ -240,11 +269,15 @@ def test_the_cleanup_daemon_never_runs_on_two_hosts_at_once(cluster, tmp_path):
     def slow_passes(host: WorkerProcess) -> list[tuple[datetime, datetime]]:
         return [p for p in cleanup_passes(host.log_text()) if p[0] > crowded]
 
-    wait_until(lambda: all(len(slow_passes(h)) >= 5 for h in (first, second))
-               or sum(len(slow_passes(h)) for h in (first, second)) >= 40, timeout=120)
+    wait_until(
+        lambda: (
+            all(len(slow_passes(h)) >= 5 for h in (first, second))
+            or sum(len(slow_passes(h)) for h in (first, second)) >= 40
+        ),
+        timeout=120,
+    )
     one, two = slow_passes(first), slow_passes(second)
-    assert statistics.median((end - start).total_seconds() for start, end in one + two) >= 0.02, \
-        "the passes are slow"
+    assert statistics.median((end - start).total_seconds() for start, end in one + two) >= 0.02, "the passes are slow"
     overlaps = [(a, b) for a in one for b in two if a[0] < b[1] and b[0] < a[1]]
     assert overlaps == [], overlaps[:3]
     assert "cleanup pass skipped: another host runs one" in first.log_text() + second.log_text()

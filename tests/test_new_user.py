@@ -3,6 +3,7 @@ README's first command exactly as written (its own virtualenv, its own
 install, every setting left at its default: DATA_DIR relative, the bundled
 ffmpeg whatever else is on PATH, a generated password), and then the page in
 Chromium: thumbnails, previews that play, and single downloads."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,14 @@ class ReadmeServer:
         # Servers that tests start listen on loopback only: the one setting given.
         env.update(HOST="127.0.0.1", PORT=str(self.port), REFRESHER_TEST_TAG=self.tag)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(["sh", "-c", command], cwd=checkout, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["sh", "-c", command],
+                cwd=checkout,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -69,8 +76,7 @@ class ReadmeServer:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_the_readme_first_command_with_its_defaults_shows_thumbnails_previews_and_downloads(
-        tmp_path, media, page):
+def test_the_readme_first_command_with_its_defaults_shows_thumbnails_previews_and_downloads(tmp_path, media, page):
     command = readme_commands()[0].strip()
     assert command.startswith("python3 -m venv") and "gunicorn" in command
     checkout = fresh_copy(tmp_path / "video-refresher")
@@ -106,8 +112,9 @@ def test_the_readme_first_command_with_its_defaults_shows_thumbnails_previews_an
         for i in range(4):
             video = variations.nth(i).locator("video")
             video.scroll_into_view_if_needed()
-            page.wait_for_function("v => v.readyState >= 2 && v.duration > 0", arg=video.element_handle(),
-                                   timeout=20_000)
+            page.wait_for_function(
+                "v => v.readyState >= 2 && v.duration > 0", arg=video.element_handle(), timeout=20_000
+            )
         first = variations.first.locator("video")
         first.evaluate("v => { v.muted = true; return v.play(); }")
         page.wait_for_function("v => v.currentTime > 0.2", arg=first.element_handle(), timeout=20_000)

@@ -1,6 +1,7 @@
 """STORAGE_URL=s3://…: sources, outputs and thumbnails in S3-compatible object
 storage, over real HTTP (moto's standalone server, or the endpoint given in
 TEST_S3_ENDPOINT_URL), with real ffmpeg and real processes."""
+
 from __future__ import annotations
 
 import http.client
@@ -33,22 +34,29 @@ PREFIX = "team/videos"
 @pytest.fixture
 def s3_service(make_service, bucket):
     """make(**settings) → an embedded service whose files live in the test's bucket."""
+
     def make(**overrides):
         return make_service(storage_url=f"s3://{bucket}/{PREFIX}", **overrides)
+
     return make
 
 
 def keys(s3, bucket, job_id=None) -> list[str]:
     """The bucket's keys under the service's prefix (or the job's), without the prefix."""
     prefix = f"{PREFIX}/" + (f"jobs/{job_id}/" if job_id else "")
-    return [k[len(PREFIX) + 1:] for k in s3.keys(bucket, prefix)]
+    return [k[len(PREFIX) + 1 :] for k in s3.keys(bucket, prefix)]
 
 
 def local_files(data_dir: Path) -> list[str]:
     """What the service keeps on its own disk besides its database and run files."""
-    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*")
-                  if p.is_file() and p.parts[len(data_dir.parts)] not in ("run",)
-                  and not p.name.startswith("refresher.db") and p.name != "supervisor.lock")
+    return sorted(
+        str(p.relative_to(data_dir))
+        for p in data_dir.rglob("*")
+        if p.is_file()
+        and p.parts[len(data_dir.parts)] not in ("run",)
+        and not p.name.startswith("refresher.db")
+        and p.name != "supervisor.lock"
+    )
 
 
 def test_a_job_lives_in_the_bucket_and_downloads_from_it(s3_service, s3, bucket, media):
@@ -59,8 +67,9 @@ def test_a_job_lives_in_the_bucket_and_downloads_from_it(s3_service, s3, bucket,
     stored = keys(s3, bucket, job_id)
     variations = Store.shared(svc.settings.database).get_job_variations(job_id)
     files = Store.shared(svc.settings.database).get_job_files(job_id)
-    expected = sorted([v["output_path"] for v in variations] + [f["upload_path"] for f in files]
-                      + [f"jobs/{job_id}/thumbnail.webp"])
+    expected = sorted(
+        [v["output_path"] for v in variations] + [f["upload_path"] for f in files] + [f"jobs/{job_id}/thumbnail.webp"]
+    )
     assert stored == expected, "sources, outputs and the thumbnail, and nothing else (no partial)"
     assert keys(s3, bucket) == expected, "nothing outside the job's prefix"
     assert local_files(svc.settings.data_dir) == [], "the disk was scratch only, and is empty again"
@@ -78,8 +87,10 @@ def test_a_job_lives_in_the_bucket_and_downloads_from_it(s3_service, s3, bucket,
     assert link.startswith(s3.url) and "Signature" in link or "X-Amz-Signature" in link
     fetched = requests.get(link, timeout=10)
     assert fetched.status_code == 200 and fetched.headers["Content-Type"] == "video/mp4"
-    assert fetched.headers["Content-Disposition"].startswith("attachment") and output["name"] in \
-        fetched.headers["Content-Disposition"]
+    assert (
+        fetched.headers["Content-Disposition"].startswith("attachment")
+        and output["name"] in fetched.headers["Content-Disposition"]
+    )
     in_zip = next(n for n in names if n.endswith(output["name"]))
     assert fetched.content == archive.read(in_zip)
     partial = requests.get(link, headers={"Range": "bytes=100-199"}, timeout=10)
@@ -113,11 +124,17 @@ def test_rejected_uploads_leave_nothing_in_the_bucket(s3_service, s3, bucket, me
     svc = s3_service(max_queued_jobs=1)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)
-    r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "a.mp4"), (open(junk, "rb"), "junk.mp4")]},
-                 content_type="multipart/form-data")
+    r = svc.post(
+        "/api/jobs",
+        data={"videos": [(open(media["clip"], "rb"), "a.mp4"), (open(junk, "rb"), "junk.mp4")]},
+        content_type="multipart/form-data",
+    )
     assert r.status_code == 415 and "junk.mp4" in r.get_json()["error"]
-    r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "a.mp4")], "variations": "99"},
-                 content_type="multipart/form-data")
+    r = svc.post(
+        "/api/jobs",
+        data={"videos": [(open(media["clip"], "rb"), "a.mp4")], "variations": "99"},
+        content_type="multipart/form-data",
+    )
     assert r.status_code == 400
     assert keys(s3, bucket) == []
     busy = svc.submit([media["slow"]], variations=1)["jobId"]
@@ -125,8 +142,9 @@ def test_rejected_uploads_leave_nothing_in_the_bucket(s3_service, s3, bucket, me
     # sources were stored, and must go again
     with monkeypatch.context() as early_check_passes:
         early_check_passes.setattr(intake, "check_queue", lambda store, settings: None)
-        r = svc.post("/api/jobs", data={"videos": [(open(media["clip"], "rb"), "late.mp4")]},
-                     content_type="multipart/form-data")
+        r = svc.post(
+            "/api/jobs", data={"videos": [(open(media["clip"], "rb"), "late.mp4")]}, content_type="multipart/form-data"
+        )
     assert r.status_code == 503 and "queue is full" in r.get_json()["error"]
     assert all(k.startswith(f"jobs/{busy}/") for k in keys(s3, bucket)), keys(s3, bucket)
     incoming = svc.settings.data_dir / "incoming"
@@ -158,8 +176,7 @@ def test_delete_expiry_and_eviction_remove_the_objects(s3_service, s3, bucket, m
     # once to size every job and the usage; then the evicted job's own objects, to delete them
     assert [prefix.endswith(f"jobs/{second}/") for prefix in listings] == [False, True], listings
     assert keys(s3, bucket, second) == [] and keys(s3, bucket, third)
-    assert lifecycle.expire_finished_jobs(store, svc.settings, now=time.time() + 10 * 86400,
-                                          storage=storage) == [third]
+    assert lifecycle.expire_finished_jobs(store, svc.settings, now=time.time() + 10 * 86400, storage=storage) == [third]
     assert keys(s3, bucket) == []
 
 
@@ -202,8 +219,12 @@ def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_serv
     # (long): the cancel lands in the middle of it whatever the machine's load
     job_id = svc.submit([media["long"], media["slow"]], variations=1)["jobId"]
     scratch = svc.settings.data_dir / "scratch"
-    wait_until(lambda: ffmpeg_pids_writing_under(scratch) and
-               svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] == 1, timeout=60)
+    wait_until(
+        lambda: (
+            ffmpeg_pids_writing_under(scratch) and svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] == 1
+        ),
+        timeout=60,
+    )
     r = svc.post(f"/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
     assert ffmpeg_pids_writing_under(scratch) == []
@@ -221,18 +242,22 @@ def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_serv
 
 # --- many hosts, no shared disk ---------------------------------------------------------------
 
+
 @pytest.fixture
 def s3_cluster(cluster, s3, bucket):
     """One web process and two worker processes, each with a DATA_DIR of its
     own (scratch), sharing one PostgreSQL and one bucket."""
+
     def start(workers: int = 2, **env):
         return cluster(workers, disks="own", STORAGE_URL=f"s3://{bucket}/{PREFIX}", **s3.env, **env)
+
     return start
 
 
 def _final(web, job_id: str, timeout: float = 180) -> dict:
-    return wait_until(lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed", "cancelled") and j,
-                      timeout=timeout)
+    return wait_until(
+        lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed", "cancelled") and j, timeout=timeout
+    )
 
 
 def test_hosts_sharing_no_disk_make_one_job_and_its_zip(s3_cluster, s3, bucket, media):
@@ -246,8 +271,9 @@ def test_hosts_sharing_no_disk_make_one_job_and_its_zip(s3_cluster, s3, bucket, 
     assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(r.content)
     assert len([n for n in zipfile.ZipFile(io.BytesIO(r.content)).namelist() if n.endswith(".mp4")]) == 6
     for host in hosts:  # each host dropped its scratch copies once the job was over
-        wait_until(lambda host=host: not [p for p in (host_dir(host) / "scratch").rglob("*") if p.is_file()],
-                   timeout=15)
+        wait_until(
+            lambda host=host: not [p for p in (host_dir(host) / "scratch").rglob("*") if p.is_file()], timeout=15
+        )
     assert local_files(web.data_dir) == [], "the web process keeps nothing on its disk"
 
 
@@ -258,14 +284,21 @@ def host_dir(host: WorkerProcess) -> Path:
 def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, media):
     web, hosts, store = s3_cluster()
     with open(media["clip"], "rb") as quick, open(media["slow"], "rb") as slow:
-        r = web.session.post(f"{web.url}/api/jobs", data={"variations": "2"}, files=[
-            ("videos", ("quick.mp4", quick, "video/mp4")), ("videos", ("slow.mp4", slow, "video/mp4"))])
+        r = web.session.post(
+            f"{web.url}/api/jobs",
+            data={"variations": "2"},
+            files=[("videos", ("quick.mp4", quick, "video/mp4")), ("videos", ("slow.mp4", slow, "video/mp4"))],
+        )
     assert r.status_code == 202, r.text
     job_id = r.json()["jobId"]
     scratches = [host_dir(h) / "scratch" for h in hosts]
     # a variation of the quick source is made; each host encodes one of the slow one
-    wait_until(lambda: job_of(web, job_id)["completedVariations"] >= 1
-               and all(ffmpeg_pids_writing_under(s) for s in scratches), timeout=120)
+    wait_until(
+        lambda: (
+            job_of(web, job_id)["completedVariations"] >= 1 and all(ffmpeg_pids_writing_under(s) for s in scratches)
+        ),
+        timeout=120,
+    )
     r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
     made = r.json()["completedVariations"]
@@ -289,8 +322,9 @@ def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster
     wiped = tmp_path / "wiped"
     wiped.mkdir()
     (tmp_path / "again").mkdir()
-    again = WorkerProcess(wiped, tmp_path / "again",
-                          **{k: v for k, v in first.env.items() if k not in ("DATA_DIR", "REFRESHER_TEST_TAG")})
+    again = WorkerProcess(
+        wiped, tmp_path / "again", **{k: v for k, v in first.env.items() if k not in ("DATA_DIR", "REFRESHER_TEST_TAG")}
+    )
     try:
         again.start(store)
         job = _final(web, job_id, timeout=240)
@@ -309,15 +343,21 @@ def test_each_video_is_stored_while_the_rest_of_the_body_still_arrives(gunicorn_
     boundary = "refresher-test-boundary"
 
     def part_head(name: str) -> bytes:
-        return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"{name}\"\r\n"
-                f"Content-Type: video/mp4\r\n\r\n").encode()
+        return (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="{name}"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n"
+        ).encode()
 
     # the first video and the start of the second (past the server's 64 KB reads): the first has ended
     second = media["slow"].read_bytes()
-    first = part_head("first.mp4") + media["clip"].read_bytes() + b"\r\n" + part_head("second.mp4") \
-        + second[:256 * 1024]
-    rest = (second[256 * 1024:] + f"\r\n--{boundary}\r\nContent-Disposition: form-data; "
-            f"name=\"variations\"\r\n\r\n1\r\n--{boundary}--\r\n".encode())
+    first = (
+        part_head("first.mp4") + media["clip"].read_bytes() + b"\r\n" + part_head("second.mp4") + second[: 256 * 1024]
+    )
+    rest = (
+        second[256 * 1024 :]
+        + f"\r\n--{boundary}\r\nContent-Disposition: form-data; "
+        f'name="variations"\r\n\r\n1\r\n--{boundary}--\r\n'.encode()
+    )
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.putrequest("POST", "/api/jobs")
     conn.putheader("Authorization", server.session.headers["Authorization"])
@@ -338,11 +378,23 @@ def test_each_video_is_stored_while_the_rest_of_the_body_still_arrives(gunicorn_
 
     # a refused upload (its second file is no video) deletes the first, stored early
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    junk = (part_head("good.mp4") + media["clip"].read_bytes() + b"\r\n" + part_head("second.mp4")
-            + b"not a video" * 100 + f"\r\n--{boundary}--\r\n".encode())
-    conn.request("POST", "/api/jobs", body=junk, headers={
-        "Authorization": server.session.headers["Authorization"],
-        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    junk = (
+        part_head("good.mp4")
+        + media["clip"].read_bytes()
+        + b"\r\n"
+        + part_head("second.mp4")
+        + b"not a video" * 100
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    conn.request(
+        "POST",
+        "/api/jobs",
+        body=junk,
+        headers={
+            "Authorization": server.session.headers["Authorization"],
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
     answer = conn.getresponse()
     assert answer.status == 415 and "second.mp4" in json.loads(answer.read())["error"]
     assert [k for k in keys(s3, bucket) if not k.startswith(f"jobs/{body['jobId']}/")] == []
@@ -350,10 +402,24 @@ def test_each_video_is_stored_while_the_rest_of_the_body_still_arrives(gunicorn_
 
 @pytest.mark.parametrize("command", ["gunicorn", "worker"])
 def test_a_bucket_that_cannot_be_used_stops_the_start_with_one_line(s3, bucket, tmp_path, command):
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"),
-           "AUTH_PASSWORD": "x" * 12, "STORAGE_URL": f"s3://{bucket}-missing/media", "HOST_ID": "refused.1"}
-    r = subprocess.run([sys.executable, *START_COMMANDS[command]], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "DATA_DIR": str(tmp_path / "data"),
+        "AUTH_PASSWORD": "x" * 12,
+        "STORAGE_URL": f"s3://{bucket}-missing/media",
+        "HOST_ID": "refused.1",
+    }
+    r = subprocess.run(
+        [sys.executable, *START_COMMANDS[command]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     output = (r.stdout + r.stderr).strip()
     said = [line for line in output.splitlines() if "cannot start" in line]
     assert r.returncode == 2 and len(said) == 1, output

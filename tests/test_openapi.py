@@ -6,6 +6,7 @@ headers and bodies are the ones the description declares. Random ids only
 reach the 404 paths, so real jobs (upload, encode, cancel, download, delete)
 and real tokens are checked against the description as well.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,13 @@ from schemathesis.specs.openapi.checks import (
 from refresher import auth
 from tests.conftest import PASSWORD
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 # Valid and invalid inputs, a bounded number per operation: the whole run takes seconds.
 CONFIG = schemathesis.Config.from_dict({"generation": {"mode": "all", "max-examples": 25}})
@@ -70,12 +76,18 @@ def _normalized(path: str) -> str:
 
 
 def test_every_api_route_is_described_and_nothing_else(service):
-    described = {(_normalized(path), method.upper())
-                 for path, item in service.get("/api/openapi.json").get_json()["paths"].items()
-                 for method in item if method != "parameters"}
-    served = {(_normalized(rule.rule), method)
-              for rule in service.app.url_map.iter_rules() if rule.rule.startswith("/api/")
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {
+        (_normalized(path), method.upper())
+        for path, item in service.get("/api/openapi.json").get_json()["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    served = {
+        (_normalized(rule.rule), method)
+        for rule in service.app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     assert served == described
 
 
@@ -98,8 +110,9 @@ class Conformance:
 def test_a_real_job_answers_as_described(service, media):
     c = Conformance(service)
     upload = {"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "2", "seed": "s1"}
-    created = c.check("POST", "/api/jobs", service.post("/api/jobs", data=upload,
-                                                        content_type="multipart/form-data"), 202).get_json()
+    created = c.check(
+        "POST", "/api/jobs", service.post("/api/jobs", data=upload, content_type="multipart/form-data"), 202
+    ).get_json()
     job_id = created["jobId"]
     c.check("GET", "/api/jobs/{jobId}", service.get(f"/api/jobs/{job_id}"), 200)
 
@@ -113,15 +126,19 @@ def test_a_real_job_answers_as_described(service, media):
     output = f"/api/jobs/{job_id}/outputs/{job['files'][0]['outputs'][0]['id']}"
     c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}", service.get(output), 200)
     c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}", service.get(output + "?download=1"), 200)
-    c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}",
-            service.get(output, headers={"Range": "bytes=0-99"}), 206)
-    c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}",
-            service.get(output, headers={"Range": "bytes=999999999-"}), 416)
+    c.check("GET", "/api/jobs/{jobId}/outputs/{outputId}", service.get(output, headers={"Range": "bytes=0-99"}), 206)
+    c.check(
+        "GET", "/api/jobs/{jobId}/outputs/{outputId}", service.get(output, headers={"Range": "bytes=999999999-"}), 416
+    )
     c.check("POST", "/api/jobs/{jobId}/cancel", service.post(f"/api/jobs/{job_id}/cancel"), 409)
     c.check("POST", "/api/jobs/{jobId}/retry", service.post(f"/api/jobs/{job_id}/retry"), 409)
     c.check("POST", "/api/jobs/{jobId}/resume", service.post(f"/api/jobs/{job_id}/resume"), 409)
-    again = c.check("POST", "/api/jobs/{jobId}/rerun",
-                    service.post(f"/api/jobs/{job_id}/rerun", json={"name": "Again", "variations": 1}), 202)
+    again = c.check(
+        "POST",
+        "/api/jobs/{jobId}/rerun",
+        service.post(f"/api/jobs/{job_id}/rerun", json={"name": "Again", "variations": 1}),
+        202,
+    )
     c.check("POST", "/api/jobs/{jobId}/rerun", service.post(f"/api/jobs/{job_id}/rerun", json={"variations": 0}), 400)
     service.wait(again.get_json()["jobId"])
     c.check("DELETE", "/api/jobs/{jobId}", service.delete(f"/api/jobs/{job_id}"), 204)

@@ -2,6 +2,7 @@
 never longer than the source, nor shorter by more than a frame, whatever its
 effects; and the quality bench's VMAF measurement works. Real ffmpeg on tiny
 lavfi clips; no timing asserts."""
+
 from __future__ import annotations
 
 import re
@@ -17,24 +18,50 @@ from refresher.media import ffmpeg
 from .conftest import FFMPEG
 
 
-
-def make_clip(path: Path, rate: float, seconds: float = 1.0, size: str = "320x240", audio: bool = True,
-              audio_seconds: float | None = None) -> Path:
-    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+def make_clip(
+    path: Path,
+    rate: float,
+    seconds: float = 1.0,
+    size: str = "320x240",
+    audio: bool = True,
+    audio_seconds: float | None = None,
+) -> Path:
+    args = [
+        FFMPEG,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+    ]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds or seconds}", "-c:a", "aac"]
         args += [] if audio_seconds else ["-shortest"]
-    subprocess.run([*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return path
 
 
 def encode(source: Path, target: Path, effects: dict, length_known: bool = True) -> Path:
     info = ffmpeg.probe(FFMPEG, source)
-    cmd = fx.encode_command(FFMPEG, source, target, effects, info.width, info.height, info.has_audio,
-                            info.audio_codec, duration=info.duration if length_known else None,
-                            video_frames=ffmpeg.count_video_frames(FFMPEG, source) if length_known else None)
+    cmd = fx.encode_command(
+        FFMPEG,
+        source,
+        target,
+        effects,
+        info.width,
+        info.height,
+        info.has_audio,
+        info.audio_codec,
+        duration=info.duration if length_known else None,
+        video_frames=ffmpeg.count_video_frames(FFMPEG, source) if length_known else None,
+    )
     result = ffmpeg.run_ffmpeg(cmd)
     assert result.ok, result.reason()
     return target
@@ -46,34 +73,46 @@ def frame_rate(path: Path) -> float:
 
 
 def frame_count(path: Path) -> int:
-    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"], capture_output=True, text=True
+    )
     return int(re.findall(r"frame=\s*(\d+)", r.stderr)[-1])
 
 
 def sound_length(path: Path) -> float:
-    r = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:a:0", "-f", "null",
-                        "-progress", "pipe:1", "-"], capture_output=True, text=True)
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:a:0", "-f", "null", "-progress", "pipe:1", "-"],
+        capture_output=True,
+        text=True,
+    )
     return int(re.findall(r"^out_time_us=(\d+)", r.stdout, re.M)[-1]) / 1e6
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("quality")
-    return {25: make_clip(d / "pal.mp4", 25), 30: make_clip(d / "ntsc.mp4", 30),
-            # the sound outlasts the picture by most of a frame, as in real ads
-            "long-sound": make_clip(d / "long-sound.mp4", 25, audio_seconds=1.035),
-            120: make_clip(d / "fast.mp4", 120, audio=False), "folder": d}
+    return {
+        25: make_clip(d / "pal.mp4", 25),
+        30: make_clip(d / "ntsc.mp4", 30),
+        # the sound outlasts the picture by most of a frame, as in real ads
+        "long-sound": make_clip(d / "long-sound.mp4", 25, audio_seconds=1.035),
+        120: make_clip(d / "fast.mp4", 120, audio=False),
+        "folder": d,
+    }
 
 
 @pytest.mark.parametrize("length_known", [True, False], ids=["probed", "length-unknown"])
 @pytest.mark.parametrize("rate", [25, 30, "long-sound"])
-@pytest.mark.parametrize("effects", [
-    {"brightness": 0.02, "contrast": 1.03, "saturation": 0.97},
-    {"brightness": -0.01, "hue": 2.0, "noise": 2, "rotation": -0.002},
-    {"contrast": 0.98, "speed": 1.02},
-    {"saturation": 1.02, "speed": 0.985},  # recorded before speeds only went up: played at 1x
-], ids=["colour", "grain-rotation", "faster", "old-slower"])
+@pytest.mark.parametrize(
+    "effects",
+    [
+        {"brightness": 0.02, "contrast": 1.03, "saturation": 0.97},
+        {"brightness": -0.01, "hue": 2.0, "noise": 2, "rotation": -0.002},
+        {"contrast": 0.98, "speed": 1.02},
+        {"saturation": 1.02, "speed": 0.985},  # recorded before speeds only went up: played at 1x
+    ],
+    ids=["colour", "grain-rotation", "faster", "old-slower"],
+)
 def test_output_keeps_the_frame_rate_and_never_outlasts_the_source(clips, rate, effects, length_known):
     source = clips[rate]
     name = f"out-{rate}-{len(effects)}-{effects.get('speed', 1)}-{length_known}.mp4"
@@ -104,6 +143,7 @@ def test_outputs_are_high_profile_and_the_cap_grows_with_the_picture(clips):
     def maxrate(w, h):
         args = fx.video_args(w, h)
         return int(args[args.index("-maxrate") + 1])
+
     assert maxrate(640, 360) < maxrate(1280, 720) < maxrate(1080, 1920) == maxrate(2160, 3840)
     assert maxrate(1080, 1920) >= 20_000_000, "1080x1920 is no longer held to 2.5 Mb/s"
 
@@ -131,19 +171,36 @@ def test_what_a_job_costs_follows_from_its_inputs_not_the_dice(variations):
 
 def test_commands_keep_their_safety_options():
     # a speed change decodes the source once when its length is known, twice otherwise
-    for effects, frames, openings in (({"hue": 1.0}, (50, 25.0), 1), ({"speed": 1.01}, (50, 25.0), 1),
-                                      ({"speed": 1.01}, None, 2), ({"speed": 1.01}, (240, 120.0), 2)):
-        cmd = fx.encode_command("ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac",
-                                duration=2.0, video_frames=frames)
+    for effects, frames, openings in (
+        ({"hue": 1.0}, (50, 25.0), 1),
+        ({"speed": 1.01}, (50, 25.0), 1),
+        ({"speed": 1.01}, None, 2),
+        ({"speed": 1.01}, (240, 120.0), 2),
+    ):
+        cmd = fx.encode_command(
+            "ffmpeg", "/in.mp4", "/out.mp4", effects, 640, 360, True, "aac", duration=2.0, video_frames=frames
+        )
         inputs = [i for i, a in enumerate(cmd) if a == "-i"]
         assert len(inputs) == openings
         for i in inputs:
-            assert cmd[i - 12:i] == ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0",
-                                     "-use_absolute_path", "0", "-max_pixels", str(7680 * 4320),
-                                     "-max_streams", "8"]
+            assert cmd[i - 12 : i] == [
+                "-protocol_whitelist",
+                "file",
+                "-f",
+                "mov",
+                "-enable_drefs",
+                "0",
+                "-use_absolute_path",
+                "0",
+                "-max_pixels",
+                str(7680 * 4320),
+                "-max_streams",
+                "8",
+            ]
             assert cmd[i + 1] == "file:/in.mp4"
         assert cmd.count("-threads") == len(inputs) + 1 and all(
-            cmd[i + 1] == "1" for i, a in enumerate(cmd) if a == "-threads")
+            cmd[i + 1] == "1" for i, a in enumerate(cmd) if a == "-threads"
+        )
         assert cmd[-5:] == ["-stats_period", "0.05", "-progress", "pipe:1", "file:/out.mp4"]
         assert "-map_metadata" in cmd and "+faststart" in cmd
 
@@ -153,7 +210,24 @@ def test_vmaf_measurement_runs(clips):
     same = quality.measure_vmaf(source, source)
     assert same["frames"] == 25 and same["vmaf"] > 97 and same["vmaf_p1"] > 90 and same["ssim"] > 0.999
     rough = clips["folder"] / "rough.mp4"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), "-c:v", "libx264",
-                    "-preset", "ultrafast", "-crf", "45", str(rough)], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(source),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "45",
+            str(rough),
+        ],
+        check=True,
+    )
     worse = quality.measure_vmaf(rough, source)
     assert worse["vmaf"] < same["vmaf"] - 10 and worse["psnr"] < same["psnr"]

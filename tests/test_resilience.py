@@ -1,4 +1,5 @@
 """Shutdowns, crashes and dying parts: no work lost, nothing orphaned."""
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +98,11 @@ def finished_outputs(data_dir: Path, job_id: str) -> dict[str, str]:
     """variation id → sha256 of its output, for every completed variation."""
     store = Store(data_dir / "refresher.db")
     try:
-        return {v["id"]: hashlib.sha256((data_dir / v["output_path"]).read_bytes()).hexdigest()
-                for v in store.get_job_variations(job_id) if v["status"] == "completed"}
+        return {
+            v["id"]: hashlib.sha256((data_dir / v["output_path"]).read_bytes()).hexdigest()
+            for v in store.get_job_variations(job_id)
+            if v["status"] == "completed"
+        }
     finally:
         store.close()
 
@@ -110,8 +114,10 @@ def running_ffmpeg(data_dir: Path, job_id: str) -> list[int]:
 def mid_job(server, media, variations=4):
     """A job with at least one finished variation and one encoding."""
     job_id = submit(server, [media["long"]], variations)
-    wait_until(lambda: job_of(server, job_id)["completedVariations"] >= 1
-               and running_ffmpeg(server.data_dir, job_id), interval=0.02)
+    wait_until(
+        lambda: job_of(server, job_id)["completedVariations"] >= 1 and running_ffmpeg(server.data_dir, job_id),
+        interval=0.02,
+    )
     return job_id
 
 
@@ -179,9 +185,15 @@ def test_a_supervisor_whose_server_is_already_gone_does_not_start(tmp_path):
     settings = make_settings(tmp_path / "data", encode_workers=1)
     control = ControlBlock.create(settings.data_dir / "run")
     not_its_parent = os.getppid()  # alive, but not the parent of the process started below
-    done = subprocess.run([sys.executable, "-m", "refresher.engine", "--control", str(control.path),
-                           "--parent", str(not_its_parent)], input=settings.to_json(), capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", "refresher.engine", "--control", str(control.path), "--parent", str(not_its_parent)],
+        input=settings.to_json(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and len(lines) == 1 and f"(pid {not_its_parent}) is gone" in lines[0], lines
     assert control.supervisor_pid() == 0, "it never reported as running"
@@ -196,9 +208,14 @@ def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, me
     killed_at = time.monotonic()
     os.kill(old, signal.SIGKILL)
     health = []
-    new = wait_until(lambda: (health.append(server.session.get(server.url + "/api/health").status_code)
-                              or [p for p in re.findall(r"supervisor (\d+) running", server.log_text())
-                                  if int(p) != old]), timeout=10, interval=0.005)
+    new = wait_until(
+        lambda: (
+            health.append(server.session.get(server.url + "/api/health").status_code)
+            or [p for p in re.findall(r"supervisor (\d+) running", server.log_text()) if int(p) != old]
+        ),
+        timeout=10,
+        interval=0.005,
+    )
     assert alive(int(new[0])), "a new supervisor runs"
     recovered_in = time.monotonic() - killed_at
     assert recovered_in < 10
@@ -257,8 +274,9 @@ def test_a_killed_supervisor_is_replaced_by_the_handle_that_watches_it(make_serv
     assert svc.control.supervisor_pid() == old
     old_workers = wait_until(lambda: encode_workers(old))
     os.kill(old, signal.SIGKILL)
-    new = wait_until(lambda: (pid := svc.control.supervisor_pid()) != old and svc.control.supervisor_alive()
-                     and pid, timeout=20)
+    new = wait_until(
+        lambda: (pid := svc.control.supervisor_pid()) != old and svc.control.supervisor_alive() and pid, timeout=20
+    )
     assert new == svc.supervisor.pid and alive(new) and not alive(old)
     wait_until(lambda: not any(alive(pid) for pid in old_workers), timeout=5)
     job = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"], timeout=30)
@@ -269,8 +287,10 @@ def test_an_idle_encode_worker_killed_from_outside_is_replaced(make_service, med
     svc = make_service(encode_workers=2)
     workers = wait_until(lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2 and found)
     os.kill(workers[0], signal.SIGKILL)
-    replaced = wait_until(lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2
-                          and workers[0] not in found and found, timeout=10)
+    replaced = wait_until(
+        lambda: (found := encode_workers(svc.supervisor.pid)) and len(found) == 2 and workers[0] not in found and found,
+        timeout=10,
+    )
     assert workers[1] in replaced
     job = svc.wait(svc.submit([media["clip"]], variations=2)["jobId"], timeout=30)
     assert job["status"] == "completed", job
@@ -283,8 +303,9 @@ def test_an_idle_encode_worker_killed_from_outside_is_replaced(make_service, med
 
 def test_stalled_ffmpeg_is_stopped_retried_then_failed(make_service, media, monkeypatch):
     monkeypatch.setenv("REAL_FFMPEG", FFMPEG)
-    svc = make_service(encode_workers=1, stall_seconds=1,
-                       ffmpeg_binary=str(ROOT / "tests" / "fakes" / "stalling_ffmpeg.py"))
+    svc = make_service(
+        encode_workers=1, stall_seconds=1, ffmpeg_binary=str(ROOT / "tests" / "fakes" / "stalling_ffmpeg.py")
+    )
     job_id = svc.submit([media["clip"]], variations=1)["jobId"]
     job = svc.wait(job_id, timeout=30)
     assert job["status"] == "failed" and "no progress" in job["error"], job
@@ -353,8 +374,12 @@ def test_an_outcome_the_store_cannot_take_is_kept_and_recorded_later(tmp_path, m
     app = create_app(settings)
     client = app.test_client()
     token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
-    r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
-                    data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
+    r = client.post(
+        "/api/jobs",
+        headers={"Authorization": f"Bearer {token}"},
+        content_type="multipart/form-data",
+        data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"},
+    )
     assert r.status_code == 202
     control = ControlBlock.create(settings.data_dir / "run")
     supervisor = Supervisor(settings, control)
@@ -409,9 +434,12 @@ def test_an_idle_supervisor_asks_the_database_nothing_and_new_work_wakes_it(tmp_
         for _ in range(6):
             supervisor.tick()
         assert statements == [], "nothing changed, nothing asked"
-        r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"},
-                        content_type="multipart/form-data",
-                        data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"})
+        r = client.post(
+            "/api/jobs",
+            headers={"Authorization": f"Bearer {token}"},
+            content_type="multipart/form-data",
+            data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"},
+        )
         assert r.status_code == 202
         monkeypatch.setattr(supervisor_module, "TICK_SECONDS", 60)
         started = time.monotonic()

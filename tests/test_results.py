@@ -1,4 +1,5 @@
 """Getting results out: the streaming ZIP, live progress, thumbnails, deletion."""
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,9 @@ def sse_events(response, limit=10_000):
 def test_zip_layout_store_method_manifest_and_length(service, media, tmp_path):
     same_name = tmp_path / "clip.mp4"
     same_name.write_bytes(media["clip2"].read_bytes())
-    job = service.wait(service.submit([media["clip"], same_name, media["clip2"]], variations=2,
-                                      seed="zip-test")["jobId"])
+    job = service.wait(
+        service.submit([media["clip"], same_name, media["clip2"]], variations=2, seed="zip-test")["jobId"]
+    )
     r = service.get(f"/api/jobs/{job['jobId']}/download")
     assert r.status_code == 200 and r.mimetype == "application/zip"
     assert int(r.headers["Content-Length"]) == len(r.data), "Content-Length equals the bytes sent"
@@ -89,17 +91,20 @@ def assert_nothing_invisible(text: str) -> None:
     assert not hidden, f"{hidden} in {text[:200]!r}"
 
 
-@pytest.mark.parametrize("names", [
-    ["a.mp4", "a.mp4", "a (2).mp4"],
-    ["a (2).mp4", "a.mp4", "a.mp4"],
-    ["a.mp4", "A.mp4", "a.MOV", "a (2).mp4", "A (2).mp4"],
-    ["Straße.mp4", "STRASSE.mp4", "e\u0301.mp4", "\u00e9.mp4"],
-    ["x" * 200 + "1.mp4", "x" * 200 + "2.mp4", "x" * 200 + "1.mp4"],
-    ["manifest.json.mp4", "MANIFEST.JSON.mov"],
-    ['a"b.mp4', "a<b.mp4", "a>b.mp4", "a:b.mp4", "a|b.mp4", "a?b.mp4", "a*b.mp4", "a\\b.mp4"],
-    ["CON.mp4", "nul.mp4", "com1.mp4", "LPT9.mov", "aux.tar.mp4", "COM\u00b9.mp4", "prn .mp4"],
-    ["trailing. .mp4", "dots....mp4", ".mp4", "\u202e.mp4", " .mp4"],
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a.mp4", "a.mp4", "a (2).mp4"],
+        ["a (2).mp4", "a.mp4", "a.mp4"],
+        ["a.mp4", "A.mp4", "a.MOV", "a (2).mp4", "A (2).mp4"],
+        ["Straße.mp4", "STRASSE.mp4", "e\u0301.mp4", "\u00e9.mp4"],
+        ["x" * 200 + "1.mp4", "x" * 200 + "2.mp4", "x" * 200 + "1.mp4"],
+        ["manifest.json.mp4", "MANIFEST.JSON.mov"],
+        ['a"b.mp4', "a<b.mp4", "a>b.mp4", "a:b.mp4", "a|b.mp4", "a?b.mp4", "a*b.mp4", "a\\b.mp4"],
+        ["CON.mp4", "nul.mp4", "com1.mp4", "LPT9.mov", "aux.tar.mp4", "COM\u00b9.mp4", "prn .mp4"],
+        ["trailing. .mp4", "dots....mp4", ".mp4", "\u202e.mp4", " .mp4"],
+    ],
+)
 def test_every_source_gets_its_own_portable_folder(names):
     folders = folder_names([{"id": str(i), "name": n} for i, n in enumerate(names)])
     assert len(folders) == len(names)
@@ -114,8 +119,18 @@ def test_names_shown_and_zipped_are_visible_and_portable(make_service, media):
     and sources sharing a name: the API, the manifest and the ZIP show
     nothing invisible, and every source has a folder of its own."""
     svc = make_service(encode_workers=1)
-    names = ["invoice\u202egpj.mp4", "a.mp4", "a.mp4", "a (2).mp4", "A.mp4", "line\u2028break.mp4",
-             'a"b.mp4', "CON.mp4", "zero\u200bwidth\ufeff.mp4", "dot. .mp4"]
+    names = [
+        "invoice\u202egpj.mp4",
+        "a.mp4",
+        "a.mp4",
+        "a (2).mp4",
+        "A.mp4",
+        "line\u2028break.mp4",
+        'a"b.mp4',
+        "CON.mp4",
+        "zero\u200bwidth\ufeff.mp4",
+        "dot. .mp4",
+    ]
     data = {"videos": [(open(media["clip"], "rb"), name) for name in names], "variations": "1"}
     r = svc.post("/api/jobs", data=data, content_type="multipart/form-data")
     assert r.status_code == 202, r.get_json()
@@ -126,8 +141,13 @@ def test_names_shown_and_zipped_are_visible_and_portable(make_service, media):
     listing = svc.get("/api/jobs").get_json()
     archive = zipfile.ZipFile(io.BytesIO(svc.get(f"/api/jobs/{job['jobId']}/download").data))
     manifest = archive.read("manifest.json").decode()
-    for shown in (json.dumps(accepted, ensure_ascii=False), json.dumps(job, ensure_ascii=False),
-                  json.dumps(listing, ensure_ascii=False), manifest, *archive.namelist()):
+    for shown in (
+        json.dumps(accepted, ensure_ascii=False),
+        json.dumps(job, ensure_ascii=False),
+        json.dumps(listing, ensure_ascii=False),
+        manifest,
+        *archive.namelist(),
+    ):
         assert_nothing_invisible(shown)
     folders = {n.split("/")[0] for n in archive.namelist() if "/" in n}
     assert len(folders) == len(names), f"one folder per source: {sorted(folders)}"
@@ -215,13 +235,16 @@ def decode_errors_bytes(data: bytes, svc) -> str:
         path.unlink()
 
 
-@pytest.mark.parametrize("name, header", [
-    ("Sommer Kampagne.zip", 'attachment; filename="Sommer Kampagne.zip"'),
-    ("über.mp4", "attachment; filename=\"uber.mp4\"; filename*=UTF-8''%C3%BCber.mp4"),
-    ("日本.zip", "attachment; filename=\"refresher-J.zip\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.zip"),
-    ('say "hi"\\now.mp4', "attachment; filename=\"say hinow.mp4\"; filename*=UTF-8''say%20%22hi%22%5Cnow.mp4"),
-    ("", "attachment"),
-])
+@pytest.mark.parametrize(
+    "name, header",
+    [
+        ("Sommer Kampagne.zip", 'attachment; filename="Sommer Kampagne.zip"'),
+        ("über.mp4", "attachment; filename=\"uber.mp4\"; filename*=UTF-8''%C3%BCber.mp4"),
+        ("日本.zip", "attachment; filename=\"refresher-J.zip\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.zip"),
+        ('say "hi"\\now.mp4', "attachment; filename=\"say hinow.mp4\"; filename*=UTF-8''say%20%22hi%22%5Cnow.mp4"),
+        ("", "attachment"),
+    ],
+)
 def test_every_download_names_its_file_in_ascii_and_in_full(name, header):
     """One rule for the ZIP, the outputs and the thumbnail: an ASCII name every
     client reads, never a quote or backslash that would end it early, and the
@@ -256,22 +279,30 @@ def test_an_upload_s_videos_are_taken_side_by_side_and_the_thumbnail_is_the_firs
                     calls.append((name, Path(path).name, started, time.monotonic()))
                     if name == "demux" and Path(path).name == "part1":  # the second video's
                         second_done.set()
+
         return call
 
     for name in ("probe", "demux", "make_thumbnail"):
         monkeypatch.setattr(ffmpeg, name, timed(name, getattr(ffmpeg, name)))
     token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
-    r = client.post("/api/jobs", headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data",
-                    data={"videos": [(open(media["long"], "rb"), "first.mp4"), (open(media["clip2"], "rb"), "b.mp4")],
-                          "variations": "1"})
+    r = client.post(
+        "/api/jobs",
+        headers={"Authorization": f"Bearer {token}"},
+        content_type="multipart/form-data",
+        data={
+            "videos": [(open(media["long"], "rb"), "first.mp4"), (open(media["clip2"], "rb"), "b.mp4")],
+            "variations": "1",
+        },
+    )
     assert r.status_code == 202, r.get_json()
     first, second = sorted({part for _, part, _, _ in calls})  # the staged parts, in the order they came
     spans = {(name, part): (start, end) for name, part, start, end in calls}
     (s0, e0), (s1, e1) = spans["probe", first], spans["probe", second]
     assert max(s0, s1) < min(e0, e1), "the two videos were probed at the same time"
     assert [part for name, part, _, _ in calls if name == "make_thumbnail"] == [first]
-    assert spans["demux", second][1] < spans["make_thumbnail", first][1], \
+    assert spans["demux", second][1] < spans["make_thumbnail", first][1], (
         "the second video was done before the first one's thumbnail: it is the first's all the same"
+    )
     assert most[0] <= PROBES_AT_ONCE
     job = client.get(f"/api/jobs/{r.get_json()['jobId']}", headers={"Authorization": f"Bearer {token}"}).get_json()
     image = client.get(job["thumbnailUrl"], headers={"Authorization": f"Bearer {token}"})

@@ -1,5 +1,6 @@
 """Every transition of a job and a variation, legal and illegal, as a table:
 no processes, no database, milliseconds."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,30 +16,50 @@ QUEUED_JOB = Job("queued")
 VARIATION_TABLE = [
     # claim: only a queued variation of a job that may run
     (V("queued"), lambda v: rules.claim(v, QUEUED_JOB), V("processing", attempts=1)),
-    (V("queued", attempts=1, failures=1, progress=40), lambda v: rules.claim(v, RUNNING),
-     V("processing", attempts=2, failures=1)),
+    (
+        V("queued", attempts=1, failures=1, progress=40),
+        lambda v: rules.claim(v, RUNNING),
+        V("processing", attempts=2, failures=1),
+    ),
     (V("queued"), lambda v: rules.claim(v, Job("processing", cancel_requested=True)), IllegalTransition),
     (V("queued"), lambda v: rules.claim(v, Job("cancelled")), IllegalTransition),
     (V("queued"), lambda v: rules.claim(v, Job("completed")), IllegalTransition),
-    *[(V(s), lambda v: rules.claim(v, RUNNING), IllegalTransition)
-      for s in ("processing", "completed", "failed", "cancelled")],
+    *[
+        (V(s), lambda v: rules.claim(v, RUNNING), IllegalTransition)
+        for s in ("processing", "completed", "failed", "cancelled")
+    ],
     # complete
-    (V("processing", attempts=1, progress=80, error="old"), rules.complete,
-     V("completed", attempts=1, progress=100)),
+    (V("processing", attempts=1, progress=80, error="old"), rules.complete, V("completed", attempts=1, progress=100)),
     *[(V(s), rules.complete, IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     # fail: once more, then for good
-    (V("processing", attempts=1, progress=50), lambda v: rules.fail(v, "exit 1"),
-     V("queued", attempts=1, failures=1, error="exit 1")),
-    (V("processing", attempts=2, failures=1), lambda v: rules.fail(v, "exit 1"),
-     V("failed", attempts=2, failures=2, error="exit 1")),
+    (
+        V("processing", attempts=1, progress=50),
+        lambda v: rules.fail(v, "exit 1"),
+        V("queued", attempts=1, failures=1, error="exit 1"),
+    ),
+    (
+        V("processing", attempts=2, failures=1),
+        lambda v: rules.fail(v, "exit 1"),
+        V("failed", attempts=2, failures=2, error="exit 1"),
+    ),
     *[(V(s), lambda v: rules.fail(v, "x"), IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     # interrupt: back to the queue, but not forever; failures are not interruptions
     (V("processing", attempts=1, progress=30), rules.interrupt, V("queued", attempts=1, interruptions=1)),
-    (V("processing", attempts=3, failures=1, interruptions=1), rules.interrupt,
-     V("queued", attempts=3, failures=1, interruptions=2)),
-    (V("processing", attempts=3, interruptions=2), rules.interrupt,
-     V("failed", attempts=3, interruptions=3,
-       error="the encode was interrupted 3 times (restarts or crashes); giving up")),
+    (
+        V("processing", attempts=3, failures=1, interruptions=1),
+        rules.interrupt,
+        V("queued", attempts=3, failures=1, interruptions=2),
+    ),
+    (
+        V("processing", attempts=3, interruptions=2),
+        rules.interrupt,
+        V(
+            "failed",
+            attempts=3,
+            interruptions=3,
+            error="the encode was interrupted 3 times (restarts or crashes); giving up",
+        ),
+    ),
     *[(V(s), rules.interrupt, IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     # cancel: a running one is stopped, a queued one skipped
     (V("processing", attempts=1, progress=60), rules.stopped_by_cancel, V("cancelled", attempts=1)),
@@ -56,13 +77,20 @@ VARIATION_TABLE = [
     (V("processing", progress=40), lambda v: rules.progress(v, 12), V("processing", progress=40)),
     (V("processing", progress=40), lambda v: rules.progress(v, 140), V("processing", progress=99)),
     (V("processing"), lambda v: rules.progress(v, -5), V("processing")),
-    *[(V(s), lambda v: rules.progress(v, 50), IllegalTransition)
-      for s in ("queued", "completed", "failed", "cancelled")],
+    *[
+        (V(s), lambda v: rules.progress(v, 50), IllegalTransition)
+        for s in ("queued", "completed", "failed", "cancelled")
+    ],
     # a job that cannot run at all takes its unstarted variations with it
-    (V("queued", attempts=2, failures=1, error="exit 1"), lambda v: rules.fail_with_job(v, "no disk"),
-     V("failed", attempts=2, failures=1, error="no disk")),
-    *[(V(s), lambda v: rules.fail_with_job(v, "x"), IllegalTransition)
-      for s in ("processing", "completed", "failed", "cancelled")],
+    (
+        V("queued", attempts=2, failures=1, error="exit 1"),
+        lambda v: rules.fail_with_job(v, "no disk"),
+        V("failed", attempts=2, failures=1, error="no disk"),
+    ),
+    *[
+        (V(s), lambda v: rules.fail_with_job(v, "x"), IllegalTransition)
+        for s in ("processing", "completed", "failed", "cancelled")
+    ],
 ]
 
 
@@ -91,8 +119,7 @@ SETTLE_TABLE = [
     (RUNNING, vs("completed", "queued"), None),
     # completion wins: a cancel that came too late stopped nothing
     (Job("processing", cancel_requested=True), vs("completed", "completed"), Settlement("completed", 100)),
-    (Job("processing", cancel_requested=True), vs("completed", "cancelled", "cancelled"),
-     Settlement("cancelled", 33)),
+    (Job("processing", cancel_requested=True), vs("completed", "cancelled", "cancelled"), Settlement("cancelled", 33)),
     (Job("processing", cancel_requested=True), vs("cancelled", "cancelled"), Settlement("cancelled", 0)),
     (Job("processing", cancel_requested=True), vs("cancelled", "processing"), None),
     # some failed: usable, each file says what failed; all failed: failed, with the first reason
@@ -123,8 +150,10 @@ JOB_TABLE = [
     *[(Job(s), rules.request_cancel, IllegalTransition) for s in ("completed", "failed", "cancelled")],
     (QUEUED_JOB, lambda j: rules.fail_job(j, "no disk"), Job("failed", error="no disk")),
     (Job("queued", progress=50), lambda j: rules.fail_job(j, "no disk"), Job("failed", progress=50, error="no disk")),
-    *[(Job(s), lambda j: rules.fail_job(j, "x"), IllegalTransition)
-      for s in ("processing", "completed", "failed", "cancelled")],
+    *[
+        (Job(s), lambda j: rules.fail_job(j, "x"), IllegalTransition)
+        for s in ("processing", "completed", "failed", "cancelled")
+    ],
     *[(Job(s, error="e"), rules.reopen, QUEUED_JOB) for s in ("completed", "failed", "cancelled")],
     *[(Job(s), rules.reopen, IllegalTransition) for s in ("queued", "processing")],
 ]

@@ -1,4 +1,5 @@
 """Settings come from the environment; a bad value stops start-up with one line."""
+
 from __future__ import annotations
 
 import os
@@ -32,51 +33,102 @@ def test_a_relative_data_dir_is_made_absolute_once_from_where_the_process_starts
 
 
 def test_values_are_read():
-    s = load_settings({"PORT": "9000", "ENCODE_WORKERS": "3", "JOB_TTL_HOURS": "0.001",
-                       "CLEANUP_INTERVAL_SECONDS": "0.5", "DATA_DIR": "/srv/x", "AUTH_PASSWORD": "pw"})
+    s = load_settings(
+        {
+            "PORT": "9000",
+            "ENCODE_WORKERS": "3",
+            "JOB_TTL_HOURS": "0.001",
+            "CLEANUP_INTERVAL_SECONDS": "0.5",
+            "DATA_DIR": "/srv/x",
+            "AUTH_PASSWORD": "pw",
+        }
+    )
     assert (s.port, s.encode_workers, s.job_ttl_hours, s.cleanup_interval_seconds) == (9000, 3, 0.001, 0.5)
     assert s.job_ttl_seconds == pytest.approx(3.6) and s.data_dir == Path("/srv/x") and s.auth_password == "pw"
 
 
-@pytest.mark.parametrize("raw, host, bind", [
-    (None, "0.0.0.0", "0.0.0.0:8000"), ("127.0.0.1", "127.0.0.1", "127.0.0.1:8000"),
-    ("::1", "::1", "[::1]:8000"), ("[::]", "::", "[::]:8000"), ("localhost", "localhost", "localhost:8000"),
-])
+@pytest.mark.parametrize(
+    "raw, host, bind",
+    [
+        (None, "0.0.0.0", "0.0.0.0:8000"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1:8000"),
+        ("::1", "::1", "[::1]:8000"),
+        ("[::]", "::", "[::]:8000"),
+        ("localhost", "localhost", "localhost:8000"),
+    ],
+)
 def test_host_sets_the_listening_address(raw, host, bind):
     s = load_settings({} if raw is None else {"HOST": raw})
     assert (s.host, s.bind) == (host, bind)
 
 
 def test_every_documented_setting_is_read():
-    documented = {"PORT", "WEB_CONCURRENCY", "DATA_DIR", "AUTH_PASSWORD", "TOKEN_SECRET", "TOKEN_TTL_SECONDS",
-                  "ENCODE_WORKERS", "MAX_UPLOAD_MB", "JOB_TTL_HOURS", "STORAGE_LIMIT_MB",
-                  "CLEANUP_INTERVAL_SECONDS", "FFMPEG_BINARY", "DATABASE_URL", "HOST", "HOST_ID",
-                  "HOST_TIMEOUT_SECONDS", "MAX_DURATION_SECONDS"}
+    documented = {
+        "PORT",
+        "WEB_CONCURRENCY",
+        "DATA_DIR",
+        "AUTH_PASSWORD",
+        "TOKEN_SECRET",
+        "TOKEN_TTL_SECONDS",
+        "ENCODE_WORKERS",
+        "MAX_UPLOAD_MB",
+        "JOB_TTL_HOURS",
+        "STORAGE_LIMIT_MB",
+        "CLEANUP_INTERVAL_SECONDS",
+        "FFMPEG_BINARY",
+        "DATABASE_URL",
+        "HOST",
+        "HOST_ID",
+        "HOST_TIMEOUT_SECONDS",
+        "MAX_DURATION_SECONDS",
+    }
     assert documented <= set(describe())
     readme = (ROOT / "README.md").read_text()
     for name in describe():
         assert f"`{name}`" in readme, f"{name} is not documented in the README"
 
 
-@pytest.mark.parametrize("name, value", [
-    ("ENCODE_WORKERS", "abc"), ("ENCODE_WORKERS", "-1"), ("PORT", "70000"), ("WEB_CONCURRENCY", "-1"),
-    ("JOB_TTL_HOURS", "soon"), ("JOB_TTL_HOURS", "0"), ("MAX_UPLOAD_MB", "nan"), ("TOKEN_TTL_SECONDS", "1.5"),
-    ("CLEANUP_INTERVAL_SECONDS", "-3"), ("STORAGE_LIMIT_MB", "lots"), ("DATABASE_URL", "mysql://x"),
-    ("HOST", "not a host!"), ("HOST", "http://127.0.0.1"), ("HOST", "127.0.0.1:8000"),
-    ("HOST_ID", "two words"), ("HOST_TIMEOUT_SECONDS", "0"), ("DATABASE_URL", "postgres://"),
-    ("MAX_DURATION_SECONDS", "0"), ("MAX_DURATION_SECONDS", "5 min"),
-    ("STORAGE_URL", "https://bucket.s3.amazonaws.com"), ("STORAGE_URL", "s3://UPPER"), ("STORAGE_URL", "s3://b"),
-    ("STORAGE_URL", "s3://bucket/../escape"), ("STORAGE_URL", "s3://bucket/a//b"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ENCODE_WORKERS", "abc"),
+        ("ENCODE_WORKERS", "-1"),
+        ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "-1"),
+        ("JOB_TTL_HOURS", "soon"),
+        ("JOB_TTL_HOURS", "0"),
+        ("MAX_UPLOAD_MB", "nan"),
+        ("TOKEN_TTL_SECONDS", "1.5"),
+        ("CLEANUP_INTERVAL_SECONDS", "-3"),
+        ("STORAGE_LIMIT_MB", "lots"),
+        ("DATABASE_URL", "mysql://x"),
+        ("HOST", "not a host!"),
+        ("HOST", "http://127.0.0.1"),
+        ("HOST", "127.0.0.1:8000"),
+        ("HOST_ID", "two words"),
+        ("HOST_TIMEOUT_SECONDS", "0"),
+        ("DATABASE_URL", "postgres://"),
+        ("MAX_DURATION_SECONDS", "0"),
+        ("MAX_DURATION_SECONDS", "5 min"),
+        ("STORAGE_URL", "https://bucket.s3.amazonaws.com"),
+        ("STORAGE_URL", "s3://UPPER"),
+        ("STORAGE_URL", "s3://b"),
+        ("STORAGE_URL", "s3://bucket/../escape"),
+        ("STORAGE_URL", "s3://bucket/a//b"),
+    ],
+)
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
 
 
-@pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-    [sys.executable, "app.py"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
+        [sys.executable, "app.py"],
+    ],
+)
 def test_bad_value_stops_start_up_with_one_line(command, tmp_path):
     env = {**os.environ, "ENCODE_WORKERS": "abc", "DATA_DIR": str(tmp_path)}
     r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)

@@ -3,6 +3,7 @@ that send their request a byte a second must not stall status polls, health
 checks or uploads, and what the web worker changed for them (a thread only
 for a request that has arrived) keeps keep-alive, pipelining, 100-continue,
 live progress streams, uploads and ZIP downloads working."""
+
 from __future__ import annotations
 
 import io
@@ -63,7 +64,7 @@ class SlowClients:
                 for s in self.socks:
                     if s not in self.closed_at:
                         try:
-                            s.send(self.trickle[sent:sent + 1])
+                            s.send(self.trickle[sent : sent + 1])
                         except OSError:
                             pass
                 sent += 1
@@ -126,9 +127,13 @@ def p99(values: list[float]) -> float:
 
 def upload(server, path: Path) -> requests.Response:
     with open(path, "rb") as f:
-        return requests.post(server.url + "/api/jobs", files=[("videos", (path.name, f, "video/mp4"))],
-                             data={"variations": "1"}, timeout=30,
-                             headers={"Authorization": server.session.headers["Authorization"]})
+        return requests.post(
+            server.url + "/api/jobs",
+            files=[("videos", (path.name, f, "video/mp4"))],
+            data={"variations": "1"},
+            timeout=30,
+            headers={"Authorization": server.session.headers["Authorization"]},
+        )
 
 
 def finished_job(server, media) -> str:
@@ -146,8 +151,9 @@ def assert_service_answers(server, job_id, media, seconds=8.0):
     """p99 < 500 ms (the target) for health and status polls, over
     enough polls (hundreds) that one hiccup of a busy machine is not the p99."""
     uploaded = []
-    uploader = threading.Thread(target=lambda: (time.sleep(seconds / 3),
-                                                uploaded.append(upload(server, media["clip"]))))
+    uploader = threading.Thread(
+        target=lambda: (time.sleep(seconds / 3), uploaded.append(upload(server, media["clip"])))
+    )
     uploader.start()
     times = poll_for(server, job_id, seconds)
     uploader.join()
@@ -181,14 +187,19 @@ def test_slow_bodies_lingering_clients_and_refused_uploads_do_not_stall_polls(gu
     server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
     host = f"Host: 127.0.0.1:{server.port}\r\n"
-    body_head = (f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
-                 "Content-Length: 60000\r\n\r\n").encode()
+    body_head = (
+        f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+    ).encode()
     closing = f"GET /api/health HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
-    refused = (f"POST /api/jobs HTTP/1.1\r\n{host}Content-Type: multipart/form-data; boundary=b\r\n"
-               "Content-Length: 100000000\r\n\r\n").encode() + b"\0" * 65536
-    with slow_clients(server.port, 50, body_head, b'{"password": "' + b"a" * 100) as bodies, \
-            slow_clients(server.port, 50, closing, b"a" * 100) as lingering, \
-            slow_clients(server.port, 100, refused, b"\0" * 100) as uploads:
+    refused = (
+        f"POST /api/jobs HTTP/1.1\r\n{host}Content-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 100000000\r\n\r\n"
+    ).encode() + b"\0" * 65536
+    with (
+        slow_clients(server.port, 50, body_head, b'{"password": "' + b"a" * 100) as bodies,
+        slow_clients(server.port, 50, closing, b"a" * 100) as lingering,
+        slow_clients(server.port, 100, refused, b"\0" * 100) as uploads,
+    ):
         time.sleep(2)
         assert_service_answers(server, job_id, media)
         assert all(a.startswith(b"HTTP/1.1 200 ") for a in lingering.answers.values())
@@ -201,8 +212,9 @@ def test_a_negative_chunk_size_is_refused_and_the_service_carries_on(gunicorn_se
     stopped the service, no token needed."""
     server = gunicorn_server(WEB_CONCURRENCY=2, ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
-    attack = (f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-              "Transfer-Encoding: chunked\r\n\r\n-6\r\n").encode()
+    attack = (
+        f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\n"
+    ).encode()
     for _ in range(3):
         with slow_clients(server.port, 8, attack) as hostile:
             deadline = time.monotonic() + 5
@@ -223,12 +235,26 @@ def test_long_heads_trickled_do_not_stall_polls(gunicorn_server, media):
     a head within the limits costs the same per byte whatever its length."""
     server = gunicorn_server(ENCODE_WORKERS=1)
     job_id = finished_job(server, media)
-    head = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
-            "Content-Length: 60000\r\n").encode() + b"a:b\r\n" * 12_000 + b"\r\n"
-    within = (f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
-              "Content-Length: 60000\r\n").encode() + (b"X-Pad: " + b"a" * 600 + b"\r\n") * 95 + b"\r\n"
-    with slow_clients(server.port, 60, head, b"a" * 100) as refused, \
-            slow_clients(server.port, 60, within, b"a" * 100) as waiting:
+    head = (
+        (
+            f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 60000\r\n"
+        ).encode()
+        + b"a:b\r\n" * 12_000
+        + b"\r\n"
+    )
+    within = (
+        (
+            f"POST /api/auth HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 60000\r\n"
+        ).encode()
+        + (b"X-Pad: " + b"a" * 600 + b"\r\n") * 95
+        + b"\r\n"
+    )
+    with (
+        slow_clients(server.port, 60, head, b"a" * 100) as refused,
+        slow_clients(server.port, 60, within, b"a" * 100) as waiting,
+    ):
         time.sleep(1)
         assert_service_answers(server, job_id, media, seconds=4.0)
         assert len(refused.closed_at) == 60
@@ -263,8 +289,10 @@ def test_keep_alive_pipelining_continue_and_oversized_heads(gunicorn_server):
 
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         body = b'{"password": "wrong"}'
-        s.sendall(f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
-                  f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        s.sendall(
+            f"POST /api/auth HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
         s.settimeout(5)
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         s.sendall(body)
@@ -276,8 +304,9 @@ def test_keep_alive_pipelining_continue_and_oversized_heads(gunicorn_server):
         assert s.recv(100).startswith(b"HTTP/1.1 431 ")
 
     # curl sends Expect: 100-continue with a large upload
-    r = requests.post(server.url + "/api/auth", json={"password": "x" * 100},
-                      headers={"Expect": "100-continue"}, timeout=5)
+    r = requests.post(
+        server.url + "/api/auth", json={"password": "x" * 100}, headers={"Expect": "100-continue"}, timeout=5
+    )
     assert r.status_code == 401
 
 
@@ -305,12 +334,22 @@ def test_sse_stream_zip_download_and_chunked_upload(gunicorn_server, media):
     # a body of unknown length, sent in chunks (a streaming client)
     payload = media["clip"].read_bytes()
     boundary = "slowclientsboundary"
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"variations\"\r\n\r\n1\r\n".encode(),
-             f"--{boundary}\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"clip.mp4\"\r\n"
-             "Content-Type: video/mp4\r\n\r\n".encode(), payload, f"\r\n--{boundary}--\r\n".encode()]
-    r = requests.post(server.url + "/api/jobs", data=iter(parts), timeout=30,
-                      headers={"Authorization": server.session.headers["Authorization"],
-                               "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="variations"\r\n\r\n1\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="clip.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n".encode(),
+        payload,
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    r = requests.post(
+        server.url + "/api/jobs",
+        data=iter(parts),
+        timeout=30,
+        headers={
+            "Authorization": server.session.headers["Authorization"],
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
     assert r.status_code == 202, r.text
 
 
@@ -320,16 +359,19 @@ def test_a_stalled_upload_frees_its_thread(gunicorn_server, media):
     client gets 400 as if it had gone."""
     server = gunicorn_server("--timeout=4")
     auth = server.session.headers["Authorization"]
-    start = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {auth}\r\n"
-             "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
-             "--b\r\nContent-Disposition: form-data; name=\"videos\"; filename=\"a.mp4\"\r\n\r\n").encode()
+    start = (
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {auth}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="videos"; filename="a.mp4"\r\n\r\n'
+    ).encode()
     with slow_clients(server.port, 70, start + b"\0" * 70_000) as stalled:
         deadline = time.monotonic() + 20
         while len(stalled.closed_at) < 70 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(stalled.closed_at) == 70
-        assert all(a.startswith(b"HTTP/1.1 400 ") for a in stalled.answers.values()), \
-            {a[:40] for a in stalled.answers.values()}
+        assert all(a.startswith(b"HTTP/1.1 400 ") for a in stalled.answers.values()), {
+            a[:40] for a in stalled.answers.values()
+        }
     assert timed_get(server.url + "/api/health") < 0.5
     incoming = incoming_dir(server.data_dir)
     assert not incoming.exists() or not list(incoming.iterdir()), "a cut-off upload leaves nothing behind"

@@ -1,6 +1,7 @@
 """Sources that cost far more than their length says, or that are not what
 their index promises, are refused at upload with 415 naming the problem (and
 the setting, where there is one), leaving nothing behind."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,8 +17,9 @@ from .test_api import assert_nothing_left, login
 
 
 def make(path: Path, *args: str) -> Path:
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, str(path)], check=True,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, str(path)], check=True, stdin=subprocess.DEVNULL
+    )
     return path
 
 
@@ -32,33 +34,83 @@ def sources(tmp_path_factory) -> dict[str, Path]:
         maps += ["-map", str(i)]
     made["streams"] = make(d / "streams.mov", *inputs, *maps, "-c:v", "libx264", "-c:a", "aac", "-shortest")
     # 10 s promised by the index (written first), data for 5 s
-    whole = make(d / "whole.mp4", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=10", "-f", "lavfi",
-                 "-i", "sine=duration=10", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest",
-                 "-movflags", "+faststart")
+    whole = make(
+        d / "whole.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=10",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=10",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        "-movflags",
+        "+faststart",
+    )
     made["cut"] = d / "ad.mp4"
-    made["cut"].write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    made["cut"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     made["whole"] = whole
     # just over DCI 4K, a tenth of a second of one colour
-    made["large"] = make(d / "large.mp4", "-f", "lavfi", "-i", "color=c=gray:size=4112x2176:duration=0.1",
-                         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
-    made["fast"] = make(d / "fast.mp4", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=240:duration=0.5",
-                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+    made["large"] = make(
+        d / "large.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=4112x2176:duration=0.1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    )
+    made["fast"] = make(
+        d / "fast.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=240:duration=0.5",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    )
     return made
 
 
 def upload(app, path: Path):
     client = app.test_client()
     with open(path, "rb") as f:
-        return client.post("/api/jobs", headers=login(client), content_type="multipart/form-data",
-                           data={"videos": [(f, path.name)], "variations": "1"})
+        return client.post(
+            "/api/jobs",
+            headers=login(client),
+            content_type="multipart/form-data",
+            data={"videos": [(f, path.name)], "variations": "1"},
+        )
 
 
-@pytest.mark.parametrize("source, status, said", [
-    ("streams", 415, "streams.mov has more than 8 streams"),
-    ("cut", 415, "ad.mp4 is cut short: its data ends at 4.9 s of 10.0 s"),
-    ("large", 415, "large.mp4 is 4112×2176; sources up to 4096×2160 (either way round) are accepted (MAX_RESOLUTION)"),
-    ("fast", 415, "fast.mp4 is 240 fps; sources up to 120 fps are accepted (MAX_FRAME_RATE)"),
-])
+@pytest.mark.parametrize(
+    "source, status, said",
+    [
+        ("streams", 415, "streams.mov has more than 8 streams"),
+        ("cut", 415, "ad.mp4 is cut short: its data ends at 4.9 s of 10.0 s"),
+        (
+            "large",
+            415,
+            "large.mp4 is 4112×2176; sources up to 4096×2160 (either way round) are accepted (MAX_RESOLUTION)",
+        ),
+        ("fast", 415, "fast.mp4 is 240 fps; sources up to 120 fps are accepted (MAX_FRAME_RATE)"),
+    ],
+)
 def test_a_costly_or_broken_source_is_refused_naming_why(app, sources, source, status, said):
     r = upload(app, sources[source])
     assert r.status_code == status and said in r.get_json()["error"], r.get_json()

@@ -1,4 +1,5 @@
 """The store on its own: what every process relies on."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -135,13 +136,43 @@ def test_deleting_an_adopted_job_still_takes_its_rows_along(tmp_path):
 def _job(store: Store, sources: int, per_source: int, name: str = "job") -> tuple[str, list[str]]:
     now = time.time()
     job_id = new_id()
-    files = [{"id": new_id(), "position": i, "name": f"{name}{i}.mp4", "size": 1, "upload_path": f"u{i}",
-              "duration": 1.0, "media": {}} for i in range(sources)]
-    rows = [{"id": new_id(), "file_id": f["id"], "variation_index": index, "effects": {},
-             "name": "x.mp4", "output_path": "x.mp4", "est_cost": 1.0}
-            for f in files for index in range(1, per_source + 1)]
-    store.create_job({"id": job_id, "variations_per_video": per_source, "seed": "s", "thumbnail_path": None,
-                      "created_at": now, "expires_at": now + 60}, files, rows)
+    files = [
+        {
+            "id": new_id(),
+            "position": i,
+            "name": f"{name}{i}.mp4",
+            "size": 1,
+            "upload_path": f"u{i}",
+            "duration": 1.0,
+            "media": {},
+        }
+        for i in range(sources)
+    ]
+    rows = [
+        {
+            "id": new_id(),
+            "file_id": f["id"],
+            "variation_index": index,
+            "effects": {},
+            "name": "x.mp4",
+            "output_path": "x.mp4",
+            "est_cost": 1.0,
+        }
+        for f in files
+        for index in range(1, per_source + 1)
+    ]
+    store.create_job(
+        {
+            "id": job_id,
+            "variations_per_video": per_source,
+            "seed": "s",
+            "thumbnail_path": None,
+            "created_at": now,
+            "expires_at": now + 60,
+        },
+        files,
+        rows,
+    )
     return job_id, [f["id"] for f in files]
 
 
@@ -169,8 +200,14 @@ def test_claims_interleave_sources_and_let_jobs_take_turns(database):
         store.record_outcome(task["id"], "completed", time.time(), 60, size=1)
     claimed = [first[0], *order]
     # one variation of every source before the second of any
-    assert [(big_files.index(t["file_id"]), t["variation_index"]) for t in claimed] == \
-        [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
+    assert [(big_files.index(t["file_id"]), t["variation_index"]) for t in claimed] == [
+        (0, 1),
+        (1, 1),
+        (2, 1),
+        (0, 2),
+        (1, 2),
+        (2, 2),
+    ]
 
 
 def test_a_cancelled_job_gives_no_more_claims_and_settles_when_its_last_attempt_ends(database):
@@ -230,8 +267,7 @@ def test_progress_is_recorded_as_the_rules_have_it_on_both_engines(database):
     store.record_outcome(first["id"], "completed", time.time(), 60, size=1)
     store.record_progress({first["id"]: 50, second["id"]: 70, "no-such-variation": 10})
     assert store.get_variation(first["id"])["progress"] == 100
-    assert (store.get_variation(second["id"])["status"], store.get_variation(second["id"])["progress"]) == \
-        ("queued", 0)
+    assert (store.get_variation(second["id"])["status"], store.get_variation(second["id"])["progress"]) == ("queued", 0)
 
 
 def test_a_queued_job_fails_as_the_rules_have_it_on_both_engines(database):
@@ -257,8 +293,10 @@ def test_a_queued_job_fails_as_the_rules_have_it_on_both_engines(database):
     assert store.fail_queued_job(retried, "no disk", time.time(), 60)
     job = store.get_job(retried)
     assert (job["status"], job["error"], job["progress"]) == ("failed", "no disk", 50)
-    assert {v["id"]: (v["status"], v["error"]) for v in store.get_job_variations(retried)} == \
-        {made["id"]: ("completed", None), doomed["id"]: ("failed", "no disk")}
+    assert {v["id"]: (v["status"], v["error"]) for v in store.get_job_variations(retried)} == {
+        made["id"]: ("completed", None),
+        doomed["id"]: ("failed", "no disk"),
+    }
 
 
 def test_only_finished_jobs_expire_or_are_evicted_on_both_engines(database):
@@ -290,8 +328,14 @@ def test_a_whole_job_is_read_in_one_statement_on_both_engines(database):
     assert len(statements) == 1
     assert job == store.get_job(job_id)
     assert [f["id"] for f in found_files] == files and all(f["media"] == {} for f in found_files)
-    assert [(files.index(v["file_id"]), v["variation_index"]) for v in found_variations] == \
-        [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(files.index(v["file_id"]), v["variation_index"]) for v in found_variations] == [
+        (0, 1),
+        (0, 2),
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
     assert all(v["effects"] == {} for v in found_variations)
     assert (found_files, found_variations) == (store.get_job_files(job_id), store.get_job_variations(job_id))
     assert store.get_job_whole("no-such-job") is None
@@ -403,8 +447,11 @@ def test_jobs_from_before_revisions_get_one_on_both_engines(database):
     store = Store(database)
     with store.engine.begin() as conn:
         command.upgrade(alembic_config(conn), "0006")
-    sql(store, "INSERT INTO jobs (id, status, variations_per_video, seed, created_at, expires_at)"
-               " VALUES ('old-job', 'failed', 1, 's', 1, 99999999999)")
+    sql(
+        store,
+        "INSERT INTO jobs (id, status, variations_per_video, seed, created_at, expires_at)"
+        " VALUES ('old-job', 'failed', 1, 's', 1, 99999999999)",
+    )
     store.migrate()
     assert sql(store, "SELECT version_num FROM alembic_version") == [(newest_revision(),)]
     assert store.get_job("old-job")["revision"] == 0
@@ -540,8 +587,10 @@ def test_a_host_presumed_dead_that_reports_after_all_changes_nothing(database):
     assert store.record_outcome(first["id"], "completed", time.time(), 60, size=5, host="slow") == (job_id, None)
     row = store.get_variation(first["id"])
     assert (row["status"], row["host"], row["size"]) == ("processing", "quick", None)
-    assert store.record_outcome(first["id"], "completed", time.time(), 60, size=7, host="quick") == \
-        (job_id, "completed")
+    assert store.record_outcome(first["id"], "completed", time.time(), 60, size=7, host="quick") == (
+        job_id,
+        "completed",
+    )
     assert store.get_variation(first["id"])["size"] == 7
 
 
@@ -582,8 +631,10 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(postgres):
         a.exec_driver_sql("SELECT 1")
         b.exec_driver_sql("SELECT 1")
     with other.writing() as conn:
-        ended = conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()").all()
+        ended = conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).all()
     assert len(ended) == 2
     time.sleep(0.5)  # the backends say goodbye and close their end
     for _ in range(3):
@@ -603,16 +654,32 @@ def test_the_cancel_listener_connects_with_the_database_url_s_own_parameters():
     from refresher.store import database_url
     from refresher.store.listener import connection_params
 
-    escaped = connection_params(database_url(
-        "postgres://us%40r:p%40ss%20w%25rd%2F'@db.example.com:6543/my%20db?sslmode=require"))
-    assert escaped == {"user": "us@r", "password": "p@ss w%rd/'", "host": "db.example.com", "port": 6543,
-                       "dbname": "my db", "sslmode": "require"}
-    assert psycopg.conninfo.conninfo_to_dict(psycopg.conninfo.make_conninfo(**escaped)) == \
-        {key: str(value) for key, value in escaped.items()}
-    assert connection_params(database_url("postgresql://postgres@/t_1?host=/run/pg&port=5433")) == \
-        {"user": "postgres", "dbname": "t_1", "host": "/run/pg", "port": "5433"}
-    assert connection_params("postgresql+psycopg://u@/db?host=a&host=b&port=1&port=2") == \
-        {"user": "u", "dbname": "db", "host": "a,b", "port": "1,2"}
+    escaped = connection_params(
+        database_url("postgres://us%40r:p%40ss%20w%25rd%2F'@db.example.com:6543/my%20db?sslmode=require")
+    )
+    assert escaped == {
+        "user": "us@r",
+        "password": "p@ss w%rd/'",
+        "host": "db.example.com",
+        "port": 6543,
+        "dbname": "my db",
+        "sslmode": "require",
+    }
+    assert psycopg.conninfo.conninfo_to_dict(psycopg.conninfo.make_conninfo(**escaped)) == {
+        key: str(value) for key, value in escaped.items()
+    }
+    assert connection_params(database_url("postgresql://postgres@/t_1?host=/run/pg&port=5433")) == {
+        "user": "postgres",
+        "dbname": "t_1",
+        "host": "/run/pg",
+        "port": "5433",
+    }
+    assert connection_params("postgresql+psycopg://u@/db?host=a&host=b&port=1&port=2") == {
+        "user": "u",
+        "dbname": "db",
+        "host": "a,b",
+        "port": "1,2",
+    }
 
 
 def test_a_listener_hears_an_accepted_cancel(postgres):
@@ -628,8 +695,7 @@ def test_a_listener_hears_an_accepted_cancel(postgres):
     listener.connect()
     try:
         assert listener.wait(0.1) == []
-        assert sql(store, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s",
-                   LISTENER_NAME) == [(1,)]
+        assert sql(store, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s", LISTENER_NAME) == [(1,)]
         job = store.request_cancel(job_id, time.time(), 60)
         assert job["status"] == "processing"
         assert listener.wait(5) == [(job["seq"], job_id)]

@@ -1,5 +1,6 @@
 """API tokens: named, revocable, shown once, stored only as a hash — through
 the HTTP API and through `flask --app app tokens …`."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,12 @@ def test_token_lifecycle(client, session):
     listed = client.get("/api/tokens", headers=session)
     assert listed.status_code == 200
     [item] = listed.get_json()
-    assert item == {"id": made["id"], "name": "nightly build", "createdAt": made["createdAt"],
-                    "lastUsedAt": item["lastUsedAt"]}
+    assert item == {
+        "id": made["id"],
+        "name": "nightly build",
+        "createdAt": made["createdAt"],
+        "lastUsedAt": item["lastUsedAt"],
+    }
     assert item["lastUsedAt"].endswith("Z")
     assert made["token"] not in listed.get_data(as_text=True)
 
@@ -57,7 +62,6 @@ def test_token_lifecycle(client, session):
     assert client.get("/api/tokens", headers=session).get_json() == []
     r = client.delete(f"/api/tokens/{made['id']}", headers=session)
     assert r.status_code == 404 and "error" in r.get_json()
-
 
 
 def test_an_api_token_may_revoke_only_itself(client, session):
@@ -71,6 +75,7 @@ def test_an_api_token_may_revoke_only_itself(client, session):
     assert client.delete(f"/api/tokens/{mine['id']}", headers=bearer(mine["token"])).status_code == 204
     assert client.get("/api/jobs", headers=bearer(mine["token"])).status_code == 401
     assert [t["id"] for t in client.get("/api/tokens", headers=session).get_json()] == [other["id"]]
+
 
 def test_secrets_are_random_and_recognizable(client, session):
     secrets = {create(client, session, f"t{i}")["token"] for i in range(5)}
@@ -91,11 +96,23 @@ def test_secrets_are_never_stored_in_clear(app, client, session):
             assert secret.encode() not in content, f"{path.name} holds a token secret"
 
 
-@pytest.mark.parametrize("body", [
-    {"name": ""}, {"name": "   "}, {"name": "x" * 101}, {"name": 42}, {"name": None}, {},
-    {"name": "two\nlines"}, ["nightly"],
-    {"name": "invoice\u202egpj"}, {"name": "two\u2028lines"}, {"name": "zero\u200bwidth"}, {"name": "\ue000"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 101},
+        {"name": 42},
+        {"name": None},
+        {},
+        {"name": "two\nlines"},
+        ["nightly"],
+        {"name": "invoice\u202egpj"},
+        {"name": "two\u2028lines"},
+        {"name": "zero\u200bwidth"},
+        {"name": "\ue000"},
+    ],
+)
 def test_bad_names_are_refused(client, session, body):
     r = client.post("/api/tokens", json=body, headers=session)
     assert r.status_code == 400 and "name" in r.get_json()["error"]
@@ -139,6 +156,7 @@ def test_last_use_is_recorded_at_most_once_a_minute(app, client, session, monkey
 
 # --- flask --app app tokens … ---------------------------------------------------------
 
+
 def _fields(output: str) -> dict:
     return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
 
@@ -177,8 +195,15 @@ def test_cli_through_the_real_flask_command(tmp_path):
     env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "AUTH_PASSWORD": PASSWORD}
 
     def flask(*args):
-        return subprocess.run([sys.executable, "-m", "flask", "--app", "app", "tokens", *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "tokens", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     made = flask("create", "nightly build")
     assert made.returncode == 0, made.stderr

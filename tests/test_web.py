@@ -1,5 +1,6 @@
 """The web form over Flask's test client: signing in and out, the cookie
 session on the API with its CSRF protection, security headers, escaping."""
+
 from __future__ import annotations
 
 import html
@@ -44,6 +45,7 @@ def upload(client, media, name, headers):
 
 
 # --- signing in and out ---------------------------------------------------------
+
 
 def test_pages_send_a_signed_out_browser_to_sign_in(client):
     r = client.get("/")
@@ -101,8 +103,15 @@ def test_sign_in_returns_to_the_page_asked_for_but_never_to_another_site(client)
     token = form_token(client.get("/login?next=/jobs/abc").get_data(as_text=True))
     r = client.post("/login", data={"password": PASSWORD, "csrf_token": token, "next": "/jobs/abc"})
     assert r.headers["Location"] == "/jobs/abc"
-    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)",
-                   "/\t/evil.example", "/\n/evil.example", " //evil.example"):
+    for target in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        " //evil.example",
+    ):
         client.post("/logout", data={"csrf_token": page_token(client.get("/").get_data(as_text=True))})
         token = form_token(client.get("/login").get_data(as_text=True))
         r = client.post("/login", data={"password": PASSWORD, "csrf_token": token, "next": target})
@@ -120,7 +129,6 @@ def test_failed_sign_ins_are_throttled_and_successful_ones_are_not(client):
     assert r.mimetype == "text/html" and "Retry-After" in r.headers
 
 
-
 def test_the_form_and_the_api_share_one_budget_of_failed_sign_ins(client):
     for _ in range(5):
         assert sign_in(client, "wrong").status_code == 401
@@ -131,6 +139,7 @@ def test_the_form_and_the_api_share_one_budget_of_failed_sign_ins(client):
     assert r.status_code == 429 and r.is_json and "Retry-After" in r.headers
     assert client.post("/api/auth", json={"password": PASSWORD}).status_code == 429, "until the window ends"
 
+
 def test_sign_out_needs_the_token_and_ends_the_session(client):
     token = signed_in_token(client)
     assert client.post("/logout").status_code == 400
@@ -139,7 +148,6 @@ def test_sign_out_needs_the_token_and_ends_the_session(client):
     assert r.status_code == 302 and r.headers["Location"] == "/login"
     assert client.get("/api/jobs").status_code == 401
     assert client.get("/").status_code == 302
-
 
 
 def test_sign_out_ends_the_session_on_the_server_too(app, client):
@@ -175,6 +183,7 @@ def test_ending_every_session_signs_out_browsers_and_tokens(app, client):
     signed_in_token(other_browser)
     assert other_browser.get("/api/jobs").status_code == 200, "signing in again works"
 
+
 def test_browser_session_expires_with_the_token_lifetime(tmp_path):
     client = create_app(make_settings(tmp_path / "data", token_ttl_seconds=1)).test_client()
     signed_in_token(client)
@@ -199,11 +208,16 @@ def test_a_new_password_signs_every_browser_out(tmp_path):
 
 # --- the cookie on the API: CSRF -----------------------------------------------------
 
+
 def test_cookie_requests_that_change_something_need_the_csrf_header(client):
     token = signed_in_token(client)
-    for method, url in [("post", "/api/tokens"), ("delete", "/api/jobs/nope"),
-                        ("post", "/api/jobs/nope/cancel"), ("delete", "/api/tokens/nope"),
-                        ("post", "/api/jobs")]:
+    for method, url in [
+        ("post", "/api/tokens"),
+        ("delete", "/api/jobs/nope"),
+        ("post", "/api/jobs/nope/cancel"),
+        ("delete", "/api/tokens/nope"),
+        ("post", "/api/jobs"),
+    ]:
         for headers in ({}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": ""}):
             r = getattr(client, method)(url, headers=headers, json={"name": "x"})
             assert r.status_code == 403, (method, url, headers)
@@ -261,6 +275,7 @@ def test_the_csrf_token_is_per_session(app):
 
 # --- headers and escaping ---------------------------------------------------------------
 
+
 def test_security_headers_on_pages_assets_and_api(client):
     signed_in_token(client)
     for url in ("/", "/login", "/assets/js/index.js", "/assets/css/app.css", "/api/jobs", "/api/health"):
@@ -308,7 +323,7 @@ def test_a_hostile_file_name_is_never_rendered_as_markup(client, media):
         assert "<img src=x" not in page and "onerror=alert(1)>" not in page, url
         assert "\\u003cimg src=x onerror=alert(1)\\u003e.mp4" in page, "the embedded JSON is escaped"
     job_page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert f"<h1 id=\"job-title\" title=\"{html.escape(XSS_NAME)}\">{html.escape(XSS_NAME)}</h1>" in job_page
+    assert f'<h1 id="job-title" title="{html.escape(XSS_NAME)}">{html.escape(XSS_NAME)}</h1>' in job_page
 
 
 def test_unknown_job_page_is_a_page_not_json(client):

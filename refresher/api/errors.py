@@ -2,6 +2,7 @@
 body has the same shape: {"error": "<a sentence a person can act on>", ...}.
 The service's own layers raise `Rejected`; Werkzeug raises its HTTP errors;
 both end here."""
+
 from __future__ import annotations
 
 import errno
@@ -43,12 +44,13 @@ def handle_http_exception(exc: HTTPException):
     if exc.code == 413:
         if request.endpoint == "jobs.create_job":
             limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
-            message = (f"the request is larger than the limit of {limit / 1024 / 1024:.0f} MB "
-                       f"(10 files of MAX_UPLOAD_MB each)")
+            message = (
+                f"the request is larger than the limit of {limit / 1024 / 1024:.0f} MB (10 files of MAX_UPLOAD_MB each)"
+            )
         else:
             message = f"the request body is too large: at most {(request.max_content_length or 0) // 1024} KB here"
     response = error_response(exc.code or 500, message)
-    for key, value in (exc.get_headers() if hasattr(exc, "get_headers") else []):
+    for key, value in exc.get_headers() if hasattr(exc, "get_headers") else []:
         if key.lower() not in ("content-type", "content-length"):
             response.headers[key] = value
     return response

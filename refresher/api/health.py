@@ -1,4 +1,5 @@
 """GET /api/health and GET /api/openapi.json: open to everyone."""
+
 from __future__ import annotations
 
 import os
@@ -72,11 +73,19 @@ def health():
         supervisor = "elsewhere"  # worker processes encode
         if not live:
             warnings.append("no worker host is running: jobs wait in the queue until one starts")
-    body: dict = {"status": "degraded" if problems else "ok", "version": __version__, "supervisor": supervisor,
-                  "queue": queue, "warnings": warnings}
+    body: dict = {
+        "status": "degraded" if problems else "ok",
+        "version": __version__,
+        "supervisor": supervisor,
+        "queue": queue,
+        "warnings": warnings,
+    }
     if token_auth.current_user() is not None:
-        body.update(ffmpeg=ffmpeg_version, hosts=[host["id"] for host in live],
-                    disk={"usedBytes": used, "limitBytes": settings.storage_limit_bytes})
+        body.update(
+            ffmpeg=ffmpeg_version,
+            hosts=[host["id"] for host in live],
+            disk={"usedBytes": used, "limitBytes": settings.storage_limit_bytes},
+        )
     if problems:
         body["reason"] = "; ".join(problems)
     return body, 503 if problems else 200

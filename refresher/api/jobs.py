@@ -1,4 +1,5 @@
 """/api/jobs: create, list, inspect, follow, cancel, download and delete jobs."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def create_job():
     # (The cap is checked again, atomically, when the job is written.)
     intake.check_queue(service.store, service.settings)
     staged, form = uploads.staged_videos()
-    body = intake.accept_job(service.store, service.settings, service.storage, service.ffmpeg, staged, form,
-                             early=uploads.early_intake())
+    body = intake.accept_job(
+        service.store, service.settings, service.storage, service.ffmpeg, staged, form, early=uploads.early_intake()
+    )
     jobs.work_queued(service.control)
     response = current_app.response_class(json.dumps(body), status=202, mimetype="application/json")
     response.headers["Location"] = body["statusUrl"]
@@ -73,8 +75,7 @@ def job_events(job_id: str):
     store = refresher().store
     jobs.find_job(store, job_id)
     if not _event_streams.acquire(blocking=False):
-        raise Rejected(503, "too many live progress streams are open; poll GET /api/jobs/<id> instead",
-                       retryAfter=5)
+        raise Rejected(503, "too many live progress streams are open; poll GET /api/jobs/<id> instead", retryAfter=5)
 
     def stream():
         ends_at = time.monotonic() + EVENTS_MAX_SECONDS
@@ -126,16 +127,22 @@ def _accepted(body: dict):
 def retry_job(job_id: str):
     """Queue a finished job's failed variations again, with their recorded effects."""
     service = refresher()
-    return _accepted(jobs.reopen_job(service.store, service.control, service.storage, job_id,
-                                     "retry", service.settings.job_ttl_seconds))
+    return _accepted(
+        jobs.reopen_job(
+            service.store, service.control, service.storage, job_id, "retry", service.settings.job_ttl_seconds
+        )
+    )
 
 
 @bp.post("/<job_id>/resume")
 def resume_job(job_id: str):
     """Make the variations a cancel left unmade, with the same seed and effects."""
     service = refresher()
-    return _accepted(jobs.reopen_job(service.store, service.control, service.storage, job_id,
-                                     "resume", service.settings.job_ttl_seconds))
+    return _accepted(
+        jobs.reopen_job(
+            service.store, service.control, service.storage, job_id, "resume", service.settings.job_ttl_seconds
+        )
+    )
 
 
 @bp.post("/<job_id>/rerun")
@@ -147,7 +154,7 @@ def rerun_job(job_id: str):
     body = None
     if request.get_data():
         if not request.is_json:
-            raise Rejected(415, "send the options as JSON, e.g. {\"seed\": \"summer\", \"variations\": 3}")
+            raise Rejected(415, 'send the options as JSON, e.g. {"seed": "summer", "variations": 3}')
         try:
             body = json.loads(request.get_data())
         except ValueError:
@@ -181,10 +188,11 @@ def output(job_id: str, output_id: str):
     jobs.find_job(service.store, job_id)
     v = service.store.get_variation(output_id) if len(output_id) <= contract.MAX_ID_LENGTH else None
     if v is None or v["job_id"] != job_id or v["status"] != "completed":
-        raise Rejected(404, f"job {job_id} has no finished output {output_id[:contract.MAX_ID_LENGTH]!r}")
+        raise Rejected(404, f"job {job_id} has no finished output {output_id[: contract.MAX_ID_LENGTH]!r}")
     as_attachment = request.args.get("download") in ("1", "true")
-    response = _send_stored(service.storage, v["output_path"], mimetype="video/mp4", download_name=v["name"],
-                            as_attachment=as_attachment)
+    response = _send_stored(
+        service.storage, v["output_path"], mimetype="video/mp4", download_name=v["name"], as_attachment=as_attachment
+    )
     if response is None:
         raise Rejected(404, f"output {output_id} is gone")
     return _private(response)
@@ -202,8 +210,9 @@ def thumbnail(job_id: str):
     return _private(response)
 
 
-def _send_stored(storage, key: str, *, mimetype: str, download_name: str | None = None,
-                 as_attachment: bool = False) -> BaseResponse | None:
+def _send_stored(
+    storage, key: str, *, mimetype: str, download_name: str | None = None, as_attachment: bool = False
+) -> BaseResponse | None:
     """The stored file as an answer: sent from this host's disk (Range
     requests answered, so a <video> can seek), or a 302 to the link the
     storage gives (its bytes never pass through here); None if it is gone."""
@@ -211,8 +220,14 @@ def _send_stored(storage, key: str, *, mimetype: str, download_name: str | None 
     if where is None:
         return None
     if isinstance(where, FileOnDisk):
-        return send_file(where.path, mimetype=mimetype, conditional=True, download_name=download_name,
-                         as_attachment=as_attachment, max_age=FILE_MAX_AGE)
+        return send_file(
+            where.path,
+            mimetype=mimetype,
+            conditional=True,
+            download_name=download_name,
+            as_attachment=as_attachment,
+            max_age=FILE_MAX_AGE,
+        )
     response = redirect(where.url, code=302)
     # the link expires: a browser may reuse it for a short while only
     response.cache_control.max_age = min(FILE_MAX_AGE, where.expires_in // 5)

@@ -1,5 +1,6 @@
 """/api/auth: the shared password in exchange for a session token, and
 sign-out (this session, or every session at once)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, request, session
@@ -16,7 +17,7 @@ def _password_from_request() -> str | None:
     if request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise Rejected(400, "send JSON like {\"password\": \"...\"}")
+            raise Rejected(400, 'send JSON like {"password": "..."}')
         value = body.get("password")
     else:
         value = request.form.get("password")
@@ -39,7 +40,7 @@ def _is_utf8(text: str) -> bool:
 def login():
     password = _password_from_request()
     if not password:
-        raise Rejected(400, "no password: send {\"password\": \"...\"}")
+        raise Rejected(400, 'no password: send {"password": "..."}')
     if len(password) > 1024 or not _is_utf8(password) or not auth.check_password(password):
         raise Rejected(401, "wrong password")
     token, expires = auth.issue_session_token()

@@ -2,6 +2,7 @@
 password holder) may create them or revoke any of them, and the secret is
 shown once. An API token may revoke only itself (a leaked one cannot lock the
 team's scripts out)."""
+
 from __future__ import annotations
 
 import time
@@ -15,6 +16,7 @@ from ..extensions import refresher
 from ..shapes import iso, token_summary
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/tokens")
+
 
 @bp.before_request
 @token_auth.login_required
@@ -30,8 +32,11 @@ def create_token():
     # a JSON object, or the form (a MultiDict, which is a dict too); any other JSON has no name
     name = auth.clean_token_name(body.get("name") if isinstance(body, dict) else None)
     if name is None:
-        raise Rejected(400, f"name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters, "
-                            f"e.g. {{\"name\": \"nightly build\"}}")
+        raise Rejected(
+            400,
+            f"name must be 1 to {contract.MAX_TOKEN_NAME_LENGTH} printable characters, "
+            f'e.g. {{"name": "nightly build"}}',
+        )
     token_id, secret = auth.new_api_token()
     now = time.time()
     refresher().store.create_api_token(token_id, name, auth.hash_api_token(secret), now)

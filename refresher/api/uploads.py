@@ -20,6 +20,7 @@ begins the video before it is all on disk, and the intake starts on it
 
 While the request lives it holds the staging folder (`spool`), so that a
 server stopped in the middle leaves a folder the next start removes."""
+
 from __future__ import annotations
 
 import io
@@ -60,7 +61,7 @@ class _CappedFile(io.FileIO):
             raise Rejected(413, f"{name} is larger than the limit of {limit_mb:g} MB (MAX_UPLOAD_MB)")
         view = memoryview(data)
         while view:  # a write to a disk that is filling up may take only part of it
-            view = view[super().write(view):]
+            view = view[super().write(view) :]
         return len(data)
 
     def staged(self) -> intake.Staged:
@@ -134,9 +135,12 @@ def staged_videos() -> tuple[list[intake.Staged], dict[str, list[str]]]:
             raise
         # Werkzeug's form limits: the part count, or a text field's size
         field_bytes = request.max_form_memory_size or 0
-        raise Rejected(400, f"too many form fields, or one too long: a job takes at most {contract.MAX_FILES} "
-                            f"files and {max_fields} text fields of at most "
-                            f"{field_bytes // 1000} KB each") from None
+        raise Rejected(
+            400,
+            f"too many form fields, or one too long: a job takes at most {contract.MAX_FILES} "
+            f"files and {max_fields} text fields of at most "
+            f"{field_bytes // 1000} KB each",
+        ) from None
     fields = sum(len(values) for _, values in request.form.lists())
     if fields > max_fields:
         raise Rejected(400, f"too many form fields: {fields} sent, at most {max_fields}")

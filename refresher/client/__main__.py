@@ -1,4 +1,5 @@
 """`python -m refresher.client …` runs the command-line client."""
+
 import sys
 
 from .cli import main

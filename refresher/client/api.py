@@ -6,6 +6,7 @@ temporary file beside the destination and are renamed into place only when
 complete. Every failure becomes a `ClientError` with a message a person can
 act on and an exit code a script can test.
 """
+
 from __future__ import annotations
 
 import mimetypes
@@ -64,21 +65,28 @@ class Server:
 
     # --- plumbing ----------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, authenticated: bool = True,
-                 read_timeout: float = READ_TIMEOUT, **kwargs) -> requests.Response:
+    def _request(
+        self, method: str, path: str, *, authenticated: bool = True, read_timeout: float = READ_TIMEOUT, **kwargs
+    ) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if authenticated:
             if not self.token:
-                raise ClientError(AUTH, "no token: pass --token, set REFRESHER_TOKEN, "
-                                        "or run `python -m refresher.client login --save`")
+                raise ClientError(
+                    AUTH,
+                    "no token: pass --token, set REFRESHER_TOKEN, or run `python -m refresher.client login --save`",
+                )
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            response = self.session.request(method, self.url + path, headers=headers,
-                                            timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs)
+            response = self.session.request(
+                method, self.url + path, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs
+            )
         except requests.exceptions.Timeout:
             raise ClientError(UNREACHABLE, f"{self.url} did not answer in time") from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
             raise ClientError(USAGE, f"{self.url} is not a server address: {exc}") from None
         except requests.exceptions.ConnectionError as exc:
             raise ClientError(UNREACHABLE, f"cannot reach {self.url}: {_network_reason(exc)}") from None
@@ -96,22 +104,27 @@ class Server:
         status = response.status_code
         if not message:
             if status == 404:
-                raise ClientError(UNREACHABLE, f"{response.url} is not found; is {self.url} the Video "
-                                               f"Refresher service? (HTTP 404)", status)
+                raise ClientError(
+                    UNREACHABLE,
+                    f"{response.url} is not found; is {self.url} the Video Refresher service? (HTTP 404)",
+                    status,
+                )
             message = f"the server answered {response.reason or 'an error'}"
         if status == 401 and authenticated:
             message += "; log in again (`login --save`) or check REFRESHER_TOKEN"
         elif status == 401:
             message = f"the password was refused ({message}): check it and run `login` again"
-        raise ClientError(code_for_http_status(status), f"{message} (HTTP {status})", status,
-                          body if isinstance(body, dict) else None)
+        raise ClientError(
+            code_for_http_status(status), f"{message} (HTTP {status})", status, body if isinstance(body, dict) else None
+        )
 
     def _json(self, response: requests.Response):
         try:
             return response.json()
         except ValueError:
-            raise ClientError(UNREACHABLE, f"{self.url} did not answer with JSON; "
-                                           f"is it the Video Refresher service?") from None
+            raise ClientError(
+                UNREACHABLE, f"{self.url} did not answer with JSON; is it the Video Refresher service?"
+            ) from None
 
     @staticmethod
     def _job_path(job_id: str, suffix: str = "") -> str:
@@ -131,8 +144,14 @@ class Server:
         """A cheap authenticated call, so a bad token fails before a long upload."""
         self._request("GET", "/api/jobs", params={"limit": 1})
 
-    def create_job(self, paths: list[Path], variations: int, seed: str | None,
-                   start_transfer: StartTransfer, name: str | None = None) -> dict:
+    def create_job(
+        self,
+        paths: list[Path],
+        variations: int,
+        seed: str | None,
+        start_transfer: StartTransfer,
+        name: str | None = None,
+    ) -> dict:
         """Upload `paths` as one job. `start_transfer(total_bytes)` returns a
         context manager whose `reached(bytes_sent)` is called as the upload goes."""
         from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
@@ -145,14 +164,22 @@ class Server:
                 fields.append(("name", name))
             for path in paths:
                 content_type = VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
-                fields.append(("videos", (path.name, stack.enter_context(open(path, "rb")),
-                                          content_type or "application/octet-stream")))
+                fields.append(
+                    (
+                        "videos",
+                        (path.name, stack.enter_context(open(path, "rb")), content_type or "application/octet-stream"),
+                    )
+                )
             encoder = MultipartEncoder(fields=fields)
             transfer = stack.enter_context(start_transfer(encoder.len))
             monitor = MultipartEncoderMonitor(encoder, lambda m: transfer.reached(m.bytes_read))
-            response = self._request("POST", "/api/jobs", data=monitor,
-                                     headers={"Content-Type": monitor.content_type},
-                                     read_timeout=UPLOAD_READ_TIMEOUT)
+            response = self._request(
+                "POST",
+                "/api/jobs",
+                data=monitor,
+                headers={"Content-Type": monitor.content_type},
+                read_timeout=UPLOAD_READ_TIMEOUT,
+            )
         return self._json(response)
 
     def job(self, job_id: str) -> dict:
@@ -165,8 +192,7 @@ class Server:
     def cancel(self, job_id: str) -> dict:
         """{"jobId","status","completedVariations","totalVariations","cancelledAt"};
         a job that had already finished raises a ClientError with HTTP 409."""
-        return self._json(self._request("POST", self._job_path(job_id, "/cancel"),
-                                        read_timeout=CANCEL_READ_TIMEOUT))
+        return self._json(self._request("POST", self._job_path(job_id, "/cancel"), read_timeout=CANCEL_READ_TIMEOUT))
 
     def retry(self, job_id: str) -> dict:
         """The job, queued again; HTTP 409 when it has no failed variations or is not finished."""
@@ -179,22 +205,24 @@ class Server:
     def rerun(self, job_id: str, variations: int | None, seed: str | None, name: str | None) -> dict:
         """A new job from the same sources (the new job, as GET /api/jobs/<id> shows it)."""
         options = {k: v for k, v in (("variations", variations), ("seed", seed), ("name", name)) if v is not None}
-        return self._json(self._request("POST", self._job_path(job_id, "/rerun"), json=options,
-                                        read_timeout=UPLOAD_READ_TIMEOUT))
+        return self._json(
+            self._request("POST", self._job_path(job_id, "/rerun"), json=options, read_timeout=UPLOAD_READ_TIMEOUT)
+        )
 
-    def download(self, job_id: str, destination: Path | None,
-                 start_transfer: StartTransfer) -> Path:
+    def download(self, job_id: str, destination: Path | None, start_transfer: StartTransfer) -> Path:
         """Save the job's ZIP to `destination` (default: the server's file name in
         the current folder) and return where it went."""
         response = self._request("GET", self._job_path(job_id, "/download"), stream=True)
         with response:
             total = int(response.headers.get("Content-Length") or 0)
             if destination is None:
-                destination = Path(_filename_from(response.headers.get("Content-Disposition"))
-                                    or f"refresher-{job_id}.zip")
+                destination = Path(
+                    _filename_from(response.headers.get("Content-Disposition")) or f"refresher-{job_id}.zip"
+                )
             elif destination.is_dir():
-                destination = destination / (_filename_from(response.headers.get("Content-Disposition"))
-                                             or f"refresher-{job_id}.zip")
+                destination = destination / (
+                    _filename_from(response.headers.get("Content-Disposition")) or f"refresher-{job_id}.zip"
+                )
             # Same folder as the destination, so the final rename is atomic.
             partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
             try:

@@ -1,4 +1,5 @@
 """`python -m refresher.client`: the argument parser and the exit-code contract."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,16 @@ def _variations(text: str) -> int:
         value = 0
     if not contract.MIN_VARIATIONS <= value <= contract.MAX_VARIATIONS:
         raise argparse.ArgumentTypeError(
-            f"must be a whole number from {contract.MIN_VARIATIONS} to {contract.MAX_VARIATIONS}")
+            f"must be a whole number from {contract.MIN_VARIATIONS} to {contract.MAX_VARIATIONS}"
+        )
     return value
 
 
 def _name(text: str) -> str:
     if not contract.MIN_JOB_NAME_LENGTH <= len(text.strip()) <= contract.MAX_JOB_NAME_LENGTH:
         raise argparse.ArgumentTypeError(
-            f"must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} characters")
+            f"must be {contract.MIN_JOB_NAME_LENGTH} to {contract.MAX_JOB_NAME_LENGTH} characters"
+        )
     return text
 
 
@@ -63,45 +66,70 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     # The shared options work before or after the subcommand; SUPPRESS keeps a
     # subcommand from resetting a value given before it.
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--url", default=argparse.SUPPRESS,
-                        help=f"server URL (default: $REFRESHER_URL or {credentials.DEFAULT_URL})")
-    shared.add_argument("--token", default=argparse.SUPPRESS,
-                        help="bearer token (default: $REFRESHER_TOKEN, else the one `login --save` kept)")
-    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the result as JSON on stdout")
+    shared.add_argument(
+        "--url", default=argparse.SUPPRESS, help=f"server URL (default: $REFRESHER_URL or {credentials.DEFAULT_URL})"
+    )
+    shared.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="bearer token (default: $REFRESHER_TOKEN, else the one `login --save` kept)",
+    )
+    shared.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON on stdout"
+    )
 
     parser = argparse.ArgumentParser(
-        prog=prog, parents=[shared], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog,
+        parents=[shared],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Submit videos to Video Refresher, follow jobs, cancel them and download the results. "
-                    "Results go to stdout; progress and messages to stderr (progress bars only at a terminal).")
+        "Results go to stdout; progress and messages to stderr (progress bars only at a terminal).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[shared], help=help, description=help)
 
     login = command("login", "exchange the shared password for a session token (valid 24 h)")
-    login.add_argument("--save", action="store_true",
-                       help=f"keep the token in {credentials.token_file()} (mode 0600) instead of printing it")
-    login.add_argument("--password-stdin", action="store_true",
-                       help="read the password from the first line of stdin")
+    login.add_argument(
+        "--save",
+        action="store_true",
+        help=f"keep the token in {credentials.token_file()} (mode 0600) instead of printing it",
+    )
+    login.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     login.set_defaults(run=commands.login, needs_token=False)
 
     logout = command("logout", "end the token's session on the server at once, and forget it if it was saved")
-    logout.add_argument("--all", action="store_true", help="end every session (every browser and session token), "
-                                                           "not only this one; API tokens stay")
+    logout.add_argument(
+        "--all",
+        action="store_true",
+        help="end every session (every browser and session token), not only this one; API tokens stay",
+    )
     logout.set_defaults(run=commands.logout)
 
     submit = command("submit", f"upload 1-{contract.MAX_FILES} MP4/MOV files as a new job; prints the job id")
     submit.add_argument("files", nargs="+", metavar="FILE")
-    submit.add_argument("-n", "--variations", type=_variations, default=5, metavar="N",
-                        help=f"variations per file, {contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS} "
-                             f"(default {contract.DEFAULT_VARIATIONS})")
+    submit.add_argument(
+        "-n",
+        "--variations",
+        type=_variations,
+        default=5,
+        metavar="N",
+        help=f"variations per file, {contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS} "
+        f"(default {contract.DEFAULT_VARIATIONS})",
+    )
     submit.add_argument("--seed", help="same seed and files give the same effects")
-    submit.add_argument("--name", type=_name, help=f"the job's name, {contract.MIN_JOB_NAME_LENGTH}-"
-                                                   f"{contract.MAX_JOB_NAME_LENGTH} characters (default: "
-                                                   f"named after its files)")
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the job until it finishes; the exit code tells how it ended")
+    submit.add_argument(
+        "--name",
+        type=_name,
+        help=f"the job's name, {contract.MIN_JOB_NAME_LENGTH}-"
+        f"{contract.MAX_JOB_NAME_LENGTH} characters (default: "
+        f"named after its files)",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job until it finishes; the exit code tells how it ended"
+    )
     submit.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
     submit.set_defaults(run=commands.submit)
 
@@ -111,8 +139,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     status.set_defaults(run=commands.status)
 
     list_ = command("list", "list jobs, newest first")
-    list_.add_argument("--limit", type=_limit, help=f"at most this many (1-{contract.MAX_LIST_LIMIT}, "
-                                                   f"server default {contract.DEFAULT_LIST_LIMIT})")
+    list_.add_argument(
+        "--limit",
+        type=_limit,
+        help=f"at most this many (1-{contract.MAX_LIST_LIMIT}, server default {contract.DEFAULT_LIST_LIMIT})",
+    )
     list_.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
     list_.set_defaults(run=commands.list_jobs)
 
@@ -130,22 +161,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     resume.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     resume.set_defaults(run=commands.resume)
 
-    rerun = command("rerun", "run a job's videos again with new effects, as a new job, without uploading "
-                             "them again; prints the new job's id")
+    rerun = command(
+        "rerun",
+        "run a job's videos again with new effects, as a new job, without uploading "
+        "them again; prints the new job's id",
+    )
     rerun.add_argument("job", metavar="JOB")
-    rerun.add_argument("-n", "--variations", type=_variations, metavar="N",
-                       help="variations per file (default: as the job had)")
+    rerun.add_argument(
+        "-n", "--variations", type=_variations, metavar="N", help="variations per file (default: as the job had)"
+    )
     rerun.add_argument("--seed", help="a seed of your choosing (default: a new one)")
     rerun.add_argument("--name", help="the new job's name (default: the job's; \"\" names it after its files)")
-    rerun.add_argument("--wait", action="store_true",
-                       help="follow the new job until it finishes; the exit code tells how it ended")
+    rerun.add_argument(
+        "--wait", action="store_true", help="follow the new job until it finishes; the exit code tells how it ended"
+    )
     rerun.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
     rerun.set_defaults(run=commands.rerun)
 
     download = command("download", "save a finished job's outputs as one ZIP")
     download.add_argument("job", metavar="JOB")
-    download.add_argument("-o", "--output", metavar="ZIP",
-                          help="file (or folder) to write (default: the server's name, here)")
+    download.add_argument(
+        "-o", "--output", metavar="ZIP", help="file (or folder) to write (default: the server's name, here)"
+    )
     download.set_defaults(run=commands.download)
     return parser
 

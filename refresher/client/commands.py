@@ -3,6 +3,7 @@
 Results go to stdout through `Output` (JSON with `--json`); notes and progress
 go to stderr through the `Reporter`.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -17,6 +18,7 @@ from .api import Server
 from .errors import FINAL_STATUS_CODES, INTERRUPTED, NO_OUTPUTS, OK, REFUSED, USAGE, ClientError
 from .progress import Reporter, human_size, job_line
 from .waiting import FINAL_STATUSES, ask_to_cancel, follow, settle
+
 
 class Output:
     """stdout: the result, as text for people or as one JSON document."""
@@ -36,8 +38,7 @@ def describe(job: dict) -> str:
     if job.get("name"):
         lines.append(f"  name: {job['name']}")
     for f in job["files"]:
-        detail = (f"{f['status']} {f['progress']}% "
-                  f"({f['completedVariations']} of {f.get('totalVariations', '?')} done)")
+        detail = f"{f['status']} {f['progress']}% ({f['completedVariations']} of {f.get('totalVariations', '?')} done)"
         if f.get("error"):
             detail += f": {f['error']}"
         lines.append(f"  {f['name']}: {detail}")
@@ -50,14 +51,20 @@ def describe(job: dict) -> str:
 def _outcome(job: dict) -> str:
     if job["status"] == "failed":
         return f"job {job['jobId']} failed: {job.get('error') or 'see its status for each file'}"
-    return (f"job {job['jobId']} was cancelled "
-            f"({job['completedVariations']} of {job['totalVariations']} variations kept)")
+    return (
+        f"job {job['jobId']} was cancelled ({job['completedVariations']} of {job['totalVariations']} variations kept)"
+    )
 
 
 def _cancel_summary(job: dict) -> dict:
     """A job in the shape POST /api/jobs/<id>/cancel answers with."""
-    return {"jobId": job["jobId"], "status": job["status"], "completedVariations": job["completedVariations"],
-            "totalVariations": job["totalVariations"], "cancelledAt": job.get("cancelledAt")}
+    return {
+        "jobId": job["jobId"],
+        "status": job["status"],
+        "completedVariations": job["completedVariations"],
+        "totalVariations": job["totalVariations"],
+        "cancelledAt": job.get("cancelledAt"),
+    }
 
 
 def _cancel(server: Server, job_id: str) -> dict:
@@ -70,8 +77,9 @@ def _cancel(server: Server, job_id: str) -> dict:
             raise
         already = (exc.body or {}).get("status")
         if already != "cancelled":
-            raise ClientError(REFUSED, f"job {job_id} is already {already or 'finished'}; "
-                                       f"nothing to cancel (HTTP 409)", 409, exc.body) from None
+            raise ClientError(
+                REFUSED, f"job {job_id} is already {already or 'finished'}; nothing to cancel (HTTP 409)", 409, exc.body
+            ) from None
         return _cancel_summary(server.job(job_id))
     if result["status"] not in FINAL_STATUSES:
         result = _cancel_summary(settle(server, job_id))
@@ -79,16 +87,19 @@ def _cancel(server: Server, job_id: str) -> dict:
 
 
 def _cancel_text(result: dict) -> str:
-    return (f"job {result['jobId']} {result['status']}: {result['completedVariations']} of "
-            f"{result['totalVariations']} variations kept")
+    return (
+        f"job {result['jobId']} {result['status']}: {result['completedVariations']} of "
+        f"{result['totalVariations']} variations kept"
+    )
 
 
 def _save_zip(server: Server, job_id: str, destination: Path | None, reporter: Reporter) -> Path:
     return server.download(job_id, destination, lambda total: reporter.transfer("downloading the ZIP", total))
 
 
-def _wait(server: Server, job_id: str, download: Path | None, reporter: Reporter, out: Output,
-          print_status: bool) -> int:
+def _wait(
+    server: Server, job_id: str, download: Path | None, reporter: Reporter, out: Output, print_status: bool
+) -> int:
     """Follow the job to its end, download it if asked, and turn its final
     status into the exit code."""
     try:
@@ -118,6 +129,7 @@ def _wait(server: Server, job_id: str, download: Path | None, reporter: Reporter
 
 # --- the subcommands ---------------------------------------------------------------
 
+
 def login(args, server: Server, reporter: Reporter, out: Output) -> int:
     password = os.environ.get("REFRESHER_PASSWORD")
     if password is None:
@@ -126,8 +138,7 @@ def login(args, server: Server, reporter: Reporter, out: Output) -> int:
         elif sys.stdin.isatty():
             password = getpass.getpass("Password: ")
         else:
-            raise ClientError(USAGE, "no password: set REFRESHER_PASSWORD, use --password-stdin, "
-                                     "or run at a terminal")
+            raise ClientError(USAGE, "no password: set REFRESHER_PASSWORD, use --password-stdin, or run at a terminal")
     session = server.login(password)
     if not args.save:
         out.result(session, session["token"])
@@ -146,8 +157,7 @@ def logout(args, server: Server, reporter: Reporter, out: Output) -> int:
         reporter.note(f"signed out; removed the token saved in {forgotten}")
     else:
         reporter.note("signed out" + (": every session has ended" if args.all else ""))
-    out.result({"signedOut": True, "allSessions": args.all,
-                "removed": str(forgotten) if forgotten else None}, None)
+    out.result({"signedOut": True, "allSessions": args.all, "removed": str(forgotten) if forgotten else None}, None)
     return OK
 
 
@@ -161,12 +171,15 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     server.check_token()  # fail fast, before a long upload
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
-        created = server.create_job(paths, args.variations, args.seed,
-                                    lambda total: reporter.transfer(label, total), name=args.name)
+        created = server.create_job(
+            paths, args.variations, args.seed, lambda total: reporter.transfer(label, total), name=args.name
+        )
     except KeyboardInterrupt:
         raise ClientError(INTERRUPTED, "interrupted during the upload") from None
-    reporter.note(f"job {created['jobId']} queued: {created['variationsPerVideo']} variations of "
-                  f"{len(created['files'])} file(s), {created['totalVariations']} in all")
+    reporter.note(
+        f"job {created['jobId']} queued: {created['variationsPerVideo']} variations of "
+        f"{len(created['files'])} file(s), {created['totalVariations']} in all"
+    )
     return _queued(created, args, server, reporter, out)
 
 
@@ -192,10 +205,12 @@ def status(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def list_jobs(args, server: Server, reporter: Reporter, out: Output) -> int:
     jobs = server.jobs(args.limit, args.status)
-    lines = [f"{j['id']}  {j['status']:<10} {j['overallProgress']:>3}%  "
-             f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  "
-             f"{j.get('name') or ', '.join(j['fileNames'])}"
-             for j in jobs]
+    lines = [
+        f"{j['id']}  {j['status']:<10} {j['overallProgress']:>3}%  "
+        f"{j['completedVariations']}/{j['totalVariations']}  {j['createdAt']}  "
+        f"{j.get('name') or ', '.join(j['fileNames'])}"
+        for j in jobs
+    ]
     if not jobs and not out.as_json:
         reporter.note("no jobs")
     out.result(jobs, "\n".join(lines))
@@ -206,14 +221,17 @@ def cancel(args, server: Server, reporter: Reporter, out: Output) -> int:
     result = _cancel(server, args.job)
     out.result(result, _cancel_text(result))
     if result["status"] != "cancelled":
-        raise ClientError(REFUSED, f"job {args.job} {result['status']} before the cancel took effect; "
-                                   f"nothing was cancelled")
+        raise ClientError(
+            REFUSED, f"job {args.job} {result['status']} before the cancel took effect; nothing was cancelled"
+        )
     return OK
 
 
 def _again(args, server: Server, reporter: Reporter, out: Output, job: dict, what: str) -> int:
-    reporter.note(f"job {job['jobId']} {what}: {job['totalVariations'] - job['completedVariations']} "
-                  f"variation(s) to make, {job['completedVariations']} kept")
+    reporter.note(
+        f"job {job['jobId']} {what}: {job['totalVariations'] - job['completedVariations']} "
+        f"variation(s) to make, {job['completedVariations']} kept"
+    )
     if not args.wait:
         out.result(job, describe(job))
         return OK
@@ -230,9 +248,11 @@ def resume(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def rerun(args, server: Server, reporter: Reporter, out: Output) -> int:
     created = server.rerun(args.job, args.variations, args.seed, args.name)
-    reporter.note(f"job {created['jobId']} queued from the videos of job {args.job}: "
-                  f"{created['variationsPerVideo']} variations of {len(created['files'])} file(s), "
-                  f"seed {created['seed']!r}")
+    reporter.note(
+        f"job {created['jobId']} queued from the videos of job {args.job}: "
+        f"{created['variationsPerVideo']} variations of {len(created['files'])} file(s), "
+        f"seed {created['seed']!r}"
+    )
     return _queued(created, args, server, reporter, out)
 
 
@@ -244,10 +264,14 @@ def download(args, server: Server, reporter: Reporter, out: Output) -> int:
         if exc.status != 404:
             raise
         job = server.job(args.job)  # an unknown job raises its own 404 here
-        why = ("it has not finished yet" if job["status"] not in FINAL_STATUSES
-               else f"it ended {job['status']} before any variation was made")
-        raise ClientError(NO_OUTPUTS, f"job {args.job} has no outputs to download: {why} (HTTP 404)",
-                          404, exc.body) from None
+        why = (
+            "it has not finished yet"
+            if job["status"] not in FINAL_STATUSES
+            else f"it ended {job['status']} before any variation was made"
+        )
+        raise ClientError(
+            NO_OUTPUTS, f"job {args.job} has no outputs to download: {why} (HTTP 404)", 404, exc.body
+        ) from None
     size = path.stat().st_size
     out.result({"jobId": args.job, "path": str(path), "size": size}, str(path))
     return OK

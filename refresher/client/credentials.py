@@ -5,6 +5,7 @@ http://localhost:8000. The token comes from `--token`, else `REFRESHER_TOKEN`,
 else the file that `login --save` writes: `$XDG_CONFIG_HOME/video-refresher/token`
 (by default `~/.config/video-refresher/token`), readable by its owner only.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,14 @@ def server_url(option: str | None) -> str:
         parts.port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
         parts = None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname \
-            or parts.query or parts.fragment:
-        raise BadURL(f"{url!r} is not a server address: give an http:// or https:// URL, "
-                     f"e.g. --url {DEFAULT_URL}")
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        raise BadURL(f"{url!r} is not a server address: give an http:// or https:// URL, e.g. --url {DEFAULT_URL}")
     return url.rstrip("/")
 
 

@@ -3,18 +3,19 @@
 Every failure the client expects ends up as a `ClientError`: `cli.main`
 prints its message as one line on stderr and exits with its code.
 """
+
 from __future__ import annotations
 
-OK = 0              # done; for `--wait`, the job completed
-REFUSED = 1         # the server refused the request (bad input, wrong job state, server error)
-USAGE = 2           # bad options or arguments (argparse uses 2 as well)
-JOB_FAILED = 3      # the job ended `failed`
-JOB_CANCELLED = 4   # the job ended `cancelled`
-AUTH = 5            # no token, or the token or password was refused (401/403)
-NOT_FOUND = 6       # unknown or expired job (404/410)
-UNREACHABLE = 7     # no answer from the server, or not this API answering
-NO_OUTPUTS = 8      # `download`: the job exists but has no outputs (none made, or not finished yet)
-INTERRUPTED = 130   # Ctrl-C (128 + SIGINT, as shells do)
+OK = 0  # done; for `--wait`, the job completed
+REFUSED = 1  # the server refused the request (bad input, wrong job state, server error)
+USAGE = 2  # bad options or arguments (argparse uses 2 as well)
+JOB_FAILED = 3  # the job ended `failed`
+JOB_CANCELLED = 4  # the job ended `cancelled`
+AUTH = 5  # no token, or the token or password was refused (401/403)
+NOT_FOUND = 6  # unknown or expired job (404/410)
+UNREACHABLE = 7  # no answer from the server, or not this API answering
+NO_OUTPUTS = 8  # `download`: the job exists but has no outputs (none made, or not finished yet)
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells do)
 
 # A job's final status → the exit code of a command that waited for it.
 FINAL_STATUS_CODES = {"completed": OK, "failed": JOB_FAILED, "cancelled": JOB_CANCELLED}
@@ -27,8 +28,8 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = status   # the HTTP status, when the server answered
-        self.body = body       # the server's JSON error body, when there was one
+        self.status = status  # the HTTP status, when the server answered
+        self.body = body  # the server's JSON error body, when there was one
 
 
 def code_for_http_status(status: int) -> int:

@@ -5,6 +5,7 @@ progress bars; otherwise — piped, redirected, in CI — they get a few plain
 lines with no control characters, so logs stay readable. Results go to
 stdout, never through here.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,10 @@ def human_size(size: float) -> str:
 
 def job_line(job: dict) -> str:
     """One line about a job, e.g. 'processing 40% (4 of 10 variations done)'."""
-    return (f"{job['status']} {job['overallProgress']}% "
-            f"({job['completedVariations']} of {job['totalVariations']} variations done)")
+    return (
+        f"{job['status']} {job['overallProgress']}% "
+        f"({job['completedVariations']} of {job['totalVariations']} variations done)"
+    )
 
 
 class Reporter:
@@ -78,8 +81,9 @@ class Transfer:
 
     def __enter__(self) -> Transfer:
         if self.reporter.bars:
-            self._bar = self.reporter._bar(total=self.total or None, unit="B", unit_scale=True,
-                                           unit_divisor=1024, desc=self.label)
+            self._bar = self.reporter._bar(
+                total=self.total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=self.label
+            )
         else:
             self.reporter.note(f"{self.label}: {human_size(self.total)}")
         return self
@@ -91,8 +95,9 @@ class Transfer:
         elif self.total:
             step = done * self.PLAIN_STEPS // self.total
             if self._step < step < self.PLAIN_STEPS:
-                self.reporter.note(f"{self.label}: {step * 100 // self.PLAIN_STEPS}% "
-                                   f"({human_size(done)} of {human_size(self.total)})")
+                self.reporter.note(
+                    f"{self.label}: {step * 100 // self.PLAIN_STEPS}% ({human_size(done)} of {human_size(self.total)})"
+                )
             self._step = max(self._step, step)
         self.done = done
 
@@ -114,15 +119,18 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if self.reporter.bars:
-            self._bar = self.reporter._bar(total=100, desc=f"job {self.job_id}",
-                                           bar_format="{desc} {percentage:3.0f}%|{bar}|")
+            self._bar = self.reporter._bar(
+                total=100, desc=f"job {self.job_id}", bar_format="{desc} {percentage:3.0f}%|{bar}|"
+            )
         return self
 
     def show(self, job: dict) -> None:
         if self._bar is not None:
             self._bar.n = job["overallProgress"]
-            self._bar.set_description_str(f"job {self.job_id} {job['status']}, {job['completedVariations']}"
-                                          f"/{job['totalVariations']} variations", refresh=False)
+            self._bar.set_description_str(
+                f"job {self.job_id} {job['status']}, {job['completedVariations']}/{job['totalVariations']} variations",
+                refresh=False,
+            )
             self._bar.refresh()
             return
         # Plain lines: on every change of status and every 10 % step.

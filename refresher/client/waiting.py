@@ -5,6 +5,7 @@ and sturdier than holding an event stream open: a server restart or a
 dropped connection only costs a retry. Ctrl-C never cancels silently: at a
 terminal the client asks; without one it leaves the job running and says so.
 """
+
 from __future__ import annotations
 
 import sys
@@ -59,8 +60,9 @@ def ask_to_cancel(job_id: str) -> bool:
     """After Ctrl-C while waiting: True if the person wants the job cancelled.
     Raises the 'interrupted' ClientError when the answer is no or cannot be asked."""
     if not sys.stdin.isatty():
-        raise ClientError(INTERRUPTED, f"interrupted; job {job_id} keeps running on the server "
-                                       f"(not cancelled: no terminal to ask)")
+        raise ClientError(
+            INTERRUPTED, f"interrupted; job {job_id} keeps running on the server (not cancelled: no terminal to ask)"
+        )
     sys.stderr.write(f"\nCancel job {job_id} on the server? [y/N] ")
     sys.stderr.flush()
     try:
@@ -69,5 +71,7 @@ def ask_to_cancel(job_id: str) -> bool:
         answer = ""
     if answer.strip().lower() in ("y", "yes"):
         return True
-    raise ClientError(INTERRUPTED, f"job {job_id} keeps running on the server; "
-                                   f"follow it with: python -m refresher.client status {job_id} --wait")
+    raise ClientError(
+        INTERRUPTED,
+        f"job {job_id} keeps running on the server; follow it with: python -m refresher.client status {job_id} --wait",
+    )

@@ -9,6 +9,7 @@ supervisor's database, scheduler and storage libraries it never uses: about
 1 s of CPU before it can take its first variation, and their memory for as
 long as it lives.
 """
+
 from .supervisor import main
 
 main()

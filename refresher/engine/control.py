@@ -24,6 +24,7 @@ from it on every tick. Single aligned 64-bit stores and loads are atomic on
 the platforms we run on, so no lock is needed (and none can be left held by a
 killed process).
 """
+
 from __future__ import annotations
 
 import ctypes

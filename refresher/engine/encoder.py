@@ -14,6 +14,7 @@ output is encoded under a temporary name on this host's disk
 status 0, so a partial file can never pass for an output. "Cancelled" is decided from the cancel flag, never
 from ffmpeg's exit code (it exits 0 after `q` with a truncated file).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,7 @@ PROGRESS_MESSAGE_INTERVAL = 0.25  # seconds between progress messages per attemp
 class Encoder:
     """The encode worker's work: tasks from the pipe, one ffmpeg each."""
 
-    def __init__(self, pipe: Connection, control: ControlBlock, storage: Storage, binary: str,
-                 stall_seconds: float):
+    def __init__(self, pipe: Connection, control: ControlBlock, storage: Storage, binary: str, stall_seconds: float):
         self.pipe = pipe
         self.control = control
         self.storage = storage
@@ -107,12 +107,26 @@ class Encoder:
         if effects.get("speed"):
             stored = ffmpeg.stored_video_frames(media)
             frames = ffmpeg.count_video_frames(self.binary, source) if stored is False else stored
-        command = fx.encode_command(self.binary, source, partial, effects,
-                                    media["width"], media["height"], media["hasAudio"], media.get("audioCodec"),
-                                    duration=task["duration"], video_frames=frames)
+        command = fx.encode_command(
+            self.binary,
+            source,
+            partial,
+            effects,
+            media["width"],
+            media["height"],
+            media["hasAudio"],
+            media.get("audioCodec"),
+            duration=task["duration"],
+            video_frames=frames,
+        )
         try:
-            result = ffmpeg.run_ffmpeg(command, should_stop=should_stop, on_start=on_start,
-                                       on_progress=on_progress, stall_seconds=self.stall_seconds)
+            result = ffmpeg.run_ffmpeg(
+                command,
+                should_stop=should_stop,
+                on_start=on_start,
+                on_progress=on_progress,
+                stall_seconds=self.stall_seconds,
+            )
         except OSError as exc:  # ffmpeg could not be started at all
             partial.unlink(missing_ok=True)
             return {"outcome": "failed", "error": f"could not start ffmpeg: {exc}"}
@@ -130,8 +144,9 @@ class Encoder:
         return {"outcome": "failed", "error": result.reason()}
 
 
-def run_encoder(pipe: Connection, supervisor_pid: int, control_path: str, storage_spec: tuple, binary: str,
-                stall_seconds: float) -> None:
+def run_encoder(
+    pipe: Connection, supervisor_pid: int, control_path: str, storage_spec: tuple, binary: str, stall_seconds: float
+) -> None:
     """Entry point of an encode worker process; `storage_spec` is what
     `open_storage` takes (DATA_DIR, STORAGE_URL, HOST_ID)."""
     # A killed supervisor takes its workers, and so their ffmpeg, along.

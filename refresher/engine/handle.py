@@ -10,6 +10,7 @@ gunicorn's arbiter reaps children it does not know.
 This module runs in the server's process, so it imports none of the
 supervisor's libraries (the store, the scheduler, storage).
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,9 +66,19 @@ class SupervisorHandle:
         # kernel sends it when the thread that started it ends: the server's
         # main thread, or the watcher below; both live as long as the server.)
         self.process = process = subprocess.Popen(
-            [sys.executable, "-m", "refresher.engine", "--control", str(self.control.path),
-             "--parent", str(os.getpid())],
-            stdin=subprocess.PIPE, env=_child_environment(), close_fds=True)
+            [
+                sys.executable,
+                "-m",
+                "refresher.engine",
+                "--control",
+                str(self.control.path),
+                "--parent",
+                str(os.getpid()),
+            ],
+            stdin=subprocess.PIPE,
+            env=_child_environment(),
+            close_fds=True,
+        )
         assert process.stdin is not None  # stdin=PIPE
         process.stdin.write(self.settings.to_json().encode())
         process.stdin.close()
@@ -158,4 +169,3 @@ class SupervisorHandle:
         # gunicorn's arbiter may have reaped it already: Popen copes with that
         if self.process is not None:
             self.process.poll()
-

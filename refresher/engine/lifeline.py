@@ -9,6 +9,7 @@ Asked that late, the parent may already be gone, and then no signal would
 ever come: so the child also checks that its parent is still the process
 it was told to expect.
 """
+
 from __future__ import annotations
 
 import ctypes

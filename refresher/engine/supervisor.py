@@ -14,6 +14,7 @@ refresher.engine` (`main`), started and watched by the server through
 `handle.SupervisorHandle`, or as the worker process type (`python -m
 refresher.worker`, `run_supervisor`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,16 +58,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("refresher.supervisor")
 
-TICK_SECONDS = 0.1               # the longest a new job or a cancel waits for the loop
-PROGRESS_FLUSH_SECONDS = 0.5     # progress is written at most this often
-HEARTBEAT_SECONDS = 1.0          # this host's heartbeat in the store
-RECLAIM_CHECK_SECONDS = 5.0      # how often silent hosts are looked for
-POSTGRES_CANCEL_POLL_SECONDS = 1.0   # the fallback to the cancel listener
-QUIET_LOOK_SECONDS = 1.0         # SQLite: with the database unchanged, work and cancels are looked for this often
-LISTEN_SECONDS = 1.0             # the cancel listener looks up from its connection this often
-LISTEN_PING_SECONDS = 5.0        # … and checks that the connection still works this often
-LISTEN_RETRY_SECONDS = 1.0       # a lost listening connection is made again after this pause
-SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5   # > the whole q → TERM → KILL ladder
+TICK_SECONDS = 0.1  # the longest a new job or a cancel waits for the loop
+PROGRESS_FLUSH_SECONDS = 0.5  # progress is written at most this often
+HEARTBEAT_SECONDS = 1.0  # this host's heartbeat in the store
+RECLAIM_CHECK_SECONDS = 5.0  # how often silent hosts are looked for
+POSTGRES_CANCEL_POLL_SECONDS = 1.0  # the fallback to the cancel listener
+QUIET_LOOK_SECONDS = 1.0  # SQLite: with the database unchanged, work and cancels are looked for this often
+LISTEN_SECONDS = 1.0  # the cancel listener looks up from its connection this often
+LISTEN_PING_SECONDS = 5.0  # … and checks that the connection still works this often
+LISTEN_RETRY_SECONDS = 1.0  # a lost listening connection is made again after this pause
+SHUTDOWN_SECONDS = 3 * ffmpeg.STOP_GRACE_SECONDS + 5  # > the whole q → TERM → KILL ladder
 SUPERVISOR_LOCK = "supervisor.lock"
 LOST_WORKER = "the encoding process died unexpectedly"
 
@@ -77,8 +78,10 @@ class HostIdInUse(Exception):
     def __init__(self, host: str, holder: dict, here: bool):
         where = "on this machine" if here else "on another machine"
         age = max(0.0, time.time() - holder["heartbeat_at"])
-        super().__init__(f"HOST_ID {host} is in use by a live process (pid {holder['pid']} {where}, "
-                         f"heartbeat {age:.1f} s ago); give every worker process its own HOST_ID")
+        super().__init__(
+            f"HOST_ID {host} is in use by a live process (pid {holder['pid']} {where}, "
+            f"heartbeat {age:.1f} s ago); give every worker process its own HOST_ID"
+        )
 
 
 @dataclass
@@ -91,6 +94,7 @@ class _Worker:
 @dataclass
 class _Outcome:
     """What a worker reported, kept until the store has taken it."""
+
     task: Task
     result: Outcome
 
@@ -105,7 +109,7 @@ class Supervisor:
         self.binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
         self.host = settings.host_id
         self.storage = open_storage(*self.storage_spec)
-        self.instance = new_id()        # this run, wherever it runs: who holds the host id
+        self.instance = new_id()  # this run, wherever it runs: who holds the host id
         self.machine = _machine()
         self.ttl = settings.job_ttl_seconds
         self.context = multiprocessing.get_context("spawn")
@@ -123,9 +127,9 @@ class Supervisor:
         self._last_cancel_poll = 0.0
         self._polled_tasks: set[str] = set()
         self.changes: ChangeWatch | None = None  # the store's, once the store is open
-        self.wake: socket.socket | None = None   # the socket web workers wake this loop through
-        self._may_have_work = True      # no claim has come back empty since the database last changed
-        self._unrolled = True           # the database changed since jobs' progress was last rolled up
+        self.wake: socket.socket | None = None  # the socket web workers wake this loop through
+        self._may_have_work = True  # no claim has come back empty since the database last changed
+        self._unrolled = True  # the database changed since jobs' progress was last rolled up
         self._last_empty_claim = 0.0
 
     @property
@@ -157,15 +161,21 @@ class Supervisor:
         self.control.set_shutdown(False)
         self.recover()
         self.storage.release_all()  # this host's scratch: nothing of it runs any more
-        lifecycle.sweep_temporaries(self.store, self.settings, running=self.running_anywhere(),
-                                    min_age=lifecycle.ORPHAN_AGE_SECONDS, storage=self.storage)
+        lifecycle.sweep_temporaries(
+            self.store,
+            self.settings,
+            running=self.running_anywhere(),
+            min_age=lifecycle.ORPHAN_AGE_SECONDS,
+            storage=self.storage,
+        )
         self.workers = [self.start_worker(i) for i in range(self.settings.encode_workers)]
         self.open_wake_socket()
         self.start_scheduler()
         self.start_cancel_listener()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
-        log.info("supervisor %d running %d encode worker(s) with %s", os.getpid(),
-                 self.settings.encode_workers, self.binary)
+        log.info(
+            "supervisor %d running %d encode worker(s) with %s", os.getpid(), self.settings.encode_workers, self.binary
+        )
         try:
             while not self.stopping.is_set():
                 self.control.beat(os.getpid())
@@ -197,8 +207,10 @@ class Supervisor:
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             if not self.store.heartbeat(self.host, self.instance, os.getpid(), time.time()):
-                log.error("HOST_ID %s was taken over by another process, which presumed this one dead; "
-                          "this supervisor stops", self.host)
+                log.error(
+                    "HOST_ID %s was taken over by another process, which presumed this one dead; this supervisor stops",
+                    self.host,
+                )
                 self.stopping.set()
         if now - self._last_reclaim >= RECLAIM_CHECK_SECONDS:
             self._last_reclaim = now
@@ -217,9 +229,18 @@ class Supervisor:
     def start_worker(self, number: int) -> _Worker:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
-            target=run_encoder, name=f"refresher-encoder-{number}", daemon=True,
-            args=(theirs, os.getpid(), str(self.control.path), self.storage_spec, self.binary,
-                  self.settings.stall_seconds))
+            target=run_encoder,
+            name=f"refresher-encoder-{number}",
+            daemon=True,
+            args=(
+                theirs,
+                os.getpid(),
+                str(self.control.path),
+                self.storage_spec,
+                self.binary,
+                self.settings.stall_seconds,
+            ),
+        )
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -269,8 +290,9 @@ class Supervisor:
         if worker.task is not None:
             log.warning("the encode worker running variation %s died", worker.task["id"])
             self.storage.work_path(worker.task["output_path"]).unlink(missing_ok=True)
-            lost: Outcome = {"outcome": "interrupted"} if self.stopping.is_set() else \
-                {"outcome": "failed", "error": LOST_WORKER}
+            lost: Outcome = (
+                {"outcome": "interrupted"} if self.stopping.is_set() else {"outcome": "failed", "error": LOST_WORKER}
+            )
             self.unrecorded.append(_Outcome(worker.task, lost))
         worker.pipe.close()
         worker.process.join(1)
@@ -301,9 +323,15 @@ class Supervisor:
         if outcome == "failed":
             log.warning("variation %s failed: %s", task["id"], result.get("error"))
         self.progress.pop(task["id"], None)
-        _job, status = self.store.record_outcome(task["id"], outcome, time.time(), self.ttl,
-                                                 error=result.get("error"), size=result.get("size"),
-                                                 host=self.host)
+        _job, status = self.store.record_outcome(
+            task["id"],
+            outcome,
+            time.time(),
+            self.ttl,
+            error=result.get("error"),
+            size=result.get("size"),
+            host=self.host,
+        )
         if status is not None:
             self.control.clear_cancel(task["job_seq"])
             log.info("job %s %s", task["job_id"], status)
@@ -421,8 +449,10 @@ class Supervisor:
                         listener.ping()
                 except Exception as exc:  # noqa: BLE001 - psycopg's, the store's or the OS's: any means reconnect
                     if not lost:
-                        log.warning("listening for cancels: %s; trying again (the database poll goes on)",
-                                    str(exc).strip() or type(exc).__name__)
+                        log.warning(
+                            "listening for cancels: %s; trying again (the database poll goes on)",
+                            str(exc).strip() or type(exc).__name__,
+                        )
                     lost = True
                     listener.close()
                     self.stopping.wait(LISTEN_RETRY_SECONDS)
@@ -463,25 +493,32 @@ class Supervisor:
         timeout = self.settings.host_timeout_seconds if self.settings.uses_postgres else 0
         seen = None
         while not self.stopping.is_set():
-            holder = self.store.register_host(self.host, self.instance, self.machine, os.getpid(), time.time(),
-                                              timeout)
+            holder = self.store.register_host(self.host, self.instance, self.machine, os.getpid(), time.time(), timeout)
             if holder is None:
                 return True
             here = holder["machine"] == self.machine
             if here and not _our_process_alive(holder["pid"]):
-                if self.store.take_over_host(self.host, holder, self.instance, self.machine, os.getpid(),
-                                             time.time()):
-                    log.warning("HOST_ID %s: its previous supervisor (pid %s) is gone; taking over",
-                                self.host, holder["pid"])
+                if self.store.take_over_host(self.host, holder, self.instance, self.machine, os.getpid(), time.time()):
+                    log.warning(
+                        "HOST_ID %s: its previous supervisor (pid %s) is gone; taking over", self.host, holder["pid"]
+                    )
                     return True
                 continue
-            if here or (seen is not None and seen["instance"] == holder["instance"]
-                        and seen["heartbeat_at"] != holder["heartbeat_at"]):
+            if here or (
+                seen is not None
+                and seen["instance"] == holder["instance"]
+                and seen["heartbeat_at"] != holder["heartbeat_at"]
+            ):
                 raise HostIdInUse(self.host, holder, here)
             if seen is None or seen["instance"] != holder["instance"]:
-                log.warning("HOST_ID %s was in use %.1f s ago by pid %s on another machine; waiting up to %g s "
-                            "to tell whether it is still alive", self.host, time.time() - holder["heartbeat_at"],
-                            holder["pid"], timeout)
+                log.warning(
+                    "HOST_ID %s was in use %.1f s ago by pid %s on another machine; waiting up to %g s "
+                    "to tell whether it is still alive",
+                    self.host,
+                    time.time() - holder["heartbeat_at"],
+                    holder["pid"],
+                    timeout,
+                )
             seen = holder
             self.stopping.wait(HEARTBEAT_SECONDS / 4)
         return False
@@ -507,8 +544,14 @@ class Supervisor:
     # --- the cleanup daemon ------------------------------------------------------------------------
     def start_scheduler(self) -> None:
         self.scheduler = scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(self.cleanup, "interval", seconds=self.settings.cleanup_interval_seconds,
-                          id="cleanup", max_instances=1, coalesce=True)
+        scheduler.add_job(
+            self.cleanup,
+            "interval",
+            seconds=self.settings.cleanup_interval_seconds,
+            id="cleanup",
+            max_instances=1,
+            coalesce=True,
+        )
         scheduler.start()
 
     def cleanup(self) -> None:
@@ -529,8 +572,12 @@ class Supervisor:
         except BlockingIOError:
             self.lock_file.seek(0)
             holder = self.lock_file.read().strip() or "another process"
-            log.error("another supervisor (pid %s) already runs on %s; this server's supervisor "
-                      "waits until it stops and takes over then", holder, self.data_dir)
+            log.error(
+                "another supervisor (pid %s) already runs on %s; this server's supervisor "
+                "waits until it stops and takes over then",
+                holder,
+                self.data_dir,
+            )
             while not self.stopping.is_set():
                 if os.getppid() != self.parent_pid:
                     return False
@@ -674,8 +721,12 @@ def main(argv: list[str] | None = None) -> None:
     starts it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", required=True, help="the control block's file")
-    parser.add_argument("--parent", type=int, required=True,
-                        help="the pid of the server that starts it: it gets SIGTERM when that one dies")
+    parser.add_argument(
+        "--parent",
+        type=int,
+        required=True,
+        help="the pid of the server that starts it: it gets SIGTERM when that one dies",
+    )
     args = parser.parse_args(argv)
     # Before anything else: a server killed with -9 (gunicorn's master, say)
     # runs no shutdown of its own, so its supervisor must hear of it.

@@ -15,6 +15,7 @@ binary and the same service skips it. The record lives in the user's cache
 folder ($XDG_CACHE_HOME/video-refresher, else ~/.cache/video-refresher);
 where that cannot be written, every start runs the trial.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,8 +95,14 @@ def _remember(record: Path | None, version: str) -> None:
 
 
 def _run(binary: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([binary, "-hide_banner", *args], capture_output=True, text=True, errors="replace",
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [binary, "-hide_banner", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _check(binary: str) -> str:
@@ -114,7 +121,8 @@ def _check(binary: str) -> str:
     if found and tuple(map(int, found.groups())) < MIN_VERSION:
         raise FFmpegUnusable(
             f"{where} is {version.removeprefix('ffmpeg ')}; Video Refresher needs ffmpeg "
-            f"{'.'.join(map(str, MIN_VERSION))} or newer (unset FFMPEG_BINARY to use the bundled build)")
+            f"{'.'.join(map(str, MIN_VERSION))} or newer (unset FFMPEG_BINARY to use the bundled build)"
+        )
     encoders = _run(binary, "-encoders").stdout
     for name in REQUIRED_ENCODERS:
         if not re.search(rf"^\s*\S+\s+{name}\s", encoders, re.M):
@@ -128,9 +136,31 @@ def _trial(binary: str, where: str) -> None:
     the service does."""
     with tempfile.TemporaryDirectory(prefix="refresher-ffmpeg-check-") as folder:
         source = Path(folder) / "source.mov"
-        made = _run(binary, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=0.5",
-                    "-f", "lavfi", "-i", "sine=duration=0.5", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-f", "mov", str(source))
+        made = _run(
+            binary,
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=96x64:rate=25:duration=0.5",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=0.5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-f",
+            "mov",
+            str(source),
+        )
         if made.returncode != 0:
             raise FFmpegUnusable(f"{where} cannot make a test clip: {_last_line(made.stderr)}")
         try:
@@ -141,9 +171,18 @@ def _trial(binary: str, where: str) -> None:
         if frames is None:
             raise FFmpegUnusable(f"{where} cannot count the frames of a test clip")
         for known in (frames, None):  # both ways of holding a sped-up ad to its length
-            command = fx.encode_command(binary, source, Path(folder) / "out.mp4", fx.every_effect(),
-                                        info.width, info.height, info.has_audio, info.audio_codec,
-                                        duration=info.duration, video_frames=known)
+            command = fx.encode_command(
+                binary,
+                source,
+                Path(folder) / "out.mp4",
+                fx.every_effect(),
+                info.width,
+                info.height,
+                info.has_audio,
+                info.audio_codec,
+                duration=info.duration,
+                video_frames=known,
+            )
             result = ffmpeg.run_ffmpeg(command)
             if not result.ok:
                 said = result.stderr_tail[-1] if result.stderr_tail else result.reason()

@@ -19,6 +19,7 @@ encoder: High profile at `superfast` instead of `ultrafast`, CRF 18, a cap
 sized to the picture. Measured with bench/quality.py (VMAF against the same
 effects rendered losslessly, on real footage; see BENCHMARKS.md).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,8 @@ import math
 import random
 from pathlib import Path
 
-MAX_LONG_SIDE = 1920            # larger sources are scaled down to 1080p-class outputs
-MAX_FPS = 60                    # the source's frame rate is kept, up to this
+MAX_LONG_SIDE = 1920  # larger sources are scaled down to 1080p-class outputs
+MAX_FPS = 60  # the source's frame rate is kept, up to this
 # Frames are retimed only above MAX_FPS. (ffmpeg's -fpsmax made a 2.00 s 120 fps
 # source 2.03 s long; the fps filter keeps the length.)
 FRAME_RATE = f"fps=fps='min(source_fps,{MAX_FPS})'"
@@ -53,11 +54,11 @@ _PALETTE = [
     ("brightness", 1.0, -0.04, 0.04, 3),
     ("contrast", 1.0, 0.96, 1.04, 3),
     ("saturation", 1.0, 0.95, 1.05, 3),
-    ("hue", 0.5, 0.2, 3.0, 1),             # degrees, either direction
-    ("noise", 0.3, 1, 1, 0),               # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6,
-                                           # 3 doubled 720p bitrates
-    ("speed", 0.3, 1.005, 1.02, 3),        # playback speed, only faster: the last frame is held to the source's length
-    ("rotation", 0.15, 0.001, 0.003, 4),   # radians, either direction
+    ("hue", 0.5, 0.2, 3.0, 1),  # degrees, either direction
+    ("noise", 0.3, 1, 1, 0),  # temporal grain, the lightest: 2 cost 1080x1920 detail VMAF 94.6,
+    # 3 doubled 720p bitrates
+    ("speed", 0.3, 1.005, 1.02, 3),  # playback speed, only faster: the last frame is held to the source's length
+    ("rotation", 0.15, 0.001, 0.003, 4),  # radians, either direction
 ]
 
 
@@ -66,8 +67,9 @@ def _rng(seed: str, position: int, variation_index: int, attempt: int) -> random
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def draw_effects(seed: str, position: int, variation_index: int, attempt: int = 0,
-                 uses: set[str] | None = None) -> dict:
+def draw_effects(
+    seed: str, position: int, variation_index: int, attempt: int = 0, uses: set[str] | None = None
+) -> dict:
     """One variation's effects, e.g. {"brightness": 0.012, "contrast": 1.03, "hue": -1.5}.
     `uses` names the optional effects it carries; without it, each is drawn
     with its probability."""
@@ -94,8 +96,7 @@ def optional_effect_counts(variations: int) -> dict[str, int]:
     that what a job costs follows from its inputs (a rotation adds 30–90 % to
     a variation's CPU), not from the dice; which variations carry them is
     drawn."""
-    return {name: int(probability * variations + 0.5)
-            for name, probability, *_ in _PALETTE if probability < 1}
+    return {name: int(probability * variations + 0.5) for name, probability, *_ in _PALETTE if probability < 1}
 
 
 def draw_job_effects(seed: str, files: int, variations: int) -> list[list[dict]]:
@@ -104,8 +105,10 @@ def draw_job_effects(seed: str, files: int, variations: int) -> list[list[dict]]
     result = []
     for position in range(files):
         picker = _rng(seed, position, 0, -1)
-        carriers = {name: set(picker.sample(range(1, variations + 1), count))
-                    for name, count in optional_effect_counts(variations).items()}
+        carriers = {
+            name: set(picker.sample(range(1, variations + 1), count))
+            for name, count in optional_effect_counts(variations).items()
+        }
         row = []
         for index in range(1, variations + 1):
             uses = {name for name, chosen in carriers.items() if index in chosen}
@@ -139,8 +142,17 @@ def rate_control(width: int, height: int) -> list[str]:
 
 def video_args(width: int, height: int) -> list[str]:
     """The video encoder's options for an output of a width×height source."""
-    return ["-c:v", "libx264", "-preset", PRESET, *rate_control(width, height),
-            "-profile:v", "high", "-pix_fmt", "yuv420p"]
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        PRESET,
+        *rate_control(width, height),
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+    ]
 
 
 def video_filter(effects: dict, width: int, height: int) -> str:
@@ -163,10 +175,20 @@ def video_filter(effects: dict, width: int, height: int) -> str:
     return ",".join(chain)
 
 
-def encode_command(binary: str, source: str | Path, target: str | Path, effects: dict,
-                   width: int, height: int, has_audio: bool, audio_codec: str | None = None,
-                   *, duration: float | None = None, video_frames: tuple[int, float] | None = None,
-                   encoder_args: list[str] | None = None) -> list[str]:
+def encode_command(
+    binary: str,
+    source: str | Path,
+    target: str | Path,
+    effects: dict,
+    width: int,
+    height: int,
+    has_audio: bool,
+    audio_codec: str | None = None,
+    *,
+    duration: float | None = None,
+    video_frames: tuple[int, float] | None = None,
+    encoder_args: list[str] | None = None,
+) -> list[str]:
     """The full ffmpeg command for one variation: one single-threaded process,
     progress on stdout, metadata stripped, +faststart.
 
@@ -205,25 +227,63 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
         # ffmpeg gives the length in hundredths, rounded: the source's own is
         # at least 5 ms less
         length = duration - 0.005
-        cmd += ["-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url, "-map", "0:v:0",
-                "-vf", f"setpts=PTS/{speed},{FRAME_RATE},{chain},tpad=stop_mode=clone:stop_duration={hold:.3f},"
-                      f"trim=end_frame={video_frames[0]}"]
+        cmd += [
+            "-threads",
+            "1",
+            *SAFE_INPUT_OPTIONS,
+            "-i",
+            url,
+            "-map",
+            "0:v:0",
+            "-vf",
+            f"setpts=PTS/{speed},{FRAME_RATE},{chain},tpad=stop_mode=clone:stop_duration={hold:.3f},"
+            f"trim=end_frame={video_frames[0]}",
+        ]
         if has_audio:
-            cmd += ["-map", "0:a:0?", "-af", f"atempo={speed},apad=whole_dur={length:.3f},atrim=end={length:.3f}",
-                    *AUDIO_ARGS]
+            cmd += [
+                "-map",
+                "0:a:0?",
+                "-af",
+                f"atempo={speed},apad=whole_dur={length:.3f},atrim=end={length:.3f}",
+                *AUDIO_ARGS,
+            ]
     elif speed:
-        clock = f"{FRAME_RATE},format=yuv420p" if (out_w, out_h) == (width, height) else \
-            f"{FRAME_RATE},scale={out_w}:{out_h}:flags=neighbor,format=yuv420p"
-        graph = (f"[0:v:0]{clock}[clock];[1:v:0]setpts=PTS/{speed},{chain}[picture];"
-                 f"[clock][picture]overlay=eof_action=repeat:format=yuv420[v]")
+        clock = (
+            f"{FRAME_RATE},format=yuv420p"
+            if (out_w, out_h) == (width, height)
+            else f"{FRAME_RATE},scale={out_w}:{out_h}:flags=neighbor,format=yuv420p"
+        )
+        graph = (
+            f"[0:v:0]{clock}[clock];[1:v:0]setpts=PTS/{speed},{chain}[picture];"
+            f"[clock][picture]overlay=eof_action=repeat:format=yuv420[v]"
+        )
         if has_audio:
             # the sound follows the picture's tempo; silence from the first
             # opening's audio, mixed in, makes it end where the source's ends
-            graph += (f";[0:a:0]volume=0[quiet];[1:a:0]atempo={speed}[tempo];"
-                      f"[quiet][tempo]amix=inputs=2:duration=first:normalize=0[a]")
-        cmd += ["-threads", "1", "-skip_loop_filter", "all", *SAFE_INPUT_OPTIONS, "-i", url,
-                "-threads", "1", *SAFE_INPUT_OPTIONS, "-i", url,
-                "-filter_complex_threads", "1", "-filter_complex", graph, "-map", "[v]"]
+            graph += (
+                f";[0:a:0]volume=0[quiet];[1:a:0]atempo={speed}[tempo];"
+                f"[quiet][tempo]amix=inputs=2:duration=first:normalize=0[a]"
+            )
+        cmd += [
+            "-threads",
+            "1",
+            "-skip_loop_filter",
+            "all",
+            *SAFE_INPUT_OPTIONS,
+            "-i",
+            url,
+            "-threads",
+            "1",
+            *SAFE_INPUT_OPTIONS,
+            "-i",
+            url,
+            "-filter_complex_threads",
+            "1",
+            "-filter_complex",
+            graph,
+            "-map",
+            "[v]",
+        ]
         if has_audio:
             cmd += ["-map", "[a]", *AUDIO_ARGS]
     else:
@@ -234,12 +294,31 @@ def encode_command(binary: str, source: str | Path, target: str | Path, effects:
     cmd += [*(encoder_args if encoder_args is not None else video_args(width, height)), "-threads", "1"]
     if duration:
         cmd += ["-t", f"{math.ceil(duration * 1000) / 1000:.3f}"]
-    cmd += ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
-            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-            "-movflags", "+faststart", "-f", "mp4",
-            # ffmpeg looks at stdin for `q` (and reports progress) once per stats
-            # period: 0.5 s by default, too slow for a snappy cancel.
-            "-stats_period", "0.05", "-progress", "pipe:1", f"file:{Path(target).resolve()}"]
+    cmd += [
+        "-sn",
+        "-dn",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        # ffmpeg looks at stdin for `q` (and reports progress) once per stats
+        # period: 0.5 s by default, too slow for a snappy cancel.
+        "-stats_period",
+        "0.05",
+        "-progress",
+        "pipe:1",
+        f"file:{Path(target).resolve()}",
+    ]
     return cmd
 
 

@@ -9,6 +9,7 @@ Inputs are always opened with the mov/mp4 demuxer forced and only the `file`
 protocol allowed, so nothing inside an upload (a playlist, a reference, a URL)
 can make ffmpeg read anything but the uploaded file itself.
 """
+
 from __future__ import annotations
 
 import collections
@@ -42,8 +43,20 @@ STOP_GRACE_SECONDS = 2.0
 # refuses any larger picture before it allocates it. And the demuxer to
 # MAX_STREAMS streams: a 6 MB MOV with 999 audio streams made every ffmpeg
 # call reach about 720 MB, whichever streams it used.
-SAFE_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0",
-                      "-max_pixels", str(MAX_PIXELS), "-max_streams", str(MAX_STREAMS)]
+SAFE_INPUT_OPTIONS = [
+    "-protocol_whitelist",
+    "file",
+    "-f",
+    "mov",
+    "-enable_drefs",
+    "0",
+    "-use_absolute_path",
+    "0",
+    "-max_pixels",
+    str(MAX_PIXELS),
+    "-max_streams",
+    str(MAX_STREAMS),
+]
 
 # The address space of a probe or thumbnail ffmpeg: a hard ceiling on its
 # memory, whatever a file makes its decoder do. An 8K H.264 probe peaks at
@@ -77,8 +90,10 @@ class TooManyStreams(ProbeError):
     """The file has more streams than an ad has."""
 
     def __init__(self):
-        super().__init__(f"has more than {MAX_STREAMS} streams; an ad has one video and a few audio streams, "
-                         f"and at most {MAX_STREAMS} are accepted")
+        super().__init__(
+            f"has more than {MAX_STREAMS} streams; an ad has one video and a few audio streams, "
+            f"and at most {MAX_STREAMS} are accepted"
+        )
 
 
 def oversized_picture(line: str) -> PictureTooLarge | None:
@@ -97,8 +112,7 @@ def bundled_binary() -> str:
     try:
         folder = importlib.resources.files("imageio_ffmpeg.binaries")
     except ModuleNotFoundError:
-        raise FFmpegNotFound("imageio-ffmpeg is not installed; install requirements.txt "
-                             "or set FFMPEG_BINARY") from None
+        raise FFmpegNotFound("imageio-ffmpeg is not installed; install requirements.txt or set FFMPEG_BINARY") from None
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.startswith("ffmpeg") and entry.is_file() and os.access(str(entry), os.X_OK):
             return str(entry)
@@ -122,8 +136,14 @@ _version_cache: dict[str, str] = {}
 def version(binary: str) -> str:
     """The first line of `ffmpeg -version`, e.g. 'ffmpeg version 7.1'."""
     if binary not in _version_cache:
-        out = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True,
-                             timeout=10, stdin=subprocess.DEVNULL, check=True)
+        out = subprocess.run(
+            [binary, "-hide_banner", "-version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
         first = out.stdout.splitlines()[0] if out.stdout else "ffmpeg"
         _version_cache[binary] = " ".join(first.split()[:3])
     return _version_cache[binary]
@@ -131,14 +151,15 @@ def version(binary: str) -> str:
 
 # --- probe ---------------------------------------------------------------------
 
+
 @dataclass
 class MediaInfo:
-    duration: float | None          # seconds, None when the container does not say
-    width: int                      # as displayed (after rotation metadata)
+    duration: float | None  # seconds, None when the container does not say
+    width: int  # as displayed (after rotation metadata)
     height: int
     video_codec: str
     has_audio: bool
-    rotation: int = 0               # degrees of display rotation in the container
+    rotation: int = 0  # degrees of display rotation in the container
     audio_codec: str | None = None
     # The video's frame count and rate (`count_video_frames`), counted once
     # at intake; `frames_counted` False when nobody counted (a source stored
@@ -149,8 +170,12 @@ class MediaInfo:
 
     def as_dict(self) -> dict:
         media = {
-            "duration": self.duration, "width": self.width, "height": self.height,
-            "videoCodec": self.video_codec, "hasAudio": self.has_audio, "rotation": self.rotation,
+            "duration": self.duration,
+            "width": self.width,
+            "height": self.height,
+            "videoCodec": self.video_codec,
+            "hasAudio": self.has_audio,
+            "rotation": self.rotation,
             "audioCodec": self.audio_codec,
         }
         if self.frames_counted:
@@ -160,11 +185,18 @@ class MediaInfo:
     @classmethod
     def from_dict(cls, media: dict, duration: float | None = None) -> MediaInfo:
         """What `as_dict` kept (in the database); `duration` where it was kept apart."""
-        return cls(duration=media.get("duration", duration) if duration is None else duration,
-                   width=media["width"], height=media["height"], video_codec=media.get("videoCodec", ""),
-                   has_audio=media["hasAudio"], rotation=media.get("rotation", 0),
-                   audio_codec=media.get("audioCodec"), frames=media.get("frames"),
-                   frame_rate=media.get("frameRate"), frames_counted="frames" in media)
+        return cls(
+            duration=media.get("duration", duration) if duration is None else duration,
+            width=media["width"],
+            height=media["height"],
+            video_codec=media.get("videoCodec", ""),
+            has_audio=media["hasAudio"],
+            rotation=media.get("rotation", 0),
+            audio_codec=media.get("audioCodec"),
+            frames=media.get("frames"),
+            frame_rate=media.get("frameRate"),
+            frames_counted="frames" in media,
+        )
 
     def with_frames(self, counted: tuple[int, float] | None) -> MediaInfo:
         """This, with what `count_video_frames` said (None: it could not tell)."""
@@ -195,12 +227,35 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     PictureTooLarge when its picture is over 8K. One decoding thread: more
     would decode frames past the first, each at its full size.
     """
-    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-threads", "1", *SAFE_INPUT_OPTIONS,
-           "-i", f"file:{Path(path).resolve()}",
-           "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-progress", "pipe:1", "-"]
+    cmd = [
+        binary,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-threads",
+        "1",
+        *SAFE_INPUT_OPTIONS,
+        "-i",
+        f"file:{Path(path).resolve()}",
+        "-map",
+        "0:v:0",
+        "-frames:v",
+        "1",
+        "-f",
+        "null",
+        "-progress",
+        "pipe:1",
+        "-",
+    ]
     try:
-        proc = subprocess.run(launch_command(cmd, address_space=PROBE_MEMORY_LIMIT), capture_output=True,
-                              text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            launch_command(cmd, address_space=PROBE_MEMORY_LIMIT),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise ProbeError("took too long to read") from None
     err = proc.stderr
@@ -236,7 +291,10 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     rotation = _ROTATION.search(input_part)
     audio = next((m for m in streams if m.group(2) == "Audio"), None)
     return MediaInfo(
-        duration=duration, width=width, height=height, video_codec=video.group(3),
+        duration=duration,
+        width=width,
+        height=height,
+        video_codec=video.group(3),
         has_audio=audio is not None,
         rotation=int(round(float(rotation.group(1)))) if rotation else 0,
         audio_codec=audio.group(3) if audio else None,
@@ -250,9 +308,10 @@ _OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.M)
 @dataclass(frozen=True)
 class Demuxed:
     """What reading a file's packets, without decoding them, tells."""
-    frames: int            # of the video stream
+
+    frames: int  # of the video stream
     frame_rate: float
-    data_end: float        # seconds at which the last packet of the video or its audio ends
+    data_end: float  # seconds at which the last packet of the video or its audio ends
 
 
 def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
@@ -261,11 +320,35 @@ def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
     frames the video has, its rate, and where the data really ends (a file
     cut short still has an index that promises all of it). None when ffmpeg
     cannot tell."""
-    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(path).resolve()}",
-           "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
+    cmd = [
+        binary,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        *SAFE_INPUT_OPTIONS,
+        "-i",
+        f"file:{Path(path).resolve()}",
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+        "-c",
+        "copy",
+        "-f",
+        "null",
+        "-progress",
+        "pipe:1",
+        "-",
+    ]
     try:
-        proc = subprocess.run(launch_command(cmd), capture_output=True, text=True, errors="replace",
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            launch_command(cmd),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return None
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
@@ -283,16 +366,49 @@ def count_video_frames(binary: str, path: str | Path, timeout: float = 60) -> tu
     return (found.frames, found.frame_rate) if found else None
 
 
-def make_thumbnail(binary: str, source: str | Path, target: str | Path, duration: float | None,
-                   width: int = 320, timeout: float = 60) -> None:
+def make_thumbnail(
+    binary: str, source: str | Path, target: str | Path, duration: float | None, width: int = 320, timeout: float = 60
+) -> None:
     """A WebP still about `width` px wide, near 2 s into the video (earlier for short ones)."""
     at = 2.0 if duration is None else min(2.0, duration * 0.4)
-    cmd = [binary, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-           "-ss", f"{at:.3f}", "-threads", "1", *SAFE_INPUT_OPTIONS, "-i", f"file:{Path(source).resolve()}",
-           "-map", "0:v:0", "-frames:v", "1", "-filter_threads", "1", "-vf", f"scale={width}:-2",
-           "-c:v", "libwebp", "-quality", "80", "-f", "webp", f"file:{Path(target).resolve()}"]
-    proc = subprocess.run(launch_command(cmd, address_space=PROBE_MEMORY_LIMIT), capture_output=True, text=True,
-                          errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
+    cmd = [
+        binary,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-ss",
+        f"{at:.3f}",
+        "-threads",
+        "1",
+        *SAFE_INPUT_OPTIONS,
+        "-i",
+        f"file:{Path(source).resolve()}",
+        "-map",
+        "0:v:0",
+        "-frames:v",
+        "1",
+        "-filter_threads",
+        "1",
+        "-vf",
+        f"scale={width}:-2",
+        "-c:v",
+        "libwebp",
+        "-quality",
+        "80",
+        "-f",
+        "webp",
+        f"file:{Path(target).resolve()}",
+    ]
+    proc = subprocess.run(
+        launch_command(cmd, address_space=PROBE_MEMORY_LIMIT),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0 or not Path(target).exists():
         raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
 
@@ -317,8 +433,10 @@ class WrapperMissing(FileNotFoundError):
 def _wrapper(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise WrapperMissing(f"{name} is not on PATH: every ffmpeg is started through util-linux's "
-                             f"setpriv, prlimit and chrt; install util-linux")
+        raise WrapperMissing(
+            f"{name} is not on PATH: every ffmpeg is started through util-linux's "
+            f"setpriv, prlimit and chrt; install util-linux"
+        )
     return found
 
 
@@ -329,8 +447,9 @@ def _idle_priority() -> tuple[str, ...]:
     SCHED_IDLE."""
     chrt = _wrapper("chrt")
     try:
-        said = subprocess.run([chrt, "--idle", "0", chrt, "--pid", "0"], capture_output=True, timeout=10,
-                              stdin=subprocess.DEVNULL)
+        said = subprocess.run(
+            [chrt, "--idle", "0", chrt, "--pid", "0"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL
+        )
         if said.returncode == 0:
             return (chrt, "--idle", "0")
     except (OSError, subprocess.TimeoutExpired):
@@ -361,25 +480,29 @@ def check_wrappers() -> None:
     true = shutil.which("true") or "/bin/true"
     for command in (launch_command([true], address_space=PROBE_MEMORY_LIMIT), launch_command([true], idle=True)):
         try:
-            done = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=10,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command, capture_output=True, text=True, errors="replace", timeout=10, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise WrapperMissing(f"{' '.join(command)} did not finish in 10 s") from None
         if done.returncode != 0:
             said = (done.stderr.strip().splitlines() or ["no message"])[0]  # then comes "Try --help"
-            raise WrapperMissing(f"ffmpeg cannot be started as the service starts it ({said}); "
-                                 f"setpriv --pdeathsig needs util-linux 2.33 or newer")
+            raise WrapperMissing(
+                f"ffmpeg cannot be started as the service starts it ({said}); "
+                f"setpriv --pdeathsig needs util-linux 2.33 or newer"
+            )
 
 
 # --- running an encode ------------------------------------------------------------
 
+
 @dataclass
 class RunResult:
     returncode: int | None
-    stopped: bool = False                    # we asked it to stop (cancel or shutdown)
-    stalled: bool = False                    # no progress for too long, so we stopped it
-    stop_stage: str | None = None            # "q", "SIGTERM" or "SIGKILL": what finally ended it
-    too_large: PictureTooLarge | None = None # a frame over 8K, refused by the decoder, so we stopped it
+    stopped: bool = False  # we asked it to stop (cancel or shutdown)
+    stalled: bool = False  # no progress for too long, so we stopped it
+    stop_stage: str | None = None  # "q", "SIGTERM" or "SIGKILL": what finally ended it
+    too_large: PictureTooLarge | None = None  # a frame over 8K, refused by the decoder, so we stopped it
     stderr_tail: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -420,8 +543,14 @@ def run_ffmpeg(
     """
     grace = STOP_GRACE_SECONDS if grace is None else grace
     started = time.monotonic()
-    proc = subprocess.Popen(launch_command(cmd, idle=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
+    proc = subprocess.Popen(
+        launch_command(cmd, idle=True),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        bufsize=0,
+    )
     assert proc.stdout is not None  # stdout=PIPE
     progress = proc.stdout
     result = RunResult(returncode=None)

@@ -8,6 +8,7 @@ lock files under DATA_DIR/run, taken with flock(2): every thread of every
 gunicorn worker of the host (even of several servers sharing DATA_DIR)
 competes for the same few, and a killed process's lock goes with it.
 """
+
 from __future__ import annotations
 
 import fcntl

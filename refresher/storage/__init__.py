@@ -18,6 +18,7 @@ A partial output — ffmpeg still writing, or stopped — lives only on the
 encoding host's disk (`work_path`), and reaches storage only through `put`
 once ffmpeg finished on its own.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,6 +46,7 @@ def job_of(key: str) -> str | None:
 @dataclass(frozen=True)
 class FileOnDisk:
     """Where a stored file can be read on this host, to be sent as it is."""
+
     path: Path
 
 
@@ -52,6 +54,7 @@ class FileOnDisk:
 class FileAtURL:
     """A link that gives the file to whoever holds it, for `expires_in`
     seconds (a presigned URL of the bucket, with the type and name baked in)."""
+
     url: str
     expires_in: int
 
@@ -60,7 +63,7 @@ class FileAtURL:
 class StoredFile:
     key: str
     size: int
-    modified: float   # Unix seconds
+    modified: float  # Unix seconds
 
 
 class Storage(Protocol):
@@ -81,8 +84,9 @@ class Storage(Protocol):
     def chunks(self, key: str) -> Iterator[bytes]:
         """The content, read as it is sent (opened on the first chunk)."""
 
-    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
-               as_attachment: bool = False) -> FileOnDisk | FileAtURL | None:
+    def locate(
+        self, key: str, *, mimetype: str, download_name: str | None = None, as_attachment: bool = False
+    ) -> FileOnDisk | FileAtURL | None:
         """Where a client can get the file from (the HTTP layer sends it, or
         sends the client there), or None if it is gone."""
 
@@ -147,8 +151,10 @@ def open_storage(data_dir: Path, storage_url: str | None, host_id: str = "local"
     object storage client takes a while to make)."""
     if not storage_url:
         from .local import LocalStorage
+
         return LocalStorage(Path(data_dir))
     from .objects import ObjectStorage
+
     bucket, prefix = parse_storage_url(storage_url)
     return ObjectStorage(bucket, prefix, scratch=Path(data_dir) / "scratch" / _safe(host_id))
 

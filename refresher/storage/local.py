@@ -1,4 +1,5 @@
 """Files under DATA_DIR: the default, for one machine or hosts sharing a disk."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ class LocalStorage:
             while chunk := f.read(CHUNK_BYTES):
                 yield chunk
 
-    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
-               as_attachment: bool = False) -> FileOnDisk | None:
+    def locate(
+        self, key: str, *, mimetype: str, download_name: str | None = None, as_attachment: bool = False
+    ) -> FileOnDisk | None:
         path = self.path(key)
         return FileOnDisk(path) if path.is_file() else None
 

@@ -17,6 +17,7 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or any other source boto3 reads).
   once per host, partial outputs; dropped when the host is done with the job
   and at every start.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,10 +41,20 @@ from . import CHUNK_BYTES, FileAtURL, StorageError, StoredFile, job_of, job_pref
 
 PRESIGNED_SECONDS = 300
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-TRANSFER = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                          max_concurrency=4, max_io_queue=16, use_threads=True)
-CLIENT_CONFIG = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 5},
-                       connect_timeout=5, read_timeout=60, max_pool_connections=40)
+TRANSFER = TransferConfig(
+    multipart_threshold=16 * 1024 * 1024,
+    multipart_chunksize=8 * 1024 * 1024,
+    max_concurrency=4,
+    max_io_queue=16,
+    use_threads=True,
+)
+CLIENT_CONFIG = Config(
+    signature_version="s3v4",
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=5,
+    read_timeout=60,
+    max_pool_connections=40,
+)
 
 
 @contextmanager
@@ -91,8 +102,9 @@ class ObjectStorage:
 
     def copy(self, source: str, target: str) -> None:
         with _reported(f"copying {source}"):
-            self.client.copy({"Bucket": self.bucket, "Key": self.name(source)}, self.bucket,
-                             self.name(target), Config=TRANSFER)
+            self.client.copy(
+                {"Bucket": self.bucket, "Key": self.name(source)}, self.bucket, self.name(target), Config=TRANSFER
+            )
 
     # --- reading -------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
@@ -116,8 +128,9 @@ class ObjectStorage:
             finally:
                 body.close()
 
-    def locate(self, key: str, *, mimetype: str, download_name: str | None = None,
-               as_attachment: bool = False) -> FileAtURL:
+    def locate(
+        self, key: str, *, mimetype: str, download_name: str | None = None, as_attachment: bool = False
+    ) -> FileAtURL:
         params = {"Bucket": self.bucket, "Key": self.name(key), "ResponseContentType": mimetype}
         if download_name or as_attachment:
             disposition = "attachment" if as_attachment else "inline"
@@ -128,8 +141,11 @@ class ObjectStorage:
     def file_origin(self) -> str | None:
         """Where presigned links point (signing is local: no request is made)."""
         if self._origin is None:
-            parts = urlsplit(self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": self.name("jobs/x")}, ExpiresIn=60))
+            parts = urlsplit(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": self.name("jobs/x")}, ExpiresIn=60
+                )
+            )
             self._origin = f"{parts.scheme}://{parts.netloc}"
         return self._origin
 
@@ -175,19 +191,17 @@ class ObjectStorage:
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), DELETE_BATCH):
-            batch = [{"Key": self.name(key)} for key in keys[start:start + DELETE_BATCH]]
+            batch = [{"Key": self.name(key)} for key in keys[start : start + DELETE_BATCH]]
             with _reported("deleting"):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     # --- counting -------------------------------------------------------------------------------------
     def files(self, prefix: str = "jobs/") -> Iterator[StoredFile]:
         with _reported(f"listing {prefix}"):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                          Prefix=self.name(prefix))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.name(prefix))
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield StoredFile(item["Key"][len(self.prefix):], item["Size"],
-                                     item["LastModified"].timestamp())
+                    yield StoredFile(item["Key"][len(self.prefix) :], item["Size"], item["LastModified"].timestamp())
 
     def used_bytes(self) -> int:
         return sum(f.size for f in self.files())
@@ -220,8 +234,9 @@ class ObjectStorage:
             if code in ("404", "NoSuchBucket", "NotFound"):
                 raise StorageError(f"STORAGE_URL {where}: there is no bucket {self.bucket!r}") from None
             if code in ("403", "AccessDenied", "Forbidden"):
-                raise StorageError(f"STORAGE_URL {where}: access denied; check AWS_ACCESS_KEY_ID and "
-                                   f"AWS_SECRET_ACCESS_KEY") from None
+                raise StorageError(
+                    f"STORAGE_URL {where}: access denied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                ) from None
             raise StorageError(f"STORAGE_URL {where}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"STORAGE_URL {where}: {exc}") from None

@@ -25,6 +25,7 @@ The modules, one responsibility each:
     access.py     shared secrets, API tokens, ended sessions, rate limits
     listener.py   PostgreSQL LISTEN for accepted cancels (CancelListener)
 """
+
 from __future__ import annotations
 
 from .access import EVERY_SESSION, Access
@@ -36,8 +37,20 @@ from .listener import CANCEL_CHANNEL, LISTENER_NAME, CancelListener
 from .migration import Migration
 from .queue import JobNotStarted, Queue
 
-__all__ = ["CANCEL_CHANNEL", "EVERY_SESSION", "LISTENER_NAME", "CancelListener", "ChangeWatch", "Error",
-           "JobNotStarted", "OperationalError", "QueueFull", "Store", "database_url", "new_id"]
+__all__ = [
+    "CANCEL_CHANNEL",
+    "EVERY_SESSION",
+    "LISTENER_NAME",
+    "CancelListener",
+    "ChangeWatch",
+    "Error",
+    "JobNotStarted",
+    "OperationalError",
+    "QueueFull",
+    "Store",
+    "database_url",
+    "new_id",
+]
 
 
 class Store(Jobs, Queue, Hosts, Lifecycle, Access, Migration):

@@ -2,6 +2,7 @@
 they share (a generated password, the key that signs sessions), API tokens,
 sessions ended before they expire (sign-out), and the counters of the
 sign-in rate limit."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -14,8 +15,9 @@ from .schema import api_tokens, ended_sessions, rate_limits, secrets
 EVERY_SESSION = "*"  # the ended_sessions row that ends every session begun before it
 
 # Whether a session was ended, on its own or with every other: asked on every request.
-_ENDED_SESSIONS = (select(ended_sessions.c.id, ended_sessions.c.ended_at)
-                   .where(ended_sessions.c.id.in_([sa.bindparam("session_id"), EVERY_SESSION])))
+_ENDED_SESSIONS = select(ended_sessions.c.id, ended_sessions.c.ended_at).where(
+    ended_sessions.c.id.in_([sa.bindparam("session_id"), EVERY_SESSION])
+)
 
 
 class Access(Database):
@@ -24,9 +26,15 @@ class Access(Database):
         """The secret called `name`, made with `make()` by whichever process
         asks first; (value, whether this call made it)."""
         with self.writing() as conn:
-            made = conn.execute(self.upsert(secrets).values(name=name, value=make(), created_at=now)
-                                .on_conflict_do_nothing(index_elements=[secrets.c.name])
-                                .returning(secrets.c.name)).first() is not None
+            made = (
+                conn.execute(
+                    self.upsert(secrets)
+                    .values(name=name, value=make(), created_at=now)
+                    .on_conflict_do_nothing(index_elements=[secrets.c.name])
+                    .returning(secrets.c.name)
+                ).first()
+                is not None
+            )
             value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar_one()
         return value, made
 
@@ -41,17 +49,26 @@ class Access(Database):
 
     def list_api_tokens(self) -> list[dict]:
         with self.reading() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.created_at, api_tokens.c.last_used_at)
-                .order_by(api_tokens.c.created_at, api_tokens.c.id))]
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(
+                        api_tokens.c.id, api_tokens.c.name, api_tokens.c.created_at, api_tokens.c.last_used_at
+                    ).order_by(api_tokens.c.created_at, api_tokens.c.id)
+                )
+            ]
 
     def touch_api_token(self, token_id: str, now: float, granularity: float = 60) -> None:
         """Record use, but write at most once a `granularity` per token."""
         with self.writing() as conn:
-            conn.execute(update(api_tokens).where(
-                api_tokens.c.id == token_id,
-                sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at < now - granularity))
-                .values(last_used_at=now))
+            conn.execute(
+                update(api_tokens)
+                .where(
+                    api_tokens.c.id == token_id,
+                    sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at < now - granularity),
+                )
+                .values(last_used_at=now)
+            )
 
     def delete_api_token(self, token_id: str) -> bool:
         with self.writing() as conn:
@@ -64,9 +81,11 @@ class Access(Database):
         too, so the table stays as small as the sessions still alive)."""
         with self.writing() as conn:
             conn.execute(delete(ended_sessions).where(ended_sessions.c.expires_at <= now))
-            conn.execute(self.upsert(ended_sessions)
-                         .values(id=session_id, ended_at=now, expires_at=expires_at)
-                         .on_conflict_do_nothing(index_elements=[ended_sessions.c.id]))
+            conn.execute(
+                self.upsert(ended_sessions)
+                .values(id=session_id, ended_at=now, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=[ended_sessions.c.id])
+            )
 
     def end_every_session(self, now: float) -> None:
         """Every session begun until now stops working; later ones are unaffected.
@@ -75,9 +94,12 @@ class Access(Database):
         statement = self.upsert(ended_sessions).values(id=EVERY_SESSION, ended_at=now, expires_at=None)
         later = statement.excluded.ended_at > ended_sessions.c.ended_at  # two at once: the later one holds
         with self.writing() as conn:
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[ended_sessions.c.id],
-                set_={"ended_at": sa.case((later, statement.excluded.ended_at), else_=ended_sessions.c.ended_at)}))
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[ended_sessions.c.id],
+                    set_={"ended_at": sa.case((later, statement.excluded.ended_at), else_=ended_sessions.c.ended_at)},
+                )
+            )
 
     def session_ended(self, session_id: str, begun_at: float) -> bool:
         """Whether this session was ended, on its own or with every other."""
@@ -91,16 +113,21 @@ class Access(Database):
         with self.writing() as conn:
             conn.execute(delete(rate_limits).where(rate_limits.c.key == key, rate_limits.c.expires_at <= now))
             statement = self.upsert(rate_limits).values(key=key, count=amount, expires_at=now + expiry)
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[rate_limits.c.key],
-                set_={"count": rate_limits.c.count + statement.excluded.count}))
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[rate_limits.c.key], set_={"count": rate_limits.c.count + statement.excluded.count}
+                )
+            )
             return conn.execute(select(rate_limits.c.count).where(rate_limits.c.key == key)).scalar_one()
 
     def rate_limit_get(self, key: str, now: float) -> tuple[int, float]:
         """(count, window end) of a live counter; (0, now) when there is none."""
         with self.reading() as conn:
-            row = conn.execute(select(rate_limits.c.count, rate_limits.c.expires_at)
-                               .where(rate_limits.c.key == key, rate_limits.c.expires_at > now)).first()
+            row = conn.execute(
+                select(rate_limits.c.count, rate_limits.c.expires_at).where(
+                    rate_limits.c.key == key, rate_limits.c.expires_at > now
+                )
+            ).first()
         if row is None:
             return 0, now
         count, expires_at = row  # (not row.count: to a type checker that is tuple.count)

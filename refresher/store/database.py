@@ -6,6 +6,7 @@ engine and pool per database per process, reads without a transaction,
 writes in one (`BEGIN IMMEDIATE` on SQLite, so two writers never deadlock on
 a lock upgrade; row locks on PostgreSQL).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-Error = sa.exc.SQLAlchemyError          # what a caller catches when the database fails
+Error = sa.exc.SQLAlchemyError  # what a caller catches when the database fails
 OperationalError = sa.exc.OperationalError
 
 # PostgreSQL advisory lock keys of this service, all in one place so that no
@@ -37,7 +38,7 @@ def database_url(url_or_path: str | Path) -> str:
     text = str(url_or_path)
     for prefix in ("postgres://", "postgresql://"):
         if text.startswith(prefix):
-            return "postgresql+psycopg://" + text[len(prefix):]
+            return "postgresql+psycopg://" + text[len(prefix) :]
     if text.startswith(("postgresql+", "sqlite:")):
         return text
     return f"sqlite:///{Path(text).resolve()}"
@@ -53,8 +54,9 @@ def new_id() -> str:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=8, max_overflow=32)
+    engine = sa.create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, max_overflow=32
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):

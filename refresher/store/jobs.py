@@ -3,6 +3,7 @@ a status poll), create under the queue's cap, delete, cancel, retry and
 resume. Also the two steps every transition of a job takes, whoever asks for
 it: lock the job's row, and settle the job once none of its variations is
 queued or running (`lock_job`, `settle`)."""
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,20 @@ from .schema import jobs, source_files, variations
 # A job with its files and their variations, one row per variation (files
 # without any still come once): built once, so a status poll spends no time
 # building it again.
-_WHOLE_JOB = (select(*jobs.c, *source_files.c, *variations.c)
-              .select_from(jobs.outerjoin(source_files, source_files.c.job_id == jobs.c.id)
-                           .outerjoin(variations, variations.c.file_id == source_files.c.id))
-              .where(jobs.c.id == sa.bindparam("job_id"))
-              .order_by(source_files.c.position, variations.c.variation_index))
+_WHOLE_JOB = (
+    select(*jobs.c, *source_files.c, *variations.c)
+    .select_from(
+        jobs.outerjoin(source_files, source_files.c.job_id == jobs.c.id).outerjoin(
+            variations, variations.c.file_id == source_files.c.id
+        )
+    )
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .order_by(source_files.c.position, variations.c.variation_index)
+)
 # Its rows' keys, as `mapping` makes them (plain `str`, not SQLAlchemy's own).
-_JOB_KEYS, _FILE_KEYS, _VARIATION_KEYS = (tuple(str(c.name) for c in table.c)
-                                          for table in (jobs, source_files, variations))
+_JOB_KEYS, _FILE_KEYS, _VARIATION_KEYS = (
+    tuple(str(c.name) for c in table.c) for table in (jobs, source_files, variations)
+)
 
 
 class QueueFull(Exception):
@@ -61,8 +68,7 @@ def settle(conn: Connection, job_id: str, now: float, ttl: float) -> str | None:
     settlement = rules.settle(job_state(job), [variation_state(r._mapping) for r in rows])
     if settlement is None:
         return None
-    fields = {"status": settlement.status, "progress": settlement.progress,
-              "finished_at": now, "expires_at": now + ttl}
+    fields = {"status": settlement.status, "progress": settlement.progress, "finished_at": now, "expires_at": now + ttl}
     if settlement.status == "cancelled":
         fields["cancelled_at"] = job["cancel_requested_at"] or now
     if settlement.status == "failed":
@@ -89,8 +95,9 @@ class Jobs(Database):
         if conn is None:
             with self.reading() as conn:
                 return self.get_job_files(job_id, conn)
-        rows = conn.execute(select(source_files).where(source_files.c.job_id == job_id)
-                            .order_by(source_files.c.position)).all()
+        rows = conn.execute(
+            select(source_files).where(source_files.c.job_id == job_id).order_by(source_files.c.position)
+        ).all()
         files = [dict(r._mapping) for r in rows]
         for f in files:
             f["media"] = json.loads(f["media"])
@@ -101,9 +108,11 @@ class Jobs(Database):
             with self.reading() as conn:
                 return self.get_job_variations(job_id, conn)
         rows = conn.execute(
-            select(variations).join(source_files, source_files.c.id == variations.c.file_id)
+            select(variations)
+            .join(source_files, source_files.c.id == variations.c.file_id)
             .where(variations.c.job_id == job_id)
-            .order_by(source_files.c.position, variations.c.variation_index)).all()
+            .order_by(source_files.c.position, variations.c.variation_index)
+        ).all()
         return [_with_effects(r) for r in rows]
 
     def get_job_whole(self, job_id: str) -> tuple[dict, list[dict], list[dict]] | None:
@@ -121,17 +130,29 @@ class Jobs(Database):
 
     def list_jobs(self, limit: int = 50, status: str | None = None) -> list[dict]:
         """Newest first, with the counts and file names the job list shows."""
-        def variations_where(*conditions):
-            return (select(func.count()).select_from(variations)
-                    .where(variations.c.job_id == jobs.c.id, *conditions).scalar_subquery())
 
-        query = select(
-            jobs,
-            select(func.count()).select_from(source_files).where(source_files.c.job_id == jobs.c.id)
-            .scalar_subquery().label("total_videos"),
-            variations_where().label("total_variations"),
-            variations_where(variations.c.status == "completed").label("completed_variations"),
-        ).order_by(jobs.c.created_at.desc(), jobs.c.seq.desc()).limit(limit)
+        def variations_where(*conditions):
+            return (
+                select(func.count())
+                .select_from(variations)
+                .where(variations.c.job_id == jobs.c.id, *conditions)
+                .scalar_subquery()
+            )
+
+        query = (
+            select(
+                jobs,
+                select(func.count())
+                .select_from(source_files)
+                .where(source_files.c.job_id == jobs.c.id)
+                .scalar_subquery()
+                .label("total_videos"),
+                variations_where().label("total_variations"),
+                variations_where(variations.c.status == "completed").label("completed_variations"),
+            )
+            .order_by(jobs.c.created_at.desc(), jobs.c.seq.desc())
+            .limit(limit)
+        )
         if status:
             query = query.where(jobs.c.status == status)
         with self.reading() as conn:
@@ -139,9 +160,10 @@ class Jobs(Database):
             names: dict[str, list[str]] = {r["id"]: [] for r in rows}
             if names:
                 for job_id, name in conn.execute(
-                        select(source_files.c.job_id, source_files.c.name)
-                        .where(source_files.c.job_id.in_(list(names)))
-                        .order_by(source_files.c.job_id, source_files.c.position)):
+                    select(source_files.c.job_id, source_files.c.name)
+                    .where(source_files.c.job_id.in_(list(names)))
+                    .order_by(source_files.c.job_id, source_files.c.position)
+                ):
                     names[job_id].append(name)
         for r in rows:
             r["file_names"] = names[r["id"]]
@@ -149,8 +171,13 @@ class Jobs(Database):
 
     def queue_counts(self) -> dict:
         with self.reading() as conn:
-            counts: dict[str, int] = dict(conn.execute(select(jobs.c.status, func.count()).where(
-                jobs.c.status.in_(rules.UNFINISHED)).group_by(jobs.c.status)).all())
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    select(jobs.c.status, func.count())
+                    .where(jobs.c.status.in_(rules.UNFINISHED))
+                    .group_by(jobs.c.status)
+                ).all()
+            )
         return {"queued": counts.get("queued", 0), "processing": counts.get("processing", 0)}
 
     # --- creating and deleting ------------------------------------------------------------
@@ -160,13 +187,15 @@ class Jobs(Database):
         if conn is None:
             with self.reading() as conn:
                 return self.check_queue_room(cap, conn)
-        unfinished = conn.execute(select(func.count()).select_from(jobs)
-                                  .where(jobs.c.status.in_(rules.UNFINISHED))).scalar_one()
+        unfinished = conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.status.in_(rules.UNFINISHED))
+        ).scalar_one()
         if not rules.may_queue(unfinished, cap):
             raise QueueFull(unfinished, cap)
 
-    def create_job(self, job: dict, files: Iterable[dict], new_variations: Iterable[dict],
-                   max_unfinished: int | None = None) -> None:
+    def create_job(
+        self, job: dict, files: Iterable[dict], new_variations: Iterable[dict], max_unfinished: int | None = None
+    ) -> None:
         """Insert a queued job with its source files and variations, all or
         nothing; QueueFull when `max_unfinished` jobs are already waiting or
         running (checked under the same lock as the insert, so a burst of
@@ -177,11 +206,17 @@ class Jobs(Database):
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOB_CREATION_LOCK})
                 self.check_queue_room(max_unfinished, conn)
             conn.execute(insert(jobs), [{**job, "status": "queued"}])
-            conn.execute(insert(source_files),
-                         [{**f, "job_id": job["id"], "media": json.dumps(f.get("media", {}))} for f in files])
-            conn.execute(insert(variations),
-                         [{"est_cost": 0, **v, "job_id": job["id"], "status": "queued",
-                           "effects": json.dumps(v["effects"])} for v in new_variations])
+            conn.execute(
+                insert(source_files),
+                [{**f, "job_id": job["id"], "media": json.dumps(f.get("media", {}))} for f in files],
+            )
+            conn.execute(
+                insert(variations),
+                [
+                    {"est_cost": 0, **v, "job_id": job["id"], "status": "queued", "effects": json.dumps(v["effects"])}
+                    for v in new_variations
+                ],
+            )
 
     def delete_job(self, job_id: str) -> bool:
         with self.writing() as conn:
@@ -200,20 +235,26 @@ class Jobs(Database):
             rules.request_cancel(job_state(job))
             if job["cancel_requested_at"] is None:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested_at=now))
-            queued = conn.execute(select(variations).where(variations.c.job_id == job_id,
-                                                            variations.c.status == "queued")).all()
+            queued = conn.execute(
+                select(variations).where(variations.c.job_id == job_id, variations.c.status == "queued")
+            ).all()
             for row in queued:
                 state = rules.skip_for_cancel(variation_state(row._mapping))
                 # still queued: a host may have claimed it since the SELECT (its flag stops it)
-                conn.execute(update(variations).where(variations.c.id == row.id, variations.c.status == "queued")
-                             .values(**variation_fields(state), finished_at=now))
+                conn.execute(
+                    update(variations)
+                    .where(variations.c.id == row.id, variations.c.status == "queued")
+                    .values(**variation_fields(state), finished_at=now)
+                )
             settle(conn, job_id, now, ttl)
             job = read_job(conn, job_id)
             assert job is not None  # its row is locked by this transaction
             if self.dialect == "postgresql" and job["status"] not in rules.FINAL:
                 # Delivered to every listening supervisor when, and only if, this commits.
-                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                             {"channel": CANCEL_CHANNEL, "payload": f"{job['seq']} {job_id}"})
+                conn.execute(
+                    sa.text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": CANCEL_CHANNEL, "payload": f"{job['seq']} {job_id}"},
+                )
             return job
 
     def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> tuple[dict, list[dict], list[dict]] | None:
@@ -241,13 +282,32 @@ class Jobs(Database):
             for row, before in zip(rows, states, strict=True):
                 if row["status"] == from_status:
                     before = step(before)
-                    conn.execute(update(variations).where(variations.c.id == row["id"]).values(
-                        **variation_fields(before), finished_at=None, host=None, worker_pid=None,
-                        ffmpeg_pid=None, dispatched_at=None))
+                    conn.execute(
+                        update(variations)
+                        .where(variations.c.id == row["id"])
+                        .values(
+                            **variation_fields(before),
+                            finished_at=None,
+                            host=None,
+                            worker_pid=None,
+                            ffmpeg_pid=None,
+                            dispatched_at=None,
+                        )
+                    )
                 after.append(before)
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                status=reopened.status, error=reopened.error, cancel_requested_at=None, cancelled_at=None,
-                finished_at=None, progress=rules.made_share(rules.count(after)), expires_at=now + ttl))
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    status=reopened.status,
+                    error=reopened.error,
+                    cancel_requested_at=None,
+                    cancelled_at=None,
+                    finished_at=None,
+                    progress=rules.made_share(rules.count(after)),
+                    expires_at=now + ttl,
+                )
+            )
             return _whole_job(conn, job_id)
 
 

@@ -1,6 +1,7 @@
 """PostgreSQL's announcements of accepted cancels, heard on a connection of
 their own (not one of the pool's: it stays open, LISTENing, for as long as
 the supervisor runs)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,13 +13,18 @@ from .database import Database
 if TYPE_CHECKING:
     import psycopg
 
-CANCEL_CHANNEL = "refresher_cancel"          # NOTIFY channel of accepted cancels; payload "<seq> <id>"
+CANCEL_CHANNEL = "refresher_cancel"  # NOTIFY channel of accepted cancels; payload "<seq> <id>"
 LISTENER_NAME = "refresher cancel listener"  # its connections' application_name
 
 # keepalives: a connection silently lost over TCP is noticed in seconds
 _LISTENER_OPTIONS: dict[str, str | int] = {
-    "application_name": LISTENER_NAME, "connect_timeout": 10,
-    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+    "application_name": LISTENER_NAME,
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 def connection_params(url: str | URL) -> dict[str, str | int]:

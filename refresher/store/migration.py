@@ -1,5 +1,6 @@
 """The schema: any database brought up to the newest revision (the Alembic
 scripts are in `migrations/`), and the check that it takes writes at all."""
+
 from __future__ import annotations
 
 import time
@@ -85,7 +86,8 @@ def _adopt_legacy_schema(conn: Connection, config: Config) -> None:
     """A database from before Alembic: its last schema is revision 0001."""
     version = conn.execute(sa.text("SELECT MAX(version) FROM schema_version")).scalar() or 0
     if version != LEGACY_SCHEMA_VERSION:
-        raise RuntimeError(f"the database has schema version {version}; this release can upgrade "
-                           f"only version {LEGACY_SCHEMA_VERSION}")
+        raise RuntimeError(
+            f"the database has schema version {version}; this release can upgrade only version {LEGACY_SCHEMA_VERSION}"
+        )
     command.stamp(config, "0001")
     conn.execute(sa.text("DROP TABLE schema_version"))

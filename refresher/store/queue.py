@@ -2,6 +2,7 @@
 start (or fail) a queued job, record what each attempt reports — its start,
 its progress, its outcome — and roll the variations' progress up to their
 jobs. Every change of state is the one `refresher.rules` gives."""
+
 from __future__ import annotations
 
 import json
@@ -34,19 +35,32 @@ def _next_variation(*columns):
     others = variations.alias("others")
 
     def of_this_job(*conditions):
-        return (select(func.count()).select_from(others)
-                .where(others.c.job_id == variations.c.job_id, *conditions).scalar_subquery())
+        return (
+            select(func.count())
+            .select_from(others)
+            .where(others.c.job_id == variations.c.job_id, *conditions)
+            .scalar_subquery()
+        )
 
     running = of_this_job(others.c.status == "processing")
     started = of_this_job(others.c.status != "queued")
-    return (select(*columns)
-            .join(jobs, jobs.c.id == variations.c.job_id)
-            .join(source_files, source_files.c.id == variations.c.file_id)
-            .where(variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED),
-                   jobs.c.cancel_requested_at.is_(None))
-            .order_by(running, started, jobs.c.seq, variations.c.variation_index, variations.c.est_cost.desc(),
-                      source_files.c.position)
-            .limit(1))
+    return (
+        select(*columns)
+        .join(jobs, jobs.c.id == variations.c.job_id)
+        .join(source_files, source_files.c.id == variations.c.file_id)
+        .where(
+            variations.c.status == "queued", jobs.c.status.in_(rules.UNFINISHED), jobs.c.cancel_requested_at.is_(None)
+        )
+        .order_by(
+            running,
+            started,
+            jobs.c.seq,
+            variations.c.variation_index,
+            variations.c.est_cost.desc(),
+            source_files.c.position,
+        )
+        .limit(1)
+    )
 
 
 class Queue(Database):
@@ -65,8 +79,14 @@ class Queue(Database):
         be claimed; raises JobNotStarted when the next variation's job is
         still queued: the caller checks its disk space and starts it
         (`start_job`) or fails it (`fail_queued_job`) first."""
-        query = _next_variation(variations, jobs.c.status.label("job_status"), jobs.c.seq.label("job_seq"),
-                                source_files.c.upload_path, source_files.c.duration, source_files.c.media)
+        query = _next_variation(
+            variations,
+            jobs.c.status.label("job_status"),
+            jobs.c.seq.label("job_seq"),
+            source_files.c.upload_path,
+            source_files.c.duration,
+            source_files.c.media,
+        )
         if self.dialect == "postgresql":
             query = query.with_for_update(of=variations, skip_locked=True)
         with self.writing() as conn:
@@ -78,10 +98,18 @@ class Queue(Database):
                 assert job is not None  # the claim's query found it, and a delete would wait for the claimed row
                 raise JobNotStarted(job)
             claimed = rules.claim(variation_state(row), rules.Job(status=row["job_status"]))
-            conn.execute(update(variations).where(variations.c.id == row["id"]).values(
-                **variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None))
-        return {**row, **variation_fields(claimed), "host": host, "effects": json.loads(row["effects"]),
-                "media": json.loads(row["media"])}
+            conn.execute(
+                update(variations)
+                .where(variations.c.id == row["id"])
+                .values(**variation_fields(claimed), host=host, dispatched_at=now, worker_pid=None, ffmpeg_pid=None)
+            )
+        return {
+            **row,
+            **variation_fields(claimed),
+            "host": host,
+            "effects": json.loads(row["effects"]),
+            "media": json.loads(row["media"]),
+        }
 
     def start_job(self, job_id: str, now: float) -> bool:
         """queued → processing (`rules.start`), before its first variation is
@@ -110,23 +138,33 @@ class Queue(Database):
                 failed = rules.fail_job(job_state(job), reason)
             except rules.IllegalTransition:
                 return False
-            queued = conn.execute(select(variations).where(variations.c.job_id == job_id,
-                                                            variations.c.status == "queued")).all()
+            queued = conn.execute(
+                select(variations).where(variations.c.job_id == job_id, variations.c.status == "queued")
+            ).all()
             for row in queued:
                 state = rules.fail_with_job(variation_state(row._mapping), reason)
-                conn.execute(update(variations).where(variations.c.id == row.id)
-                             .values(**variation_fields(state), finished_at=now))
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                **job_fields(failed), finished_at=now, expires_at=now + ttl))
+                conn.execute(
+                    update(variations)
+                    .where(variations.c.id == row.id)
+                    .values(**variation_fields(state), finished_at=now)
+                )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(**job_fields(failed), finished_at=now, expires_at=now + ttl)
+            )
             return True
 
     # --- what an attempt reports ------------------------------------------------------------
     def record_start(self, variation_id: str, worker_pid: int, ffmpeg_pid: int | None, now: float) -> None:
         with self.writing() as conn:
-            conn.execute(update(variations).where(variations.c.id == variation_id,
-                                                  variations.c.status == "processing")
-                         .values(worker_pid=worker_pid, ffmpeg_pid=ffmpeg_pid,
-                                 started_at=func.coalesce(variations.c.started_at, now)))
+            conn.execute(
+                update(variations)
+                .where(variations.c.id == variation_id, variations.c.status == "processing")
+                .values(
+                    worker_pid=worker_pid, ffmpeg_pid=ffmpeg_pid, started_at=func.coalesce(variations.c.started_at, now)
+                )
+            )
 
     def record_progress(self, percents: Mapping[str, float]) -> None:
         """Progress of running variations, as `rules.progress` has it: it only
@@ -136,8 +174,11 @@ class Queue(Database):
             return
         with self.writing() as conn:
             # locked in the order of their ids: two reports that share rows never deadlock
-            rows = conn.execute(for_update(conn, select(variations).where(variations.c.id.in_(list(percents)))
-                                           .order_by(variations.c.id))).all()
+            rows = conn.execute(
+                for_update(
+                    conn, select(variations).where(variations.c.id.in_(list(percents))).order_by(variations.c.id)
+                )
+            ).all()
             for row in rows:
                 before = variation_state(row._mapping)
                 try:
@@ -145,12 +186,19 @@ class Queue(Database):
                 except rules.IllegalTransition:
                     continue
                 if after.progress != before.progress:
-                    conn.execute(update(variations).where(variations.c.id == row.id)
-                                 .values(progress=after.progress))
+                    conn.execute(update(variations).where(variations.c.id == row.id).values(progress=after.progress))
 
-    def record_outcome(self, variation_id: str, outcome: str, now: float, ttl: float, *,
-                       error: str | None = None, size: int | None = None,
-                       host: str | None = None) -> tuple[str | None, str | None]:
+    def record_outcome(
+        self,
+        variation_id: str,
+        outcome: str,
+        now: float,
+        ttl: float,
+        *,
+        error: str | None = None,
+        size: int | None = None,
+        host: str | None = None,
+    ) -> tuple[str | None, str | None]:
         """What became of one attempt: "completed", "failed", "interrupted" or
         "cancelled". Returns (job id, the job's new final status or None).
         With `host`, only that host's claim is settled: a host presumed dead
@@ -162,8 +210,9 @@ class Queue(Database):
             if job_id is None:
                 return None, None  # the job was deleted meanwhile
             job = lock_job(conn, job_id)
-            row = mapping(conn.execute(for_update(
-                conn, select(variations).where(variations.c.id == variation_id))).first())
+            row = mapping(
+                conn.execute(for_update(conn, select(variations).where(variations.c.id == variation_id))).first()
+            )
             if row is None or job is None:
                 return None, None  # the job was deleted meanwhile
             if row["status"] == "processing" and host is not None and row["host"] != host:
@@ -211,30 +260,49 @@ class Queue(Database):
     def cancel_requested_jobs(self) -> list[dict]:
         """Jobs whose cancel was accepted but that have not settled yet."""
         with self.reading() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                select(jobs.c.id, jobs.c.seq).where(jobs.c.status.in_(rules.UNFINISHED),
-                                                    jobs.c.cancel_requested_at.is_not(None)))]
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(jobs.c.id, jobs.c.seq).where(
+                        jobs.c.status.in_(rules.UNFINISHED), jobs.c.cancel_requested_at.is_not(None)
+                    )
+                )
+            ]
 
     def roll_up_progress(self) -> None:
         """Each running job's overall progress from its variations', weighted by
         their source's duration; never backwards (`rules.running_progress`)."""
-        query = (select(jobs.c.id, jobs.c.progress.label("job_progress"), variations.c.status,
-                        variations.c.progress, variations.c.attempts, variations.c.failures,
-                        variations.c.interruptions, variations.c.error, source_files.c.duration)
-                 .join(variations, variations.c.job_id == jobs.c.id)
-                 .join(source_files, source_files.c.id == variations.c.file_id)
-                 .where(jobs.c.status == "processing"))
+        query = (
+            select(
+                jobs.c.id,
+                jobs.c.progress.label("job_progress"),
+                variations.c.status,
+                variations.c.progress,
+                variations.c.attempts,
+                variations.c.failures,
+                variations.c.interruptions,
+                variations.c.error,
+                source_files.c.duration,
+            )
+            .join(variations, variations.c.job_id == jobs.c.id)
+            .join(source_files, source_files.c.id == variations.c.file_id)
+            .where(jobs.c.status == "processing")
+        )
         with self.reading() as conn:
             rows = conn.execute(query).all()
         by_job: dict[str, tuple[int, list]] = {}
         for r in rows:
             previous, weighted = by_job.setdefault(r.id, (r.job_progress, []))
             weighted.append((r.duration or 1.0, variation_state(r._mapping)))
-        changed = {job_id: rules.running_progress(previous, weighted)
-                   for job_id, (previous, weighted) in by_job.items()}
+        changed = {
+            job_id: rules.running_progress(previous, weighted) for job_id, (previous, weighted) in by_job.items()
+        }
         changed = {k: v for k, v in changed.items() if v != by_job[k][0]}
         if changed:
             with self.writing() as conn:
                 for job_id, percent in changed.items():
-                    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "processing",
-                                                    jobs.c.progress < percent).values(progress=percent))
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.status == "processing", jobs.c.progress < percent)
+                        .values(progress=percent)
+                    )

@@ -1,5 +1,6 @@
 """Rows as the rest of the service sees them: plain dicts, and the states
 `refresher.rules` decides on (read from a row, written back as its fields)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -26,19 +27,35 @@ def mapping(row: Row[Any] | None) -> dict | None:
 
 
 def variation_state(row: Mapping) -> rules.Variation:
-    return rules.Variation(status=row["status"], attempts=row["attempts"], failures=row["failures"],
-                           interruptions=row["interruptions"], progress=row["progress"], error=row["error"])
+    return rules.Variation(
+        status=row["status"],
+        attempts=row["attempts"],
+        failures=row["failures"],
+        interruptions=row["interruptions"],
+        progress=row["progress"],
+        error=row["error"],
+    )
 
 
 def job_state(row: Mapping) -> rules.Job:
-    return rules.Job(status=row["status"], cancel_requested=row["cancel_requested_at"] is not None,
-                     progress=row["progress"], error=row["error"])
+    return rules.Job(
+        status=row["status"],
+        cancel_requested=row["cancel_requested_at"] is not None,
+        progress=row["progress"],
+        error=row["error"],
+    )
 
 
 def variation_fields(state: rules.Variation) -> dict:
     """The columns of a variation that its state sets."""
-    return {"status": state.status, "attempts": state.attempts, "failures": state.failures,
-            "interruptions": state.interruptions, "progress": state.progress, "error": state.error}
+    return {
+        "status": state.status,
+        "attempts": state.attempts,
+        "failures": state.failures,
+        "interruptions": state.interruptions,
+        "progress": state.progress,
+        "error": state.error,
+    }
 
 
 def job_fields(state: rules.Job) -> dict:

@@ -3,10 +3,23 @@
 Times are Unix seconds (floats), paths are relative to DATA_DIR, effects and
 media descriptions are JSON text: the same on SQLite and PostgreSQL.
 """
+
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, Table,
-                        Text, UniqueConstraint, literal_column)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    literal_column,
+)
 
 from .. import rules
 
@@ -17,7 +30,8 @@ _statuses = ",".join(f"'{s}'" for s in rules.JOB_STATUSES)
 _seq_type = BigInteger().with_variant(Integer(), "sqlite")
 
 jobs = Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("seq", _seq_type, primary_key=True, autoincrement=True),
     Column("id", Text, nullable=False, unique=True),
     Column("status", Text, CheckConstraint(f"status IN ({_statuses})", name="jobs_status"), nullable=False),
@@ -42,7 +56,8 @@ jobs = Table(
 )
 
 source_files = Table(
-    "source_files", metadata,
+    "source_files",
+    metadata,
     Column("id", Text, primary_key=True),
     Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("position", Integer, nullable=False),
@@ -55,7 +70,8 @@ source_files = Table(
 )
 
 variations = Table(
-    "variations", metadata,
+    "variations",
+    metadata,
     Column("id", Text, primary_key=True),
     Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("file_id", Text, ForeignKey("source_files.id", ondelete="CASCADE"), nullable=False),
@@ -83,7 +99,8 @@ variations = Table(
 )
 
 api_tokens = Table(
-    "api_tokens", metadata,
+    "api_tokens",
+    metadata,
     Column("id", Text, primary_key=True),
     Column("name", Text, nullable=False),
     Column("token_hash", Text, nullable=False, unique=True),
@@ -92,7 +109,8 @@ api_tokens = Table(
 )
 
 rate_limits = Table(
-    "rate_limits", metadata,
+    "rate_limits",
+    metadata,
     Column("key", Text, primary_key=True),
     Column("count", Integer, nullable=False),
     Column("expires_at", Float, nullable=False),
@@ -100,18 +118,20 @@ rate_limits = Table(
 
 # since revision 0003
 hosts = Table(
-    "hosts", metadata,
-    Column("id", Text, primary_key=True),            # HOST_ID
+    "hosts",
+    metadata,
+    Column("id", Text, primary_key=True),  # HOST_ID
     Column("pid", Integer, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     # since revision 0006
-    Column("instance", Text),                        # this run of the supervisor that holds the id
-    Column("machine", Text),                         # where its pid means it: kernel boot + pid namespace
+    Column("instance", Text),  # this run of the supervisor that holds the id
+    Column("machine", Text),  # where its pid means it: kernel boot + pid namespace
 )
 
 secrets = Table(
-    "secrets", metadata,
+    "secrets",
+    metadata,
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -119,7 +139,8 @@ secrets = Table(
 
 # since revision 0004
 ended_sessions = Table(
-    "ended_sessions", metadata,
+    "ended_sessions",
+    metadata,
     # a session's id, or "*": every session begun at or before ended_at
     Column("id", Text, primary_key=True),
     Column("ended_at", Float, nullable=False),

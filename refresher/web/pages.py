@@ -4,6 +4,7 @@ Each page is rendered with its data embedded as JSON (Jinja's `tojson`
 escapes it for HTML), so it shows at once; the page's script then keeps it
 live through the API.
 """
+
 from __future__ import annotations
 
 from flask import render_template
@@ -40,8 +41,13 @@ def index():
         "maxSeedLength": contract.MAX_SEED_LENGTH,
         "maxNameLength": contract.MAX_JOB_NAME_LENGTH,
     }
-    return render_template("index.html", jobs=shown, limits=form_limits,
-                           max_upload_mb=settings.max_upload_mb, job_ttl_hours=settings.job_ttl_hours)
+    return render_template(
+        "index.html",
+        jobs=shown,
+        limits=form_limits,
+        max_upload_mb=settings.max_upload_mb,
+        job_ttl_hours=settings.job_ttl_hours,
+    )
 
 
 @bp.get("/jobs/<job_id>")
@@ -49,8 +55,16 @@ def index():
 def job_page(job_id: str):
     job = jobs.detail(refresher().store, job_id)
     if job is None:
-        return render_template("message.html", title="Job not found",
-                               message="This job does not exist any more: it was deleted, or its "
-                                       "results expired."), 404
-    return render_template("job.html", job=job, title=job["name"], max_name_length=contract.MAX_JOB_NAME_LENGTH,
-                           max_variations=contract.MAX_VARIATIONS, max_seed_length=contract.MAX_SEED_LENGTH)
+        return render_template(
+            "message.html",
+            title="Job not found",
+            message="This job does not exist any more: it was deleted, or its results expired.",
+        ), 404
+    return render_template(
+        "job.html",
+        job=job,
+        title=job["name"],
+        max_name_length=contract.MAX_JOB_NAME_LENGTH,
+        max_variations=contract.MAX_VARIATIONS,
+        max_seed_length=contract.MAX_SEED_LENGTH,
+    )

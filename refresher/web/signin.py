@@ -7,6 +7,7 @@ elsewhere stops working too. Both forms carry the
 session's CSRF token. Failed attempts are throttled per address, on the same
 budget as POST /api/auth; successful ones never count.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,12 +53,14 @@ def session_helpers() -> dict:
 
 def signin_required(view):
     """Send a browser that is not signed in to the sign-in page, then back."""
+
     @wraps(view)
     def wrapped(*args, **kwargs):
         if not auth.browser_signed_in():
             target = request.full_path.rstrip("?")
             return redirect(url_for("web.login", next=target if target != "/" else None))
         return view(*args, **kwargs)
+
     return wrapped
 
 
@@ -98,8 +101,9 @@ def login():
 
 @bp.errorhandler(429)
 def too_many_attempts(exc):
-    return _login_page("Too many wrong passwords from this address. Wait a minute, then try again.", 429,
-                       url_for("web.index"))
+    return _login_page(
+        "Too many wrong passwords from this address. Wait a minute, then try again.", 429, url_for("web.index")
+    )
 
 
 @bp.post("/logout")
@@ -107,5 +111,6 @@ def logout():
     if auth.csrf_token_matches(request.form.get("csrf_token")):
         auth.sign_out_browser()
         return redirect(url_for("web.login"))
-    return render_template("message.html", title="Not signed out",
-                           message="This page was open for too long. Reload it and sign out again."), 400
+    return render_template(
+        "message.html", title="Not signed out", message="This page was open for too long. Reload it and sign out again."
+    ), 400

@@ -2,6 +2,7 @@
 """A stand-in ffmpeg whose encodes hang without progress (as on a stuck
 filesystem): it ignores `q`, and dies only on a signal. Probes and thumbnails
 run the real ffmpeg."""
+
 import itertools
 import os
 import sys

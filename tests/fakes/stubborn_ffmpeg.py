@@ -2,6 +2,7 @@
 """A stand-in ffmpeg for the stop-escalation test: encodes never finish and
 ignore both `q` and SIGTERM, so only SIGKILL ends them. It logs when each
 arrives. Every other call (probe, thumbnail) runs the real ffmpeg."""
+
 import itertools
 import os
 import signal

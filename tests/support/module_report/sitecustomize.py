@@ -1,6 +1,7 @@
 """Put on PYTHONPATH by tests/test_layers.py: every Python process of the
 server under test writes, as it exits, which modules it had imported, to
 $REFRESHER_MODULE_REPORT/<pid>.json."""
+
 import atexit
 import json
 import os
@@ -21,8 +22,7 @@ def _report():
     folder = os.environ.get("REFRESHER_MODULE_REPORT")
     if folder:
         with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as f:
-            json.dump({"pid": os.getpid(), "ppid": _PARENT, "argv": sys.argv,
-                       "modules": sorted(sys.modules)}, f)
+            json.dump({"pid": os.getpid(), "ppid": _PARENT, "argv": sys.argv, "modules": sorted(sys.modules)}, f)
 
 
 atexit.register(_report)

@@ -2,6 +2,7 @@
 
 Revision ID: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,8 +20,7 @@ def upgrade() -> None:
         "jobs",
         sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
         sa.Column("id", sa.Text, nullable=False, unique=True),
-        sa.Column("status", sa.Text, sa.CheckConstraint(f"status IN ({STATUSES})", name="jobs_status"),
-                  nullable=False),
+        sa.Column("status", sa.Text, sa.CheckConstraint(f"status IN ({STATUSES})", name="jobs_status"), nullable=False),
         sa.Column("variations_per_video", sa.Integer, nullable=False),
         sa.Column("seed", sa.Text, nullable=False),
         sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
@@ -53,8 +53,9 @@ def upgrade() -> None:
         sa.Column("job_id", sa.Text, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("file_id", sa.Text, sa.ForeignKey("source_files.id", ondelete="CASCADE"), nullable=False),
         sa.Column("variation_index", sa.Integer, nullable=False),
-        sa.Column("status", sa.Text, sa.CheckConstraint(f"status IN ({STATUSES})", name="variations_status"),
-                  nullable=False),
+        sa.Column(
+            "status", sa.Text, sa.CheckConstraint(f"status IN ({STATUSES})", name="variations_status"), nullable=False
+        ),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
         sa.Column("effects", sa.Text, nullable=False),

@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,9 +19,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("host", sa.Text))
     # Until now every attempt that was not a failure counted as an interruption,
     # a running one included (its interruption is counted when it is recovered).
-    op.execute("UPDATE variations SET interruptions = attempts - failures"
-               " - CASE WHEN status = 'processing' THEN 1 ELSE 0 END"
-               " WHERE status IN ('queued','processing') AND attempts > failures")
+    op.execute(
+        "UPDATE variations SET interruptions = attempts - failures"
+        " - CASE WHEN status = 'processing' THEN 1 ELSE 0 END"
+        " WHERE status IN ('queued','processing') AND attempts > failures"
+    )
 
 
 def downgrade() -> None:

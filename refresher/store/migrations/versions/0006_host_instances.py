@@ -4,6 +4,7 @@ machine (kernel boot and pid namespace) where its pid can be checked.
 Revision ID: 0006
 Revises: 0005
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -5,6 +5,7 @@ go back to the queue: retry, resume).
 Revision ID: 0007
 Revises: 0006
 """
+
 import sqlalchemy as sa
 from alembic import op
 
