@@ -648,7 +648,7 @@ def cluster(postgres, tmp_path):
             process.kill_leftovers()
 
 
-def submit(web, path: Path, variations: int) -> str:
+def submit_to(web, path: Path, variations: int) -> str:
     with open(path, "rb") as f:
         r = web.session.post(
             f"{web.url}/api/jobs", files=[("videos", (path.name, f, "video/mp4"))], data={"variations": str(variations)}

@@ -14,7 +14,7 @@ import zipfile
 from refresher.storage.local import LocalStorage
 
 from .conftest import FFMPEG, ROOT, decode_errors, sql, wait_until
-from .test_api import assert_nothing_left, login
+from .support.api import assert_nothing_left, login
 
 
 def sha(path) -> str:

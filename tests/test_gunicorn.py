@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,23 +19,7 @@ import requests
 from refresher.store import Store
 
 from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
-
-
-def wait_done(server, job_id, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = server.session.get(f"{server.url}/api/jobs/{job_id}").json()
-        if job["status"] in ("completed", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(job)
-
-
-def submit(server, paths, variations):
-    files = [("videos", (Path(p).name, open(p, "rb"), "video/mp4")) for p in paths]
-    r = server.session.post(f"{server.url}/api/jobs", files=files, data={"variations": str(variations)})
-    assert r.status_code == 202, r.text
-    return r.json()
+from .support.servers import START_COMMANDS, submit, wait_done
 
 
 def test_job_through_gunicorn_and_clean_shutdown(gunicorn_server, media):
@@ -235,13 +218,6 @@ def _read_only_data_dir(data_dir: Path) -> tuple[Path, str]:
     data_dir.mkdir()
     data_dir.chmod(0o555)
     return data_dir, "Permission denied"
-
-
-START_COMMANDS = {
-    "gunicorn": ["-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-    "worker": ["-m", "refresher.worker"],
-    "app.py": ["app.py"],
-}
 
 
 @pytest.mark.parametrize("command", START_COMMANDS)

@@ -13,7 +13,7 @@ import json
 import os
 
 from .conftest import ROOT
-from .test_gunicorn import submit, wait_done
+from .support.servers import submit, wait_done
 
 WEB = ("flask", "werkzeug", "jinja2", "flask_httpauth", "flask_limiter")
 DATABASE = ("sqlalchemy", "psycopg", "alembic")

@@ -17,8 +17,8 @@ from pathlib import Path
 from refresher.engine.control import ControlBlock
 from refresher.store import LISTENER_NAME, Store
 
-from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit, wait_until
-from .test_resilience import encode_workers, mapped_packages
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to, wait_until
+from .support.processes import encode_workers, mapped_packages
 
 
 def outputs(job: dict) -> list[dict]:
@@ -28,7 +28,7 @@ def outputs(job: dict) -> list[dict]:
 def test_a_job_spreads_over_every_host(cluster, media):
     web, hosts, store = cluster()
     assert web.session.get(f"{web.url}/api/health").json()["supervisor"] == "elsewhere"
-    job_id = submit(web, media["clip"], 8)
+    job_id = submit_to(web, media["clip"], 8)
     job = wait_until(lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed") and j, timeout=120)
     assert job["status"] == "completed" and job["completedVariations"] == 8, job
     made = outputs(job)
@@ -44,7 +44,7 @@ def test_a_job_spreads_over_every_host(cluster, media):
 
 def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):
     web, hosts, store = cluster()
-    job_id = submit(web, media["slow"], 4)
+    job_id = submit_to(web, media["slow"], 4)
     folder = web.data_dir / "jobs" / job_id
     wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
     started = time.monotonic()
@@ -90,7 +90,7 @@ def test_a_cancel_reaches_the_other_hosts_by_notification_not_by_the_poll(cluste
     answer, after 15 s of waiting, is still "processing")."""
     web, hosts, store = cluster(CANCEL_DB_POLL_SECONDS=60)
     for _ in range(2):
-        job_id = submit(web, media["slow"], 4)
+        job_id = submit_to(web, media["slow"], 4)
         flagged, elapsed = cancel_and_time(web, store, job_id, web.data_dir / "jobs" / job_id)
         assert flagged < 1.0, f"both hosts' flags set {flagged:.2f} s after the request"
         assert elapsed < 10.0, f"{elapsed:.2f} s"
@@ -101,7 +101,7 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
     are made again: its NOTIFY reaches nobody, and the poll each host makes
     once it listens again finds it (the regular poll is a minute apart)."""
     web, hosts, store = cluster(CANCEL_DB_POLL_SECONDS=60)
-    job_id = submit(web, media["slow"], 4)
+    job_id = submit_to(web, media["slow"], 4)
     folder = web.data_dir / "jobs" / job_id
     wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
     with store.writing() as conn:
@@ -118,7 +118,7 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
 
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):
     web, (first, second), store = cluster()
-    job_id = submit(web, media["long"], 6)
+    job_id = submit_to(web, media["long"], 6)
     wait_until(
         lambda: any(v["status"] == "processing" and v["host"] == "worker.1" for v in store.get_job_variations(job_id)),
         timeout=60,
@@ -131,7 +131,7 @@ def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, med
 
 def test_sigterm_hands_a_host_s_running_variations_back_at_once(cluster, media):
     web, (first, second), store = cluster()
-    job_id = submit(web, media["slow"], 2)
+    job_id = submit_to(web, media["slow"], 2)
     wait_until(lambda: sum(v["status"] == "processing" for v in store.get_job_variations(job_id)) == 2, timeout=60)
     first.stop(signal.SIGTERM)
     requeued = [v for v in store.get_job_variations(job_id) if v["host"] is None]
@@ -200,7 +200,7 @@ def test_a_live_host_on_another_machine_is_told_by_its_heartbeat(cluster, tmp_pa
 
 def test_a_host_restarted_after_kill_9_takes_its_id_back_at_once(cluster, media, tmp_path):
     web, (first, second), store = cluster(workers=2, HOST_TIMEOUT_SECONDS=60)
-    job_id = submit(web, media["slow"], 2)
+    job_id = submit_to(web, media["slow"], 2)
     wait_until(
         lambda: any(v["status"] == "processing" and v["host"] == "worker.1" for v in store.get_job_variations(job_id)),
         timeout=60,

@@ -24,8 +24,8 @@ from refresher import intake, lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
-from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, free_port, job_of, submit, wait_until
-from .test_gunicorn import START_COMMANDS
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, free_port, job_of, submit_to, wait_until
+from .support.servers import START_COMMANDS
 
 
 PREFIX = "team/videos"
@@ -262,7 +262,7 @@ def _final(web, job_id: str, timeout: float = 180) -> dict:
 
 def test_hosts_sharing_no_disk_make_one_job_and_its_zip(s3_cluster, s3, bucket, media):
     web, hosts, store = s3_cluster()
-    job_id = submit(web, media["clip"], 6)
+    job_id = submit_to(web, media["clip"], 6)
     job = _final(web, job_id)
     assert job["status"] == "completed" and job["completedVariations"] == 6, job
     made = [o for f in job["files"] for o in f["outputs"]]
@@ -315,7 +315,7 @@ def test_a_cancel_across_hosts_keeps_what_was_stored(s3_cluster, s3, bucket, med
 def test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing(s3_cluster, s3, bucket, media, tmp_path):
     web, (first, second), store = s3_cluster(workers=2)
     second.stop()  # one host, so the killed one's work cannot be finished elsewhere meanwhile
-    job_id = submit(web, media["long"], 3)
+    job_id = submit_to(web, media["long"], 3)
     wait_until(lambda: any(v["status"] == "completed" for v in store.get_job_variations(job_id)), timeout=120)
     first.stop(signal.SIGKILL)
     done_before = {v["id"] for v in store.get_job_variations(job_id) if v["status"] == "completed"}

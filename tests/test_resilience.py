@@ -24,6 +24,7 @@ from refresher.store import OperationalError, Store
 from refresher.webapp import create_app
 
 from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
+from .support.processes import encode_workers, mapped_packages
 
 
 def alive(pid: int) -> bool:
@@ -31,40 +32,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
-def encode_workers(supervisor_pid: int) -> list[int]:
-    """The supervisor's encode workers (not multiprocessing's resource tracker)."""
-    found = []
-    for pid in children_of(supervisor_pid):
-        try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except FileNotFoundError:
-            continue
-    return found
-
-
-def mapped_packages(pid: int) -> set[str]:
-    """The installed packages (site-packages folders) whose compiled modules a process has loaded."""
-    found = set()
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        path = line.split()[-1]
-        if "/site-packages/" in path:
-            found.add(path.split("/site-packages/", 1)[1].split("/", 1)[0])
-    return found
 
 
 def test_encode_workers_load_none_of_the_supervisor_s_libraries(make_service, media):

@@ -13,7 +13,7 @@ from refresher.media import ffmpeg
 from refresher.webapp import create_app
 
 from .conftest import FFMPEG, make_settings
-from .test_api import assert_nothing_left, login
+from .support.api import assert_nothing_left, login
 
 
 def make(path: Path, *args: str) -> Path:
