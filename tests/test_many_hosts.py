@@ -256,11 +256,11 @@ def cleanup_passes(log: str) -> list[tuple[datetime, datetime]]:
 
 def test_the_cleanup_daemon_never_runs_on_two_hosts_at_once(cluster, tmp_path):
     """Two worker hosts, a pass every 0.1 s, each pass made slow by a
-    folder of 20,000 files that it walks to count DATA_DIR's usage (a folder
-    of no job and no upload, which no pass removes): without the advisory
-    lock, their passes would overlap many times."""
+    folder of 20,000 files under jobs/ that it walks to count the storage's
+    usage and to sweep (files of no job, younger than any pass removes):
+    without the advisory lock, their passes would overlap many times."""
     web, (first, second), store = cluster(workers=2, CLEANUP_INTERVAL_SECONDS=0.1)
-    crowd = web.data_dir / "crowd"
+    crowd = web.data_dir / "jobs" / "crowd"
     crowd.mkdir(parents=True)
     for i in range(20_000):
         (crowd / str(i)).touch()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import errno
 import os
 import re
 import signal
@@ -302,9 +303,14 @@ def test_disk_full_mid_job_fails_the_job_and_the_service_carries_on(small_disk, 
     try:
         job_id = svc.submit([media["slow"]], variations=1)["jobId"]  # 38 MB in, ~45 MB out expected
         wait_until(lambda: running_ffmpeg(svc.settings.data_dir, job_id), interval=0.01)
-        with open(filler, "wb") as f:  # fill the disk, leaving a little room for the database
+        with open(filler, "wb", buffering=0) as f:  # fill the disk, leaving a little room for the database
             free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-            f.write(b"\0" * max(0, free - 300_000))
+            left = max(0, free - 300_000)
+            try:
+                while left > 0:  # ffmpeg writes meanwhile: the disk may be full before the filler is
+                    left -= f.write(b"\0" * min(left, 1 << 20))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
         job = svc.wait(job_id, timeout=60)
         assert job["status"] == "failed" and "No space left" in job["error"], job
         assert not [p for p in (svc.settings.data_dir / "jobs" / job_id).iterdir() if ".part" in p.name]
