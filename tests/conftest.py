@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -43,61 +44,81 @@ def _clip(path: Path, size="320x240", seconds=2, audio=True, codec="libx264", pi
     return path
 
 
-@pytest.fixture(scope="session")
-def media(tmp_path_factory) -> dict[str, Path]:
-    """Every kind of source the service must handle, made once per test session."""
-    d = tmp_path_factory.mktemp("media")
-    m = {
-        "clip": _clip(d / "clip.mp4"),
-        "clip2": _clip(d / "second clip.mp4", size="320x180"),
-        "vertical": _clip(d / "vertical.mp4", size="240x320", audio=False),
-        "odd": _clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
-        "long": _clip(d / "long.mp4", size="1280x720", seconds=10),
-        # encodes for a few seconds: long enough to cancel in the middle
-        "slow": _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
-    }
+class Media(dict):
+    """Every kind of source the service must handle, each made with lavfi the
+    first time a test asks for it (once per test process: with several
+    workers, each makes only what its own tests use)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = path = _MEDIA[name](self, self.folder)
+        return path
+
+
+def _huge(m: Media, d: Path) -> Path:  # one flat frame: tiny file, enormous picture
+    path = d / "huge.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.1", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))  # fmt: skip
+    return path
+
+
+def _rotated(m: Media, d: Path) -> Path:
     hevc = _clip(
         d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none")
     )
-    m["rotated"] = d / "rotated.mov"
-    _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(m["rotated"]))
-    m["not_video"] = d / "notes.mp4"
-    m["not_video"].write_text("this is not a video\n" * 100)
-    m["audio_only"] = d / "song.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(m["audio_only"]))
-    m["huge"] = d / "huge.mp4"  # one flat frame: tiny file, enormous picture
-    _ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=gray:size=8192x4608:duration=0.1",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        str(m["huge"]),
-    )
-    m["mkv"] = d / "clip.mkv"
-    _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(m["mkv"]))
-    m["truncated"] = d / "truncated.mp4"
-    m["truncated"].write_bytes(m["clip"].read_bytes()[:2000])
-    m["endless"] = d / "endless.mp4"  # an hour of a 16×16 still: 95 KB, hours of CPU at 1080p
-    _ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=gray:size=16x16:rate=1:duration=3600",
-        "-c:v",
-        "libx264",
-        "-g",
-        "3600",
-        "-pix_fmt",
-        "yuv420p",
-        str(m["endless"]),
-    )
-    return m
+    _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(d / "rotated.mov"))
+    return d / "rotated.mov"
+
+
+def _audio_only(m: Media, d: Path) -> Path:
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(d / "song.mp4"))
+    return d / "song.mp4"
+
+
+def _mkv(m: Media, d: Path) -> Path:
+    _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(d / "clip.mkv"))
+    return d / "clip.mkv"
+
+
+def _written(name: str, content) -> Callable[[Media, Path], Path]:
+    def make(m: Media, d: Path) -> Path:
+        path = d / name
+        path.write_bytes(content(m))
+        return path
+
+    return make
+
+
+def _endless(m: Media, d: Path) -> Path:  # an hour of a 16×16 still: 95 KB, hours of CPU at 1080p
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=16x16:rate=1:duration=3600", "-c:v", "libx264",
+            "-g", "3600", "-pix_fmt", "yuv420p", str(d / "endless.mp4"))  # fmt: skip
+    return d / "endless.mp4"
+
+
+_MEDIA: dict[str, Callable[[Media, Path], Path]] = {
+    "clip": lambda m, d: _clip(d / "clip.mp4"),
+    "clip2": lambda m, d: _clip(d / "second clip.mp4", size="320x180"),
+    "vertical": lambda m, d: _clip(d / "vertical.mp4", size="240x320", audio=False),
+    "odd": lambda m, d: _clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
+    "long": lambda m, d: _clip(d / "long.mp4", size="1280x720", seconds=10),
+    # encodes for a few seconds: long enough to cancel in the middle
+    "slow": lambda m, d: _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
+    "rotated": _rotated,
+    "not_video": _written("notes.mp4", lambda m: b"this is not a video\n" * 100),
+    "audio_only": _audio_only,
+    "huge": _huge,
+    "mkv": _mkv,
+    "truncated": _written("truncated.mp4", lambda m: m["clip"].read_bytes()[:2000]),
+    "endless": _endless,
+}
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> Media:
+    return Media(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture(scope="session")
@@ -256,7 +277,8 @@ def make_service(tmp_path):
 
 # --- the fast lane -----------------------------------------------------------------------
 # `pytest -m "not e2e"` leaves out every test that starts a real gunicorn, a
-# browser, a cluster of hosts, an install or a benchmark: what is left runs
+# browser, a cluster of hosts, an S3 server, an install or a benchmark, kills
+# and restarts whole processes, or fuzzes every operation: what is left runs
 # the app in-process with a real supervisor, real ffmpeg and real databases.
 E2E_FIXTURES = {"gunicorn_server", "browser", "page", "cluster", "installed"}
 E2E_MODULES = {
@@ -270,6 +292,9 @@ E2E_MODULES = {
     "test_browser",
     "test_layers",
     "test_quality",
+    "test_object_storage",  # a real S3 server
+    "test_resilience",  # whole processes killed and restarted
+    "test_openapi",  # every operation fuzzed on a live service
 }
 
 
