@@ -80,9 +80,10 @@ def test_daemon_evicts_over_the_storage_limit(make_service, media, database_url)
     svc = make_service(storage_limit_mb=3, cleanup_interval_seconds=0.3, database_url=database_url)
     first = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])["jobId"]
     assert svc.get(f"/api/jobs/{first}").status_code == 200, "under the limit, nothing is evicted"
-    incoming = svc.settings.data_dir / "incoming"  # an upload being received counts: now over it
-    incoming.mkdir(exist_ok=True)
-    (incoming / "filler").write_bytes(b"\0" * 3 * 1024 * 1024)
+    # files of no job under jobs/ count, and are swept only once 10 minutes old: now over it
+    filler = svc.settings.data_dir / "jobs" / "filler"
+    filler.mkdir()
+    (filler / "filler").write_bytes(b"\0" * 3 * 1024 * 1024)
     wait_until(lambda: gone(svc, first), timeout=30)
     conn = Store.shared(svc.settings.database)
     assert sql(conn, "SELECT COUNT(*) FROM jobs")[0][0] == 0
