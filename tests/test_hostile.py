@@ -167,7 +167,40 @@ def cases(media):
             "/api/jobs",
             {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 600_000)]), "content_type": mp},
             400,
-            "one too long",
+            "the text field 'seed' is larger than the limit of 500 KB",
+        ),
+        # each form limit names itself, never the request's (10 × MAX_UPLOAD_MB)
+        (
+            "a file name of a megabyte",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a" * 1_000_000 + ".mp4", clip)]), "content_type": mp},
+            400,
+            "file names of at most 1024 characters",
+        ),
+        (
+            "a file name of 2000 characters",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a" * 2000 + ".mp4", clip)]), "content_type": mp},
+            400,
+            "a file name of 2004 characters was sent; file names of at most 1024",
+        ),
+        (
+            "a text field of 600 KB first",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("name", None, b"n" * 600_000), ("videos", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "the text field 'name' is larger than the limit of 500 KB",
+        ),
+        (
+            "a preamble of 600 KB",
+            "post",
+            "/api/jobs",
+            {"data": b"p" * 600_000 + b"\r\n" + multipart([("videos", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "more than the limit of 500 KB before its first part",
         ),
         *[
             (
