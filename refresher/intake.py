@@ -276,14 +276,17 @@ def _check_complete(name: str, data_end: float, duration: float | None) -> None:
 def check_queue(store: Store, settings: Settings) -> None:
     """503 while MAX_QUEUED_JOBS jobs are unfinished: asked before a byte of an
     upload is read or a source copied, so that a full queue costs nothing;
-    writing the job asks again, atomically with the insert."""
+    writing the job (or reopening one: retry, resume) asks again, atomically
+    with the write."""
     try:
         store.check_queue_room(settings.max_queued_jobs)
     except QueueFull as full:
-        raise _queue_full(full) from None
+        raise queue_full(full) from None
 
 
-def _queue_full(full: QueueFull) -> Rejected:
+def queue_full(full: QueueFull) -> Rejected:
+    """The answer to a full queue, whatever tried to join it (an upload, a
+    rerun, a retry or a resume)."""
     return Rejected(503, f"the queue is full ({full.cap} unfinished jobs); try again later", retryAfter=30)
 
 
@@ -379,7 +382,7 @@ def _create_job(
                 max_unfinished=settings.max_queued_jobs,
             )
         except QueueFull as full:
-            raise _queue_full(full) from None
+            raise queue_full(full) from None
     except BaseException as exc:
         try:
             storage.delete_job(job_id)
