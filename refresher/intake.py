@@ -292,18 +292,18 @@ def queue_full(full: QueueFull) -> Rejected:
 
 def _check_storage(settings: Settings, accepted: list[dict], variations: int) -> None:
     """A job whose sources and outputs alone would not fit under STORAGE_LIMIT_MB
-    is refused now, rather than failing later (and evicting nothing for it)."""
+    is refused now, rather than failing later (and evicting nothing for it):
+    the rule its start asks again (`lifecycle.storage_limit_problem`)."""
     outputs = lifecycle.estimate_job_bytes(
-        [{"duration": item["info"].duration, "media": item["info"].as_dict()} for item in accepted], variations
+        [
+            {"duration": item["info"].duration, "size": item["size"], "media": item["info"].as_dict()}
+            for item in accepted
+        ],
+        variations,
     )
-    needed = outputs + sum(item["size"] for item in accepted)
-    if needed > settings.storage_limit_bytes:
-        raise Rejected(
-            413,
-            f"this job needs about {lifecycle.megabytes(needed)} (its videos and their variations), "
-            f"more than the storage limit of {settings.storage_limit_mb:g} MB "
-            f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos",
-        )
+    problem = lifecycle.storage_limit_problem(settings, outputs, sum(item["size"] for item in accepted))
+    if problem is not None:
+        raise Rejected(413, problem)
 
 
 def _create_job(
