@@ -189,7 +189,7 @@ def estimate_output_bytes(
     out_w, out_h = fx.output_size(width, height)
     audio = AUDIO_BITS_PER_SECOND if has_audio else 0
     worst = max(MIN_VIDEO_BITS_PER_SECOND, ESTIMATE_BITS_PER_PIXEL * out_w * out_h) + audio
-    bits = worst
+    bits: float = worst
     if source_bytes and duration:
         bits = min(worst, max(MIN_VIDEO_BITS_PER_SECOND + audio, SOURCE_FACTOR * source_bytes * 8 / duration))
     return int(duration * bits / 8)
