@@ -31,9 +31,12 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 def delete_job_everywhere(store: Store, storage: Storage, job_id: str) -> None:
-    """Rows first, then files: a crash in between leaves only files, which the sweep removes."""
-    store.delete_job(job_id)
+    """Files first, then rows: on a full disk the files' room comes back
+    before the rows' delete needs some. A failure in between leaves a job
+    whose files are gone (it shows them gone, 404 and 410, and deleting it
+    again removes its rows)."""
     storage.delete_job(job_id)
+    store.delete_job(job_id)
 
 
 def expire_finished_jobs(
@@ -283,6 +286,7 @@ def run_cleanup(
     storage = storage or for_settings(settings)
     started = time.monotonic()
     log.info("cleanup pass in process %d", os.getpid())
+    store.reserve.keep()  # given back when the disk filled: made again once it has room
     expire_finished_jobs(store, settings, storage=storage)
     fail_stale_queued_jobs(store, settings)
     evict_for_space(store, settings, storage=storage)

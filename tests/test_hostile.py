@@ -4,6 +4,7 @@ anything but the uploaded file."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -11,13 +12,15 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
+from refresher import lifecycle
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, wait_until
+from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, sql, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -850,3 +853,70 @@ def test_the_queue_cap_holds_for_a_burst_of_uploads_on_every_web_worker(gunicorn
         codes = sorted(pool.map(upload, range(10)))
     assert codes == [202] * 2 + [503] * 8, codes
     assert len(server.session.get(server.url + "/api/jobs").json()) == 2
+
+
+def _fill(path) -> None:
+    """Fill the file system `path` is on until it takes no more."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+def test_on_a_full_disk_sign_out_tokens_and_delete_work_and_other_writes_are_507(small_disk, media):
+    """The disk that holds the database fills up: a sign-out, a revoked or new
+    token, a cancel and a deleted job still work (through the reserve the
+    service keeps beside the database, given back now), a token keeps
+    working, other writes answer 507, and the reserve is made again once
+    the disk has room."""
+    disk = small_disk  # 32 MB of its own
+    app = create_app(make_settings(disk / "data"))
+    client = app.test_client()
+    store = app.extensions["refresher"].store
+    reserve = disk / "data" / "refresher.db-reserve"  # beside the database
+
+    def signed_in() -> dict:
+        return {"Authorization": f"Bearer {client.post('/api/auth', json={'password': PASSWORD}).get_json()['token']}"}
+
+    mine, leaving, everyone = signed_in(), signed_in(), signed_in()
+    api = client.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()
+    revoked = client.post("/api/tokens", json={"name": "old"}, headers=mine).get_json()
+
+    def upload() -> str:
+        r = client.post(
+            "/api/jobs",
+            headers=mine,
+            data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"},
+            content_type="multipart/form-data",
+        )
+        assert r.status_code == 202, r.get_json()
+        return r.get_json()["jobId"]
+
+    finished, queued = upload(), upload()  # no supervisor here: both stay queued
+    sql(store, "UPDATE jobs SET status = 'completed', finished_at = ? WHERE id = ?", time.time(), finished)
+    sql(store, "UPDATE variations SET status = 'completed' WHERE job_id = ?", finished)
+    _fill(disk / "filler")
+
+    r = client.post(f"/api/jobs/{finished}/rerun", headers=mine)
+    assert r.status_code == 507 and "disk is full" in r.get_json()["error"], r.get_json()
+    assert reserve.stat().st_size > 0, "kept from the start; an ordinary write does not take it"
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {api['token']}"}).status_code == 200
+    assert client.delete("/api/auth", headers=leaving).status_code == 204
+    assert client.get("/api/jobs", headers=leaving).status_code == 401, "signed out at once"
+    assert not reserve.exists(), "given back"
+    assert client.delete(f"/api/tokens/{revoked['id']}", headers=mine).status_code == 204
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 401
+    assert client.post("/api/tokens", json={"name": "new"}, headers=mine).status_code == 201
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=mine).get_json()["status"] == "cancelled"
+    assert client.delete(f"/api/jobs/{finished}", headers=mine).status_code == 204
+    assert client.get(f"/api/jobs/{finished}", headers=mine).status_code == 404
+    assert not (disk / "data" / "jobs" / finished).exists()
+    assert client.delete("/api/auth?all=1", headers=everyone).status_code == 204
+    assert client.get("/api/jobs", headers=mine).status_code == 401
+
+    (disk / "filler").unlink()
+    lifecycle.run_cleanup(store, app.extensions["refresher"].settings)
+    assert reserve.stat().st_size > 0, "made again once the disk has room"

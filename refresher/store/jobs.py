@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from .. import rules
-from .database import JOB_CREATION_LOCK, Database, for_update
+from .database import JOB_CREATION_LOCK, Database, for_update, through_a_full_disk
 from .listener import CANCEL_CHANNEL
 from .rows import job_state, mapping, variation_fields, variation_state
 from .schema import jobs, source_files, variations
@@ -223,11 +223,13 @@ class Jobs(Database):
         if max_unfinished is not None and self.dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOB_CREATION_LOCK})
 
+    @through_a_full_disk
     def delete_job(self, job_id: str) -> bool:
         with self.writing() as conn:
             return conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount == 1
 
     # --- cancel, retry, resume ---------------------------------------------------------------
+    @through_a_full_disk
     def request_cancel(self, job_id: str, now: float, ttl: float) -> dict | None:
         """Accept a cancel: no variation of the job starts any more, the queued
         ones are skipped, and the job settles at once if nothing of it runs.
