@@ -38,6 +38,12 @@ from .store import QueueFull, Store, new_id
 
 log = logging.getLogger(__name__)
 
+# The longest an ffmpeg reading an upload (its probe, the read of its
+# packets, its thumbnail) may hold a probe slot: past it, it is killed and
+# the file refused (415). Reading a 500 MB file's packets takes a few
+# seconds; a platform's router gives a request 30 s from its last byte.
+PROBE_SECONDS = 20
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -103,16 +109,18 @@ class EarlyIntake:
 
     Two videos are taken at once, and the first one's thumbnail is made on
     a thread of its own as soon as its probe has passed: the ffmpeg calls
-    of one request run side by side, within the host's probe slots
-    (`ProbeSlots`: at most two at once, whatever the number of requests).
+    of one request run within the host's probe slots (`ProbeSlots`: at most
+    two at once, whatever the number of requests, and one of them at most
+    for one client), each for PROBE_SECONDS at most.
 
     The job's id is reserved up front; what was stored for it is deleted by
     `close` unless the job was created."""
 
-    def __init__(self, settings: Settings, storage: Storage, binary: str):
+    def __init__(self, settings: Settings, storage: Storage, binary: str, client: str | None = None):
         self.settings = settings
         self.storage = storage
         self.binary = binary
+        self.client = client  # who sent it (its token or session, else its address): one probe slot at most
         self.job_id = new_id()
         self.slots = ProbeSlots(settings.data_dir / "run")
         self.created = False
@@ -142,9 +150,9 @@ class EarlyIntake:
         if video.size == 0:
             raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
         try:
-            with self.slots.hold():
-                info = ffmpeg.probe(self.binary, video.path)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams) as exc:
+            with self.slots.hold(self.client):
+                info = ffmpeg.probe(self.binary, video.path, timeout=PROBE_SECONDS)
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.ProbeTimedOut) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
@@ -152,11 +160,14 @@ class EarlyIntake:
         _check_picture(video.name, info.width, info.height, self.settings.max_resolution)
         if video.path == self._first:
             self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
-        with self.slots.hold():
-            # Its video's frame count, kept for every variation with a speed
-            # change, and where its data ends (packets copied, nothing decoded;
-            # its length is capped now).
-            demuxed = ffmpeg.demux(self.binary, video.path)
+        try:
+            with self.slots.hold(self.client):
+                # Its video's frame count, kept for every variation with a speed
+                # change, and where its data ends (packets copied, nothing decoded;
+                # its length is capped now).
+                demuxed = ffmpeg.demux(self.binary, video.path, timeout=PROBE_SECONDS)
+        except ffmpeg.ProbeTimedOut as exc:
+            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         if demuxed is not None:
             _check_frame_rate(video.name, demuxed.frame_rate, self.settings.max_frame_rate)
             _check_complete(video.name, demuxed.data_end, info.duration)
@@ -171,8 +182,8 @@ class EarlyIntake:
     def _make_thumbnail(self, video: Staged, info) -> str | None:
         made = video.path.with_name(video.path.name + ".webp")
         try:
-            with self.slots.hold():
-                ffmpeg.make_thumbnail(self.binary, video.path, made, info.duration)
+            with self.slots.hold(self.client):
+                ffmpeg.make_thumbnail(self.binary, video.path, made, info.duration, timeout=PROBE_SECONDS)
         except (RuntimeError, OSError) as exc:
             log.warning("no thumbnail for %s: %s", video.name, exc)
             made.unlink(missing_ok=True)

@@ -16,11 +16,20 @@ import time
 
 import pytest
 
-from refresher import lifecycle
+from refresher import intake, lifecycle
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, sql, wait_until
+from .conftest import (
+    FFMPEG,
+    PASSWORD,
+    ROOT,
+    ffmpeg_pids_writing_under,
+    make_settings,
+    processes_tagged,
+    sql,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -801,12 +810,14 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
     answers = []
 
     def upload():
+        # a client of its own each (a client's further probes wait on its own lock)
+        token = requests.post(server.url + "/api/auth", json={"password": PASSWORD}).json()["token"]
         with open(media["clip"], "rb") as f:
             answers.append(
                 requests.post(
                     server.url + "/api/jobs",
                     files={"videos": ("clip.mp4", f)},
-                    headers=server.session.headers,
+                    headers={"Authorization": f"Bearer {token}"},
                     timeout=60,
                 ).status_code
             )
@@ -920,3 +931,77 @@ def test_on_a_full_disk_sign_out_tokens_and_delete_work_and_other_writes_are_507
     (disk / "filler").unlink()
     lifecycle.run_cleanup(store, app.extensions["refresher"].settings)
     assert reserve.stat().st_size > 0, "made again once the disk has room"
+
+
+@pytest.fixture
+def slow_to_probe(tmp_path, media, monkeypatch):
+    """An app whose ffmpeg reads media["clip2"] only once the hold file is
+    gone (tests/fakes/slow_probe_ffmpeg.py): (app, hold file, file of the
+    pids of those reads)."""
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    hold.touch()
+    started.touch()
+    monkeypatch.setenv("REAL_FFMPEG", FFMPEG)
+    monkeypatch.setenv("SLOW_INPUT_SIZE", str(media["clip2"].stat().st_size))
+    monkeypatch.setenv("HOLD_FILE", str(hold))
+    monkeypatch.setenv("STARTED_FILE", str(started))
+    fake = str(ROOT / "tests" / "fakes" / "slow_probe_ffmpeg.py")
+    yield create_app(make_settings(tmp_path / "data", ffmpeg_binary=fake)), hold, started
+    hold.unlink(missing_ok=True)
+
+
+def _signed_in(app) -> dict:
+    token = app.test_client().post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _upload(app, headers, paths, answers: list) -> None:
+    r = app.test_client().post(
+        "/api/jobs",
+        headers=headers,
+        data={"videos": [(open(p, "rb"), p.name) for p in paths], "variations": "1"},
+        content_type="multipart/form-data",
+    )
+    answers.append((r.status_code, r.get_json()))
+
+
+def test_one_client_holding_probe_slots_does_not_delay_another(slow_to_probe, media):
+    """Two requests of three slow-to-probe files from one client, then a small
+    upload from another: the first client holds one probe slot at most, and
+    the other's upload is answered while the first's still wait."""
+    app, hold, started = slow_to_probe
+    slow_client, other = _signed_in(app), _signed_in(app)
+    slow_answers: list = []
+    senders = [
+        threading.Thread(target=_upload, args=(app, slow_client, [media["clip2"]] * 3, slow_answers)) for _ in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    try:
+        wait_until(lambda: started.read_text(), timeout=30)  # the slow client holds a slot
+        small: list = []
+        quick = threading.Thread(target=_upload, args=(app, other, [media["clip"]], small))
+        quick.start()
+        quick.join(30)
+        assert small and small[0][0] == 202, small
+        assert slow_answers == [], "the slow client's requests still wait"
+        assert len(started.read_text().split()) == 1, "the slow client held one slot, never both"
+    finally:
+        hold.unlink()
+        for sender in senders:
+            sender.join(60)
+    assert [code for code, _ in slow_answers] == [202, 202], slow_answers
+
+
+def test_a_probe_past_its_time_is_stopped_and_the_file_refused(slow_to_probe, media, monkeypatch):
+    app, _hold, started = slow_to_probe
+    monkeypatch.setattr(intake, "PROBE_SECONDS", 1)
+    answers: list = []
+    _upload(app, _signed_in(app), [media["clip"], media["clip2"]], answers)
+    [(code, body)] = answers
+    assert code == 415, body
+    assert body["error"] == "second clip.mp4 took longer than 1 s to read, the most a file may take; it was stopped"
+    assert body["file"] == "second clip.mp4"
+    [pid] = started.read_text().split()
+    assert not os.path.exists(f"/proc/{pid}"), "the probe was killed"
+    assert leftovers(app) == []

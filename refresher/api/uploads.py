@@ -37,6 +37,7 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData, State
 
 from .. import intake, contract, spool
+from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
 from ..names import display_name
@@ -215,8 +216,21 @@ def _arrived(stream: _CappedFile) -> None:
     early = request.environ.get(EARLY_KEY)
     if early is None:
         service = refresher()
-        early = request.environ[EARLY_KEY] = intake.EarlyIntake(service.settings, service.storage, service.ffmpeg)
+        early = request.environ[EARLY_KEY] = intake.EarlyIntake(
+            service.settings, service.storage, service.ffmpeg, client=_client()
+        )
     early.take(stream.staged())
+
+
+def _client() -> str:
+    """Who sent the upload, as the probe slots tell clients apart: its API
+    token or session, else its address."""
+    caller = token_auth.current_user()
+    if caller is not None and caller.token_id is not None:
+        return f"token {caller.token_id}"
+    if caller is not None and caller.session is not None:
+        return f"session {caller.session.id}"
+    return f"address {request.remote_addr}"
 
 
 def early_intake() -> intake.EarlyIntake | None:
