@@ -107,11 +107,12 @@ class EarlyIntake:
     platform router that allows 30 s from the end of the body to the first
     byte of the answer, a job of several large files is answered in time.
 
-    Two videos are taken at once, and the first one's thumbnail is made on
-    a thread of its own as soon as its probe has passed: the ffmpeg calls
-    of one request run within the host's probe slots (`ProbeSlots`: at most
-    two at once, whatever the number of requests, and one of them at most
-    for one client), each for PROBE_SECONDS at most.
+    Two videos are taken at once (one is stored while the other is read),
+    and the first one's thumbnail is made on a thread of its own as soon as
+    its probe has passed: the ffmpeg calls of one request run within the
+    host's probe slots (`ProbeSlots`: at most two at once, whatever the
+    number of requests, and one at a time for one client), each for
+    PROBE_SECONDS at most.
 
     The job's id is reserved up front; what was stored for it is deleted by
     `close` unless the job was created."""
