@@ -84,7 +84,7 @@ class DiskReserve:
         try:
             if shutil.disk_usage(self.path.parent).free < 2 * RESERVE_BYTES:
                 return False
-            part = self.path.with_name(self.path.name + ".part")
+            part = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")  # processes may make it at once
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.posix_fallocate(fd, 0, RESERVE_BYTES)  # blocks of its own, not a sparse file
@@ -94,9 +94,9 @@ class DiskReserve:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 log.warning("no disk reserve beside the database: %s", exc)
-            self.path.with_name(self.path.name + ".part").unlink(missing_ok=True)
+            self.path.with_name(f"{self.path.name}.{os.getpid()}.part").unlink(missing_ok=True)
             return False
-        log.info("the disk has room again: %s keeps %d MB for writes on a full disk", self.path, RESERVE_BYTES >> 20)
+        log.info("%d MB kept in %s for the writes that must work on a full disk", RESERVE_BYTES >> 20, self.path)
         return True
 
     def give_back(self) -> bool:
