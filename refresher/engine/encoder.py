@@ -141,7 +141,7 @@ class Encoder:
         if result.stopped or should_stop():
             # ours to stop, or it died of the same shutdown signal that reached us
             return stop_outcome(result.stop_stage)
-        return {"outcome": "failed", "error": result.reason()}
+        return {"outcome": "failed", "error": result.reason(), "detail": result.raw_tail()}
 
 
 def run_encoder(

@@ -116,6 +116,7 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.unrecorded: list[_Outcome] = []
         self.progress: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}  # variation id → when it was handed to a worker (monotonic)
         self.stopping = threading.Event()
         self.stopped_by: str | None = None  # the signal that told it to stop, if one did
         self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
@@ -320,9 +321,29 @@ class Supervisor:
         outcome = result["outcome"]
         if outcome == "failed" and (self.stopping.is_set() or self.control.shutting_down()):
             outcome = "interrupted"  # ffmpeg got the shutdown signal too
-        if outcome == "failed":
-            log.warning("variation %s failed: %s", task["id"], result.get("error"))
         self.progress.pop(task["id"], None)
+        started = self.started_at.pop(task["id"], None)
+        took = f"{time.monotonic() - started:.1f} s" if started is not None else "an unknown time"
+        if outcome == "failed":
+            log.warning(
+                "variation %s of job %s failed on host %s after %s: %s",
+                task["id"],
+                task["job_id"],
+                self.host,
+                took,
+                result.get("error"),
+            )
+            if result.get("detail"):
+                log.warning("variation %s: ffmpeg said: %s", task["id"], result.get("detail"))
+        else:
+            log.info(
+                "variation %s of job %s %s on host %s after %s",
+                task["id"],
+                task["job_id"],
+                outcome,
+                self.host,
+                took,
+            )
         _job, status = self.store.record_outcome(
             task["id"],
             outcome,
@@ -352,6 +373,8 @@ class Supervisor:
                 return
             worker.task = task
             worker.pipe.send(task)
+            self.started_at[task["id"]] = time.monotonic()
+            log.info("variation %s of job %s started on host %s", task["id"], task["job_id"], self.host)
 
     def claim(self) -> Task | None:
         """The next variation, fairly between jobs. A queued job starts only

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..contract import MAX_PIXELS, MAX_STREAMS
+from . import failures
 
 # Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
 # this long. ffmpeg answers `q` within a frame or two; the waits only matter
@@ -505,6 +506,8 @@ class RunResult:
     too_large: PictureTooLarge | None = None  # a frame over 8K, refused by the decoder, so we stopped it
     stderr_tail: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    reached: float | None = None  # seconds of output written, from its progress
+    stall_seconds: float | None = None  # the stall limit it ran under
 
     @property
     def ok(self) -> bool:
@@ -513,12 +516,16 @@ class RunResult:
     def reason(self) -> str:
         if self.too_large is not None:
             return f"the video has a {self.too_large.width}×{self.too_large.height} frame; {UP_TO_8K}"
-        tail = " | ".join(line for line in self.stderr_tail[-5:] if line)
-        if self.stalled:
-            return f"ffmpeg made no progress and was stopped. {tail}".strip()
-        if self.returncode is not None and self.returncode < 0:
-            return f"ffmpeg was killed by signal {-self.returncode}. {tail}".strip()
-        return f"ffmpeg exited with status {self.returncode}. {tail}".strip()
+        return failures.describe(
+            self.returncode,
+            self.stderr_tail,
+            reached=self.reached,
+            stalled_after=self.stall_seconds if self.stalled else None,
+        )
+
+    def raw_tail(self) -> str:
+        """ffmpeg's last stderr lines as it wrote them: for the log, never for a user."""
+        return " | ".join(line for line in self.stderr_tail[-8:] if line)
 
 
 def run_ffmpeg(
@@ -553,7 +560,7 @@ def run_ffmpeg(
     )
     assert proc.stdout is not None  # stdout=PIPE
     progress = proc.stdout
-    result = RunResult(returncode=None)
+    result = RunResult(returncode=None, stall_seconds=stall_seconds)
     tail: collections.deque[str] = collections.deque(maxlen=20)
     refused: list[PictureTooLarge] = []
     drain = threading.Thread(target=_drain_lines, args=(proc.stderr, tail, refused), daemon=True)
@@ -620,6 +627,7 @@ def run_ffmpeg(
     # read once all of stderr is: a refusal just before ffmpeg ended counts too
     result.too_large = refused[0] if refused else None
     result.elapsed = time.monotonic() - started
+    result.reached = furthest / 1e6 if furthest > 0 else None
     return result
 
 
