@@ -144,7 +144,7 @@ class EarlyIntake:
         try:
             with self.slots.hold():
                 info = ffmpeg.probe(self.binary, video.path)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams) as exc:
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None

@@ -79,6 +79,10 @@ class ProbeError(ValueError):
     """The file is not a readable MP4/MOV video."""
 
 
+class NoVideoStream(ProbeError):
+    """A readable MP4/MOV with no picture in it (an audio-only file)."""
+
+
 class PictureTooLarge(ProbeError):
     """The video has (or declares) a picture larger than 8K."""
 
@@ -265,6 +269,9 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
         raise too_large
     if _TOO_MANY_STREAMS in err:
         raise TooManyStreams()
+    if "Input #0" in err and not any(m.group(2) == "Video" for m in _STREAM.finditer(err.partition("Output #0")[0])):
+        # read as MP4/MOV, but only sound (or data) inside: say so, not "not readable"
+        raise NoVideoStream("has no video stream: it holds only sound, and a variation needs a picture")
     if proc.returncode != 0 or "Input #0" not in err:
         raise ProbeError("is not a readable MP4/MOV video")
     frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
@@ -274,7 +281,7 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     streams = [m for m in _STREAM.finditer(input_part) if m.group(1) == "0"]
     video = next((m for m in streams if m.group(2) == "Video"), None)
     if video is None:
-        raise ProbeError("has no video stream")
+        raise NoVideoStream("has no video stream: it holds only sound, and a variation needs a picture")
     out_video = next((m for m in _STREAM.finditer(output_part) if m.group(2) == "Video"), None)
     size = _SIZE.search((out_video or video).group(4)) or _SIZE.search(video.group(4))
     if size is None:
