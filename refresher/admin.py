@@ -58,7 +58,12 @@ def revoke(token_id: str):
     click.echo(f"revoked {token_id}")
 
 
-@click.command("password", help="Print the shared password (AUTH_PASSWORD, or the generated one).")
+@click.command("password", help="Print the generated shared password (unless AUTH_PASSWORD sets one).")
 @with_appcontext
 def password_cli():
+    if refresher().settings.auth_password is not None:
+        # The one in force is in the environment, where whoever asks set it; a
+        # password generated before it was set is kept, unused, and not shown.
+        click.echo("AUTH_PASSWORD is set: that is the password in force (this command shows only a generated one)")
+        return
     click.echo(refresher().password)

@@ -450,6 +450,8 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
         for f in files
     ]
     _check_storage(settings, accepted, variations)
-    return _create_job(
+    created = _create_job(
         store, settings, storage, accepted, variations, seed, name, thumbnail_from=original["thumbnail_path"]
     )
+    log.info("job %s is a rerun of job %s (seed %r)", created["jobId"], original["id"], seed)
+    return created

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,7 @@ class Settings:
     cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
+    log_level: str = "INFO"
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -91,6 +93,21 @@ class Settings:
     def database(self) -> str:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
+
+    @property
+    def database_shown(self) -> str:
+        """The database as a log line names it: never its password."""
+        if self.database_url is None or self.database_url.startswith("sqlite:"):
+            return f"SQLite {self.db_path}"
+        return without_password(self.database_url)
+
+    @property
+    def storage_shown(self) -> str:
+        """Where files live, as a log line names it (STORAGE_URL holds only a
+        bucket and a prefix; credentials come from AWS_* variables, never shown)."""
+        if self.storage_url:
+            return f"{self.storage_url} (scratch in {self.data_dir})"
+        return f"DATA_DIR {self.data_dir}"
 
     def for_web(self) -> Settings:
         """The settings of a web process (gunicorn, `python app.py`):
@@ -141,6 +158,26 @@ def _positive_float(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"{name} must be a number above 0, got {raw!r}")
+    return value
+
+
+def without_password(url: str) -> str:
+    """`url` with its password (in the user part or a `password=` parameter) hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return value
 
 
@@ -267,6 +304,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
+    "LOG_LEVEL": ("log_level", _log_level),
 }
 
 

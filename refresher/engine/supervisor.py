@@ -36,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..settings import Settings
 
-from .. import lifecycle
+from .. import lifecycle, logs
 from ..media import ffmpeg
 from ..rules import FINAL
 from ..storage import StorageError, open_storage
@@ -175,7 +175,13 @@ class Supervisor:
         self.start_cancel_listener()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
         log.info(
-            "supervisor %d running %d encode worker(s) with %s", os.getpid(), self.settings.encode_workers, self.binary
+            "supervisor %d running %d encode worker(s) with %s; HOST_ID: %s; database: %s; storage: %s",
+            os.getpid(),
+            self.settings.encode_workers,
+            self.binary,
+            self.host,
+            self.settings.database_shown,
+            self.settings.storage_shown,
         )
         try:
             while not self.stopping.is_set():
@@ -324,7 +330,9 @@ class Supervisor:
         self.progress.pop(task["id"], None)
         started = self.started_at.pop(task["id"], None)
         took = f"{time.monotonic() - started:.1f} s" if started is not None else "an unknown time"
-        if outcome == "failed":
+        if started is None and outcome == "interrupted":
+            pass  # its end was told already (a worker that reported, then died of the same shutdown)
+        elif outcome == "failed":
             log.warning(
                 "variation %s of job %s failed on host %s after %s: %s",
                 task["id"],
@@ -336,13 +344,15 @@ class Supervisor:
             if result.get("detail"):
                 log.warning("variation %s: ffmpeg said: %s", task["id"], result.get("detail"))
         else:
+            stage = result.get("stopStage")
             log.info(
-                "variation %s of job %s %s on host %s after %s",
+                "variation %s of job %s %s on host %s after %s%s",
                 task["id"],
                 task["job_id"],
                 outcome,
                 self.host,
                 took,
+                f" (ffmpeg stopped by {stage})" if stage else "",
             )
         _job, status = self.store.record_outcome(
             task["id"],
@@ -719,14 +729,7 @@ def _kill_stale_ffmpeg(row: dict, partial: Path) -> None:
 def run_supervisor(settings: Settings, control: ControlBlock, parent_pid: int | None = None) -> None:
     """The supervisor process's work, with its signals and its log. It stops
     when the process `parent_pid` (by default, its parent now) is gone."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
-    # Its parent migrated the schema already; the check repeats two lines that say nothing.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, replace_handlers=True)
     supervisor = Supervisor(settings, control, parent_pid)
 
     def stop(signum, frame):
