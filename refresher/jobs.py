@@ -78,6 +78,14 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
     return answer, job["status"] in rules.FINAL
 
 
+def no_encoding_host(store: Store, host_timeout: float) -> bool:
+    """Whether no host anywhere encodes: no supervisor, here or on a worker
+    process, has sent a heartbeat within HOST_TIMEOUT_SECONDS. Queued jobs
+    then wait until one starts (e.g. a web process with ENCODE_WORKERS=0 and
+    no worker process running)."""
+    return not store.live_hosts(time.time(), host_timeout)
+
+
 def work_queued(control: ControlBlock | None) -> None:
     """Work was just queued: wake this host's supervisor, if it runs here, so it
     claims the work now rather than at its next turn (other hosts look at
