@@ -58,12 +58,16 @@ def revoke(token_id: str):
     click.echo(f"revoked {token_id}")
 
 
-@click.command("password", help="Print the generated shared password (unless AUTH_PASSWORD sets one).")
+@click.command("password", help="Print the generated shared password (none when AUTH_PASSWORD sets it).")
 @with_appcontext
 def password_cli():
-    if refresher().settings.auth_password is not None:
-        # The one in force is in the environment, where whoever asks set it; a
-        # password generated before it was set is kept, unused, and not shown.
-        click.echo("AUTH_PASSWORD is set: that is the password in force (this command shows only a generated one)")
+    service = refresher()
+    if service.settings.auth_password is not None:
+        in_force = "AUTH_PASSWORD is set here"
+    elif auth.password_source(service.store) == "AUTH_PASSWORD":
+        in_force = "the service was last started with AUTH_PASSWORD set (in its environment, not this one)"
+    else:
+        click.echo(service.password)
         return
-    click.echo(refresher().password)
+    # Not the generated password kept in the database: nobody can sign in with it.
+    raise click.ClickException(f"{in_force}: that is the password in force; this command shows only a generated one")

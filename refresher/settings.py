@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 
 class SettingsError(ValueError):
@@ -95,13 +94,6 @@ class Settings:
         return self.database_url or str(self.db_path)
 
     @property
-    def database_shown(self) -> str:
-        """The database as a log line names it: never its password."""
-        if self.database_url is None or self.database_url.startswith("sqlite:"):
-            return f"SQLite {self.db_path}"
-        return without_password(self.database_url)
-
-    @property
     def storage_shown(self) -> str:
         """Where files live, as a log line names it (STORAGE_URL holds only a
         bucket and a prefix; credentials come from AWS_* variables, never shown)."""
@@ -159,16 +151,6 @@ def _positive_float(name: str, raw: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"{name} must be a number above 0, got {raw!r}")
     return value
-
-
-def without_password(url: str) -> str:
-    """`url` with its password (in the user part or a `password=` parameter) hidden."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from refresher import logs
+from refresher import logs, startup
 from refresher.media.ffmpeg import STOP_GRACE_SECONDS
-from refresher.settings import SettingsError, load_settings, without_password
+from refresher.settings import SettingsError, load_settings
+from refresher.store import shown_url
 from refresher.webapp import create_app
 
 from .conftest import PASSWORD, make_settings, wait_until
@@ -29,18 +30,18 @@ def test_the_start_line_names_the_host_the_database_and_the_storage(make_service
 
 
 def test_a_database_url_is_shown_without_its_password():
-    assert without_password("postgres://app:s3cr%40t@db.example.com:5432/refresher") == (
-        "postgres://app:***@db.example.com:5432/refresher"
-    )
-    assert without_password("postgresql://db/x?user=app&password=hunter2&sslmode=require") == (
-        "postgresql://db/x?user=app&password=***&sslmode=require"
-    )
-    settings = make_settings(
-        Path("/srv/data"),
-        database_url="postgresql://app:pw@db/refresher",
-        storage_url="s3://bucket/refresher",
-    )
-    assert settings.database_shown == "postgresql://app:***@db/refresher"
+    for given, shown in (
+        (
+            "postgres://app:s3cr%40t@db.example.com:5432/refresher",
+            "postgresql+psycopg://app:***@db.example.com:5432/refresher",
+        ),
+        (
+            "postgresql://app@db/x?password=hunter2&sslmode=require",
+            "postgresql+psycopg://app@db/x?sslmode=require",
+        ),
+    ):
+        assert shown_url(make_settings(Path("/srv/data"), database_url=given).database) == shown
+    settings = make_settings(Path("/srv/data"), storage_url="s3://bucket/refresher")
     assert settings.storage_shown == "s3://bucket/refresher (scratch in /srv/data)"
 
 
@@ -63,12 +64,26 @@ def test_sigterm_kills_a_running_encode_at_once_and_the_supervisor_is_gone_quick
 
 
 def test_the_password_command_says_when_auth_password_is_in_force(tmp_path):
-    chosen = create_app(make_settings(tmp_path / "chosen"))  # AUTH_PASSWORD set
-    shown = chosen.test_cli_runner().invoke(args=["password"])
-    assert shown.exit_code == 0 and "AUTH_PASSWORD is set" in shown.output and PASSWORD not in shown.output
-    generated = create_app(make_settings(tmp_path / "generated", auth_password=None))
-    password = generated.extensions["refresher"].password
-    assert generated.test_cli_runner().invoke(args=["password"]).output.strip() == password
+    """Run where AUTH_PASSWORD is set, or where it is not while the service
+    runs with it (another shell, a one-off dyno): the generated password
+    kept in the database is not the one in force, and is not shown."""
+    data_dir = tmp_path / "data"
+    chosen = make_settings(data_dir)  # AUTH_PASSWORD set
+    shown = create_app(chosen).test_cli_runner().invoke(args=["password"])
+    assert shown.exit_code == 1 and "AUTH_PASSWORD is set here: that is the password in force" in shown.output
+    assert PASSWORD not in shown.output
+
+    unset = make_settings(data_dir, auth_password=None)
+    startup.prepare(chosen)  # the service starts with AUTH_PASSWORD
+    elsewhere = create_app(unset)
+    generated = elsewhere.extensions["refresher"].password
+    shown = elsewhere.test_cli_runner().invoke(args=["password"])
+    assert shown.exit_code == 1 and "last started with AUTH_PASSWORD set" in shown.output, shown.output
+    assert generated not in shown.output
+
+    startup.prepare(unset)  # started again without it: the generated one is in force
+    shown = create_app(unset).test_cli_runner().invoke(args=["password"])
+    assert shown.exit_code == 0 and shown.output.strip() == generated
 
 
 def test_log_level_is_checked_and_quiets_the_libraries(tmp_path):

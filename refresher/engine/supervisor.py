@@ -41,7 +41,7 @@ from ..media import ffmpeg
 from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
-from ..store import CancelListener, JobNotStarted, Store, new_id
+from ..store import CancelListener, JobNotStarted, Store, new_id, shown_url
 from . import lifeline
 from .control import ControlBlock, drain
 from .messages import Outcome, Task, task_of
@@ -180,7 +180,7 @@ class Supervisor:
             self.settings.encode_workers,
             self.binary,
             self.host,
-            self.settings.database_shown,
+            ("SQLite " if self.settings.db_path is not None else "") + shown_url(self.settings.database),
             self.settings.storage_shown,
         )
         try:
