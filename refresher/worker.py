@@ -25,8 +25,9 @@ process type). Web processes then run with ENCODE_WORKERS=0.
 
 Every setting comes from the environment, as for the web process: the
 shared DATABASE_URL (PostgreSQL), STORAGE_URL where hosts share no disk, and
-HOST_ID (unique per worker process). SIGTERM stops it: running ffmpeg get
-'q', their variations go back to the queue."""
+HOST_ID (unique per worker process); LOG_LEVEL (default INFO). SIGTERM
+stops it in about half a second: running ffmpeg are killed, their
+variations go back to the queue."""
 
 
 def main(argv: list[str] | None = None) -> None:
