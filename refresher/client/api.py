@@ -281,6 +281,9 @@ class Server:
                         os.link(partial, destination)  # never replaces: a file that appeared meanwhile stays
                     except FileExistsError:
                         refuse_existing(destination)
+                    except OSError:  # a file system without hard links: checked, then renamed
+                        refuse_existing(destination)
+                        os.replace(partial, destination)
             except requests.exceptions.RequestException as exc:
                 raise ClientError(UNREACHABLE, f"the download was cut off: {_network_reason(exc)}") from None
             except OSError as exc:
