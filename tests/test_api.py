@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
@@ -284,3 +285,22 @@ def test_a_new_password_ends_existing_sessions(tmp_path):
     assert old.get("/api/jobs", headers=headers).status_code == 200
     new = create_app(make_settings(data, auth_password="a brand new password")).test_client()
     assert new.get("/api/jobs", headers=headers).status_code == 401
+
+
+def test_wrong_passwords_sent_at_once_are_evaluated_within_the_budget(app):
+    """100 wrong passwords at once: the throttle used to test its count before
+    each attempt and add to it after, so most of them were evaluated."""
+    start = threading.Barrier(100)
+    codes = []
+
+    def attempt():
+        client = app.test_client()
+        start.wait()
+        codes.append(client.post("/api/auth", json={"password": "wrong"}).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) == 10, sorted(codes)
