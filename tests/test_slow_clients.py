@@ -350,6 +350,41 @@ def test_keep_alive_pipelining_continue_and_oversized_heads(gunicorn_server):
     assert r.status_code == 401
 
 
+def test_an_answer_before_the_body_is_read_closes_and_lingers(gunicorn_server):
+    """An eleventh file ends an upload with 400 as it begins, long before its
+    body is read. The answer says Connection: close (it said keep-alive, and
+    the server then closed: a pooled connection's next request failed), and
+    the server reads and discards what the client still sends (up to 30 s
+    while it keeps coming), so a client sending a large body gets the 400
+    rather than a reset once 64 KB were read after the answer."""
+    server = gunicorn_server(ENCODE_WORKERS=0)
+    auth = server.session.headers["Authorization"]
+    files = [("videos", (f"ad{i}.mp4", b"\0" * 100_000, "video/mp4")) for i in range(11)]
+
+    pooled = requests.Session()
+    pooled.headers["Authorization"] = auth
+    r = pooled.post(server.url + "/api/jobs", files=files, data={"variations": "1"}, timeout=10)
+    assert r.status_code == 400 and "files" in r.json()["error"] and r.headers["Connection"] == "close", r.headers
+    assert pooled.get(server.url + "/api/health", timeout=10).status_code in (200, 503), "the next request is answered"
+
+    body, content_type = requests.models.RequestEncodingMixin._encode_files(files, {"variations": "1"})
+    body += b"\0" * 4_000_000  # still being sent seconds after the answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {auth}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for start in range(0, len(body), 65536):
+            s.sendall(body[start : start + 65536])  # ConnectionResetError once the server stops reading
+            time.sleep(0.05)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, answer[:300]
+    assert "files" in json.loads(rest)["error"]
+
+
 def test_sse_stream_zip_download_and_chunked_upload(gunicorn_server, media):
     """The long-lived responses still stream through the web worker."""
     server = gunicorn_server(ENCODE_WORKERS=2)
