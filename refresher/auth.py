@@ -369,5 +369,19 @@ def auth_error(status: int):
     )
 
 
+def caller_key(caller: Caller) -> str:
+    """Who a request is from, for what one client may run at once: its API token, or its session."""
+    return f"session:{caller.session.id}" if caller.session is not None else f"api:{caller.token_id}"
+
+
+def still_signed_in(caller: Caller) -> bool:
+    """Whether what let a request in still would: its session not ended nor
+    expired, its API token not revoked (for answers that go on, as a stream)."""
+    if caller.session is not None:
+        ended = refresher().store.session_ended(caller.session.id, caller.session.begun_at)
+        return not ended and time.time() < caller.session.expires_at
+    return caller.token_id is not None and refresher().store.api_token_exists(caller.token_id)
+
+
 def client_address() -> str:
     return request.remote_addr or "unknown"

@@ -50,6 +50,10 @@ class Settings:
     cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
+    # ZIPs and outputs one token or session reads at once, per host (a browser opens at most 6 connections to one)
+    downloads_per_client: int = 6
+    min_download_kbps: float = 8  # a download that hands out less over SLOW_DOWNLOAD_SECONDS is cut off
+    slow_download_seconds: float = 30
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -267,6 +271,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
+    "DOWNLOADS_PER_CLIENT": ("downloads_per_client", lambda n, v: _int(n, v, 1, 64)),
+    "MIN_DOWNLOAD_KBPS": ("min_download_kbps", _positive_float),
+    "SLOW_DOWNLOAD_SECONDS": ("slow_download_seconds", _positive_float),
 }
 
 

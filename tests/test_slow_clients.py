@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import selectors
 import socket
+import sqlite3
 import threading
 import time
 import zipfile
@@ -21,6 +23,8 @@ import requests
 
 from refresher import gunicorn_worker
 from refresher.spool import incoming_dir
+
+from .conftest import PASSWORD
 from .support.processes import children_of
 
 POLL_LIMIT = 2.5  # seconds a poller waits, as a person's script would
@@ -383,6 +387,81 @@ def test_an_answer_before_the_body_is_read_closes_and_lingers(gunicorn_server):
     head, _, rest = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, answer[:300]
     assert "files" in json.loads(rest)["error"]
+
+
+class SlowReader:
+    """A GET read 1 KB every half second (2 KB/s) through a 4 KB receive buffer."""
+
+    def __init__(self, server, url: str, auth: str):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", server.port))
+        self.sock.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n".encode())
+        self.received = b""
+        self.ended = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            while chunk := self.sock.recv(1024):
+                self.received += chunk
+                time.sleep(0.5)
+        except OSError:
+            pass
+        self.ended.set()
+        self.sock.close()
+
+    @property
+    def status(self) -> bytes:
+        return self.received[:12]
+
+    def body_length(self) -> tuple[int, int]:
+        """(bytes of the body received, Content-Length)."""
+        head, _, body = self.received.partition(b"\r\n\r\n")
+        return len(body), int(re.search(rb"Content-Length: (\d+)", head).group(1))
+
+
+def grow_outputs(server, job_id: str, mb: int) -> dict:
+    """The job's outputs made `mb` MB each of random bytes (a download does not
+    care what they are), so that a slow reader is slow for a while."""
+    job = server.session.get(f"{server.url}/api/jobs/{job_id}").json()
+    piece = os.urandom(1 << 20)
+    with sqlite3.connect(server.data_dir / "refresher.db") as db:
+        for output in (o for f in job["files"] for o in f["outputs"]):
+            path = server.data_dir / "jobs" / job_id / f"{output['id']}.mp4"
+            path.write_bytes(piece * mb)
+            db.execute("UPDATE variations SET size = ? WHERE id = ?", (path.stat().st_size, output["id"]))
+    return server.session.get(f"{server.url}/api/jobs/{job_id}").json()
+
+
+def test_a_client_runs_a_few_downloads_at_once_and_slow_readers_are_cut_off(gunicorn_server, media):
+    """One token's 70 ZIPs read at 1.5 KB/s used to hold every thread, for good."""
+    server = gunicorn_server(ENCODE_WORKERS=1, DOWNLOADS_PER_CLIENT=2, MIN_DOWNLOAD_KBPS=256, SLOW_DOWNLOAD_SECONDS=3)
+    auth = server.session.headers["Authorization"]
+    job_id = finished_job(server, media)
+    job = grow_outputs(server, job_id, mb=16)
+    archive, output = f"/api/jobs/{job_id}/download", job["files"][0]["outputs"][0]["url"]
+    slow = [SlowReader(server, archive, auth), SlowReader(server, output, auth)]
+    deadline = time.monotonic() + 10
+    while not all(r.status for r in slow) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.status for r in slow] == [b"HTTP/1.1 200"] * 2
+
+    third = requests.get(server.url + archive, headers={"Authorization": auth}, timeout=10)
+    assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
+    assert "2 downloads at once" in third.json()["error"] and "DOWNLOADS_PER_CLIENT" in third.json()["error"]
+    other = requests.post(server.url + "/api/auth", json={"password": PASSWORD}, timeout=10).json()["token"]
+    whole = requests.get(server.url + output, headers={"Authorization": f"Bearer {other}"}, timeout=30)
+    assert whole.status_code == 200 and len(whole.content) == 16 << 20, "another client is served, fast"
+
+    # 2 KB/s is below 256 KB/s over 3 s: cut off, each well before its end
+    for reader in slow:
+        assert reader.ended.wait(30), "a slow reader is cut off"
+        received, length = reader.body_length()
+        assert received < length // 2, (received, length)
+    assert "below the minimum of 256 KB/s over 3 s" in server.log_text()
+    again = requests.get(server.url + archive, headers={"Authorization": auth}, timeout=30)
+    assert again.status_code == 200 and len(again.content) == int(again.headers["Content-Length"]), "places given back"
 
 
 def test_sse_stream_zip_download_and_chunked_upload(gunicorn_server, media):
