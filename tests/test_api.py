@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from refresher.api import jobs as api_jobs
 from refresher.store import Store, new_id
 from refresher.webapp import create_app
 
@@ -306,10 +307,11 @@ def test_wrong_passwords_sent_at_once_are_evaluated_within_the_budget(app):
     assert sorted(set(codes)) == [401, 429] and codes.count(401) == 10, sorted(codes)
 
 
-def test_event_streams_end_when_their_token_is_signed_out_or_revoked(app, client, media):
+def test_event_streams_end_when_their_token_is_signed_out_or_revoked(app, client, media, monkeypatch):
     """They used to go on for up to 600 s (a queued job, here: no supervisor runs).
     Signed out and revoked through the store, as another worker would: a
     stream is read on this thread, where a request of its own would be nested."""
+    monkeypatch.setattr(api_jobs, "EVENTS_RECHECK_SECONDS", 0.2, raising=False)
     store = app.extensions["refresher"].store
     session = login(client)
     job_id = _upload(client, session, [(open(media["clip"], "rb"), "ad.mp4")]).get_json()["jobId"]
