@@ -282,6 +282,9 @@ class RequestFirstWorker(ThreadWorker):
         """Closing after an answer: send FIN, then read (on the event loop) and
         discard what the client still sends, for up to LINGER_SECONDS while it
         keeps coming, so that it gets the answer rather than a reset."""
+        if len(self.lingering) >= self.worker_connections:  # they are not counted in nr_conns: a bound of their own
+            sock.close()
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)

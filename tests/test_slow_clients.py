@@ -389,6 +389,30 @@ def test_an_answer_before_the_body_is_read_closes_and_lingers(gunicorn_server):
     assert "files" in json.loads(rest)["error"]
 
 
+def test_lingering_connections_are_bounded_like_open_ones(gunicorn_server):
+    """A closed connection lingers (30 s while the client sends) outside the
+    worker's count of connections, so it has a bound of its own: as many as
+    `worker_connections`; past it, a connection is closed at once."""
+    server = gunicorn_server("--worker-connections=40", WEB_CONCURRENCY=1, ENCODE_WORKERS=0)
+    closing = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode()
+    with slow_clients(server.port, 60, closing, b"a" * 100, interval=0.2) as clients:
+        deadline = time.monotonic() + 10
+        while len(clients.closed_at) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(a.startswith(b"HTTP/1.1 200 ") for a in clients.answers.values())
+        time.sleep(1)  # what a closed socket is sent is answered with a reset
+        still_read = 0
+        for sock in clients.socks:
+            try:
+                sock.send(b"a")
+                time.sleep(0.01)
+                sock.send(b"a")
+                still_read += 1
+            except OSError:
+                pass
+    assert 0 < still_read <= 40, still_read
+
+
 class SlowReader:
     """A GET read 1 KB every half second (2 KB/s) through a 4 KB receive buffer."""
 
