@@ -51,6 +51,10 @@ class Settings:
     web_encode_workers: int | None = None
     storage_url: str | None = None
     log_level: str = "INFO"
+    # ZIPs and outputs one token or session reads at once, per host (a browser opens at most 6 connections to one)
+    downloads_per_client: int = 6
+    min_download_kbps: float = 8  # a download that hands out less over SLOW_DOWNLOAD_SECONDS is cut off
+    slow_download_seconds: float = 30
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -287,6 +291,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
     "LOG_LEVEL": ("log_level", _log_level),
+    "DOWNLOADS_PER_CLIENT": ("downloads_per_client", lambda n, v: _int(n, v, 1, 64)),
+    "MIN_DOWNLOAD_KBPS": ("min_download_kbps", _positive_float),
+    "SLOW_DOWNLOAD_SECONDS": ("slow_download_seconds", _positive_float),
 }
 
 

@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .settings import Settings, load_settings
 
-from . import admin, contract, logs, startup, storage, web
+from . import admin, contract, logs, startup, storage, transfers, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
@@ -25,6 +25,7 @@ from .errors import Rejected
 from .extensions import Refresher, limiter
 from .media import ffmpeg
 from .storage import StorageError
+from .transfers import ClientSlots, SlowReaders
 
 SMALL_BODY_LIMIT = 64 * 1024  # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50  # parts of a form; an upload takes this many text fields besides its files
@@ -64,6 +65,9 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         control=control,
         password=password,
         token_secret=token_secret,
+        downloads=ClientSlots(settings.data_dir / "run" / "clients", "download", settings.downloads_per_client),
+        streams=ClientSlots(settings.data_dir / "run" / "clients", "stream", transfers.STREAMS_PER_CLIENT),
+        slow_readers=SlowReaders(settings.min_download_kbps * 1024, settings.slow_download_seconds),
     )
     app.request_class = uploads.UploadRequest
     app.config.update(

@@ -61,6 +61,10 @@ class Access(Database):
         with self.reading() as conn:
             return mapping(conn.execute(select(api_tokens).where(api_tokens.c.token_hash == token_hash)).first())
 
+    def api_token_exists(self, token_id: str) -> bool:
+        with self.reading() as conn:
+            return conn.execute(select(api_tokens.c.id).where(api_tokens.c.id == token_id)).first() is not None
+
     def list_api_tokens(self) -> list[dict]:
         with self.reading() as conn:
             return [
