@@ -11,17 +11,21 @@ A slow client connects and sends one byte a second, never finishing:
   byte a packet (a parser that starts over on every read pays for the whole
   head with each byte);
 * `--kind negative-chunk`: a chunked `GET /api/health` whose first chunk
-  size is `-6` (a hand-written chunk parser looped on it for good).
+  size is `-6` (a hand-written chunk parser looped on it for good);
+* `--kind slow-reader`: the other way round: `GET` of a job's ZIP (its
+  outputs grown to 50 MB each) with the pollers' own token, read `--rate`
+  KB a second (1.5 by default) through a 4 KB receive buffer.
 
-When the server closes one, it connects again at the next byte's turn, so
-`--slow` of them stay open for the whole phase (as an attacker would keep
-them). `--rate` is how many bytes a second each sends (1 by default). Meanwhile
+When the server closes one (or, for slow readers, answers `429` or cuts it
+off), it connects again at the next byte's turn, so `--slow` of them stay
+open for the whole phase (as an attacker would keep them). `--rate` is how
+many bytes a second each sends (1 by default). Meanwhile
 `--pollers` clients each poll health and a job's status every `--interval`
 seconds on a new connection per request, giving up after 2.5 s (a timeout
 counts as 2.5 s), and one real upload is sent; the same upload without slow
 clients is the baseline.
 
-    python -m bench.slow_clients [--slow 200] [--kind header|body|linger|long-head|negative-chunk]
+    python -m bench.slow_clients [--slow 200] [--kind header|body|linger|long-head|negative-chunk|slow-reader]
                                  [--seconds 15] [--rate 1] [--pollers 4] [--interval 0.1] [--gunicorn-arg=...]
 
 `--gunicorn-arg` (repeatable) passes an option to gunicorn after the config
@@ -35,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import selectors
 import socket
+import sqlite3
 import threading
 import time
 
@@ -155,6 +161,86 @@ class SlowClients:
         self.thread.join(10)
 
 
+class SlowReaders:
+    """`count` connections that each GET `path` and read `rate` KB of it once a
+    second; one the server closes (a 429, or cut off) is opened again at the
+    next second's turn."""
+
+    def __init__(self, port: int, count: int, path: str, token: str, rate: float = 1.5):
+        self.port, self.count, self.path, self.token, self.rate = port, count, path, token, rate
+        self.stop = threading.Event()
+        self.opened = 0
+        self.closed_by_server = 0
+        self.refused = 0  # answered 429
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connect(self, sel: selectors.BaseSelector) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", self.port))
+        s.sendall(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n\r\n".encode())
+        s.setblocking(False)
+        self.opened += 1
+        self.first[s] = True
+        sel.register(s, selectors.EVENT_READ)
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        self.first: dict[socket.socket, bool] = {}
+        for _ in range(self.count):
+            self._connect(sel)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            for sock in list(self.first):
+                try:
+                    data = sock.recv(int(self.rate * 1024))
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if self.first[sock] and data:
+                    self.first[sock] = False
+                    if data.startswith(b"HTTP/1.1 429 "):
+                        data = b""
+                        self.refused += 1
+                if not data:
+                    sel.unregister(sock)
+                    del self.first[sock]
+                    sock.close()
+                    self.closed_by_server += 1
+            while len(self.first) < self.count and not self.stop.is_set():
+                try:
+                    self._connect(sel)
+                except OSError:
+                    break
+            self.stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+        for sock in self.first:
+            sock.close()
+        sel.close()
+
+    def __enter__(self) -> SlowReaders:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def grow_outputs(server, job_id: str, mb: int) -> None:
+    """The job's outputs made `mb` MB each of random bytes (a download does not care)."""
+    piece = os.urandom(1 << 20)
+    job = server.job(job_id)
+    with sqlite3.connect(server.data_dir / "refresher.db") as db:
+        for output in (o for f in job["files"] for o in f["outputs"]):
+            path = server.data_dir / "jobs" / job_id / f"{output['id']}.mp4"
+            with open(path, "wb") as out:
+                for _ in range(mb):
+                    out.write(piece)
+            db.execute("UPDATE variations SET size = ? WHERE id = ?", (path.stat().st_size, output["id"]))
+
+
 def timed_get(port: int, path: str, headers: dict) -> tuple[float, int | None]:
     """One request on a new connection: (seconds, status), status None on timeout."""
     started = time.monotonic()
@@ -226,13 +312,18 @@ def line(label: str, values: list[float], failures: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=200, help="slow connections kept open")
-    parser.add_argument("--kind", choices=("header", "body", "linger", "long-head", "negative-chunk"), default="header")
+    parser.add_argument(
+        "--kind", choices=("header", "body", "linger", "long-head", "negative-chunk", "slow-reader"), default="header"
+    )
     parser.add_argument("--seconds", type=float, default=15, help="length of each measured phase")
-    parser.add_argument("--rate", type=float, default=1.0, help="bytes a second each slow client sends")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="bytes a second each slow client sends (1), or KB it reads (1.5)"
+    )
     parser.add_argument("--pollers", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--gunicorn-arg", action="append", default=[], dest="gunicorn_args")
     args = parser.parse_args()
+    rate = args.rate or (1.5 if args.kind == "slow-reader" else 1.0)
 
     work = work_dir("refresher-bench-slow-")
     clip = make_clip(work, "clip.mp4", "320x240", 1)
@@ -243,10 +334,17 @@ def main() -> None:
         token = server.session.headers["Authorization"].split()[1]
         job_id = server.submit([clip], 1)
         server.wait(job_id, timeout=120)
+        if args.kind == "slow-reader":
+            grow_outputs(server, job_id, 50)
 
         baseline = poll(server.port, job_id, token, args.seconds, args.pollers, args.interval)
         base_upload = upload(server, clip)
-        with SlowClients(server.port, args.slow, args.kind, args.rate) as slow:
+        slow_clients = (
+            SlowReaders(server.port, args.slow, f"/api/jobs/{job_id}/download", token, rate)
+            if args.kind == "slow-reader"
+            else SlowClients(server.port, args.slow, args.kind, rate)
+        )
+        with slow_clients as slow:
             time.sleep(3)  # every slow connection open and a few bytes in
             upload_result = []
             uploader = threading.Thread(
@@ -263,6 +361,7 @@ def main() -> None:
         "linger": "lingering clients",
         "long-head": "12,000-line heads, bodies trickled",
         "negative-chunk": "chunk sizes of -6",
+        "slow-reader": f"ZIPs read at {rate} KB/s",
     }[args.kind]
     config = " ".join(args.gunicorn_args) or "config/gunicorn.conf.py as it is"
     print(
@@ -279,6 +378,8 @@ def main() -> None:
         f"(HTTP {base_upload[1]}), with slow clients {slow_upload[0]:.2f} s (HTTP {slow_upload[1]})"
     )
     print(f"  slow connections opened {slow.opened}, closed by the server {slow.closed_by_server}")
+    if isinstance(slow, SlowReaders):
+        print(f"  of them answered 429 {slow.refused}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from . import ratelimit  # noqa: F401  registers the refresher-store:// storage
 from .engine.control import ControlBlock
 from .storage import Storage
 from .store import Store
+from .transfers import ClientSlots, SlowReaders
 
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 
@@ -35,6 +36,9 @@ class Refresher:
     control: ControlBlock | None  # None where no supervisor runs on this host
     password: str
     token_secret: str
+    downloads: ClientSlots  # what each client runs at once
+    streams: ClientSlots
+    slow_readers: SlowReaders
 
 
 def refresher() -> Refresher:

@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from gunicorn import http
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
     from gunicorn.workers.gthread import TConn
 
 HEAD_TIMEOUT = 20.0  # seconds for a request head (and a small body) to arrive, then 408
-LINGER_SECONDS = 2.0  # as gunicorn's own graceful close
-LINGER_MAX_BYTES = 64 * 1024
+# A closed connection's reads go on while the client still sends (it may not
+# read our answer before it has sent its whole body), as nginx's lingering close:
+LINGER_SECONDS = 30.0  # at most, in all
+LINGER_IDLE_SECONDS = 2.0  # without a byte, it ends
 
 
 # --- What this worker takes from gthread ------------------------------------------------
@@ -57,6 +60,14 @@ LINGER_MAX_BYTES = 64 * 1024
 #    skip its wait for a first byte; `.close()`.
 # 6. `gunicorn.http.get_parser(cfg, sock, client)` makes the parser a thread
 #    reads the request with, from the socket unreader it is given.
+# 7. `self.wsgi` is the (Flask) application a thread calls (set by `load_wsgi()`),
+#    with gunicorn's `Response.start_response` as its `start_response`: a
+#    bound method, whose response's `force_close()` makes the answer say
+#    `Connection: close` and the thread answer False (the connection closes,
+#    without draining the body). The request body (`wsgi.input`) is a
+#    `Body` whose `.reader` is a `LengthReader` (`.length` is what is left
+#    to read) or a `ChunkedReader` (`.parser` is None once the last chunk
+#    is read). Extended: an answer begun before the body is read closes.
 
 
 def _read_ahead(conn) -> bytes:
@@ -74,6 +85,35 @@ def _hand_over(conn, cfg, arrived: bytes, idle: bytes) -> None:
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, idle)
     conn.parser.unreader.unread(arrived)
     conn.data_ready = True
+
+
+def _body_left(body) -> bool:
+    """Whether some of the request body is still to be read (from the socket,
+    or from what was read ahead)."""
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length > 0
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    return False
+
+
+def _close_when_body_unread(app):
+    """An answer begun before the application read the whole request body
+    says `Connection: close`, and the connection closes (lingering) after
+    it: gunicorn would announce keep-alive, drain at most 64 KB of the rest,
+    and close anyway, so a client's next request on that pooled connection
+    failed."""
+
+    def answer_closing_when_body_unread(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if _body_left(environ.get("wsgi.input")):
+                start_response.__self__.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return answer_closing_when_body_unread
 
 
 class _StallEndsBody(SocketUnreader):
@@ -107,27 +147,37 @@ class RequestFirstWorker(ThreadWorker):
 
     Past that, a thread reads an upload's body and writes responses with
     blocking calls that give up after `timeout` seconds without progress
-    (SO_RCVTIMEO/SO_SNDTIMEO), so a stalled client frees its thread. (The
-    rest of a body the app refused is drained by gunicorn for at most 5 s
-    and 64 KB; for an upload refused for want of a token, those 64 KB are
-    already in.) And a connection closed after its answer lingers on the
-    event loop, not in a thread nor blocking it: gunicorn's own close reads
-    what the client still sends for up to 2 s on the loop's thread, which
-    let a trickling client pause the whole worker. A stopping worker gives
-    requests still arriving what it gives kept-alive connections (2 s).
+    (SO_RCVTIMEO/SO_SNDTIMEO), so a stalled client frees its thread. An
+    answer begun before the app read the whole body (a refused upload) says
+    `Connection: close` and is not followed by a drain in the thread. And a
+    connection closed after its answer lingers on the event loop, not in a
+    thread nor blocking it (gunicorn's own close reads what the client still
+    sends for up to 2 s on the loop's thread, which let a trickling client
+    pause the whole worker): the client's bytes are read and discarded for
+    up to 30 s while they keep coming, so that a client sending a large body
+    reads the answer rather than a reset. A stopping worker gives requests
+    still arriving what it gives kept-alive connections (2 s).
 
     TLS and cleartext HTTP/2 connections are served as stock gthread does."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.arriving: deque[TConn] = deque()  # connections whose request is arriving, oldest first
-        self.lingering: deque[list[Any]] = deque()  # [deadline, socket, bytes read] of closed connections
+        self.lingering: set[_Linger] = set()  # closed connections still read from
+        self.lingering_checked = 0.0
         self.reads_ahead = (
             not self.cfg.is_ssl
             and self.cfg.http2_cleartext == "off"
             and getattr(self.cfg, "protocol", "http") == "http"
         )
         self.idle = struct.pack("ll", max(0, int(self.cfg.timeout)), 0)  # 0: no limit, as gunicorn
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        # As WSGI middleware of the Flask app (its documented place), so that
+        # self.wsgi stays the app: post_worker_init reaches its extensions.
+        app: Any = self.wsgi
+        app.wsgi_app = _close_when_body_unread(app.wsgi_app)
 
     def enqueue_req(self, conn):
         """Every connection with a request to serve comes here: new ones,
@@ -211,8 +261,10 @@ class RequestFirstWorker(ThreadWorker):
         now = time.monotonic()
         while self.arriving and self.arriving[0].deadline <= now:
             self._drop(self.arriving[0], TIMED_OUT)
-        while self.lingering and self.lingering[0][0] <= now:
-            self._end_linger(self.lingering[0])
+        if now >= self.lingering_checked + 0.25:  # the loop may turn far more often than that
+            self.lingering_checked = now
+            for entry in [entry for entry in self.lingering if entry.deadline <= now]:
+                self._end_linger(entry)
 
     def _cap_keepalive(self, deadline):
         """Called once when the worker stops."""
@@ -227,31 +279,46 @@ class RequestFirstWorker(ThreadWorker):
         self._linger(conn.sock)
 
     def _linger(self, sock):
-        """Closing after an answer: send FIN, then read (on the event loop) what
-        the client still sends for a while, so that it gets the answer rather
-        than a reset."""
+        """Closing after an answer: send FIN, then read (on the event loop) and
+        discard what the client still sends, for up to LINGER_SECONDS while it
+        keeps coming, so that it gets the answer rather than a reset."""
+        if len(self.lingering) >= self.worker_connections:  # they are not counted in nr_conns: a bound of their own
+            sock.close()
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
         except OSError:
             sock.close()
             return
-        entry = [time.monotonic() + LINGER_SECONDS, sock, 0]
-        self.lingering.append(entry)
+        now = time.monotonic()
+        entry = _Linger(sock, now + LINGER_SECONDS, now + LINGER_IDLE_SECONDS)
+        self.lingering.add(entry)
         self.poller.register(sock, selectors.EVENT_READ, partial(self._on_linger_bytes, entry))
 
     def _on_linger_bytes(self, entry, _sock):
         try:
-            data = entry[1].recv(65536)
+            data = entry.sock.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        entry[2] += len(data)
-        if not data or entry[2] >= LINGER_MAX_BYTES:
-            self._end_linger(entry)
+        if not data:
+            return self._end_linger(entry)
+        entry.deadline = min(entry.ends_at, time.monotonic() + LINGER_IDLE_SECONDS)
 
     def _end_linger(self, entry):
-        self.lingering.remove(entry)
-        self.poller.unregister(entry[1])
-        entry[1].close()
+        self.lingering.discard(entry)
+        self.poller.unregister(entry.sock)
+        entry.sock.close()
+
+
+class _Linger:
+    """A connection closed after its answer, still read from."""
+
+    __slots__ = ("sock", "ends_at", "deadline")
+
+    def __init__(self, sock, ends_at: float, deadline: float):
+        self.sock = sock
+        self.ends_at = ends_at  # at the latest
+        self.deadline = deadline  # unless a byte comes before

@@ -121,7 +121,7 @@ class EarlyIntake:
         self.settings = settings
         self.storage = storage
         self.binary = binary
-        self.client = client  # who sent it (its token or session, else its address): one probe slot at most
+        self.client = client  # who sent it (`auth.caller_key`): one probe slot at most
         self.job_id = new_id()
         self.slots = ProbeSlots(settings.data_dir / "run")
         self.created = False
@@ -153,7 +153,7 @@ class EarlyIntake:
         try:
             with self.slots.hold(self.client):
                 info = ffmpeg.probe(self.binary, video.path, timeout=PROBE_SECONDS)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.ProbeTimedOut) as exc:
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream, ffmpeg.ProbeTimedOut) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
@@ -465,6 +465,8 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
         for f in files
     ]
     _check_storage(settings, accepted, variations)
-    return _create_job(
+    created = _create_job(
         store, settings, storage, accepted, variations, seed, name, thumbnail_from=original["thumbnail_path"]
     )
+    log.info("job %s is a rerun of job %s (seed %r)", created["jobId"], original["id"], seed)
+    return created

@@ -50,6 +50,11 @@ class Settings:
     cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
+    log_level: str = "INFO"
+    # ZIPs and outputs one token or session reads at once, per host (a browser opens at most 6 connections to one)
+    downloads_per_client: int = 6
+    min_download_kbps: float = 8  # a download that hands out less over SLOW_DOWNLOAD_SECONDS is cut off
+    slow_download_seconds: float = 30
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -91,6 +96,14 @@ class Settings:
     def database(self) -> str:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
+
+    @property
+    def storage_shown(self) -> str:
+        """Where files live, as a log line names it (STORAGE_URL holds only a
+        bucket and a prefix; credentials come from AWS_* variables, never shown)."""
+        if self.storage_url:
+            return f"{self.storage_url} (scratch in {self.data_dir})"
+        return f"DATA_DIR {self.data_dir}"
 
     def for_web(self) -> Settings:
         """The settings of a web process (gunicorn, `python app.py`):
@@ -141,6 +154,16 @@ def _positive_float(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"{name} must be a number above 0, got {raw!r}")
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return value
 
 
@@ -267,6 +290,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "DOWNLOADS_PER_CLIENT": ("downloads_per_client", lambda n, v: _int(n, v, 1, 64)),
+    "MIN_DOWNLOAD_KBPS": ("min_download_kbps", _positive_float),
+    "SLOW_DOWNLOAD_SECONDS": ("slow_download_seconds", _positive_float),
 }
 
 

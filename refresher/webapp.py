@@ -8,7 +8,6 @@ process type does that, once per host, and hands the control block in.
 
 from __future__ import annotations
 
-import logging
 
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
@@ -18,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .settings import Settings, load_settings
 
-from . import admin, contract, startup, storage, web
+from . import admin, contract, logs, startup, storage, transfers, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
@@ -27,6 +26,7 @@ from .extensions import Refresher, limiter
 from .media import ffmpeg
 from .storage import StorageError
 from .store import OperationalError as StoreOperationalError
+from .transfers import ClientSlots, SlowReaders
 
 SMALL_BODY_LIMIT = 64 * 1024  # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50  # parts of a form; an upload takes this many text fields besides its files
@@ -53,8 +53,7 @@ def create_app(settings: Settings | None = None, control: ControlBlock | None = 
 def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> None:
     store = startup.open_store(settings)
     password, token_secret = load_secrets(settings, store)
-    if not logging.getLogger().handlers:  # (after the store: not a line per check it makes)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)  # (after the store: not a line per check it makes)
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:
@@ -67,6 +66,9 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
         control=control,
         password=password,
         token_secret=token_secret,
+        downloads=ClientSlots(settings.data_dir / "run" / "clients", "download", settings.downloads_per_client),
+        streams=ClientSlots(settings.data_dir / "run" / "clients", "stream", transfers.STREAMS_PER_CLIENT),
+        slow_readers=SlowReaders(settings.min_download_kbps * 1024, settings.slow_download_seconds),
     )
     app.request_class = uploads.UploadRequest
     app.config.update(

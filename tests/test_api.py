@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
 
+from refresher.api import jobs as api_jobs
 from refresher.store import Store, new_id
 from refresher.webapp import create_app
 
@@ -284,3 +286,67 @@ def test_a_new_password_ends_existing_sessions(tmp_path):
     assert old.get("/api/jobs", headers=headers).status_code == 200
     new = create_app(make_settings(data, auth_password="a brand new password")).test_client()
     assert new.get("/api/jobs", headers=headers).status_code == 401
+
+
+def test_wrong_passwords_sent_at_once_are_evaluated_within_the_budget(app):
+    """100 wrong passwords at once: the throttle used to test its count before
+    each attempt and add to it after, so most of them were evaluated."""
+    start = threading.Barrier(100)
+    codes = []
+
+    def attempt():
+        client = app.test_client()
+        start.wait()
+        codes.append(client.post("/api/auth", json={"password": "wrong"}).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) == 10, sorted(codes)
+
+
+def test_event_streams_end_when_their_token_is_signed_out_or_revoked(app, client, media, monkeypatch):
+    """They used to go on for up to 600 s (a queued job, here: no supervisor runs).
+    Signed out and revoked through the store, as another worker would: a
+    stream is read on this thread, where a request of its own would be nested."""
+    monkeypatch.setattr(api_jobs, "EVENTS_RECHECK_SECONDS", 0.2, raising=False)
+    store = app.extensions["refresher"].store
+    session = login(client)
+    job_id = _upload(client, session, [(open(media["clip"], "rb"), "ad.mp4")]).get_json()["jobId"]
+    secret = client.post("/api/tokens", headers=session, json={"name": "ci"}).get_json()
+    api = {"Authorization": f"Bearer {secret['token']}"}
+    for headers, sign_out in (
+        (api, lambda: store.delete_api_token(secret["id"])),
+        (session, lambda: store.end_every_session(time.time())),
+    ):
+        stream = client.get(f"/api/jobs/{job_id}/events", headers=headers, buffered=False)
+        events = iter(stream.response)
+        assert next(events).startswith(b"retry:") and b'"status":"queued"' in next(events)
+        sign_out()
+        started = time.monotonic()
+        assert next(events).startswith(b"event: signed-out\n"), "not a keep-alive 15 s later"
+        assert time.monotonic() - started < 5
+        assert next(events, None) is None
+        stream.close()
+
+
+def test_one_client_holds_a_few_event_streams_at_most(client, media):
+    """(A held stream keeps its request context pushed on this thread: they are closed last first.)"""
+    session, other = login(client), login(client)
+    job_id = _upload(client, session, [(open(media["clip"], "rb"), "ad.mp4")]).get_json()["jobId"]
+    url = f"/api/jobs/{job_id}/events"
+    held = [client.get(url, headers=session, buffered=False) for _ in range(4)]
+    assert [r.status_code for r in held] == [200] * 4
+    refused = client.get(url, headers=session)
+    assert refused.status_code == 429 and "4 live progress streams" in refused.get_json()["error"]
+    assert int(refused.headers["Retry-After"]) > 0
+    another = client.get(url, headers=other, buffered=False)
+    assert another.status_code == 200, "another client is not refused"
+    another.close()
+    held.pop().close()
+    held.append(client.get(url, headers=session, buffered=False))
+    assert held[-1].status_code == 200, "a closed stream gives its place back"
+    for r in reversed(held):
+        r.close()

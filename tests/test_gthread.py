@@ -110,6 +110,37 @@ def test_6_get_parser_reads_from_the_unreader_it_is_given():
         right.close()
 
 
+def test_7_the_app_s_start_response_can_force_a_close_and_the_body_says_what_is_left():
+    from gunicorn.http.body import Body, ChunkedReader, LengthReader
+    from gunicorn.http.wsgi import Response
+    from gunicorn.workers.base import Worker
+
+    assert "self.wsgi = self.app.wsgi()" in source(Worker.load_wsgi)
+    handle = source(gthread.ThreadWorker.handle_request)
+    assert "self.wsgi(environ, resp.start_response)" in handle
+    assert re.search(r"if resp\.should_close\(\):.*?return False", handle, re.S)
+    assert "self.must_close = True" in source(Response.force_close)
+    assert "if self.must_close" in source(Response.should_close)
+    assert "if not keepalive:\n        return False" in source(gthread.ThreadWorker._keepalive_after)
+
+    left, right = socket.socketpair()
+    try:
+        right.sendall(b"abcdef" + b"3\r\nabc\r\n0\r\n\r\n")
+        unreader = SocketUnreader(left)
+        body = Body(LengthReader(unreader, 6))
+        assert body.reader.length == 6 and body.read() == b"abcdef" and body.reader.length == 0
+
+        class Request:
+            limit_request_field_size = 0
+            max_buffer_headers = 0
+
+        body = Body(ChunkedReader(Request(), unreader))
+        assert body.reader.parser is not None and body.read() == b"abc" and body.reader.parser is None
+    finally:
+        left.close()
+        right.close()
+
+
 def test_the_overridden_methods_keep_gthread_s_signatures():
     for name in ("enqueue_req", "finish_request", "murder_pending", "_cap_keepalive"):
         ours = getattr(gunicorn_worker.RequestFirstWorker, name)

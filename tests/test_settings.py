@@ -115,6 +115,9 @@ def test_every_documented_setting_is_read():
         ("STORAGE_URL", "s3://b"),
         ("STORAGE_URL", "s3://bucket/../escape"),
         ("STORAGE_URL", "s3://bucket/a//b"),
+        ("DOWNLOADS_PER_CLIENT", "0"),
+        ("MIN_DOWNLOAD_KBPS", "fast"),
+        ("SLOW_DOWNLOAD_SECONDS", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):

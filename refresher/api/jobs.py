@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, redirect, request, send_file, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse  # flask's redirect() gives one
 
-from .. import archive, intake, jobs, contract, rules
+from .. import archive, auth, intake, jobs, contract, rules, transfers
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -21,6 +23,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 EVENTS_POLL_SECONDS = 0.5
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 600.0
+EVENTS_RECHECK_SECONDS = 2.0  # how often a stream checks that its token still works
 MAX_EVENT_STREAMS_PER_PROCESS = 24  # gunicorn runs 32 threads per worker
 _event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS_PER_PROCESS)
 FILE_MAX_AGE = 3600  # seconds a browser may reuse an output or thumbnail without asking
@@ -70,18 +73,37 @@ def job_events(job_id: str):
 
     Each open stream holds one thread of a gthread worker, mostly asleep; the
     number per worker is capped below its thread count so that status polls
-    and uploads always find a free thread. A stream also ends after
-    EVENTS_MAX_SECONDS; EventSource reconnects by itself."""
-    store = refresher().store
+    and uploads always find a free thread, and one client holds at most
+    STREAMS_PER_CLIENT of them. A stream ends within EVENTS_RECHECK_SECONDS
+    of its token being signed out or revoked, and after EVENTS_MAX_SECONDS
+    in any case; EventSource reconnects by itself."""
+    service = refresher()
+    store = service.store
+    caller = token_auth.current_user()
     jobs.find_job(store, job_id)
+    release = service.streams.take(auth.caller_key(caller))
+    if release is None:
+        raise Rejected(
+            429,
+            f"this client already has {transfers.STREAMS_PER_CLIENT} live progress streams open, the most one "
+            "client may; close one, or poll GET /api/jobs/<id>",
+            retryAfter=5,
+        )
     if not _event_streams.acquire(blocking=False):
+        release()
         raise Rejected(503, "too many live progress streams are open; poll GET /api/jobs/<id> instead", retryAfter=5)
 
     def stream():
         ends_at = time.monotonic() + EVENTS_MAX_SECONDS
         last, last_sent_at = None, time.monotonic()
+        checked_at = time.monotonic()
         yield "retry: 2000\n\n"
         while time.monotonic() < ends_at:
+            if time.monotonic() - checked_at >= EVENTS_RECHECK_SECONDS:
+                checked_at = time.monotonic()
+                if not auth.still_signed_in(caller):
+                    yield _sse({"error": "signed out: this token no longer works"}, event="signed-out")
+                    return
             detail = jobs.detail(store, job_id)
             if detail is None:
                 yield _sse({"jobId": job_id, "status": "deleted"}, event="deleted")
@@ -99,6 +121,7 @@ def job_events(job_id: str):
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
     response.call_on_close(_event_streams.release)  # the server always closes the response
+    response.call_on_close(release)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -162,7 +185,46 @@ def rerun_job(job_id: str):
     return _accepted(body)
 
 
+def _a_download(what: Callable[..., str]):
+    """A route whose answer may send a file from here: it is one of the few
+    downloads its client may run at once (else 429, before any other work),
+    and it is cut off if read too slowly (transfers.py). `what` names it in
+    the log, from the route's arguments."""
+
+    def wrap(view):
+        @functools.wraps(view)
+        def download_route(**kwargs):
+            if request.method != "GET":
+                return view(**kwargs)
+            service = refresher()
+            release = service.downloads.take(auth.caller_key(token_auth.current_user()))
+            if release is None:
+                limit = service.settings.downloads_per_client
+                raise Rejected(
+                    429,
+                    f"this client already runs {limit} downloads at once, the most one client may "
+                    "(DOWNLOADS_PER_CLIENT); try again when one has finished",
+                    retryAfter=10,
+                )
+            try:
+                response = view(**kwargs)
+            except BaseException:
+                release()
+                raise
+            if response.status_code not in (200, 206) or not response.direct_passthrough:
+                release()  # nothing sent from here: a redirect to the storage, a 304
+                return response
+            sock = request.environ.get("gunicorn.socket")
+            response.response = service.slow_readers.paced(response.response, sock, what(**kwargs), release)
+            return response
+
+        return download_route
+
+    return wrap
+
+
 @bp.get("/<job_id>/download")
+@_a_download(lambda job_id: f"the ZIP of job {job_id}")
 def download(job_id: str):
     service = refresher()
     job = jobs.finished_job(service.store, job_id, "download it when it has finished")
@@ -179,6 +241,7 @@ def download(job_id: str):
 
 
 @bp.get("/<job_id>/outputs/<output_id>")
+@_a_download(lambda job_id, output_id: f"output {output_id} of job {job_id}")
 def output(job_id: str, output_id: str):
     service = refresher()
     jobs.find_job(service.store, job_id)

@@ -28,6 +28,10 @@ def _header(description: str, schema: dict | None = None, required: bool = True)
     return {"description": description, "required": required, "schema": schema or {"type": "string"}}
 
 
+def _too_many(description: str) -> dict:
+    return _json(_ERROR, description, {"Retry-After": _header("seconds", {"type": "integer"})})
+
+
 def _binary(media_type: str, description: str, headers: dict | None = None) -> dict:
     response = {"description": description, "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
     if headers:
@@ -74,12 +78,13 @@ _REVISION = {
 }
 _BAD_JOB_NAME = f"a name that is not {contract.MIN_JOB_NAME_LENGTH}-{contract.MAX_JOB_NAME_LENGTH} printable characters"
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
-# the stream with an event named "deleted".
+# the stream with an event named "deleted", a token signed out or revoked with
+# one named "signed-out" (its data an Error).
 _SSE_EVENT = {
     "type": "object",
     "required": ["data"],
     "properties": {
-        "event": {"type": "string", "enum": ["message", "deleted"]},
+        "event": {"type": "string", "enum": ["message", "deleted", "signed-out"]},
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
@@ -557,6 +562,8 @@ def spec() -> dict:
                             "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                         },
                         "404": _err("unknown job"),
+                        "429": _too_many("this client has 4 streams open already"),
+                        "503": _too_many("this web worker has 24 streams open already"),
                         **_AUTH_ERRORS,
                     },
                 }
@@ -689,6 +696,7 @@ def spec() -> dict:
                         "404": _err("unknown job, or no outputs"),
                         "409": _json(_STATUS_CONFLICT, "still queued or processing"),
                         "410": _err("expired"),
+                        "429": _too_many("this client runs DOWNLOADS_PER_CLIENT downloads already"),
                         **_AUTH_ERRORS,
                     },
                 }
@@ -717,6 +725,7 @@ def spec() -> dict:
                         "302": _REDIRECT,
                         "404": _err("unknown job or output"),
                         "416": _err("range not satisfiable"),
+                        "429": _too_many("this client runs DOWNLOADS_PER_CLIENT downloads already"),
                         **_AUTH_ERRORS,
                     },
                 }

@@ -36,7 +36,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData, State
 
-from .. import intake, contract, spool
+from .. import auth, intake, contract, spool
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -224,13 +224,8 @@ def _arrived(stream: _CappedFile) -> None:
 
 def _client() -> str:
     """Who sent the upload, as the probe slots tell clients apart: its API
-    token or session, else its address."""
-    caller = token_auth.current_user()
-    if caller is not None and caller.token_id is not None:
-        return f"token {caller.token_id}"
-    if caller is not None and caller.session is not None:
-        return f"session {caller.session.id}"
-    return f"address {request.remote_addr}"
+    token or its session (`auth.caller_key`, as for downloads and streams)."""
+    return auth.caller_key(token_auth.current_user())
 
 
 def early_intake() -> intake.EarlyIntake | None:

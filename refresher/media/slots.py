@@ -11,10 +11,10 @@ competes for the same few, and a killed process's lock goes with it.
 
 First come, first served, two requests of slow-to-probe files from one
 client held both slots, and another client's 63 KB upload waited 105 s
-behind them. So a client (its API token or session, else its address)
-holds one slot at most at once: its further probes wait on a lock of its
-own (one of CLIENT_LOCKS files, chosen by a hash of the client), not in the
-host's queue, and the other slots stay for everyone else. How long a probe
+behind them. So a client (its API token or its session) holds one slot at
+most at once: its further probes wait on a lock of its own (one of
+CLIENT_LOCKS files, chosen by a hash of the client), not in the host's
+queue, and the other slots stay for everyone else. How long a probe
 may hold a slot is bounded too (`intake.PROBE_SECONDS`).
 """
 
