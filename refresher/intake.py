@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 from .settings import Settings
 
-from . import lifecycle, contract
+from . import lifecycle, contract, webhooks
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
@@ -211,6 +211,7 @@ def accept_job(
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
     name = parse_name(_one(form, "name"))
+    webhook_url = webhooks.accept_url(_one(form, webhooks.FIELD), settings)
     own = early is None
     early = early or EarlyIntake(settings, storage, binary)
     try:
@@ -226,6 +227,7 @@ def accept_job(
             name,
             job_id=early.job_id,
             thumbnail_stored=early.thumbnail(),
+            webhook_url=webhook_url,
         )
         early.created = True
         return body
@@ -314,6 +316,7 @@ def _create_job(
     job_id: str | None = None,
     thumbnail_stored: str | None = None,
     thumbnail_from: str | None = None,
+    webhook_url: str | None = None,
 ) -> dict:
     """Write the job: each source is under the job's prefix — stored there
     already (`stored`, with its `file_id`), or copied from another job's key
@@ -373,6 +376,7 @@ def _create_job(
                     "thumbnail_path": thumbnail,
                     "created_at": now,
                     "expires_at": now + settings.job_ttl_seconds,
+                    "webhook_url": webhook_url,
                 },
                 files,
                 rows,

@@ -172,7 +172,12 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
         created = server.create_job(
-            paths, args.variations, args.seed, lambda total: reporter.transfer(label, total), name=args.name
+            paths,
+            args.variations,
+            args.seed,
+            lambda total: reporter.transfer(label, total),
+            name=args.name,
+            webhook_url=args.webhook,
         )
     except KeyboardInterrupt:
         raise ClientError(INTERRUPTED, "interrupted during the upload") from None
