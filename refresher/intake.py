@@ -417,9 +417,11 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
         body = {}
     if not isinstance(body, dict):
         raise Rejected(400, 'send a JSON object, e.g. {"seed": "summer", "variations": 3}, or nothing')
-    unexpected = sorted(set(body) - {"seed", "name", "variations"})
+    unexpected = sorted(set(body) - {"seed", "name", "variations", webhooks.FIELD})
     if unexpected:
-        raise Rejected(400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name and variations")
+        raise Rejected(
+            400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name, variations and {webhooks.FIELD}"
+        )
     raw_variations = body.get("variations")
     if raw_variations is None:
         variations = original["variations_per_video"]
@@ -437,6 +439,14 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     return variations, seed, name
 
 
+def rerun_webhook(body, original: dict, settings: Settings) -> str | None:
+    """The rerun's webhook: the one given (null or "" for none), else the
+    original's while webhooks can be signed here."""
+    if isinstance(body, dict) and webhooks.FIELD in body:
+        return webhooks.accept_url(body[webhooks.FIELD], settings)
+    return original["webhook_url"] if settings.webhook_secret else None
+
+
 def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict, files: list[dict], body) -> dict:
     """A new job from the sources of `original` (which must still be stored),
     with a new seed or the one given: the sources (and the thumbnail) are
@@ -444,6 +454,7 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
     copy inside the bucket in object storage — and their probe, kept in the
     database, stands."""
     variations, seed, name = parse_rerun(body, original)
+    webhook_url = rerun_webhook(body, original, settings)
     accepted = [
         {
             "name": f["name"],
@@ -455,5 +466,13 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
     ]
     _check_storage(settings, accepted, variations)
     return _create_job(
-        store, settings, storage, accepted, variations, seed, name, thumbnail_from=original["thumbnail_path"]
+        store,
+        settings,
+        storage,
+        accepted,
+        variations,
+        seed,
+        name,
+        thumbnail_from=original["thumbnail_path"],
+        webhook_url=webhook_url,
     )

@@ -21,7 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from jsonschema import Draft202012Validator, ValidationError
+
 from refresher import webhooks
+from refresher.api import openapi
 from refresher.engine.handle import SupervisorHandle
 from refresher.errors import Rejected
 from refresher.store import Store, new_id
@@ -155,7 +158,7 @@ def _spell(value: int, parts: int, bases: list[str]) -> str:
     return ".".join(written)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     value=st.one_of(
         st.integers(0, 2**32 - 1),
@@ -344,6 +347,11 @@ def test_a_completed_job_is_announced_once_signed(hooked, receiver, media):
     shown = wait_until(lambda: hooked.get(f"/api/jobs/{job_id}").get_json()["webhook"]["deliveredAt"] and
                        hooked.get(f"/api/jobs/{job_id}").get_json()["webhook"])  # fmt: skip
     assert shown["url"] == receiver.url("/done") and shown["attempts"] == 1 and shown["lastError"] is None
+    # as the OpenAPI document describes it
+    schema = {"$ref": "#/components/schemas/Job", "components": openapi.spec()["components"]}
+    Draft202012Validator(schema).validate(hooked.get(f"/api/jobs/{job_id}").get_json())
+    with pytest.raises(ValidationError):
+        Draft202012Validator(schema).validate({**job, "webhook": {**shown, "attempts": "1"}})
     time.sleep(1.2)  # the sender looks every second: nothing more comes
     assert len(receiver.to("/done")) == 1
 
@@ -373,6 +381,25 @@ def test_a_receiver_that_never_answers_2xx_is_given_up_after_the_last_retry(hook
     )
     assert shown["attempts"] == 3 and shown["deliveredAt"] is None
     assert "503" in shown["lastError"] and len(receiver.to("/down")) == 3
+
+
+def test_a_rerun_keeps_the_webhook_or_takes_another(hooked, receiver, media):
+    job_id = _submit(hooked, media["clip"], 1, receiver.url("/first"))["jobId"]
+    hooked.wait(job_id)
+
+    def rerun(body):
+        r = hooked.post(f"/api/jobs/{job_id}/rerun", json=body)
+        assert r.status_code == 202, r.get_json()
+        return r.get_json()
+
+    assert rerun({"variations": 1})["webhook"]["url"] == receiver.url("/first")
+    assert rerun({"variations": 1, "webhookUrl": None})["webhook"] is None
+    other = rerun({"variations": 1, "webhookUrl": receiver.url("/other")})
+    assert other["webhook"] == {"url": receiver.url("/other"), "deliveredAt": None, "attempts": 0, "lastError": None}
+    [got] = wait_until(lambda: receiver.to("/other"), timeout=30)
+    assert _verified(got)["data"]["jobId"] == other["jobId"]
+    r = hooked.post(f"/api/jobs/{job_id}/rerun", json={"webhookUrl": "http://[::1/"})
+    assert r.status_code == 400 and r.get_json()["error"].startswith("webhookUrl")
 
 
 def test_a_cancel_is_announced_as_job_cancelled(hooked, receiver, media):
@@ -457,3 +484,9 @@ def test_on_many_hosts_exactly_one_delivers_each_webhook(cluster, receiver, medi
     assert first.headers["webhook-id"] == again.headers["webhook-id"]
     assert {_verified(receiver.to(path)[-1])["data"]["jobId"] for path in paths} == set(jobs)
     assert [job_of(web, job_id)["webhook"]["attempts"] for job_id in jobs] == [2, 1, 1, 1]
+    status = subprocess.run(
+        [sys.executable, "-m", "refresher.client", "status", jobs[0]],
+        env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert f"webhook {receiver.url(paths[0])}: delivered" in status.stdout, status.stdout
+    assert "(2 attempts); last error: answered 500" in status.stdout, status.stdout

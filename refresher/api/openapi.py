@@ -637,7 +637,8 @@ def spec() -> dict:
                     "summary": "A new job from the same sources, with new effects; nothing is uploaded again",
                     "description": "Every field is optional: a new seed is drawn unless one is given; variations "
                     "and name default to the original job's (a blank name names the job after its "
-                    "files). The queue cap (MAX_QUEUED_JOBS) holds as for an upload.",
+                    "files), and so does webhookUrl (null or blank: none). The queue cap (MAX_QUEUED_JOBS) "
+                    "holds as for an upload.",
                     "parameters": [_JOB_ID_PARAM],
                     "requestBody": {
                         "required": False,
@@ -654,6 +655,7 @@ def spec() -> dict:
                                             "minimum": contract.MIN_VARIATIONS,
                                             "maximum": contract.MAX_VARIATIONS,
                                         },
+                                        "webhookUrl": {**_WEBHOOK_URL, "type": ["string", "null"]},
                                     },
                                 }
                             }
@@ -676,7 +678,8 @@ def spec() -> dict:
                         ),
                         "400": _err(
                             f"not a JSON object, an unknown field, variations not a whole number in "
-                            f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a bad seed, or {_BAD_JOB_NAME}"
+                            f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a bad seed, {_BAD_JOB_NAME}, "
+                            f"or a webhookUrl that is refused"
                         ),
                         "404": _err("unknown job"),
                         "410": _err("the job expired or its sources are gone"),

@@ -44,6 +44,13 @@ def describe(job: dict) -> str:
         lines.append(f"  {f['name']}: {detail}")
     if job.get("error"):
         lines.append(f"  error: {job['error']}")
+    hook = job.get("webhook")
+    if hook:
+        tries = f"{hook['attempts']} attempt{'' if hook['attempts'] == 1 else 's'}"
+        state = f"delivered {hook['deliveredAt']} ({tries})" if hook["deliveredAt"] else f"not delivered yet ({tries})"
+        if hook.get("lastError"):
+            state += f"; last error: {hook['lastError']}"
+        lines.append(f"  webhook {hook['url']}: {state}")
     lines.append(f"  created {job['createdAt']}, expires {job['expiresAt']}")
     return "\n".join(lines)
 
