@@ -293,6 +293,17 @@ def test_of_many_claimers_exactly_one_makes_each_attempt_on_both_engines(databas
     job = store.get_job(job_id)
     assert (job["webhook_attempts"], job["webhook_delivered_at"] is not None) == (2, True)
     assert claims() == 0
+
+    # a host that dies during the last allowed attempt: once its claim runs out, the delivery is given up
+    job_id = _ended_job(store)
+    [delivery] = store.webhook_deliveries(job_id)
+    assert len(store.claim_webhooks(time.time(), 0.01, 1)) == 1
+    time.sleep(0.02)
+    assert store.claim_webhooks(time.time(), 60, 1) == []
+    job = store.get_job(job_id)
+    assert (job["webhook_attempts"], job["webhook_delivered_at"]) == (1, None)
+    assert job["webhook_error"] == "an attempt was interrupted; gave up after 1 attempt"
+    assert store.webhook_deliveries(job_id)[0]["next_attempt_at"] is None
     store.close()
 
 

@@ -37,6 +37,10 @@ def announce_end(conn: Connection, job: dict, status: str, now: float) -> None:
     )
 
 
+def gave_up(attempts: int) -> str:
+    return f"gave up after {attempts} attempt{'' if attempts == 1 else 's'}"
+
+
 def _mirror(conn: Connection, row: dict, **values) -> None:
     """Show the delivery's state on its job, if it is the job's latest."""
     latest = conn.execute(
@@ -83,8 +87,14 @@ class Webhooks(Database):
                 if row is None:
                     continue  # another host claimed it first, or it is gone
                 if row["attempts"] > max_attempts:
+                    row["attempts"] = max_attempts
+                    conn.execute(
+                        update(webhook_deliveries)
+                        .where(webhook_deliveries.c.id == delivery_id)
+                        .values(attempts=max_attempts)
+                    )
                     error = row["last_error"] or "an attempt was interrupted"
-                    self._record(conn, row, None, f"{error}; gave up after {max_attempts} attempts", None)
+                    self._record(conn, row, None, f"{error}; {gave_up(max_attempts)}", None)
                     continue
                 row["webhook_url"] = conn.execute(select(jobs.c.webhook_url).where(jobs.c.id == row["job_id"])).scalar()
                 _mirror(conn, row, webhook_attempts=row["attempts"], webhook_error=row["last_error"])

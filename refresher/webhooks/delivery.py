@@ -29,6 +29,7 @@ from ..settings import Settings
 from ..shapes import iso, job_detail
 from ..store import Error as StoreError
 from ..store import Store
+from ..store.webhooks import gave_up
 from .address import Refused, Resolver, parse_url, resolve_with_system, vet
 
 log = logging.getLogger("refresher.webhooks")
@@ -214,7 +215,7 @@ class WebhookSender:
         else:
             next_at = retry_at(self.settings, delivery["attempts"], now)
             if next_at is None:
-                error = f"{error}; gave up after {delivery['attempts']} attempts"
+                error = f"{error}; {gave_up(delivery['attempts'])}"
             log.warning(
                 "webhook %s for job %s, attempt %d: %s", delivery["id"], delivery["job_id"], delivery["attempts"], error
             )
