@@ -58,7 +58,16 @@ def revoke(token_id: str):
     click.echo(f"revoked {token_id}")
 
 
-@click.command("password", help="Print the shared password (AUTH_PASSWORD, or the generated one).")
+@click.command("password", help="Print the generated shared password (none when AUTH_PASSWORD sets it).")
 @with_appcontext
 def password_cli():
-    click.echo(refresher().password)
+    service = refresher()
+    if service.settings.auth_password is not None:
+        in_force = "AUTH_PASSWORD is set here"
+    elif auth.password_source(service.store) == "AUTH_PASSWORD":
+        in_force = "the service was last started with AUTH_PASSWORD set (in its environment, not this one)"
+    else:
+        click.echo(service.password)
+        return
+    # Not the generated password kept in the database: nobody can sign in with it.
+    raise click.ClickException(f"{in_force}: that is the password in force; this command shows only a generated one")

@@ -49,6 +49,7 @@ _PHRASES = {
 }
 TIMED_OUT = Refusal(408, "the request did not arrive in time")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS ClientHello; no HTTP method begins with it
 
 
 class Arrival:
@@ -77,6 +78,11 @@ class Arrival:
 
     def feed(self, data: bytes) -> bool | Refusal:
         if self.verdict is not False or not data:  # to h11, no bytes would mean the end of the stream
+            return self.verdict
+        if not self._tail and data[:1] == TLS_HANDSHAKE:
+            # An https:// client on this plain-HTTP port: answered at once (its
+            # TLS library then says so), not after the head's timeout.
+            self.verdict = Refusal(400, "this port speaks plain HTTP, not HTTPS: use an http:// URL")
             return self.verdict
         if not self._head_ended and self._count_head_lines(data) > self._max_fields + 1:
             # Refused before h11 parses every line of it: a 12,000-line head

@@ -81,6 +81,7 @@ class Caller:
 
 PASSWORD_SECRET = "auth_password"
 TOKEN_SECRET = "token_secret"
+PASSWORD_SOURCE = "password_source"  # "AUTH_PASSWORD" or "generated": what the service last started with
 
 
 def _kept_file(settings, name: str) -> str | None:
@@ -113,6 +114,18 @@ def load_secrets(settings, store: Store) -> tuple[str, str]:
         kept = _kept_file(settings, SECRET_FILE)
         token_secret, _ = store.secret(TOKEN_SECRET, lambda: kept or secrets.token_urlsafe(48), now)
     return password, token_secret
+
+
+def record_password_source(settings, store: Store) -> None:
+    """At a server's start: whether AUTH_PASSWORD set its password, so that
+    `flask --app app password`, run where that variable is not set (another
+    shell, a one-off dyno), does not show a generated password nobody can
+    sign in with."""
+    store.set_note(PASSWORD_SOURCE, "generated" if settings.auth_password is None else "AUTH_PASSWORD", time.time())
+
+
+def password_source(store: Store) -> str | None:
+    return store.note(PASSWORD_SOURCE)
 
 
 # --- session tokens ----------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "accesslog",
     "access_log_format",
     "errorlog",
+    "loglevel",
     "control_socket_disable",
     "preload_app",
     "on_starting",
@@ -70,6 +71,7 @@ keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms pid=%(p)s'
 errorlog = "-"
+loglevel = _settings.log_level.lower()  # gunicorn's own lines follow LOG_LEVEL too
 control_socket_disable = True  # no socket under ~/.gunicorn/
 preload_app = False  # each worker makes its own app (and database pool) after the fork
 

@@ -144,7 +144,7 @@ class EarlyIntake:
         try:
             with self.slots.hold():
                 info = ffmpeg.probe(self.binary, video.path)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams) as exc:
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
@@ -465,7 +465,7 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
         for f in files
     ]
     _check_storage(settings, accepted, variations)
-    return _create_job(
+    created = _create_job(
         store,
         settings,
         storage,
@@ -476,3 +476,5 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
         thumbnail_from=original["thumbnail_path"],
         webhook_url=webhook_url,
     )
+    log.info("job %s is a rerun of job %s (seed %r)", created["jobId"], original["id"], seed)
+    return created

@@ -4,6 +4,7 @@ the rules of each change live in `rules`, and the store executes them."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from . import lifecycle, contract, rules
@@ -12,6 +13,8 @@ from .errors import Rejected
 from .storage import Storage
 from .shapes import iso, job_detail, job_summary
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 CANCEL_SETTLE_SECONDS = 15.0  # > the q → SIGTERM → SIGKILL ladder (4 s), with room to spare
 CANCEL_POLL_SECONDS = 0.02
@@ -75,6 +78,14 @@ def cancel_job(store: Store, control: ControlBlock | None, job_id: str, ttl: flo
     return answer, job["status"] in rules.FINAL
 
 
+def no_encoding_host(store: Store, host_timeout: float) -> bool:
+    """Whether no host anywhere encodes: no supervisor, here or on a worker
+    process, has sent a heartbeat within HOST_TIMEOUT_SECONDS. Queued jobs
+    then wait until one starts (e.g. a web process with ENCODE_WORKERS=0 and
+    no worker process running)."""
+    return not store.live_hosts(time.time(), host_timeout)
+
+
 def work_queued(control: ControlBlock | None) -> None:
     """Work was just queued: wake this host's supervisor, if it runs here, so it
     claims the work now rather than at its next turn (other hosts look at
@@ -93,6 +104,7 @@ def finished_job(store: Store, job_id: str, then: str) -> dict:
 def delete_job(store: Store, storage: Storage, job_id: str) -> None:
     finished_job(store, job_id, "cancel it before deleting it")
     lifecycle.delete_job_everywhere(store, storage, job_id)
+    log.info("job %s deleted with its files", job_id)
 
 
 def stored_sources(storage: Storage, store: Store, job: dict, now: float | None = None) -> list[dict]:
@@ -126,4 +138,12 @@ def reopen_job(
         control.clear_cancel(reopened[0]["seq"])  # the supervisor also clears it when it claims the job's work
     work_queued(control)
     # as the reopen left it (queued), whatever the supervisor has claimed since
-    return job_detail(*reopened)
+    shown = job_detail(*reopened)
+    log.info(
+        "job %s %s: %d variation(s) queued again, %d kept",
+        job_id,
+        "retried" if kind == "retry" else "resumed",
+        shown["totalVariations"] - shown["completedVariations"],
+        shown["completedVariations"],
+    )
+    return shown

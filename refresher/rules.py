@@ -40,7 +40,11 @@ class Variation:
     attempts: int = 0  # every start, whatever its end
     failures: int = 0  # attempts that failed on their own (ffmpeg's error, a dead worker)
     interruptions: int = 0  # attempts ended from outside (shutdown, crash, lost host)
-    progress: int = 0  # 0–100
+    # 0–100: the furthest any attempt got in this run of its job, so that what
+    # a client sees never goes backwards while the job lives (a failed or
+    # stopped attempt keeps it; only retry and resume, which start a new run,
+    # set it back to 0).
+    progress: int = 0
     error: str | None = None
 
 
@@ -54,7 +58,7 @@ def claim(v: Variation, job: Job) -> Variation:
     _require(v, "be claimed", "queued")
     if job.status not in UNFINISHED or job.cancel_requested:
         raise IllegalTransition(f"no variation of a {job.describe()} job may start")
-    return replace(v, status="processing", attempts=v.attempts + 1, progress=0)
+    return replace(v, status="processing", attempts=v.attempts + 1)
 
 
 def complete(v: Variation) -> Variation:
@@ -68,7 +72,7 @@ def fail(v: Variation, error: str) -> Variation:
     _require(v, "fail", "processing")
     failures = v.failures + 1
     status = "queued" if failures < MAX_FAILED_ATTEMPTS else "failed"
-    return replace(v, status=status, failures=failures, progress=0, error=error)
+    return replace(v, status=status, failures=failures, error=error)
 
 
 def interrupt(v: Variation, why: str = "interrupted") -> Variation:
@@ -81,22 +85,21 @@ def interrupt(v: Variation, why: str = "interrupted") -> Variation:
             v,
             status="failed",
             interruptions=interruptions,
-            progress=0,
             error=f"the encode was {why} {interruptions} times (restarts or crashes); giving up",
         )
-    return replace(v, status="queued", interruptions=interruptions, progress=0)
+    return replace(v, status="queued", interruptions=interruptions)
 
 
 def stopped_by_cancel(v: Variation) -> Variation:
     """A running variation whose ffmpeg was stopped because its job was cancelled."""
     _require(v, "be stopped by a cancel", "processing")
-    return replace(v, status="cancelled", progress=0)
+    return replace(v, status="cancelled")
 
 
 def skip_for_cancel(v: Variation) -> Variation:
     """A variation that had not started when its job was cancelled."""
     _require(v, "be skipped by a cancel", "queued")
-    return replace(v, status="cancelled", progress=0)
+    return replace(v, status="cancelled")
 
 
 def retry(v: Variation) -> Variation:
@@ -114,7 +117,7 @@ def resume(v: Variation) -> Variation:
 def fail_with_job(v: Variation, error: str) -> Variation:
     """A variation not started yet whose job failed as a whole (`fail_job`)."""
     _require(v, "fail with its job", "queued")
-    return replace(v, status="failed", progress=0, error=error)
+    return replace(v, status="failed", error=error)
 
 
 def running_percent(percent: float) -> int:
@@ -248,11 +251,12 @@ def may_expire(job: Job) -> bool:
 
 def running_progress(previous: int, weighted: Iterable[tuple[float, Variation]]) -> int:
     """Overall progress of a running job: its variations' progress weighted by
-    their source's duration; it never goes backwards and stays below 100."""
+    their source's duration; it never goes backwards and stays below 100.
+    Variations a cancel stopped or skipped still count (with what they had
+    made): while the cancel settles, the job's share neither jumps up nor
+    back. Once settled, a cancelled job shows the share it made (`settle`)."""
     done = total = 0.0
     for weight, v in weighted:
-        if v.status == "cancelled":
-            continue
         total += weight
         done += weight * (100 if v.status == "completed" else v.progress)
     return max(previous, running_percent(done / total if total else 0))

@@ -55,6 +55,7 @@ class Settings:
     webhook_secret: str | None = None  # whsec_ + base64: signs webhooks (refresher.webhooks)
     webhook_retry_seconds: tuple[float, ...] = (5, 30, 120, 600, 1800)
     webhook_allow_private: bool = False
+    log_level: str = "INFO"
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -96,6 +97,14 @@ class Settings:
     def database(self) -> str:
         """What the store connects to: DATABASE_URL, or SQLite in DATA_DIR."""
         return self.database_url or str(self.db_path)
+
+    @property
+    def storage_shown(self) -> str:
+        """Where files live, as a log line names it (STORAGE_URL holds only a
+        bucket and a prefix; credentials come from AWS_* variables, never shown)."""
+        if self.storage_url:
+            return f"{self.storage_url} (scratch in {self.data_dir})"
+        return f"DATA_DIR {self.data_dir}"
 
     def for_web(self) -> Settings:
         """The settings of a web process (gunicorn, `python app.py`):
@@ -148,6 +157,16 @@ def _positive_float(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"{name} must be a number above 0, got {raw!r}")
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return value
 
 
@@ -327,6 +346,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEBHOOK_SECRET": ("webhook_secret", _webhook_secret),
     "WEBHOOK_RETRY_SECONDS": ("webhook_retry_seconds", _retry_delays),
     "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _flag),
+    "LOG_LEVEL": ("log_level", _log_level),
 }
 
 

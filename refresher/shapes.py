@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from .names import name_from_files, strip_invisible
+from .rules import FINAL
 
 
 def iso(ts: float | None) -> str | None:
@@ -41,6 +42,19 @@ def _file_error(variations: list[dict]) -> str | None:
     return f"{len(failed)} of {len(variations)} variations failed: {reason}"
 
 
+def _file_progress(job: dict, variations: list[dict], completed: int) -> int:
+    """A file's percent. While its job lives (queued or processing, a cancel
+    settling included) it never goes backwards: each variation counts the
+    furthest an attempt of it got (`rules.Variation.progress`). Once the job
+    is finished it is the share of the file's variations that were made, as
+    the job's own `overallProgress` is."""
+    if not variations:
+        return 0
+    if job["status"] in FINAL:
+        return round(100 * completed / len(variations))
+    return round(sum(100 if v["status"] == "completed" else v["progress"] for v in variations) / len(variations))
+
+
 def output_url(job_id: str, variation_id: str) -> str:
     return f"/api/jobs/{job_id}/outputs/{variation_id}"
 
@@ -53,7 +67,7 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
     for f in files:
         vs = by_file.get(f["id"], [])
         done = [v for v in vs if v["status"] == "completed"]
-        progress = round(sum(100 if v["status"] == "completed" else v["progress"] for v in vs) / len(vs)) if vs else 0
+        progress = _file_progress(job, vs, len(done))
         file_views.append(
             {
                 "id": f["id"],

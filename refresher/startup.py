@@ -18,15 +18,14 @@ import tempfile
 from pathlib import Path
 
 from alembic.util import CommandError
-from sqlalchemy.engine import make_url
 
 from .settings import Settings
 
 from . import spool
-from .auth import load_secrets
+from .auth import load_secrets, record_password_source
 from .storage import StorageError, for_settings
 from .store import Error as StoreError
-from .store import Store, database_url
+from .store import Store, shown_url
 
 SUBFOLDERS = ("incoming", "jobs", "run")  # where the service writes under DATA_DIR
 
@@ -61,6 +60,7 @@ def prepare(settings: Settings) -> list[Path]:
     store = open_store(settings, shared=False)
     try:
         load_secrets(settings, store)
+        record_password_source(settings, store)
     finally:
         store.close()
     try:
@@ -74,7 +74,7 @@ def database_name(settings: Settings) -> str:
     """The SQLite file, or the database URL without its password."""
     if settings.db_path is not None:
         return str(settings.db_path)
-    return make_url(database_url(settings.database)).render_as_string(hide_password=True)
+    return shown_url(settings.database)
 
 
 def _check_folder(folder: Path, label: str) -> None:

@@ -8,7 +8,6 @@ process type does that, once per host, and hands the control block in.
 
 from __future__ import annotations
 
-import logging
 
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
@@ -18,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .settings import Settings, load_settings
 
-from . import admin, contract, startup, storage, web
+from . import admin, contract, logs, startup, storage, web
 from .api import errors, health, jobs, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
@@ -52,8 +51,7 @@ def create_app(settings: Settings | None = None, control: ControlBlock | None = 
 def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> None:
     store = startup.open_store(settings)
     password, token_secret = load_secrets(settings, store)
-    if not logging.getLogger().handlers:  # (after the store: not a line per check it makes)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)  # (after the store: not a line per check it makes)
     try:
         binary = ffmpeg.resolve_binary(settings.ffmpeg_binary)
     except ffmpeg.FFmpegNotFound:

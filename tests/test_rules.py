@@ -19,7 +19,7 @@ VARIATION_TABLE = [
     (
         V("queued", attempts=1, failures=1, progress=40),
         lambda v: rules.claim(v, RUNNING),
-        V("processing", attempts=2, failures=1),
+        V("processing", attempts=2, failures=1, progress=40),  # what a client saw stays until passed
     ),
     (V("queued"), lambda v: rules.claim(v, Job("processing", cancel_requested=True)), IllegalTransition),
     (V("queued"), lambda v: rules.claim(v, Job("cancelled")), IllegalTransition),
@@ -35,7 +35,7 @@ VARIATION_TABLE = [
     (
         V("processing", attempts=1, progress=50),
         lambda v: rules.fail(v, "exit 1"),
-        V("queued", attempts=1, failures=1, error="exit 1"),
+        V("queued", attempts=1, failures=1, progress=50, error="exit 1"),
     ),
     (
         V("processing", attempts=2, failures=1),
@@ -44,7 +44,7 @@ VARIATION_TABLE = [
     ),
     *[(V(s), lambda v: rules.fail(v, "x"), IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     # interrupt: back to the queue, but not forever; failures are not interruptions
-    (V("processing", attempts=1, progress=30), rules.interrupt, V("queued", attempts=1, interruptions=1)),
+    (V("processing", attempts=1, progress=30), rules.interrupt, V("queued", attempts=1, interruptions=1, progress=30)),
     (
         V("processing", attempts=3, failures=1, interruptions=1),
         rules.interrupt,
@@ -62,15 +62,15 @@ VARIATION_TABLE = [
     ),
     *[(V(s), rules.interrupt, IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     # cancel: a running one is stopped, a queued one skipped
-    (V("processing", attempts=1, progress=60), rules.stopped_by_cancel, V("cancelled", attempts=1)),
+    (V("processing", attempts=1, progress=60), rules.stopped_by_cancel, V("cancelled", attempts=1, progress=60)),
     (V("queued"), rules.skip_for_cancel, V("cancelled")),
     *[(V(s), rules.stopped_by_cancel, IllegalTransition) for s in ("queued", "completed", "failed", "cancelled")],
     *[(V(s), rules.skip_for_cancel, IllegalTransition) for s in ("processing", "completed", "failed", "cancelled")],
     # retry a failed one with a fresh budget; resume a cancelled one
-    (V("failed", attempts=2, failures=2, error="exit 1"), rules.retry, V("queued", attempts=2)),
+    (V("failed", attempts=2, failures=2, progress=70, error="exit 1"), rules.retry, V("queued", attempts=2)),
     (V("failed", attempts=3, interruptions=3, error="x"), rules.retry, V("queued", attempts=3)),
     *[(V(s), rules.retry, IllegalTransition) for s in ("queued", "processing", "completed", "cancelled")],
-    (V("cancelled", attempts=1), rules.resume, V("queued", attempts=1)),
+    (V("cancelled", attempts=1, progress=60), rules.resume, V("queued", attempts=1)),
     *[(V(s), rules.resume, IllegalTransition) for s in ("queued", "processing", "completed", "failed")],
     # progress only rises, and 100 is for finished outputs
     (V("processing", progress=40), lambda v: rules.progress(v, 55.7), V("processing", progress=55)),
@@ -193,7 +193,23 @@ def test_running_progress_is_weighted_never_backwards_and_below_100():
     assert rules.running_progress(0, weighted) == int((2 * 100 + 10 * 50) / 12)
     assert rules.running_progress(90, weighted) == 90, "never backwards"
     assert rules.running_progress(0, [(1.0, V("completed")), (1.0, V("completed"))]) == 99
-    assert rules.running_progress(0, [(1.0, V("cancelled")), (1.0, V("processing", progress=20))]) == 20
+    assert rules.running_progress(0, [(1.0, V("cancelled")), (1.0, V("processing", progress=20))]) == 10
+
+
+def test_progress_never_goes_backwards_while_a_cancel_settles():
+    """One of four equal variations 40 % made when the cancel comes: the job
+    showed 10 % and kept showing it until it settled (it jumped to 40 % as the
+    three queued ones were skipped, then fell to 0 % as the running one was
+    stopped); once settled, it shows the share it made (0 %, the contract's)."""
+    running = [V("processing", attempts=1, progress=40), V("queued"), V("queued"), V("queued")]
+    shown = [rules.running_progress(0, [(1.0, v) for v in running])]
+    skipped = [running[0], *(rules.skip_for_cancel(v) for v in running[1:])]
+    shown.append(rules.running_progress(shown[-1], [(1.0, v) for v in skipped]))
+    stopped = [rules.stopped_by_cancel(skipped[0]), *skipped[1:]]
+    assert stopped[0].progress == 40, "a stopped attempt keeps what it had made while its job settles"
+    assert shown == [10, 10]
+    settled = rules.settle(Job("processing", cancel_requested=True, progress=10), stopped)
+    assert settled == Settlement("cancelled", 0)
 
 
 def test_made_share_is_round_100_times_completed_over_total():

@@ -331,3 +331,19 @@ def test_unknown_job_page_is_a_page_not_json(client):
     r = client.get("/jobs/nope")
     assert r.status_code == 404 and r.mimetype == "text/html"
     assert "Job not found" in r.get_data(as_text=True)
+
+
+def test_a_queued_job_says_on_its_page_when_no_host_encodes(app, client, media):
+    """A web process with ENCODE_WORKERS=0 and no worker process: the job
+    waits, and its page says why; once a host beats, the page says nothing."""
+    signed_in_token(client)
+    job_id = upload(client, media, "ad.mp4", bearer(client)).get_json()["jobId"]
+
+    def notice() -> str:
+        page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+        return re.search(r'<p class="alert alert-info" id="job-no-host"[^>]*>\s*([^<]*)', page).group(0)
+
+    shown = notice()
+    assert " hidden" not in shown and "No encoding host is running, so this job waits in the queue" in shown
+    app.extensions["refresher"].store.heartbeat("worker.1", "a-run", 4242, time.time())
+    assert " hidden" in notice()

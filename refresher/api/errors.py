@@ -6,14 +6,21 @@ both end here."""
 from __future__ import annotations
 
 import errno
+import logging
 
-from flask import current_app, jsonify, request
+from flask import current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import Rejected
 
 
+log = logging.getLogger("refresher.uploads")
+
+
 def error_response(code: int, message: str, **extra):
+    if has_request_context() and (request.endpoint == "jobs.create_job" or request.path.startswith("/api/uploads")):
+        # every refused upload, with its reason, for whoever runs the service
+        log.info("upload refused: %d %s (%s from %s)", code, message, request.path, request.remote_addr)
     response = jsonify({"error": message, **extra})
     response.status_code = code
     if code == 401:

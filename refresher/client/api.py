@@ -51,9 +51,24 @@ def _network_reason(exc: Exception) -> str:
     return found[-1].strip() if found else exc.__class__.__name__
 
 
+# OpenSSL's words for a TLS handshake answered by something that is not TLS.
+_PLAIN_HTTP_ANSWER = re.compile(r"WRONG_VERSION_NUMBER|wrong version number|record layer failure|http request", re.I)
+
+
+def _tls_reason(exc: Exception) -> str:
+    found = re.findall(r"\[SSL: [A-Z_]+\] ([^(')\]]+)", str(exc))
+    return found[-1].strip() if found else exc.__class__.__name__
+
+
 def _filename_from(disposition: str | None) -> str | None:
     match = re.search(r'filename="?([^";]+)"?', disposition or "")
     return Path(match.group(1)).name if match else None
+
+
+def refuse_existing(destination: Path) -> None:
+    """A download never replaces a file unless told to (`--force`)."""
+    if destination.exists() and not destination.is_dir():
+        raise ClientError(USAGE, f"{destination} already exists: pass --force to replace it")
 
 
 class Server:
@@ -62,6 +77,10 @@ class Server:
         self.token = token
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "video-refresher-client"
+
+    @property
+    def _tls(self) -> bool:
+        return self.url.lower().startswith("https://")
 
     # --- plumbing ----------------------------------------------------------------
 
@@ -81,7 +100,18 @@ class Server:
                 method, self.url + path, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs
             )
         except requests.exceptions.Timeout:
-            raise ClientError(UNREACHABLE, f"{self.url} did not answer in time") from None
+            hint = " (a server that speaks plain HTTP there never answers HTTPS: try http://)" if self._tls else ""
+            raise ClientError(UNREACHABLE, f"{self.url} did not answer in time{hint}") from None
+        except requests.exceptions.SSLError as exc:
+            if _PLAIN_HTTP_ANSWER.search(str(exc)):
+                raise ClientError(
+                    UNREACHABLE,
+                    f"{self.url} does not speak HTTPS: the server there answered in plain HTTP; "
+                    f"use {self.url.replace('https://', 'http://', 1)}",
+                ) from None
+            raise ClientError(UNREACHABLE, f"no secure connection to {self.url}: {_tls_reason(exc)}") from None
+        except requests.exceptions.InvalidHeader:
+            raise ClientError(AUTH, "the token cannot be sent: it has a line break or control character") from None
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.MissingSchema,
@@ -212,9 +242,17 @@ class Server:
             self._request("POST", self._job_path(job_id, "/rerun"), json=options, read_timeout=UPLOAD_READ_TIMEOUT)
         )
 
-    def download(self, job_id: str, destination: Path | None, start_transfer: StartTransfer) -> Path:
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its files; HTTP 409 while it is queued or processing."""
+        self._request("DELETE", self._job_path(job_id))
+
+    def download(
+        self, job_id: str, destination: Path | None, start_transfer: StartTransfer, overwrite: bool = False
+    ) -> Path:
         """Save the job's ZIP to `destination` (default: the server's file name in
-        the current folder) and return where it went."""
+        the current folder) and return where it went. A file already there is
+        replaced only with `overwrite`; else a ClientError, and nothing is
+        downloaded."""
         response = self._request("GET", self._job_path(job_id, "/download"), stream=True)
         with response:
             total = int(response.headers.get("Content-Length") or 0)
@@ -226,6 +264,8 @@ class Server:
                 destination = destination / (
                     _filename_from(response.headers.get("Content-Disposition")) or f"refresher-{job_id}.zip"
                 )
+            if not overwrite:
+                refuse_existing(destination)
             # Same folder as the destination, so the final rename is atomic.
             partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
             try:
@@ -237,7 +277,16 @@ class Server:
                         transfer.reached(received)
                 if total and received != total:
                     raise ClientError(UNREACHABLE, f"the download stopped after {received} of {total} bytes")
-                os.replace(partial, destination)
+                if overwrite:
+                    os.replace(partial, destination)
+                else:
+                    try:
+                        os.link(partial, destination)  # never replaces: a file that appeared meanwhile stays
+                    except FileExistsError:
+                        refuse_existing(destination)
+                    except OSError:  # a file system without hard links: checked, then renamed
+                        refuse_existing(destination)
+                        os.replace(partial, destination)
             except requests.exceptions.RequestException as exc:
                 raise ClientError(UNREACHABLE, f"the download was cut off: {_network_reason(exc)}") from None
             except OSError as exc:

@@ -9,11 +9,12 @@ import sys
 from .. import contract
 from . import commands, credentials
 from .api import Server
-from .errors import INTERRUPTED, USAGE, ClientError
+from .errors import AUTH, INTERRUPTED, USAGE, ClientError
 from .progress import Reporter
 
 PROG = "python -m refresher.client"
 JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+FORCE = ("-f", "--force", "--overwrite")
 
 EPILOG = f"""\
 environment:
@@ -25,7 +26,7 @@ environment:
 exit codes:
   0    done (with --wait: the job completed)
   1    the server refused the request (bad input, wrong job state, server error)
-  2    usage error (bad options, unreadable file)
+  2    usage error (bad options, unreadable file, a file a download would replace without --force)
   3    the job failed
   4    the job was cancelled
   5    no token, or the token or password was refused (401/403)
@@ -143,6 +144,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the job until it finishes; the exit code tells how it ended"
     )
     submit.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
+    submit.add_argument(*FORCE, action="store_true", help="let --download replace a file that exists")
     submit.set_defaults(run=commands.submit)
 
     status = command("status", "show a job's status")
@@ -188,6 +190,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the new job until it finishes; the exit code tells how it ended"
     )
     rerun.add_argument("--download", metavar="ZIP", help="when it finishes, save its ZIP here (implies --wait)")
+    rerun.add_argument(*FORCE, action="store_true", help="let --download replace a file that exists")
     rerun.set_defaults(run=commands.rerun)
 
     download = command("download", "save a finished job's outputs as one ZIP")
@@ -195,7 +198,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     download.add_argument(
         "-o", "--output", metavar="ZIP", help="file (or folder) to write (default: the server's name, here)"
     )
+    download.add_argument(*FORCE, action="store_true", help="replace the file if it exists (else it is refused)")
     download.set_defaults(run=commands.download)
+
+    delete = command("delete", "delete a finished job and all its files on the server (cancel a running one first)")
+    delete.add_argument("job", metavar="JOB")
+    delete.set_defaults(run=commands.delete)
     return parser
 
 
@@ -208,7 +216,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except credentials.BadURL as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE
-    server = Server(url, credentials.find_token(getattr(args, "token", None)))
+    try:
+        token = credentials.find_token(getattr(args, "token", None))
+    except credentials.BadToken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return AUTH
+    server = Server(url, token)
     try:
         return args.run(args, server, reporter, out)
     except ClientError as exc:

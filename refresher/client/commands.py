@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import credentials
 from .. import contract
-from .api import Server
+from .api import Server, refuse_existing
 from .errors import FINAL_STATUS_CODES, INTERRUPTED, NO_OUTPUTS, OK, REFUSED, USAGE, ClientError
 from .progress import Reporter, human_size, job_line
 from .waiting import FINAL_STATUSES, ask_to_cancel, follow, settle
@@ -100,12 +100,22 @@ def _cancel_text(result: dict) -> str:
     )
 
 
-def _save_zip(server: Server, job_id: str, destination: Path | None, reporter: Reporter) -> Path:
-    return server.download(job_id, destination, lambda total: reporter.transfer("downloading the ZIP", total))
+def _save_zip(
+    server: Server, job_id: str, destination: Path | None, reporter: Reporter, overwrite: bool = False
+) -> Path:
+    return server.download(
+        job_id, destination, lambda total: reporter.transfer("downloading the ZIP", total), overwrite
+    )
 
 
 def _wait(
-    server: Server, job_id: str, download: Path | None, reporter: Reporter, out: Output, print_status: bool
+    server: Server,
+    job_id: str,
+    download: Path | None,
+    reporter: Reporter,
+    out: Output,
+    print_status: bool,
+    overwrite: bool = False,
 ) -> int:
     """Follow the job to its end, download it if asked, and turn its final
     status into the exit code."""
@@ -121,7 +131,7 @@ def _wait(
         return OK
     if download is not None:
         if job["completedVariations"]:
-            path = _save_zip(server, job_id, download, reporter)
+            path = _save_zip(server, job_id, download, reporter, overwrite)
             size = path.stat().st_size
             reporter.note(f"saved {path} ({human_size(size)})")
             job = {**job, "download": {"path": str(path), "size": size}}
@@ -175,6 +185,8 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
             raise ClientError(USAGE, f"{path}: no such readable file")
     if len(paths) > contract.MAX_FILES:
         raise ClientError(USAGE, f"at most {contract.MAX_FILES} files per job (got {len(paths)})")
+    if args.download is not None and not args.force:
+        refuse_existing(Path(args.download))  # before the upload, not after the wait
     server.check_token()  # fail fast, before a long upload
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
@@ -204,7 +216,7 @@ def _queued(created: dict, args, server: Server, reporter: Reporter, out: Output
         return OK
     if not out.as_json:
         out.result(None, job_id)  # the id first, so a script has it even if the wait is interrupted
-    return _wait(server, job_id, download, reporter, out, print_status=False)
+    return _wait(server, job_id, download, reporter, out, print_status=False, overwrite=args.force)
 
 
 def status(args, server: Server, reporter: Reporter, out: Output) -> int:
@@ -259,6 +271,8 @@ def resume(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 
 def rerun(args, server: Server, reporter: Reporter, out: Output) -> int:
+    if args.download is not None and not args.force:
+        refuse_existing(Path(args.download))
     created = server.rerun(args.job, args.variations, args.seed, args.name)
     reporter.note(
         f"job {created['jobId']} queued from the videos of job {args.job}: "
@@ -270,8 +284,10 @@ def rerun(args, server: Server, reporter: Reporter, out: Output) -> int:
 
 def download(args, server: Server, reporter: Reporter, out: Output) -> int:
     destination = Path(args.output) if args.output else None
+    if destination is not None and not args.force:
+        refuse_existing(destination)  # before asking the server (a folder is looked at once its name is known)
     try:
-        path = _save_zip(server, args.job, destination, reporter)
+        path = _save_zip(server, args.job, destination, reporter, args.force)
     except ClientError as exc:
         if exc.status != 404:
             raise
@@ -286,4 +302,11 @@ def download(args, server: Server, reporter: Reporter, out: Output) -> int:
         ) from None
     size = path.stat().st_size
     out.result({"jobId": args.job, "path": str(path), "size": size}, str(path))
+    return OK
+
+
+def delete(args, server: Server, reporter: Reporter, out: Output) -> int:
+    server.delete(args.job)  # a queued or processing job: 409, which says to cancel it first
+    reporter.note(f"job {args.job} and its files are deleted")
+    out.result({"jobId": args.job, "deleted": True}, None)
     return OK

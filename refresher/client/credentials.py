@@ -39,7 +39,10 @@ def server_url(option: str | None) -> str:
         or parts.fragment
     ):
         raise BadURL(f"{url!r} is not a server address: give an http:// or https:// URL, e.g. --url {DEFAULT_URL}")
-    return url.rstrip("/")
+    # The service's address, not its API's: `…/api` and `…/api/` (what a
+    # person copies from the API's routes) mean the same server.
+    url = url.rstrip("/")
+    return url[: -len("/api")] if url.lower().endswith("/api") else url
 
 
 def token_file() -> Path:
@@ -55,8 +58,24 @@ def saved_token() -> str | None:
     return token or None
 
 
+class BadToken(ValueError):
+    """The token given cannot be one (a space or a control character inside)."""
+
+
 def find_token(option: str | None) -> str | None:
-    return option or os.environ.get("REFRESHER_TOKEN") or saved_token()
+    """The token to send. Whitespace around it (the line break of a file read
+    with `$(cat …)` or a copy from a terminal, a CR from Windows) is not part
+    of it; whitespace or a control character inside it is a BadToken."""
+    for source, value in (("--token", option), ("REFRESHER_TOKEN", os.environ.get("REFRESHER_TOKEN"))):
+        if value and value.strip():
+            token = value.strip()
+            if not token.isprintable() or any(c.isspace() for c in token):
+                raise BadToken(
+                    f"the token in {source} has a space, line break or control character inside it; "
+                    f"a token has none (check how it was copied)"
+                )
+            return token
+    return saved_token()
 
 
 def save_token(token: str) -> Path:

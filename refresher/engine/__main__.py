@@ -10,6 +10,8 @@ supervisor's database, scheduler and storage libraries it never uses: about
 long as it lives.
 """
 
+from ..worker import exit_at_once
 from .supervisor import main
 
 main()
+exit_at_once()

@@ -74,6 +74,9 @@ class Encoder:
         def should_stop() -> bool:
             return cancelled() or self.control.shutting_down() or self.terminating
 
+        def shutting_down() -> bool:  # and not a cancel, whose stop follows the contract's ladder
+            return not cancelled() and (self.control.shutting_down() or self.terminating)
+
         def stop_outcome(stage: str | None = None) -> Outcome:
             return {"outcome": "cancelled" if cancelled() else "interrupted", "stopStage": stage}
 
@@ -126,6 +129,7 @@ class Encoder:
                 on_start=on_start,
                 on_progress=on_progress,
                 stall_seconds=self.stall_seconds,
+                hurry=shutting_down,
             )
         except OSError as exc:  # ffmpeg could not be started at all
             partial.unlink(missing_ok=True)
@@ -141,7 +145,7 @@ class Encoder:
         if result.stopped or should_stop():
             # ours to stop, or it died of the same shutdown signal that reached us
             return stop_outcome(result.stop_stage)
-        return {"outcome": "failed", "error": result.reason()}
+        return {"outcome": "failed", "error": result.reason(), "detail": result.raw_tail()}
 
 
 def run_encoder(

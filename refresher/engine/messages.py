@@ -31,7 +31,8 @@ class Outcome(TypedDict, total=False):
     """How one attempt ended; `outcome` always, the rest as it applies."""
 
     outcome: Literal["completed", "failed", "cancelled", "interrupted"]
-    error: str  # failed: what went wrong
+    error: str  # failed: what went wrong, as a sentence for the user
+    detail: str  # failed: ffmpeg's own last lines, for the log only
     size: int  # completed: the output's bytes
     elapsed: float  # completed: seconds ffmpeg ran
     stopStage: str | None  # cancelled or interrupted: "q", "SIGTERM" or "SIGKILL"

@@ -37,12 +37,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..settings import Settings
 
-from .. import lifecycle
+from .. import lifecycle, logs
 from ..media import ffmpeg
 from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
-from ..store import CancelListener, JobNotStarted, Store, new_id
+from ..store import CancelListener, JobNotStarted, Store, new_id, shown_url
 from ..webhooks.delivery import WebhookSender
 from . import lifeline
 from .control import ControlBlock, drain
@@ -118,6 +118,7 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.unrecorded: list[_Outcome] = []
         self.progress: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}  # variation id → when it was handed to a worker (monotonic)
         self.stopping = threading.Event()
         self.stopped_by: str | None = None  # the signal that told it to stop, if one did
         self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
@@ -178,7 +179,13 @@ class Supervisor:
         self.webhooks = WebhookSender(self.store, self.settings).start()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
         log.info(
-            "supervisor %d running %d encode worker(s) with %s", os.getpid(), self.settings.encode_workers, self.binary
+            "supervisor %d running %d encode worker(s) with %s; HOST_ID: %s; database: %s; storage: %s",
+            os.getpid(),
+            self.settings.encode_workers,
+            self.binary,
+            self.host,
+            ("SQLite " if self.settings.db_path is not None else "") + shown_url(self.settings.database),
+            self.settings.storage_shown,
         )
         try:
             while not self.stopping.is_set():
@@ -324,9 +331,33 @@ class Supervisor:
         outcome = result["outcome"]
         if outcome == "failed" and (self.stopping.is_set() or self.control.shutting_down()):
             outcome = "interrupted"  # ffmpeg got the shutdown signal too
-        if outcome == "failed":
-            log.warning("variation %s failed: %s", task["id"], result.get("error"))
         self.progress.pop(task["id"], None)
+        started = self.started_at.pop(task["id"], None)
+        took = f"{time.monotonic() - started:.1f} s" if started is not None else "an unknown time"
+        if started is None and outcome == "interrupted":
+            pass  # its end was told already (a worker that reported, then died of the same shutdown)
+        elif outcome == "failed":
+            log.warning(
+                "variation %s of job %s failed on host %s after %s: %s",
+                task["id"],
+                task["job_id"],
+                self.host,
+                took,
+                result.get("error"),
+            )
+            if result.get("detail"):
+                log.warning("variation %s: ffmpeg said: %s", task["id"], result.get("detail"))
+        else:
+            stage = result.get("stopStage")
+            log.info(
+                "variation %s of job %s %s on host %s after %s%s",
+                task["id"],
+                task["job_id"],
+                outcome,
+                self.host,
+                took,
+                f" (ffmpeg stopped by {stage})" if stage else "",
+            )
         _job, status = self.store.record_outcome(
             task["id"],
             outcome,
@@ -356,6 +387,8 @@ class Supervisor:
                 return
             worker.task = task
             worker.pipe.send(task)
+            self.started_at[task["id"]] = time.monotonic()
+            log.info("variation %s of job %s started on host %s", task["id"], task["job_id"], self.host)
 
     def claim(self) -> Task | None:
         """The next variation, fairly between jobs. A queued job starts only
@@ -704,14 +737,7 @@ def _kill_stale_ffmpeg(row: dict, partial: Path) -> None:
 def run_supervisor(settings: Settings, control: ControlBlock, parent_pid: int | None = None) -> None:
     """The supervisor process's work, with its signals and its log. It stops
     when the process `parent_pid` (by default, its parent now) is gone."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per cleanup pass
-    # Its parent migrated the schema already; the check repeats two lines that say nothing.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, replace_handlers=True)
     supervisor = Supervisor(settings, control, parent_pid)
 
     def stop(signum, frame):

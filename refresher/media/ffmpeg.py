@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..contract import MAX_PIXELS, MAX_STREAMS
+from . import failures
 
 # Graceful stop ladder: `q` on stdin, then SIGTERM, then SIGKILL, each after
 # this long. ffmpeg answers `q` within a frame or two; the waits only matter
@@ -76,6 +77,10 @@ class FFmpegNotFound(RuntimeError):
 
 class ProbeError(ValueError):
     """The file is not a readable MP4/MOV video."""
+
+
+class NoVideoStream(ProbeError):
+    """A readable MP4/MOV with no picture in it (an audio-only file)."""
 
 
 class PictureTooLarge(ProbeError):
@@ -264,6 +269,9 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
         raise too_large
     if _TOO_MANY_STREAMS in err:
         raise TooManyStreams()
+    if "Input #0" in err and not any(m.group(2) == "Video" for m in _STREAM.finditer(err.partition("Output #0")[0])):
+        # read as MP4/MOV, but only sound (or data) inside: say so, not "not readable"
+        raise NoVideoStream("has no video stream: it holds only sound, and a variation needs a picture")
     if proc.returncode != 0 or "Input #0" not in err:
         raise ProbeError("is not a readable MP4/MOV video")
     frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
@@ -273,7 +281,7 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
     streams = [m for m in _STREAM.finditer(input_part) if m.group(1) == "0"]
     video = next((m for m in streams if m.group(2) == "Video"), None)
     if video is None:
-        raise ProbeError("has no video stream")
+        raise NoVideoStream("has no video stream: it holds only sound, and a variation needs a picture")
     out_video = next((m for m in _STREAM.finditer(output_part) if m.group(2) == "Video"), None)
     size = _SIZE.search((out_video or video).group(4)) or _SIZE.search(video.group(4))
     if size is None:
@@ -505,6 +513,8 @@ class RunResult:
     too_large: PictureTooLarge | None = None  # a frame over 8K, refused by the decoder, so we stopped it
     stderr_tail: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    reached: float | None = None  # seconds of output written, from its progress
+    stall_seconds: float | None = None  # the stall limit it ran under
 
     @property
     def ok(self) -> bool:
@@ -513,12 +523,16 @@ class RunResult:
     def reason(self) -> str:
         if self.too_large is not None:
             return f"the video has a {self.too_large.width}×{self.too_large.height} frame; {UP_TO_8K}"
-        tail = " | ".join(line for line in self.stderr_tail[-5:] if line)
-        if self.stalled:
-            return f"ffmpeg made no progress and was stopped. {tail}".strip()
-        if self.returncode is not None and self.returncode < 0:
-            return f"ffmpeg was killed by signal {-self.returncode}. {tail}".strip()
-        return f"ffmpeg exited with status {self.returncode}. {tail}".strip()
+        return failures.describe(
+            self.returncode,
+            self.stderr_tail,
+            reached=self.reached,
+            stalled_after=self.stall_seconds if self.stalled else None,
+        )
+
+    def raw_tail(self) -> str:
+        """ffmpeg's last stderr lines as it wrote them: for the log, never for a user."""
+        return " | ".join(line for line in self.stderr_tail[-8:] if line)
 
 
 def run_ffmpeg(
@@ -530,6 +544,7 @@ def run_ffmpeg(
     stall_seconds: float | None = None,
     poll_interval: float = 0.02,
     grace: float | None = None,
+    hurry: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run one ffmpeg process to the end, or until `should_stop()` says so.
 
@@ -539,7 +554,10 @@ def run_ffmpeg(
     stdin a pipe, so a stop can escalate q → SIGTERM → SIGKILL to the whole group.
     A frame over 8K, which the decoder refuses (and ffmpeg would skip), stops
     it too: the output would lack that frame. The process is always reaped
-    before this returns.
+    before this returns. When `hurry()` is true at the stop (a shutdown,
+    whose partial output is thrown away anyway), the group is killed at once
+    instead: a graceful `q` buys nothing then, and on a loaded machine an idle-
+    priority ffmpeg took the whole ladder (4 s) to obey.
     """
     grace = STOP_GRACE_SECONDS if grace is None else grace
     started = time.monotonic()
@@ -553,7 +571,7 @@ def run_ffmpeg(
     )
     assert proc.stdout is not None  # stdout=PIPE
     progress = proc.stdout
-    result = RunResult(returncode=None)
+    result = RunResult(returncode=None, stall_seconds=stall_seconds)
     tail: collections.deque[str] = collections.deque(maxlen=20)
     refused: list[PictureTooLarge] = []
     drain = threading.Thread(target=_drain_lines, args=(proc.stderr, tail, refused), daemon=True)
@@ -603,7 +621,7 @@ def run_ffmpeg(
                         if on_progress:
                             on_progress(micros / 1e6)
         if result.stopped or result.stalled or refused:
-            result.stop_stage = stop_process_group(proc, grace)
+            result.stop_stage = stop_process_group(proc, 0 if result.stopped and hurry and hurry() else grace)
     finally:
         if proc.poll() is None:  # an exception above: never leave it running
             result.stop_stage = stop_process_group(proc, grace)
@@ -620,6 +638,7 @@ def run_ffmpeg(
     # read once all of stderr is: a refusal just before ffmpeg ended counts too
     result.too_large = refused[0] if refused else None
     result.elapsed = time.monotonic() - started
+    result.reached = furthest / 1e6 if furthest > 0 else None
     return result
 
 

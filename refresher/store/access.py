@@ -38,6 +38,20 @@ class Access(Database):
             value = conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar_one()
         return value, made
 
+    def set_note(self, name: str, value: str, now: float) -> None:
+        """Keep `value` under `name` beside the secrets, replacing what was there
+        (what every host should know of how the service was last started)."""
+        with self.writing() as conn:
+            conn.execute(
+                self.upsert(secrets)
+                .values(name=name, value=value, created_at=now)
+                .on_conflict_do_update(index_elements=[secrets.c.name], set_={"value": value, "created_at": now})
+            )
+
+    def note(self, name: str) -> str | None:
+        with self.reading() as conn:
+            return conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
+
     # --- API tokens ------------------------------------------------------------------------------
     def create_api_token(self, token_id: str, name: str, token_hash: str, now: float) -> None:
         with self.writing() as conn:

@@ -44,6 +44,16 @@ def database_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{Path(text).resolve()}"
 
 
+def shown_url(url_or_path: str | Path) -> str:
+    """The database as a message or a log line may name it: a SQLite file's
+    path, else the URL without its password (in the user part or, as libpq
+    also takes it, a `password` parameter)."""
+    url = sa.engine.make_url(database_url(url_or_path))
+    if url.get_backend_name() == "sqlite":
+        return url.database or str(url_or_path)
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
+
+
 def new_id() -> str:
     """An opaque, URL-safe id (72 random bits). Never starts with '-' or '_',
     so it cannot pass for an option on a command line."""

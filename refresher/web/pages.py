@@ -53,7 +53,8 @@ def index():
 @bp.get("/jobs/<job_id>")
 @signin_required
 def job_page(job_id: str):
-    job = jobs.detail(refresher().store, job_id)
+    service = refresher()
+    job = jobs.detail(service.store, job_id)
     if job is None:
         return render_template(
             "message.html",
@@ -67,4 +68,6 @@ def job_page(job_id: str):
         max_name_length=contract.MAX_JOB_NAME_LENGTH,
         max_variations=contract.MAX_VARIATIONS,
         max_seed_length=contract.MAX_SEED_LENGTH,
+        waiting_for_host=job["status"] == "queued"
+        and jobs.no_encoding_host(service.store, service.settings.host_timeout_seconds),
     )

@@ -78,6 +78,8 @@ function renderHeader() {
   }
   root.dataset.status = job.status;
   showMessage(document.getElementById('job-error'), job.error ? asSentence(job.error) : '');
+  // Shown by the server when no host encodes; gone once the job leaves the queue.
+  if (job.status !== 'queued') document.getElementById('job-no-host').hidden = true;
   document.getElementById('download-all').hidden = !hasDownload(job);
   cancelButton.hidden = isFinal(job.status);
   deleteButton.hidden = !isFinal(job.status);
