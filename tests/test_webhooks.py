@@ -240,7 +240,7 @@ def test_an_attempt_connects_to_the_address_it_checked_and_follows_no_redirect(r
 # --- deliveries in the store --------------------------------------------------------------------
 
 
-def _ended_job(store: Store, webhook_url: str | None = "https://hooks.example.com/in") -> str:
+def _ended_job(store: Store, webhook_url: str | None = "https://hooks.example.com/in", fail: bool = False) -> str:
     now = time.time()
     job_id, file_id = new_id(), new_id()
     store.create_job(
@@ -255,7 +255,10 @@ def _ended_job(store: Store, webhook_url: str | None = "https://hooks.example.co
         [{"id": file_id, "position": 0, "name": "a.mp4", "size": 1, "upload_path": "u", "duration": 1.0}],
         [{"id": new_id(), "file_id": file_id, "variation_index": 1, "effects": {}, "name": "x", "output_path": "x"}],
     )
-    store.request_cancel(job_id, now, 60)  # nothing runs: it ends at once
+    if fail:
+        store.fail_queued_job(job_id, "no room for it", now, 60)  # as the cleanup daemon fails a stale job
+    else:
+        store.request_cancel(job_id, now, 60)  # nothing runs: it ends at once
     return job_id
 
 
@@ -305,11 +308,11 @@ def test_of_many_claimers_exactly_one_makes_each_attempt_on_both_engines(databas
     store.close()
 
 
-def test_a_removed_job_takes_its_deliveries_along(database):
+def test_a_failed_job_is_announced_and_a_removed_job_takes_its_deliveries_along(database):
     store = Store(database)
     store.migrate()
-    job_id = _ended_job(store)
-    assert len(store.webhook_deliveries(job_id)) == 1
+    job_id = _ended_job(store, fail=True)
+    assert [d["event"] for d in store.webhook_deliveries(job_id)] == ["job.failed"]
     assert store.delete_job(job_id)  # as expiry and eviction delete it
     assert sql(store, "SELECT COUNT(*) FROM webhook_deliveries") == [(0,)]
     assert store.claim_webhooks(time.time(), 60, 3) == []
