@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 from .settings import Settings
 
-from . import lifecycle, contract
+from . import lifecycle, contract, webhooks
 from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
@@ -223,6 +223,7 @@ def accept_job(
     variations = parse_variations(_one(form, "variations"))
     seed = parse_seed(_one(form, "seed"))
     name = parse_name(_one(form, "name"))
+    webhook_url = webhooks.accept_url(_one(form, webhooks.FIELD), settings)
     own = early is None
     early = early or EarlyIntake(settings, storage, binary)
     try:
@@ -238,6 +239,7 @@ def accept_job(
             name,
             job_id=early.job_id,
             thumbnail_stored=early.thumbnail(),
+            webhook_url=webhook_url,
         )
         early.created = True
         return body
@@ -329,6 +331,7 @@ def _create_job(
     job_id: str | None = None,
     thumbnail_stored: str | None = None,
     thumbnail_from: str | None = None,
+    webhook_url: str | None = None,
 ) -> dict:
     """Write the job: each source is under the job's prefix — stored there
     already (`stored`, with its `file_id`), or copied from another job's key
@@ -388,6 +391,7 @@ def _create_job(
                     "thumbnail_path": thumbnail,
                     "created_at": now,
                     "expires_at": now + settings.job_ttl_seconds,
+                    "webhook_url": webhook_url,
                 },
                 files,
                 rows,
@@ -428,9 +432,11 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
         body = {}
     if not isinstance(body, dict):
         raise Rejected(400, 'send a JSON object, e.g. {"seed": "summer", "variations": 3}, or nothing')
-    unexpected = sorted(set(body) - {"seed", "name", "variations"})
+    unexpected = sorted(set(body) - {"seed", "name", "variations", webhooks.FIELD})
     if unexpected:
-        raise Rejected(400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name and variations")
+        raise Rejected(
+            400, f"unexpected field {unexpected[0][:40]!r}; a rerun takes seed, name, variations and {webhooks.FIELD}"
+        )
     raw_variations = body.get("variations")
     if raw_variations is None:
         variations = original["variations_per_video"]
@@ -448,6 +454,14 @@ def parse_rerun(body, original: dict) -> tuple[int, str, str | None]:
     return variations, seed, name
 
 
+def rerun_webhook(body, original: dict, settings: Settings) -> str | None:
+    """The rerun's webhook: the one given (null or "" for none), else the
+    original's while webhooks can be signed here."""
+    if isinstance(body, dict) and webhooks.FIELD in body:
+        return webhooks.accept_url(body[webhooks.FIELD], settings)
+    return original["webhook_url"] if settings.webhook_secret else None
+
+
 def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict, files: list[dict], body) -> dict:
     """A new job from the sources of `original` (which must still be stored),
     with a new seed or the one given: the sources (and the thumbnail) are
@@ -455,6 +469,7 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
     copy inside the bucket in object storage — and their probe, kept in the
     database, stands."""
     variations, seed, name = parse_rerun(body, original)
+    webhook_url = rerun_webhook(body, original, settings)
     accepted = [
         {
             "name": f["name"],
@@ -466,7 +481,15 @@ def rerun_job(store: Store, settings: Settings, storage: Storage, original: dict
     ]
     _check_storage(settings, accepted, variations)
     created = _create_job(
-        store, settings, storage, accepted, variations, seed, name, thumbnail_from=original["thumbnail_path"]
+        store,
+        settings,
+        storage,
+        accepted,
+        variations,
+        seed,
+        name,
+        thumbnail_from=original["thumbnail_path"],
+        webhook_url=webhook_url,
     )
     log.info("job %s is a rerun of job %s (seed %r)", created["jobId"], original["id"], seed)
     return created

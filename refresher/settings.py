@@ -6,6 +6,8 @@ the variable; it is never silently replaced by the default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import math
@@ -50,6 +52,9 @@ class Settings:
     cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
+    webhook_secret: str | None = None  # whsec_ + base64: signs webhooks (refresher.webhooks)
+    webhook_retry_seconds: tuple[float, ...] = (5, 30, 120, 600, 1800)
+    webhook_allow_private: bool = False
     log_level: str = "INFO"
     # ZIPs and outputs one token or session reads at once, per host (a browser opens at most 6 connections to one)
     downloads_per_client: int = 6
@@ -120,6 +125,7 @@ class Settings:
         values["data_dir"] = str(self.data_dir)
         values["cors_origins"] = list(self.cors_origins)
         values["max_resolution"] = list(self.max_resolution)
+        values["webhook_retry_seconds"] = list(self.webhook_retry_seconds)
         return json.dumps(values)
 
     @classmethod
@@ -128,6 +134,7 @@ class Settings:
         values["data_dir"] = Path(values["data_dir"])
         values["cors_origins"] = tuple(values["cors_origins"])
         values["max_resolution"] = tuple(values["max_resolution"])
+        values["webhook_retry_seconds"] = tuple(values["webhook_retry_seconds"])
         return cls(**values)
 
     def with_overrides(self, **changes) -> Settings:
@@ -260,6 +267,56 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+WEBHOOK_SECRET_BYTES = (24, 64)  # the Standard Webhooks recommendation
+MAX_WEBHOOK_RETRIES = 20
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    """whsec_ and 24 to 64 bytes in base64, as Standard Webhooks keys are written.
+    The value is never echoed: it is a secret."""
+    value = raw.strip()
+    low, high = WEBHOOK_SECRET_BYTES
+    example = "e.g. whsec_$(openssl rand -base64 32)"
+    if not value.startswith("whsec_"):
+        raise SettingsError(f"{name} must start with whsec_ followed by a base64 key ({example})")
+    try:
+        key = base64.b64decode(value[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{name} must be whsec_ followed by base64 ({example}); its key is not base64") from None
+    if not low <= len(key) <= high:
+        raise SettingsError(f"{name} must hold a key of {low} to {high} bytes ({example}); it holds {len(key)}")
+    return value
+
+
+def _retry_delays(name: str, raw: str) -> tuple[float, ...]:
+    """Seconds to wait before each retry, e.g. 5,30,120; "none" for no retries."""
+    if raw.strip().lower() == "none":
+        return ()
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) > MAX_WEBHOOK_RETRIES:
+        raise SettingsError(f"{name} may list at most {MAX_WEBHOOK_RETRIES} delays, got {len(parts)}")
+    delays = []
+    for part in parts:
+        try:
+            delay = float(part)
+        except ValueError:
+            delay = math.nan
+        if not math.isfinite(delay) or not 0 < delay <= 86400:
+            raise SettingsError(
+                f"{name} must be delays in seconds above 0 and at most 86400, separated by commas "
+                f"(e.g. 5,30,120,600,1800), or none; got {raw!r}"
+            )
+        delays.append(delay)
+    return tuple(delays)
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false"):
+        raise SettingsError(f"{name} must be 1 (on) or 0 (off), got {raw!r}")
+    return value in ("1", "true")
+
+
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORT": ("port", lambda n, v: _int(n, v, 1, 65535)),
     "HOST": ("host", _host),
@@ -290,6 +347,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
+    "WEBHOOK_SECRET": ("webhook_secret", _webhook_secret),
+    "WEBHOOK_RETRY_SECONDS": ("webhook_retry_seconds", _retry_delays),
+    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _flag),
     "LOG_LEVEL": ("log_level", _log_level),
     "DOWNLOADS_PER_CLIENT": ("downloads_per_client", lambda n, v: _int(n, v, 1, 64)),
     "MIN_DOWNLOAD_KBPS": ("min_download_kbps", _positive_float),

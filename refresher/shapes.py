@@ -118,6 +118,20 @@ def job_detail(job: dict, files: list[dict], variations: list[dict]) -> dict:
         "cancelledAt": iso(job["cancelled_at"]),
         "expiresAt": iso(job["expires_at"]),
         "error": job["error"],
+        "webhook": webhook(job),
+    }
+
+
+def webhook(job: dict) -> dict | None:
+    """How the announcement of the job's end went (its latest, when it ended
+    more than once); None when the job has no webhook."""
+    if not job.get("webhook_url"):
+        return None
+    return {
+        "url": job["webhook_url"],
+        "deliveredAt": iso(job["webhook_delivered_at"]),
+        "attempts": job["webhook_attempts"],
+        "lastError": job["webhook_error"],
     }
 
 

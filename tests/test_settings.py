@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -118,11 +119,34 @@ def test_every_documented_setting_is_read():
         ("DOWNLOADS_PER_CLIENT", "0"),
         ("MIN_DOWNLOAD_KBPS", "fast"),
         ("SLOW_DOWNLOAD_SECONDS", "0"),
+        ("WEBHOOK_SECRET", "plain-secret"),
+        ("WEBHOOK_SECRET", "whsec_not base64!"),
+        ("WEBHOOK_SECRET", "whsec_c2hvcnQ="),  # 5 bytes
+        ("WEBHOOK_RETRY_SECONDS", "5,soon"),
+        ("WEBHOOK_RETRY_SECONDS", "5,,30"),
+        ("WEBHOOK_RETRY_SECONDS", "0"),
+        ("WEBHOOK_RETRY_SECONDS", "inf"),
+        ("WEBHOOK_RETRY_SECONDS", ",".join(["1"] * 21)),
+        ("WEBHOOK_ALLOW_PRIVATE", "yes please"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
+
+
+def test_webhook_settings_are_parsed_and_a_secret_is_never_echoed():
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    s = load_settings({"WEBHOOK_SECRET": secret, "WEBHOOK_RETRY_SECONDS": "0.2, 1,90", "WEBHOOK_ALLOW_PRIVATE": "1"})
+    assert (s.webhook_secret, s.webhook_retry_seconds, s.webhook_allow_private) == (secret, (0.2, 1.0, 90.0), True)
+    assert Settings.from_json(s.to_json()) == s
+    defaults = load_settings({})
+    assert defaults.webhook_secret is None and not defaults.webhook_allow_private
+    assert defaults.webhook_retry_seconds == (5, 30, 120, 600, 1800)
+    assert load_settings({"WEBHOOK_RETRY_SECONDS": "none"}).webhook_retry_seconds == ()
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"WEBHOOK_SECRET": secret[:20] + "!" + secret[21:]})
+    assert secret[6:20] not in str(refused.value)
 
 
 @pytest.mark.parametrize(

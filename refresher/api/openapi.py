@@ -76,6 +76,13 @@ _REVISION = {
     "of two answers about one job, the one with the higher revision is the newer. A "
     "finished job may go back to queued (retry, resume): compare revisions, not statuses",
 }
+_WEBHOOK_URL = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": 2048,
+    "description": "http(s) URL of a public address that gets one POST, signed per Standard Webhooks with "
+    "WEBHOOK_SECRET, when the job ends: {type: job.completed | job.failed | job.cancelled, timestamp, data: the job}",
+}
 _BAD_JOB_NAME = f"a name that is not {contract.MIN_JOB_NAME_LENGTH}-{contract.MAX_JOB_NAME_LENGTH} printable characters"
 # One Server-Sent Event: `data` is the job's JSON; a job deleted meanwhile ends
 # the stream with an event named "deleted", a token signed out or revoked with
@@ -174,6 +181,20 @@ _SCHEMAS = {
             "cancelledAt": _NULLABLE_TIME,
             "expiresAt": _TIME,
             "error": {"type": ["string", "null"]},
+            "webhook": {
+                "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Webhook"}],
+                "description": "how the announcement of the job's end went; null when the job has no webhookUrl",
+            },
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["url", "deliveredAt", "attempts", "lastError"],
+        "properties": {
+            "url": {"type": "string", "format": "uri"},
+            "deliveredAt": _NULLABLE_TIME,
+            "attempts": {"type": "integer", "minimum": 0, "description": "attempts made so far (the same webhook-id)"},
+            "lastError": {"type": ["string", "null"], "description": "what the latest failed attempt met"},
         },
     },
     "JobSummary": {
@@ -475,6 +496,7 @@ def spec() -> dict:
                                             "description": "the same seed and inputs give the same effects",
                                         },
                                         "name": _JOB_NAME,
+                                        "webhookUrl": _WEBHOOK_URL,
                                     },
                                 },
                                 "encoding": {
@@ -493,8 +515,9 @@ def spec() -> dict:
                             f"no files, more than {contract.MAX_FILES} files, variations not a whole number in "
                             f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a video longer than "
                             f"MAX_DURATION_SECONDS, a text field over 500 KB, a file name over "
-                            f"{contract.MAX_SENT_FILE_NAME_LENGTH} characters, or {_BAD_JOB_NAME} (the message "
-                            f"names the limit)"
+                            f"{contract.MAX_SENT_FILE_NAME_LENGTH} characters (the message names the limit), "
+                            f"{_BAD_JOB_NAME}, or a webhookUrl that is refused "
+                            f"(not http/https, not a public address, or WEBHOOK_SECRET unset)"
                         ),
                         "413": _err(
                             "a file or the request is too large, or the job's videos and estimated outputs "
@@ -626,7 +649,8 @@ def spec() -> dict:
                     "summary": "A new job from the same sources, with new effects; nothing is uploaded again",
                     "description": "Every field is optional: a new seed is drawn unless one is given; variations "
                     "and name default to the original job's (a blank name names the job after its "
-                    "files). The queue cap (MAX_QUEUED_JOBS) holds as for an upload.",
+                    "files), and so does webhookUrl (null or blank: none). The queue cap (MAX_QUEUED_JOBS) "
+                    "holds as for an upload.",
                     "parameters": [_JOB_ID_PARAM],
                     "requestBody": {
                         "required": False,
@@ -643,6 +667,7 @@ def spec() -> dict:
                                             "minimum": contract.MIN_VARIATIONS,
                                             "maximum": contract.MAX_VARIATIONS,
                                         },
+                                        "webhookUrl": {**_WEBHOOK_URL, "type": ["string", "null"]},
                                     },
                                 }
                             }
@@ -665,7 +690,8 @@ def spec() -> dict:
                         ),
                         "400": _err(
                             f"not a JSON object, an unknown field, variations not a whole number in "
-                            f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a bad seed, or {_BAD_JOB_NAME}"
+                            f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a bad seed, {_BAD_JOB_NAME}, "
+                            f"or a webhookUrl that is refused"
                         ),
                         "404": _err("unknown job"),
                         "410": _err("the job expired or its sources are gone"),

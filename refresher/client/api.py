@@ -181,6 +181,7 @@ class Server:
         seed: str | None,
         start_transfer: StartTransfer,
         name: str | None = None,
+        webhook_url: str | None = None,
     ) -> dict:
         """Upload `paths` as one job. `start_transfer(total_bytes)` returns a
         context manager whose `reached(bytes_sent)` is called as the upload goes."""
@@ -192,6 +193,8 @@ class Server:
                 fields.append(("seed", seed))
             if name is not None:
                 fields.append(("name", name))
+            if webhook_url is not None:
+                fields.append(("webhookUrl", webhook_url))
             for path in paths:
                 content_type = VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
                 fields.append(

@@ -57,6 +57,12 @@ def _name(text: str) -> str:
     return text
 
 
+def _webhook(text: str) -> str:
+    if not text.strip().lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError("must be an http:// or https:// URL")
+    return text.strip()
+
+
 def _limit(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= contract.MAX_LIST_LIMIT:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {contract.MAX_LIST_LIMIT}")
@@ -127,6 +133,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help=f"the job's name, {contract.MIN_JOB_NAME_LENGTH}-"
         f"{contract.MAX_JOB_NAME_LENGTH} characters (default: "
         f"named after its files)",
+    )
+    submit.add_argument(
+        "--webhook",
+        type=_webhook,
+        metavar="URL",
+        help="an http(s) URL the server POSTs to, signed, when the job ends (the server needs WEBHOOK_SECRET)",
     )
     submit.add_argument(
         "--wait", action="store_true", help="follow the job until it finishes; the exit code tells how it ended"

@@ -44,6 +44,13 @@ def describe(job: dict) -> str:
         lines.append(f"  {f['name']}: {detail}")
     if job.get("error"):
         lines.append(f"  error: {job['error']}")
+    hook = job.get("webhook")
+    if hook:
+        tries = f"{hook['attempts']} attempt{'' if hook['attempts'] == 1 else 's'}"
+        state = f"delivered {hook['deliveredAt']} ({tries})" if hook["deliveredAt"] else f"not delivered yet ({tries})"
+        if hook.get("lastError"):
+            state += f"; last error: {hook['lastError']}"
+        lines.append(f"  webhook {hook['url']}: {state}")
     lines.append(f"  created {job['createdAt']}, expires {job['expiresAt']}")
     return "\n".join(lines)
 
@@ -184,7 +191,12 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     try:
         label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
         created = server.create_job(
-            paths, args.variations, args.seed, lambda total: reporter.transfer(label, total), name=args.name
+            paths,
+            args.variations,
+            args.seed,
+            lambda total: reporter.transfer(label, total),
+            name=args.name,
+            webhook_url=args.webhook,
         )
     except KeyboardInterrupt:
         raise ClientError(INTERRUPTED, "interrupted during the upload") from None

@@ -6,8 +6,9 @@ sentinels together: a task goes only to an idle worker, every message comes
 back on the worker's own pipe, and a worker that dies names exactly the task
 it lost. It claims variations from the store fairly between jobs, turns what
 workers report into the store's state (through `rules`), mirrors accepted
-cancels into the control block, and runs the cleanup daemon (APScheduler) —
-so the scheduler exists once per host, never once per web worker.
+cancels into the control block, runs the cleanup daemon (APScheduler) —
+so the scheduler exists once per host, never once per web worker — and
+delivers webhooks (`refresher.webhooks.delivery`).
 
 This is the supervisor process's own code. It runs as `python -m
 refresher.engine` (`main`), started and watched by the server through
@@ -42,6 +43,7 @@ from ..rules import FINAL
 from ..storage import StorageError, open_storage
 from ..store import Error as StoreError
 from ..store import CancelListener, JobNotStarted, Store, new_id, shown_url
+from ..webhooks.delivery import WebhookSender
 from . import lifeline
 from .control import ControlBlock, drain
 from .messages import Outcome, Task, task_of
@@ -122,6 +124,7 @@ class Supervisor:
         self.parent_pid = os.getppid() if parent_pid is None else parent_pid  # it stops when that one is gone
         self._store: Store | None = None  # opened by `run`
         self.scheduler: BackgroundScheduler | None = None
+        self.webhooks: WebhookSender | None = None
         self._last_flush = 0.0
         self._last_heartbeat = 0.0
         self._last_reclaim = 0.0
@@ -173,6 +176,7 @@ class Supervisor:
         self.open_wake_socket()
         self.start_scheduler()
         self.start_cancel_listener()
+        self.webhooks = WebhookSender(self.store, self.settings).start()
         self.control.beat(os.getpid())  # ready: recovered, swept, workers up
         log.info(
             "supervisor %d running %d encode worker(s) with %s; HOST_ID: %s; database: %s; storage: %s",
@@ -650,6 +654,8 @@ class Supervisor:
         self.control.set_shutdown(True)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.webhooks is not None:
+            self.webhooks.stopping.set()  # no new attempt; those under way finish below
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         while any(w.task is not None for w in self.workers) and time.monotonic() < deadline:
             self.listen(0.1)
@@ -667,6 +673,8 @@ class Supervisor:
                 self.storage.work_path(worker.task["output_path"]).unlink(missing_ok=True)
                 self.unrecorded.append(_Outcome(worker.task, {"outcome": "interrupted"}))
                 worker.task = None
+        if self.webhooks is not None:
+            self.webhooks.stop()  # attempts under way finish and are recorded
         try:
             self.record_outcomes()
             self.store.forget_host(self.host, self.instance)  # its work is back in the queue

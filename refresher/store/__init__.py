@@ -24,6 +24,7 @@ The modules, one responsibility each:
     lifecycle.py  what expiry, eviction and the sweep ask
     access.py     shared secrets, API tokens, ended sessions, rate limits
     listener.py   PostgreSQL LISTEN for accepted cancels (CancelListener)
+    webhooks.py   announcements of jobs' ends: queued, claimed, recorded
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .lifecycle import Lifecycle
 from .listener import CANCEL_CHANNEL, LISTENER_NAME, CancelListener
 from .migration import Migration
 from .queue import JobNotStarted, Queue
+from .webhooks import Webhooks
 
 __all__ = [
     "CANCEL_CHANNEL",
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 
-class Store(Jobs, Queue, Hosts, Lifecycle, Access, Migration):
+class Store(Jobs, Queue, Hosts, Lifecycle, Access, Webhooks, Migration):
     """One database, as the rest of the service uses it: one object per
     database per process (one connection pool: `Store.shared`), with every
     query of the service as a method.

@@ -19,6 +19,7 @@ from .database import JOB_CREATION_LOCK, Database, for_update, through_a_full_di
 from .listener import CANCEL_CHANNEL
 from .rows import job_state, mapping, variation_fields, variation_state
 from .schema import jobs, source_files, variations
+from .webhooks import announce_end
 
 # A job with its files and their variations, one row per variation (files
 # without any still come once): built once, so a status poll spends no time
@@ -74,6 +75,7 @@ def settle(conn: Connection, job_id: str, now: float, ttl: float) -> str | None:
     if settlement.status == "failed":
         fields["error"] = settlement.error
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+    announce_end(conn, job, settlement.status, now)
     return settlement.status
 
 

@@ -15,6 +15,7 @@ from .database import Database, for_update
 from .jobs import lock_job, read_job, settle
 from .rows import job_fields, job_state, mapping, variation_fields, variation_state
 from .schema import jobs, source_files, variations
+from .webhooks import announce_end
 
 
 class JobNotStarted(Exception):
@@ -153,6 +154,7 @@ class Queue(Database):
                 .where(jobs.c.id == job_id)
                 .values(**job_fields(failed), finished_at=now, expires_at=now + ttl)
             )
+            announce_end(conn, job, failed.status, now)
             return True
 
     # --- what an attempt reports ------------------------------------------------------------

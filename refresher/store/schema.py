@@ -51,6 +51,12 @@ jobs = Table(
     # adds it to each update() that does not set it), so of two answers about a
     # job the one with the higher revision is the newer
     Column("revision", Integer, nullable=False, server_default="0", onupdate=literal_column("revision") + 1),
+    # since revision 0008_webhooks: where the job's end is announced, and how
+    # its latest announcement went (`webhook_deliveries` holds each one)
+    Column("webhook_url", Text),
+    Column("webhook_attempts", Integer, nullable=False, server_default="0"),
+    Column("webhook_delivered_at", Float),
+    Column("webhook_error", Text),
     Index("jobs_status_created", "status", "created_at"),
     sqlite_autoincrement=True,
 )
@@ -146,4 +152,25 @@ ended_sessions = Table(
     Column("ended_at", Float, nullable=False),
     # the session would have expired by then, so the row may go ("*": never)
     Column("expires_at", Float),
+)
+
+# since revision 0008_webhooks: one row per announcement of a job's end (a job
+# that is retried or resumed may end, and be announced, again). `id` is the
+# webhook-id every attempt carries; `body` is fixed by the first attempt;
+# `next_attempt_at` is when it is due — while an attempt runs, the end of the
+# host's claim on it — and NULL once it was delivered or given up.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("event", Text, nullable=False),  # job.completed, job.failed, job.cancelled
+    Column("occurred_at", Float, nullable=False),
+    Column("body", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float),
+    Column("delivered_at", Float),
+    Column("last_error", Text),
+    Index("webhook_deliveries_due", "next_attempt_at"),
+    Index("webhook_deliveries_job", "job_id"),
 )

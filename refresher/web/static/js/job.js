@@ -8,6 +8,7 @@ import {
   formatBytes, formatDuration, hasDownload, isFinal, isStale, jobTitle, plural, setTime,
 } from './format.js';
 import { followJob } from './live.js';
+import { jobStarted, setUpNotifications, showProgressInTitle } from './notify.js';
 import { renderBadge, renderProgress, showMessage } from './status.js';
 
 const root = document.getElementById('job');
@@ -28,6 +29,7 @@ const sources = new Map();
 
 let job = JSON.parse(document.getElementById('initial-job').textContent);
 let stopFollowing = () => {};
+let webhookTimer = null;
 
 // A job can have 200 variations: load a preview only when it comes near the screen.
 const previews = new IntersectionObserver((entries) => {
@@ -86,6 +88,39 @@ function renderHeader() {
   rerunButton.hidden = !isFinal(job.status);
   if (rerunButton.hidden) showRerunForm(false);
   renderTimes();
+  renderWebhook();
+  showProgressInTitle([job]);
+}
+
+// How the announcement of the job's end went (a job created with a webhookUrl).
+function renderWebhook() {
+  const box = document.getElementById('job-webhook');
+  const hook = job.webhook;
+  box.hidden = !hook;
+  if (!hook) return;
+  box.querySelector('.webhook-url').textContent = hook.url;
+  const attempts = plural(hook.attempts, 'attempt');
+  let state;
+  if (hook.deliveredAt) state = `delivered (${attempts})`;
+  else if (!isFinal(job.status)) state = 'sent when the job ends';
+  else if (hook.lastError && hook.lastError.includes('gave up')) state = `not delivered: ${hook.lastError}`;
+  else if (hook.lastError) state = `retrying (${attempts} so far): ${hook.lastError}`;
+  else state = 'being sent';
+  box.querySelector('.webhook-state').textContent = state;
+  const time = box.querySelector('time');
+  time.hidden = !hook.deliveredAt;
+  if (hook.deliveredAt) setTime(time, hook.deliveredAt);
+  clearTimeout(webhookTimer);
+  if (isFinal(job.status) && !hook.deliveredAt && !(hook.lastError ?? '').includes('gave up')) {
+    // The page stops following the job when it ends; the delivery comes after.
+    webhookTimer = setTimeout(async () => {
+      try {
+        show(await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`));
+      } catch {
+        // shown as it was; the next render tries again
+      }
+    }, 3000);
+  }
 }
 
 function renderEffects(list, effects) {
@@ -205,6 +240,7 @@ async function reopen(button, action, busyLabel) {
   const next = await reopenJob({ button, jobId, action, busyLabel, errorBox: actionError });
   if (next === null) return;
   stopFollowing();
+  jobStarted(jobId);
   show(next, { force: true });
   follow();
 }
@@ -237,6 +273,7 @@ rerunForm.addEventListener('submit', async (event) => {
   if (name) options.name = name;
   if (seed) options.seed = seed;
   const created = await rerunJob({ button: document.getElementById('rerun-submit'), jobId, options, errorBox });
+  if (created !== null) jobStarted(created.jobId);
   if (created !== null) window.location.assign(`/jobs/${encodeURIComponent(created.jobId)}`);
 });
 
@@ -246,5 +283,6 @@ deleteButton.addEventListener('click', async () => {
   }
 });
 
+setUpNotifications();
 render();
 follow();

@@ -6,6 +6,7 @@ import { asSentence, getJSON } from './api.js';
 import { cancelJob, deleteJob } from './actions.js';
 import { hasDownload, isFinal, isStale, jobTitle, plural, setTime } from './format.js';
 import { streamJob } from './live.js';
+import { showProgressInTitle } from './notify.js';
 import { renderBadge, renderProgress, showMessage } from './status.js';
 
 const MAX_STREAMS = 2;
@@ -117,6 +118,7 @@ export function setUpJobsList(initialJobs) {
     if (!force && isStale(entry.job, job)) return;
     entry.job = { ...entry.job, ...job };
     renderCard(entry);
+    showProgressInTitle([...cards.values()].map((each) => each.job));
     if (isFinal(entry.job.status)) closeStream(job.id);
   }
 
@@ -124,6 +126,7 @@ export function setUpJobsList(initialJobs) {
     closeStream(jobId);
     cards.get(jobId)?.card.remove();
     cards.delete(jobId);
+    showProgressInTitle([...cards.values()].map((each) => each.job));
     empty.hidden = cards.size > 0;
   }
 
