@@ -8,6 +8,7 @@ MAX_VARIATIONS = 20
 DEFAULT_VARIATIONS = 5
 MAX_SEED_LENGTH = 128
 MAX_FILE_NAME_LENGTH = 200  # a source's name as shown back
+MAX_SENT_FILE_NAME_LENGTH = 1024  # a file name as an upload sends it (some clients send a path); longer is a 400
 MIN_TOKEN_NAME_LENGTH = 1
 MAX_TOKEN_NAME_LENGTH = 100
 MIN_JOB_NAME_LENGTH = 1

@@ -38,6 +38,12 @@ from .store import QueueFull, Store, new_id
 
 log = logging.getLogger(__name__)
 
+# The longest an ffmpeg reading an upload (its probe, the read of its
+# packets, its thumbnail) may hold a probe slot: past it, it is killed and
+# the file refused (415). Reading a 500 MB file's packets takes a few
+# seconds; a platform's router gives a request 30 s from its last byte.
+PROBE_SECONDS = 20
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -101,18 +107,21 @@ class EarlyIntake:
     platform router that allows 30 s from the end of the body to the first
     byte of the answer, a job of several large files is answered in time.
 
-    Two videos are taken at once, and the first one's thumbnail is made on
-    a thread of its own as soon as its probe has passed: the ffmpeg calls
-    of one request run side by side, within the host's probe slots
-    (`ProbeSlots`: at most two at once, whatever the number of requests).
+    Two videos are taken at once (one is stored while the other is read),
+    and the first one's thumbnail is made on a thread of its own as soon as
+    its probe has passed: the ffmpeg calls of one request run within the
+    host's probe slots (`ProbeSlots`: at most two at once, whatever the
+    number of requests, and one at a time for one client), each for
+    PROBE_SECONDS at most.
 
     The job's id is reserved up front; what was stored for it is deleted by
     `close` unless the job was created."""
 
-    def __init__(self, settings: Settings, storage: Storage, binary: str):
+    def __init__(self, settings: Settings, storage: Storage, binary: str, client: str | None = None):
         self.settings = settings
         self.storage = storage
         self.binary = binary
+        self.client = client  # who sent it (`auth.caller_key`): one probe slot at most
         self.job_id = new_id()
         self.slots = ProbeSlots(settings.data_dir / "run")
         self.created = False
@@ -142,9 +151,9 @@ class EarlyIntake:
         if video.size == 0:
             raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
         try:
-            with self.slots.hold():
-                info = ffmpeg.probe(self.binary, video.path)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream) as exc:
+            with self.slots.hold(self.client):
+                info = ffmpeg.probe(self.binary, video.path, timeout=PROBE_SECONDS)
+        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream, ffmpeg.ProbeTimedOut) as exc:
             raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         except ffmpeg.ProbeError as exc:
             raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
@@ -152,11 +161,14 @@ class EarlyIntake:
         _check_picture(video.name, info.width, info.height, self.settings.max_resolution)
         if video.path == self._first:
             self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
-        with self.slots.hold():
-            # Its video's frame count, kept for every variation with a speed
-            # change, and where its data ends (packets copied, nothing decoded;
-            # its length is capped now).
-            demuxed = ffmpeg.demux(self.binary, video.path)
+        try:
+            with self.slots.hold(self.client):
+                # Its video's frame count, kept for every variation with a speed
+                # change, and where its data ends (packets copied, nothing decoded;
+                # its length is capped now).
+                demuxed = ffmpeg.demux(self.binary, video.path, timeout=PROBE_SECONDS)
+        except ffmpeg.ProbeTimedOut as exc:
+            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
         if demuxed is not None:
             _check_frame_rate(video.name, demuxed.frame_rate, self.settings.max_frame_rate)
             _check_complete(video.name, demuxed.data_end, info.duration)
@@ -171,8 +183,8 @@ class EarlyIntake:
     def _make_thumbnail(self, video: Staged, info) -> str | None:
         made = video.path.with_name(video.path.name + ".webp")
         try:
-            with self.slots.hold():
-                ffmpeg.make_thumbnail(self.binary, video.path, made, info.duration)
+            with self.slots.hold(self.client):
+                ffmpeg.make_thumbnail(self.binary, video.path, made, info.duration, timeout=PROBE_SECONDS)
         except (RuntimeError, OSError) as exc:
             log.warning("no thumbnail for %s: %s", video.name, exc)
             made.unlink(missing_ok=True)
@@ -278,31 +290,34 @@ def _check_complete(name: str, data_end: float, duration: float | None) -> None:
 def check_queue(store: Store, settings: Settings) -> None:
     """503 while MAX_QUEUED_JOBS jobs are unfinished: asked before a byte of an
     upload is read or a source copied, so that a full queue costs nothing;
-    writing the job asks again, atomically with the insert."""
+    writing the job (or reopening one: retry, resume) asks again, atomically
+    with the write."""
     try:
         store.check_queue_room(settings.max_queued_jobs)
     except QueueFull as full:
-        raise _queue_full(full) from None
+        raise queue_full(full) from None
 
 
-def _queue_full(full: QueueFull) -> Rejected:
+def queue_full(full: QueueFull) -> Rejected:
+    """The answer to a full queue, whatever tried to join it (an upload, a
+    rerun, a retry or a resume)."""
     return Rejected(503, f"the queue is full ({full.cap} unfinished jobs); try again later", retryAfter=30)
 
 
 def _check_storage(settings: Settings, accepted: list[dict], variations: int) -> None:
     """A job whose sources and outputs alone would not fit under STORAGE_LIMIT_MB
-    is refused now, rather than failing later (and evicting nothing for it)."""
+    is refused now, rather than failing later (and evicting nothing for it):
+    the rule its start asks again (`lifecycle.storage_limit_problem`)."""
     outputs = lifecycle.estimate_job_bytes(
-        [{"duration": item["info"].duration, "media": item["info"].as_dict()} for item in accepted], variations
+        [
+            {"duration": item["info"].duration, "size": item["size"], "media": item["info"].as_dict()}
+            for item in accepted
+        ],
+        variations,
     )
-    needed = outputs + sum(item["size"] for item in accepted)
-    if needed > settings.storage_limit_bytes:
-        raise Rejected(
-            413,
-            f"this job needs about {lifecycle.megabytes(needed)} (its videos and their variations), "
-            f"more than the storage limit of {settings.storage_limit_mb:g} MB "
-            f"(STORAGE_LIMIT_MB); send fewer variations or shorter videos",
-        )
+    problem = lifecycle.storage_limit_problem(settings, outputs, sum(item["size"] for item in accepted))
+    if problem is not None:
+        raise Rejected(413, problem)
 
 
 def _create_job(
@@ -383,7 +398,7 @@ def _create_job(
                 max_unfinished=settings.max_queued_jobs,
             )
         except QueueFull as full:
-            raise _queue_full(full) from None
+            raise queue_full(full) from None
     except BaseException as exc:
         try:
             storage.delete_job(job_id)

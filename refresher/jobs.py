@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import time
 
-from . import lifecycle, contract, rules
+from . import intake, lifecycle, contract, rules
 from .engine.control import ControlBlock
 from .errors import Rejected
 from .storage import Storage
 from .shapes import iso, job_detail, job_summary
-from .store import Store
+from .settings import Settings
+from .store import QueueFull, Store
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,22 @@ def stored_sources(storage: Storage, store: Store, job: dict, now: float | None 
 
 
 def reopen_job(
-    store: Store, control: ControlBlock | None, storage: Storage, job_id: str, kind: str, ttl: float
+    store: Store, control: ControlBlock | None, storage: Storage, job_id: str, kind: str, settings: Settings
 ) -> dict:
     """retry (failed variations) or resume (variations a cancel left unmade):
-    the job goes back to the queue; returns it as GET /api/jobs/<id> shows it."""
+    the job goes back to the queue, under the same cap as an upload
+    (MAX_QUEUED_JOBS: 503); returns it as GET /api/jobs/<id> shows it."""
     job = find_job(store, job_id)
     stored_sources(storage, store, job)
     try:
-        reopened = store.reopen_job(job_id, kind, time.time(), ttl)
+        reopened = store.reopen_job(
+            job_id, kind, time.time(), settings.job_ttl_seconds, max_unfinished=settings.max_queued_jobs
+        )
     except rules.IllegalTransition as exc:
         status = find_job(store, job_id)["status"]
         raise Rejected(409, str(exc), status=status) from None
+    except QueueFull as full:
+        raise intake.queue_full(full) from None
     if reopened is None:
         raise Rejected(404, f"job {job_id} was deleted")
     if control is not None:

@@ -31,9 +31,12 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 def delete_job_everywhere(store: Store, storage: Storage, job_id: str) -> None:
-    """Rows first, then files: a crash in between leaves only files, which the sweep removes."""
-    store.delete_job(job_id)
+    """Files first, then rows: on a full disk the files' room comes back
+    before the rows' delete needs some. A failure in between leaves a job
+    whose files are gone (it shows them gone, 404 and 410, and deleting it
+    again removes its rows)."""
     storage.delete_job(job_id)
+    store.delete_job(job_id)
 
 
 def expire_finished_jobs(
@@ -74,24 +77,28 @@ def evict_for_space(
     return _evict(store, settings, storage or for_settings(settings), extra_needed)[0]
 
 
-def _evict(store: Store, settings: Settings, storage: Storage, extra_needed: int) -> tuple[list[str], int]:
-    """`evict_for_space`; also returns the bytes stored afterwards. The
-    storage is measured once (with object storage, one listing of the bucket)."""
+def _evict(store: Store, settings: Settings, storage: Storage, extra_needed: int) -> tuple[list[str], int, int]:
+    """`evict_for_space`; also returns the bytes stored afterwards, and of
+    those the bytes no eviction can free (unfinished jobs' files, uploads
+    being received). The storage is measured once (with object storage,
+    one listing of the bucket)."""
     oldest_first = [job["id"] for job in store.finished_jobs_oldest_first()]
     used, sizes = storage.usage(oldest_first)
     finished = [(job_id, sizes[job_id]) for job_id in oldest_first]
-    if extra_needed and _room_lacking(settings, storage, used, extra_needed) > sum(size for _, size in finished):
-        return [], used
+    evictable = sum(size for _, size in finished)
+    if extra_needed and _room_lacking(settings, storage, used, extra_needed) > evictable:
+        return [], used, used - evictable
     evicted = []
     for job_id, size in finished:
         if _room_lacking(settings, storage, used, extra_needed) <= 0 and not storage.too_full():
             break
         delete_job_everywhere(store, storage, job_id)
         used -= size
+        evictable -= size
         evicted.append(job_id)
     if evicted:
         log.warning("evicted %d finished job(s) to free space", len(evicted))
-    return evicted, used
+    return evicted, used, used - evictable
 
 
 def _room_lacking(settings: Settings, storage: Storage, used: int, extra_needed: int) -> int:
@@ -152,39 +159,92 @@ def sweep_temporaries(
 # 12 bit/s per output pixel (effects.MAXRATE_BITS_PER_PIXEL: 24.9 Mb/s at
 # 1080x1920). Measured at that CRF (BENCHMARKS.md): real footage 4.5 to 7.7
 # bit/s per pixel (1280x720, 640x360, 640x272), lavfi's testsrc2 9.8, a
-# detailed 1080x1920 clip at the cap. So the estimate takes 10 per pixel, with
-# a floor for tiny pictures, where every frame's headers and index entries
-# cost more than its pixels (a 16x16 picture at 60 fps), and copied AAC audio
-# at up to 192 kb/s. It is an estimate, not a bound: a job whose pictures are
-# all detail can still outgrow it, and a job that fills the disk after all
-# fails with a clear error.
+# detailed 1080x1920 clip at the cap. So the picture's worst case takes 10
+# per pixel, with a floor for tiny pictures, where every frame's headers and
+# index entries cost more than its pixels (a 16x16 picture at 60 fps), and
+# copied AAC audio at up to 192 kb/s.
+#
+# That worst case is far from most sources: a still picture at 1080p60 was
+# estimated 143 MB and made 1.0 MB, and finished jobs were evicted for the
+# difference. CRF gives back about the source's own quality, so the outputs
+# follow the source's bitrate (README, "Size": about the source's, or less,
+# for ordinary sources; more for sources compressed below 0.2 bit per pixel
+# per frame): an output is estimated at SOURCE_FACTOR times the source's
+# own bitrate, never above the picture's worst case. Measured: a still gray
+# 1080p60 picture with AAC (101 kb/s) made 122 kb/s, 320 kb/s with grain
+# (the "noise" effect). It is an estimate, not a bound: a source compressed
+# far below its quality can still outgrow it, so the room is checked again
+# as its outputs are written (`make_room_as_it_runs`, from what they
+# measured), and a job that fills the disk after all fails with a clear error.
 ESTIMATE_BITS_PER_PIXEL = 10
+SOURCE_FACTOR = 4
 MIN_VIDEO_BITS_PER_SECOND = 100_000
 AUDIO_BITS_PER_SECOND = 192_000
 UNKNOWN_DURATION_SECONDS = 600  # jobs accepted before a source had to state its length
+MEASURED_MARGIN = 1.25  # a source's next outputs, from the largest one it made so far
 
 
-def estimate_output_bytes(duration: float, width: int, height: int, has_audio: bool) -> int:
-    """About how large one variation of a width×height source of `duration` seconds will be."""
+def estimate_output_bytes(
+    duration: float, width: int, height: int, has_audio: bool, source_bytes: int | None = None
+) -> int:
+    """About how large one variation of a width×height source of `duration`
+    seconds (and `source_bytes`, when known) will be."""
     out_w, out_h = fx.output_size(width, height)
-    bits = max(MIN_VIDEO_BITS_PER_SECOND, ESTIMATE_BITS_PER_PIXEL * out_w * out_h)
-    if has_audio:
-        bits += AUDIO_BITS_PER_SECOND
+    audio = AUDIO_BITS_PER_SECOND if has_audio else 0
+    worst = max(MIN_VIDEO_BITS_PER_SECOND, ESTIMATE_BITS_PER_PIXEL * out_w * out_h) + audio
+    bits: float = worst
+    if source_bytes and duration:
+        bits = min(worst, max(MIN_VIDEO_BITS_PER_SECOND + audio, SOURCE_FACTOR * source_bytes * 8 / duration))
     return int(duration * bits / 8)
 
 
+def estimate_source_output(f: dict) -> int:
+    """One variation of the source file `f` (a row, or an upload's probe: its
+    duration, size and `media`)."""
+    media = f["media"]
+    duration = f["duration"] or UNKNOWN_DURATION_SECONDS
+    return estimate_output_bytes(duration, media["width"], media["height"], media["hasAudio"], f.get("size"))
+
+
 def estimate_job_bytes(files: list[dict], variations_per_video: int) -> int:
-    """The outputs of a job, from each source's duration and picture (its `media`)."""
-    return variations_per_video * sum(
-        estimate_output_bytes(
-            f["duration"] or UNKNOWN_DURATION_SECONDS, f["media"]["width"], f["media"]["height"], f["media"]["hasAudio"]
-        )
-        for f in files
-    )
+    """The outputs of a job, from each source's duration, size and picture."""
+    return variations_per_video * sum(estimate_source_output(f) for f in files)
+
+
+def outputs_still_to_make(store: Store, job_id: str) -> int:
+    """What the job's variations not made yet will take: per source, the
+    estimate until one of its outputs exists, then the largest output it
+    made (with a margin)."""
+    files = {f["id"]: f for f in store.get_job_files(job_id)}
+    variations = store.get_job_variations(job_id)
+    made: dict[str, int] = {}
+    for v in variations:
+        if v["status"] == "completed" and v["size"]:
+            made[v["file_id"]] = max(made.get(v["file_id"], 0), v["size"])
+    total = 0
+    for v in variations:
+        if v["status"] in ("queued", "processing"):
+            measured = made.get(v["file_id"])
+            total += int(measured * MEASURED_MARGIN) if measured else estimate_source_output(files[v["file_id"]])
+    return total
 
 
 def megabytes(size: int) -> str:
     return f"{size / 1024 / 1024:.0f} MB"
+
+
+def storage_limit_problem(settings: Settings, needed: int, held: int) -> str | None:
+    """The one rule of STORAGE_LIMIT_MB for a job, asked at upload (413) and
+    again when it starts (it fails): its outputs still to make (`needed`)
+    must fit beside what no eviction frees (`held`: its own sources, the
+    files of unfinished jobs, uploads being received). None when they fit."""
+    if needed + held <= settings.storage_limit_bytes:
+        return None
+    return (
+        f"this job needs about {megabytes(needed + held)} (its videos and their variations, with what "
+        f"the queue holds), more than the storage limit of {settings.storage_limit_mb:g} MB "
+        f"(STORAGE_LIMIT_MB) leaves even with every finished job evicted; send fewer variations or shorter videos"
+    )
 
 
 def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage | None = None) -> str | None:
@@ -192,15 +252,11 @@ def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage 
     stored files over their limits; return a reason if they cannot fit, in
     which case nothing was evicted."""
     storage = storage or for_settings(settings)
-    needed = estimate_job_bytes(store.get_job_files(job["id"]), job["variations_per_video"])
-    used = _evict(store, settings, storage, needed)[1]
-    room = settings.storage_limit_bytes - used
-    if needed > room:
-        return (
-            f"not enough room under the storage limit of {settings.storage_limit_mb:g} MB "
-            f"(STORAGE_LIMIT_MB) for this job: its outputs need about {megabytes(needed)}, more than "
-            f"the limit leaves even with every finished job evicted"
-        )
+    needed = outputs_still_to_make(store, job["id"])
+    _evicted, _used, held = _evict(store, settings, storage, needed)
+    problem = storage_limit_problem(settings, needed, held)
+    if problem is not None:
+        return problem
     free = storage.free_bytes()
     if free is not None and free < needed:
         return (
@@ -210,6 +266,19 @@ def make_room_for(store: Store, settings: Settings, job: dict, storage: Storage 
     return None
 
 
+def make_room_as_it_runs(store: Store, settings: Settings, job_id: str, storage: Storage | None = None) -> list[str]:
+    """An output of a running job was written: what its variations still to
+    make will take is known better now (what its outputs measured), so the
+    room is checked again and, if short, the oldest finished jobs evicted
+    for it, no more. A job short of room it cannot get runs on (and fails
+    if the disk fills); it is never stopped for an estimate."""
+    storage = storage or for_settings(settings)
+    needed = outputs_still_to_make(store, job_id)
+    if needed == 0:
+        return []
+    return _evict(store, settings, storage, needed)[0]
+
+
 def run_cleanup(
     store: Store, settings: Settings, running: AbstractSet[str] = frozenset(), storage: Storage | None = None
 ) -> None:
@@ -217,6 +286,7 @@ def run_cleanup(
     storage = storage or for_settings(settings)
     started = time.monotonic()
     log.info("cleanup pass in process %d", os.getpid())
+    store.reserve.keep()  # given back when the disk filled: made again once it has room
     expire_finished_jobs(store, settings, storage=storage)
     fail_stale_queued_jobs(store, settings)
     evict_for_space(store, settings, storage=storage)

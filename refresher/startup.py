@@ -46,6 +46,7 @@ def open_store(settings: Settings, shared: bool = True) -> Store:
         store = Store.shared(settings.database) if shared else Store(settings.database)
         store.migrate()
         store.check_writable()
+        store.reserve.keep()
     except (StoreError, CommandError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise DataDirUnusable(f"the database {database_name(settings)} cannot be used: {reason}") from None

@@ -25,6 +25,7 @@ from .errors import Rejected
 from .extensions import Refresher, limiter
 from .media import ffmpeg
 from .storage import StorageError
+from .store import OperationalError as StoreOperationalError
 from .transfers import ClientSlots, SlowReaders
 
 SMALL_BODY_LIMIT = 64 * 1024  # every route but the upload takes a small JSON or form body
@@ -126,5 +127,6 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(Rejected, errors.handle_rejected)
     app.register_error_handler(HTTPException, errors.handle_http_exception)
     app.register_error_handler(OSError, errors.handle_disk_full)
+    app.register_error_handler(StoreOperationalError, errors.handle_database_error)
     app.register_error_handler(StorageError, errors.handle_storage_error)
     app.teardown_request(uploads.remove_staging)

@@ -27,14 +27,16 @@ def variations_of(svc, job_id) -> dict[tuple[str, int], dict]:
     return {(names[v["file_id"]], v["variation_index"]): v for v in svc.store.get_job_variations(job_id)}
 
 
-def failing_service(make_service, media, monkeypatch, tmp_path):
+def failing_service(make_service, media, monkeypatch, tmp_path, **overrides):
     """A service whose encodes of media["clip2"] fail while the switch file exists."""
     switch = tmp_path / "fail-clip2"
     switch.touch()
     monkeypatch.setenv("REAL_FFMPEG", FFMPEG)
     monkeypatch.setenv("FAIL_SWITCH", str(switch))
     monkeypatch.setenv("FAIL_INPUT_SIZE", str(media["clip2"].stat().st_size))
-    svc = make_service(encode_workers=2, ffmpeg_binary=str(ROOT / "tests" / "fakes" / "failing_ffmpeg.py"))
+    svc = make_service(
+        **{"encode_workers": 2, "ffmpeg_binary": str(ROOT / "tests" / "fakes" / "failing_ffmpeg.py"), **overrides}
+    )
     return svc, switch
 
 
@@ -113,6 +115,32 @@ def test_resume_makes_what_the_cancel_left_unmade(make_service, media):
     r = svc.post(f"/api/jobs/{job_id}/resume")
     assert r.status_code == 409 and r.get_json()["status"] == "completed"
     assert "only a cancelled job can be resumed" in r.get_json()["error"]
+
+
+def test_retry_and_resume_meet_the_queue_cap_as_an_upload_does(make_service, media, monkeypatch, tmp_path):
+    """MAX_QUEUED_JOBS is one rule: with the queue full, a retry and a resume
+    get the upload's 503, and the job stays as it was."""
+    svc, _switch = failing_service(
+        make_service, media, monkeypatch, tmp_path, encode_workers=1, max_queued_jobs=1, max_duration_seconds=3600
+    )
+    failed = svc.wait(svc.submit([media["clip2"]], variations=1)["jobId"])
+    assert failed["status"] == "failed", failed
+    cancelled = svc.submit([media["endless"]], variations=1)["jobId"]  # an hour: encodes for long
+    assert svc.post(f"/api/jobs/{cancelled}/cancel").get_json()["status"] == "cancelled"
+    busy = svc.submit([media["endless"]], variations=1)["jobId"]  # the queue's one place
+    upload = svc.post(
+        "/api/jobs", data={"videos": [(open(media["clip"], "rb"), "c.mp4")]}, content_type="multipart/form-data"
+    )
+    assert upload.status_code == 503, upload.get_json()
+    for action, job_id, status in (("retry", failed["jobId"], "failed"), ("resume", cancelled, "cancelled")):
+        r = svc.post(f"/api/jobs/{job_id}/{action}")
+        assert r.status_code == 503, (action, r.get_json())
+        assert r.get_json()["error"] == upload.get_json()["error"] and r.headers["Retry-After"], r.get_json()
+        assert svc.get(f"/api/jobs/{job_id}").get_json()["status"] == status
+    svc.post(f"/api/jobs/{busy}/cancel")
+    assert svc.post(f"/api/jobs/{cancelled}/resume").status_code == 202, "room again: taken"
+    assert svc.post(f"/api/jobs/{failed['jobId']}/retry").status_code == 503, "and the cap holds again"
+    svc.post(f"/api/jobs/{cancelled}/cancel")
 
 
 def test_a_job_in_the_wrong_state_or_without_its_sources_is_refused(make_service, media):

@@ -4,6 +4,7 @@ anything but the uploaded file."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -11,13 +12,24 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
+from refresher import intake, lifecycle
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, wait_until
+from .conftest import (
+    FFMPEG,
+    PASSWORD,
+    ROOT,
+    ffmpeg_pids_writing_under,
+    make_settings,
+    processes_tagged,
+    sql,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +179,40 @@ def cases(media):
             "/api/jobs",
             {"data": multipart([("videos", "a.mp4", clip), ("seed", None, b"s" * 600_000)]), "content_type": mp},
             400,
-            "one too long",
+            "the text field 'seed' is larger than the limit of 500 KB",
+        ),
+        # each form limit names itself, never the request's (10 × MAX_UPLOAD_MB)
+        (
+            "a file name of a megabyte",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a" * 1_000_000 + ".mp4", clip)]), "content_type": mp},
+            400,
+            "file names of at most 1024 characters",
+        ),
+        (
+            "a file name of 2000 characters",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("videos", "a" * 2000 + ".mp4", clip)]), "content_type": mp},
+            400,
+            "a file name of 2004 characters was sent; file names of at most 1024",
+        ),
+        (
+            "a text field of 600 KB first",
+            "post",
+            "/api/jobs",
+            {"data": multipart([("name", None, b"n" * 600_000), ("videos", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "the text field 'name' is larger than the limit of 500 KB",
+        ),
+        (
+            "a preamble of 600 KB",
+            "post",
+            "/api/jobs",
+            {"data": b"p" * 600_000 + b"\r\n" + multipart([("videos", "a.mp4", clip)]), "content_type": mp},
+            400,
+            "more than the limit of 500 KB before its first part",
         ),
         *[
             (
@@ -765,12 +810,14 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
     answers = []
 
     def upload():
+        # a client of its own each (a client's further probes wait on its own lock)
+        token = requests.post(server.url + "/api/auth", json={"password": PASSWORD}).json()["token"]
         with open(media["clip"], "rb") as f:
             answers.append(
                 requests.post(
                     server.url + "/api/jobs",
                     files={"videos": ("clip.mp4", f)},
-                    headers=server.session.headers,
+                    headers={"Authorization": f"Bearer {token}"},
                     timeout=60,
                 ).status_code
             )
@@ -817,3 +864,144 @@ def test_the_queue_cap_holds_for_a_burst_of_uploads_on_every_web_worker(gunicorn
         codes = sorted(pool.map(upload, range(10)))
     assert codes == [202] * 2 + [503] * 8, codes
     assert len(server.session.get(server.url + "/api/jobs").json()) == 2
+
+
+def _fill(path) -> None:
+    """Fill the file system `path` is on until it takes no more."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+def test_on_a_full_disk_sign_out_tokens_and_delete_work_and_other_writes_are_507(small_disk, media):
+    """The disk that holds the database fills up: a sign-out, a revoked or new
+    token, a cancel and a deleted job still work (through the reserve the
+    service keeps beside the database, given back now), a token keeps
+    working, other writes answer 507, and the reserve is made again once
+    the disk has room."""
+    disk = small_disk  # 32 MB of its own
+    app = create_app(make_settings(disk / "data"))
+    client = app.test_client()
+    store = app.extensions["refresher"].store
+    reserve = disk / "data" / "refresher.db-reserve"  # beside the database
+
+    def signed_in() -> dict:
+        return {"Authorization": f"Bearer {client.post('/api/auth', json={'password': PASSWORD}).get_json()['token']}"}
+
+    mine, leaving, everyone = signed_in(), signed_in(), signed_in()
+    api = client.post("/api/tokens", json={"name": "ci"}, headers=mine).get_json()
+    revoked = client.post("/api/tokens", json={"name": "old"}, headers=mine).get_json()
+
+    def upload() -> str:
+        r = client.post(
+            "/api/jobs",
+            headers=mine,
+            data={"videos": [(open(media["clip"], "rb"), "clip.mp4")], "variations": "1"},
+            content_type="multipart/form-data",
+        )
+        assert r.status_code == 202, r.get_json()
+        return r.get_json()["jobId"]
+
+    finished, queued = upload(), upload()  # no supervisor here: both stay queued
+    sql(store, "UPDATE jobs SET status = 'completed', finished_at = ? WHERE id = ?", time.time(), finished)
+    sql(store, "UPDATE variations SET status = 'completed' WHERE job_id = ?", finished)
+    _fill(disk / "filler")
+
+    r = client.post(f"/api/jobs/{finished}/rerun", headers=mine)
+    assert r.status_code == 507 and "disk is full" in r.get_json()["error"], r.get_json()
+    assert reserve.stat().st_size > 0, "kept from the start; an ordinary write does not take it"
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {api['token']}"}).status_code == 200
+    assert client.delete("/api/auth", headers=leaving).status_code == 204
+    assert client.get("/api/jobs", headers=leaving).status_code == 401, "signed out at once"
+    assert not reserve.exists(), "given back"
+    assert client.delete(f"/api/tokens/{revoked['id']}", headers=mine).status_code == 204
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 401
+    assert client.post("/api/tokens", json={"name": "new"}, headers=mine).status_code == 201
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=mine).get_json()["status"] == "cancelled"
+    assert client.delete(f"/api/jobs/{finished}", headers=mine).status_code == 204
+    assert client.get(f"/api/jobs/{finished}", headers=mine).status_code == 404
+    assert not (disk / "data" / "jobs" / finished).exists()
+    assert client.delete("/api/auth?all=1", headers=everyone).status_code == 204
+    assert client.get("/api/jobs", headers=mine).status_code == 401
+
+    (disk / "filler").unlink()
+    lifecycle.run_cleanup(store, app.extensions["refresher"].settings)
+    assert reserve.stat().st_size > 0, "made again once the disk has room"
+
+
+@pytest.fixture
+def slow_to_probe(tmp_path, media, monkeypatch):
+    """An app whose ffmpeg reads media["clip2"] only once the hold file is
+    gone (tests/fakes/slow_probe_ffmpeg.py): (app, hold file, file of the
+    pids of those reads)."""
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    hold.touch()
+    started.touch()
+    monkeypatch.setenv("REAL_FFMPEG", FFMPEG)
+    monkeypatch.setenv("SLOW_INPUT_SIZE", str(media["clip2"].stat().st_size))
+    monkeypatch.setenv("HOLD_FILE", str(hold))
+    monkeypatch.setenv("STARTED_FILE", str(started))
+    fake = str(ROOT / "tests" / "fakes" / "slow_probe_ffmpeg.py")
+    yield create_app(make_settings(tmp_path / "data", ffmpeg_binary=fake)), hold, started
+    hold.unlink(missing_ok=True)
+
+
+def _signed_in(app) -> dict:
+    token = app.test_client().post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _upload(app, headers, paths, answers: list) -> None:
+    r = app.test_client().post(
+        "/api/jobs",
+        headers=headers,
+        data={"videos": [(open(p, "rb"), p.name) for p in paths], "variations": "1"},
+        content_type="multipart/form-data",
+    )
+    answers.append((r.status_code, r.get_json()))
+
+
+def test_one_client_holding_probe_slots_does_not_delay_another(slow_to_probe, media):
+    """Two requests of three slow-to-probe files from one client, then a small
+    upload from another: the first client holds one probe slot at most, and
+    the other's upload is answered while the first's still wait."""
+    app, hold, started = slow_to_probe
+    slow_client, other = _signed_in(app), _signed_in(app)
+    slow_answers: list = []
+    senders = [
+        threading.Thread(target=_upload, args=(app, slow_client, [media["clip2"]] * 3, slow_answers)) for _ in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    try:
+        wait_until(lambda: started.read_text(), timeout=30)  # the slow client holds a slot
+        small: list = []
+        quick = threading.Thread(target=_upload, args=(app, other, [media["clip"]], small))
+        quick.start()
+        quick.join(30)
+        assert small and small[0][0] == 202, small
+        assert slow_answers == [], "the slow client's requests still wait"
+        assert len(started.read_text().split()) == 1, "the slow client held one slot, never both"
+    finally:
+        hold.unlink()
+        for sender in senders:
+            sender.join(60)
+    assert [code for code, _ in slow_answers] == [202, 202], slow_answers
+
+
+def test_a_probe_past_its_time_is_stopped_and_the_file_refused(slow_to_probe, media, monkeypatch):
+    app, _hold, started = slow_to_probe
+    monkeypatch.setattr(intake, "PROBE_SECONDS", 1)
+    answers: list = []
+    _upload(app, _signed_in(app), [media["clip"], media["clip2"]], answers)
+    [(code, body)] = answers
+    assert code == 415, body
+    assert body["error"] == "second clip.mp4 took longer than 1 s to read, the most a file may take; it was stopped"
+    assert body["file"] == "second clip.mp4"
+    [pid] = started.read_text().split()
+    assert not os.path.exists(f"/proc/{pid}"), "the probe was killed"
+    assert leftovers(app) == []

@@ -10,8 +10,9 @@ from refresher import lifecycle, spool
 from refresher.storage.local import tree_size, unshared_size
 from refresher.store import Store
 from refresher.engine.handle import SupervisorHandle
+from refresher.webapp import create_app
 
-from .conftest import sql, EmbeddedService, make_settings, wait_until
+from .conftest import PASSWORD, sql, EmbeddedService, make_settings, wait_until
 
 
 def gone(svc, job_id) -> bool:
@@ -107,14 +108,74 @@ def test_eviction_makes_only_the_room_asked_for(service, media):
     assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished[1:])
 
 
-def test_a_job_that_cannot_fit_under_the_limit_fails_at_start_and_evicts_nothing(service, media):
-    finished = [service.wait(service.submit([media["clip"]], variations=1)["jobId"])["jobId"] for _ in range(3)]
-    conn = Store.shared(service.settings.database)
-    tight = service.settings.with_overrides(storage_limit_mb=5)
-    huge = {"id": finished[2], "variations_per_video": 1000}  # ~240 MB of outputs
-    problem = lifecycle.make_room_for(conn, tight, huge)
-    assert problem is not None and "STORAGE_LIMIT_MB" in problem and "5 MB" in problem, problem
-    assert all(service.get(f"/api/jobs/{j}").status_code == 200 for j in finished)
+def queued_app(tmp_path, media, finished: int, queued: str, variations: int):
+    """An app with no supervisor, `finished` jobs of a clip marked completed,
+    and one job of media[`queued`] that stays queued: (app, finished ids, queued id)."""
+    app = create_app(make_settings(tmp_path / "data"))
+    client = app.test_client()
+    token = client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
+
+    def upload(path, count):
+        r = client.post(
+            "/api/jobs",
+            headers={"Authorization": f"Bearer {token}"},
+            data={"videos": [(open(path, "rb"), path.name)], "variations": str(count)},
+            content_type="multipart/form-data",
+        )
+        assert r.status_code == 202, r.get_json()
+        return r.get_json()["jobId"]
+
+    done = [upload(media["clip"], 1) for _ in range(finished)]
+    store = app.extensions["refresher"].store
+    for job_id in done:
+        sql(store, "UPDATE jobs SET status = 'completed', finished_at = ? WHERE id = ?", time.time(), job_id)
+        sql(store, "UPDATE variations SET status = 'completed' WHERE job_id = ?", job_id)
+    return app, done, upload(media[queued], variations)
+
+
+def test_a_job_that_cannot_fit_under_the_limit_fails_at_start_and_evicts_nothing(tmp_path, media):
+    app, finished, queued = queued_app(tmp_path, media, 3, "clip", 20)
+    store = app.extensions["refresher"].store
+    tight = app.extensions["refresher"].settings.with_overrides(storage_limit_mb=2)
+    assert lifecycle.outputs_still_to_make(store, queued) > 3 * 1024 * 1024
+    problem = lifecycle.make_room_for(store, tight, {"id": queued, "variations_per_video": 20})
+    assert problem is not None and "STORAGE_LIMIT_MB" in problem and "2 MB" in problem, problem
+    assert sorted(j for (j,) in sql(store, "SELECT id FROM jobs")) == sorted([*finished, queued])
+
+
+def test_a_still_picture_evicts_no_finished_job_for_outputs_it_will_not_make(tmp_path, media):
+    """A still 1080p60 picture, 50 KB for 4 s: the picture's worst case (10
+    bit/s a pixel, 10 MB a variation) is a hundred times what it makes, and
+    finished jobs were evicted for the difference. Its outputs are estimated
+    from its own bitrate, and no finished job goes."""
+    app, finished, still = queued_app(tmp_path, media, 3, "still", 1)
+    service = app.extensions["refresher"]
+    data = service.settings.data_dir
+    for job_id in finished:  # finished jobs large enough to make room, were the worst case believed
+        (data / "jobs" / job_id / "filler").write_bytes(b"\0" * 12 * 1024 * 1024)
+    tight = service.settings.with_overrides(storage_limit_mb=(service.storage.used_bytes() + 2 * 1024 * 1024) / 2**20)
+    assert lifecycle.make_room_for(service.store, tight, {"id": still, "variations_per_video": 1}) is None
+    assert all((data / "jobs" / job_id).exists() for job_id in finished)
+    assert len(sql(service.store, "SELECT id FROM jobs")) == 4
+    needed = lifecycle.outputs_still_to_make(service.store, still)
+    assert needed < 4 * media["still"].stat().st_size + 200_000, needed
+
+
+def test_measured_outputs_decide_what_is_still_needed(tmp_path, media):
+    """Once a source's output exists, its next ones are taken to be as large
+    (with a margin), whatever the estimate said; eviction follows that."""
+    app, finished, still = queued_app(tmp_path, media, 2, "still", 3)
+    service = app.extensions["refresher"]
+    store, data = service.store, service.settings.data_dir
+    first = store.get_job_variations(still)[0]
+    (data / first["output_path"]).write_bytes(b"\0" * 3 * 1024 * 1024)  # a source compressed far below its quality
+    sql(store, "UPDATE variations SET status = 'completed', size = ? WHERE id = ?", 3 * 1024 * 1024, first["id"])
+    assert lifecycle.outputs_still_to_make(store, still) == 2 * int(3 * 1024 * 1024 * lifecycle.MEASURED_MARGIN)
+    for job_id in finished:
+        (data / "jobs" / job_id / "filler").write_bytes(b"\0" * 1024 * 1024)
+    # 7 MB of room for 7.5 MB still to make: the oldest finished job (1 MB) goes, no other
+    tight = service.settings.with_overrides(storage_limit_mb=(service.storage.used_bytes() + 7 * 1024 * 1024) / 2**20)
+    assert lifecycle.make_room_as_it_runs(store, tight, still) == finished[:1], "only what it takes"
 
 
 def test_an_upload_too_large_for_the_storage_limit_is_refused_and_evicts_nothing(make_service, media):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import update
 
 from refresher import rules
-from refresher.store import JobNotStarted, Store, new_id
+from refresher.store import JobNotStarted, QueueFull, Store, new_id
 from refresher.store.schema import jobs
 
 from .conftest import sql
@@ -382,7 +382,10 @@ def test_retry_and_resume_reopen_a_finished_job_on_both_engines(database):
     assert store.get_job(job_id)["status"] == "completed"
     with pytest.raises(rules.IllegalTransition, match="only a cancelled job"):
         store.reopen_job(job_id, "resume", time.time(), 60)
-    job = store.reopen_job(job_id, "retry", time.time(), 60)[0]
+    with pytest.raises(QueueFull):  # the cap an upload meets, under the same lock
+        store.reopen_job(job_id, "retry", time.time(), 60, max_unfinished=0)
+    assert store.get_job(job_id)["status"] == "completed", "a full queue leaves the job as it was"
+    job = store.reopen_job(job_id, "retry", time.time(), 60, max_unfinished=1)[0]
     assert (job["status"], job["progress"], job["finished_at"], job["error"]) == ("queued", 50, None, None)
     row = store.get_variation(doomed["id"])
     assert (row["status"], row["failures"], row["error"], row["attempts"]) == ("queued", 0, None, 2)

@@ -12,6 +12,7 @@ from flask import current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import Rejected
+from ..store import disk_is_full
 
 
 log = logging.getLogger("refresher.uploads")
@@ -70,9 +71,23 @@ def handle_storage_error(exc):
     return error_response(503, "the file storage cannot be reached; try again later", retryAfter=30)
 
 
+DISK_FULL = "the server's disk is full; try again later or ask for space to be freed"
+
+
 def handle_disk_full(exc: OSError):
     """A full disk while receiving an upload: 507, and the service carries on.
     Any other OSError is a real bug and is re-raised."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         raise exc
-    return error_response(507, "the server's disk is full; try again later or ask for space to be freed")
+    return error_response(507, DISK_FULL)
+
+
+def handle_database_error(exc: Exception):
+    """A write the database's full disk refused: 507, as the contract says
+    (sign-out, tokens and deleting or cancelling a job are written through
+    the reserve first: `store.through_a_full_disk`). Anything else is a real
+    error and is re-raised."""
+    if not disk_is_full(exc):
+        raise exc
+    current_app.logger.error("a write was refused: the database's disk is full")
+    return error_response(507, DISK_FULL)

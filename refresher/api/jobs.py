@@ -151,9 +151,7 @@ def retry_job(job_id: str):
     """Queue a finished job's failed variations again, with their recorded effects."""
     service = refresher()
     return _accepted(
-        jobs.reopen_job(
-            service.store, service.control, service.storage, job_id, "retry", service.settings.job_ttl_seconds
-        )
+        jobs.reopen_job(service.store, service.control, service.storage, job_id, "retry", service.settings)
     )
 
 
@@ -162,9 +160,7 @@ def resume_job(job_id: str):
     """Make the variations a cancel left unmade, with the same seed and effects."""
     service = refresher()
     return _accepted(
-        jobs.reopen_job(
-            service.store, service.control, service.storage, job_id, "resume", service.settings.job_ttl_seconds
-        )
+        jobs.reopen_job(service.store, service.control, service.storage, job_id, "resume", service.settings)
     )
 
 

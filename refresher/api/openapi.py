@@ -514,7 +514,9 @@ def spec() -> dict:
                         "400": _err(
                             f"no files, more than {contract.MAX_FILES} files, variations not a whole number in "
                             f"{contract.MIN_VARIATIONS}-{contract.MAX_VARIATIONS}, a video longer than "
-                            f"MAX_DURATION_SECONDS, {_BAD_JOB_NAME}, or a webhookUrl that is refused "
+                            f"MAX_DURATION_SECONDS, a text field over 500 KB, a file name over "
+                            f"{contract.MAX_SENT_FILE_NAME_LENGTH} characters (the message names the limit), "
+                            f"{_BAD_JOB_NAME}, or a webhookUrl that is refused "
                             f"(not http/https, not a public address, or WEBHOOK_SECRET unset)"
                         ),
                         "413": _err(
@@ -525,6 +527,7 @@ def spec() -> dict:
                             "a file is not a readable MP4/MOV video, or has a picture over 8K (the message names it)"
                         ),
                         "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
+                        "507": _err("the server's disk is full"),
                         **_AUTH_ERRORS,
                     },
                 },
@@ -619,6 +622,7 @@ def spec() -> dict:
                         "404": _err("unknown job"),
                         "409": _json(_STATUS_CONFLICT, "the job is queued or processing, or has no failed variations"),
                         "410": _err("the job expired or its sources are gone"),
+                        "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS), as for an upload"),
                         **_AUTH_ERRORS,
                     },
                 }
@@ -634,6 +638,7 @@ def spec() -> dict:
                         "404": _err("unknown job"),
                         "409": _json(_STATUS_CONFLICT, "the job is not cancelled"),
                         "410": _err("the job expired or its sources are gone"),
+                        "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS), as for an upload"),
                         **_AUTH_ERRORS,
                     },
                 }

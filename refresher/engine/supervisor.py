@@ -371,6 +371,17 @@ class Supervisor:
             self.control.clear_cancel(task["job_seq"])
             log.info("job %s %s", task["job_id"], status)
             self.storage.release_job(task["job_id"])
+        elif outcome == "completed":
+            self.make_room_as_it_runs(task["job_id"])
+
+    def make_room_as_it_runs(self, job_id: str) -> None:
+        """An output was written: the room its job's next outputs need is
+        checked again from what this one measured (the outcome is recorded
+        already, so a failure here is only logged)."""
+        try:
+            lifecycle.make_room_as_it_runs(self.store, self.settings, job_id, self.storage)
+        except (StoreError, StorageError, OSError) as exc:
+            log.error("checking the room for job %s: %s", job_id, exc)
 
     # --- claiming work ---------------------------------------------------------------------
     def dispatch(self, now: float) -> None:
@@ -406,7 +417,7 @@ class Supervisor:
                 return task_of(claimed)
             except JobNotStarted as waiting:
                 job = waiting.job
-                problem = lifecycle.make_room_for(self.store, self.settings, job)
+                problem = lifecycle.make_room_for(self.store, self.settings, job, self.storage)
                 if problem is not None:
                     log.error("job %s cannot start: %s", job["id"], problem)
                     self.store.fail_queued_job(job["id"], problem, time.time(), self.ttl)

@@ -91,6 +91,13 @@ class PictureTooLarge(ProbeError):
         self.width, self.height = width, height
 
 
+class ProbeTimedOut(ProbeError):
+    """ffmpeg took longer than it may to read the file, and was killed."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"took longer than {seconds:g} s to read, the most a file may take; it was stopped")
+
+
 class TooManyStreams(ProbeError):
     """The file has more streams than an ad has."""
 
@@ -261,8 +268,8 @@ def probe(binary: str, path: str | Path, timeout: float = 60) -> MediaInfo:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-    except subprocess.TimeoutExpired:
-        raise ProbeError("took too long to read") from None
+    except subprocess.TimeoutExpired:  # (run kills it: ffmpeg is the process it started, exec'd by the wrappers)
+        raise ProbeTimedOut(timeout) from None
     err = proc.stderr
     too_large = oversized_picture(err)  # the decoder refused it (and ffmpeg may have given up)
     if too_large:
@@ -327,7 +334,8 @@ def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
     decoding (a few hundredths of a CPU second for a 10 s 720p clip): how many
     frames the video has, its rate, and where the data really ends (a file
     cut short still has an index that promises all of it). None when ffmpeg
-    cannot tell."""
+    cannot tell; ProbeTimedOut when it reads for longer than `timeout` (it
+    is killed)."""
     cmd = [
         binary,
         "-hide_banner",
@@ -358,7 +366,7 @@ def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        return None
+        raise ProbeTimedOut(timeout) from None
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     rate = _RATE.search(proc.stderr)
     ends = _OUT_TIME.findall(proc.stdout)
@@ -370,7 +378,10 @@ def demux(binary: str, path: str | Path, timeout: float = 60) -> Demuxed | None:
 def count_video_frames(binary: str, path: str | Path, timeout: float = 60) -> tuple[int, float] | None:
     """How many frames the video stream has, and its frame rate (`demux`);
     None when ffmpeg cannot tell."""
-    found = demux(binary, path, timeout)
+    try:
+        found = demux(binary, path, timeout)
+    except ProbeTimedOut:
+        return None
     return (found.frames, found.frame_rate) if found else None
 
 
@@ -409,14 +420,17 @@ def make_thumbnail(
         "webp",
         f"file:{Path(target).resolve()}",
     ]
-    proc = subprocess.run(
-        launch_command(cmd, address_space=PROBE_MEMORY_LIMIT),
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    try:
+        proc = subprocess.run(
+            launch_command(cmd, address_space=PROBE_MEMORY_LIMIT),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"thumbnail took longer than {timeout:g} s") from None
     if proc.returncode != 0 or not Path(target).exists():
         raise RuntimeError(f"thumbnail failed: {proc.stderr.strip()[-300:]}")
 

@@ -30,7 +30,7 @@ The modules, one responsibility each:
 from __future__ import annotations
 
 from .access import EVERY_SESSION, Access
-from .database import ChangeWatch, Error, OperationalError, database_url, new_id, shown_url
+from .database import ChangeWatch, Error, OperationalError, database_url, disk_is_full, new_id, shown_url
 from .hosts import Hosts
 from .jobs import Jobs, QueueFull
 from .lifecycle import Lifecycle
@@ -51,6 +51,7 @@ __all__ = [
     "QueueFull",
     "Store",
     "database_url",
+    "disk_is_full",
     "shown_url",
     "new_id",
 ]

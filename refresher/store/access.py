@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
 
-from .database import Database
+from .database import Database, disk_is_full, through_a_full_disk
 from .rows import mapping
 from .schema import api_tokens, ended_sessions, rate_limits, secrets
 
@@ -53,6 +53,7 @@ class Access(Database):
             return conn.execute(select(secrets.c.value).where(secrets.c.name == name)).scalar()
 
     # --- API tokens ------------------------------------------------------------------------------
+    @through_a_full_disk
     def create_api_token(self, token_id: str, name: str, token_hash: str, now: float) -> None:
         with self.writing() as conn:
             conn.execute(insert(api_tokens).values(id=token_id, name=name, token_hash=token_hash, created_at=now))
@@ -77,22 +78,29 @@ class Access(Database):
             ]
 
     def touch_api_token(self, token_id: str, now: float, granularity: float = 60) -> None:
-        """Record use, but write at most once a `granularity` per token."""
-        with self.writing() as conn:
-            conn.execute(
-                update(api_tokens)
-                .where(
-                    api_tokens.c.id == token_id,
-                    sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at < now - granularity),
+        """Record use, but write at most once a `granularity` per token; on a
+        full disk not at all (the token works all the same)."""
+        try:
+            with self.writing() as conn:
+                conn.execute(
+                    update(api_tokens)
+                    .where(
+                        api_tokens.c.id == token_id,
+                        sa.or_(api_tokens.c.last_used_at.is_(None), api_tokens.c.last_used_at < now - granularity),
+                    )
+                    .values(last_used_at=now)
                 )
-                .values(last_used_at=now)
-            )
+        except sa.exc.OperationalError as exc:
+            if not disk_is_full(exc):
+                raise
 
+    @through_a_full_disk
     def delete_api_token(self, token_id: str) -> bool:
         with self.writing() as conn:
             return conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id)).rowcount == 1
 
     # --- sessions ended before they expire (sign-out) --------------------------------------------
+    @through_a_full_disk
     def end_session(self, session_id: str, expires_at: float, now: float) -> None:
         """The session stops working everywhere at once; its row goes once the
         session would have expired anyway (rows of expired sessions go here
@@ -105,6 +113,7 @@ class Access(Database):
                 .on_conflict_do_nothing(index_elements=[ended_sessions.c.id])
             )
 
+    @through_a_full_disk
     def end_every_session(self, now: float) -> None:
         """Every session begun until now stops working; later ones are unaffected.
         One row, kept for good (a later, shorter TOKEN_TTL_SECONDS must not
@@ -126,6 +135,7 @@ class Access(Database):
         return any(r.id == session_id or r.ended_at >= begun_at for r in rows)
 
     # --- rate limits (sign-in throttling, shared by every worker) ---------------------------------
+    @through_a_full_disk
     def rate_limit_incr(self, key: str, expiry: float, amount: int, now: float) -> int:
         """Add to a fixed-window counter, starting a new window when the old one expired."""
         with self.writing() as conn:

@@ -9,13 +9,18 @@ a lock upgrade; row locks on PostgreSQL).
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import os
 import secrets as random_secrets
 import select as select_module
+import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Table, event
@@ -24,6 +29,14 @@ from sqlalchemy.engine import Connection, Engine
 
 Error = sa.exc.SQLAlchemyError  # what a caller catches when the database fails
 OperationalError = sa.exc.OperationalError
+
+log = logging.getLogger(__name__)
+
+# Room kept beside the SQLite database for the writes that must work on a
+# full disk (`through_a_full_disk`). A sign-out, a revoked token or a deleted
+# job writes a few pages to the write-ahead log, and the log, once grown,
+# is written over again after each checkpoint: a few megabytes suffice.
+RESERVE_BYTES = 4 * 1024 * 1024
 
 # PostgreSQL advisory lock keys of this service, all in one place so that no
 # two uses share one.
@@ -42,6 +55,82 @@ def database_url(url_or_path: str | Path) -> str:
     if text.startswith(("postgresql+", "sqlite:")):
         return text
     return f"sqlite:///{Path(text).resolve()}"
+
+
+def disk_is_full(exc: BaseException) -> bool:
+    """Whether a database error is its disk being full (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full)."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or getattr(orig, "sqlstate", None) == "53100"
+
+
+class DiskReserve:
+    """A file of RESERVE_BYTES beside the SQLite database, given back when the
+    disk fills so that the writes that must work still can (sign-out, a
+    revoked or new token, a deleted or cancelled job), and made again once
+    the disk has room (`keep`: at each start and each cleanup pass). Every
+    process on the database shares the one file."""
+
+    def __init__(self, database: str | None):
+        self.path = Path(database + "-reserve") if database and database != ":memory:" else None
+
+    def keep(self) -> bool:
+        """Make the reserve if it is missing and the disk has room for it with
+        as much to spare; whether it is there."""
+        if self.path is None:
+            return False
+        if self.path.exists():
+            return True
+        try:
+            if shutil.disk_usage(self.path.parent).free < 2 * RESERVE_BYTES:
+                return False
+            part = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")  # processes may make it at once
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)  # blocks of its own, not a sparse file
+            finally:
+                os.close(fd)
+            os.replace(part, self.path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.warning("no disk reserve beside the database: %s", exc)
+            self.path.with_name(f"{self.path.name}.{os.getpid()}.part").unlink(missing_ok=True)
+            return False
+        log.info("%d MB kept in %s for the writes that must work on a full disk", RESERVE_BYTES >> 20, self.path)
+        return True
+
+    def give_back(self) -> bool:
+        """Delete the reserve; whether there was one to give."""
+        if self.path is None:
+            return False
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("the disk is full: the %d MB kept beside the database were given back", RESERVE_BYTES >> 20)
+        return True
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def through_a_full_disk(method: Callable[P, R]) -> Callable[P, R]:
+    """For a store method whose write must work on a full disk: when the
+    database's disk is full, the reserve is given back and the write tried
+    once more (every other write fails, and the web answers 507)."""
+
+    @functools.wraps(method)
+    def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as exc:
+            database = args[0]
+            if not (disk_is_full(exc) and isinstance(database, Database) and database.reserve.give_back()):
+                raise
+        return method(*args, **kwargs)
+
+    return write
 
 
 def shown_url(url_or_path: str | Path) -> str:
@@ -164,6 +253,7 @@ class Database:
         else:
             self.engine = _postgres_engine(self.url)
         self.dialect = self.engine.dialect.name
+        self.reserve = DiskReserve(self.engine.url.database if self.dialect == "sqlite" else None)
 
     def close(self) -> None:
         self.engine.dispose()

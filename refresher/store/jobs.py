@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from .. import rules
-from .database import JOB_CREATION_LOCK, Database, for_update
+from .database import JOB_CREATION_LOCK, Database, for_update, through_a_full_disk
 from .listener import CANCEL_CHANNEL
 from .rows import job_state, mapping, variation_fields, variation_state
 from .schema import jobs, source_files, variations
@@ -204,8 +204,7 @@ class Jobs(Database):
         uploads can never pass the cap together)."""
         with self.writing() as conn:
             if max_unfinished is not None:
-                if self.dialect == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOB_CREATION_LOCK})
+                self._lock_job_creation(conn, max_unfinished)
                 self.check_queue_room(max_unfinished, conn)
             conn.execute(insert(jobs), [{**job, "status": "queued"}])
             conn.execute(
@@ -220,11 +219,19 @@ class Jobs(Database):
                 ],
             )
 
+    def _lock_job_creation(self, conn: Connection, max_unfinished: int | None) -> None:
+        """Where a job joins the queue under the cap, one transaction at a time
+        (SQLite's BEGIN IMMEDIATE holds the whole database already)."""
+        if max_unfinished is not None and self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOB_CREATION_LOCK})
+
+    @through_a_full_disk
     def delete_job(self, job_id: str) -> bool:
         with self.writing() as conn:
             return conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount == 1
 
     # --- cancel, retry, resume ---------------------------------------------------------------
+    @through_a_full_disk
     def request_cancel(self, job_id: str, now: float, ttl: float) -> dict | None:
         """Accept a cancel: no variation of the job starts any more, the queued
         ones are skipped, and the job settles at once if nothing of it runs.
@@ -259,7 +266,9 @@ class Jobs(Database):
                 )
             return job
 
-    def reopen_job(self, job_id: str, kind: str, now: float, ttl: float) -> tuple[dict, list[dict], list[dict]] | None:
+    def reopen_job(
+        self, job_id: str, kind: str, now: float, ttl: float, max_unfinished: int | None = None
+    ) -> tuple[dict, list[dict], list[dict]] | None:
         """Give a finished job work again: "retry" queues its failed variations
         (with their recorded effects), "resume" those a cancel left unmade.
         Finished variations stay. Returns the job as it now stands, read in
@@ -267,9 +276,12 @@ class Jobs(Database):
         gives them; None: no such job), so that the answer says what the
         reopen made of it, whatever a supervisor claims a moment later;
         raises rules.IllegalTransition, with the reason as its message, when
-        the job is in the wrong state for it."""
+        the job is in the wrong state for it, and QueueFull when
+        `max_unfinished` jobs are already waiting or running (the cap an
+        upload meets, checked under the same lock as `create_job`'s)."""
         step, from_status = {"retry": (rules.retry, "failed"), "resume": (rules.resume, "cancelled")}[kind]
         with self.writing() as conn:
+            self._lock_job_creation(conn, max_unfinished)
             job = lock_job(conn, job_id)
             if job is None:
                 return None
@@ -279,6 +291,8 @@ class Jobs(Database):
             reason = rules.can_retry(state, states) if kind == "retry" else rules.can_resume(state)
             if reason is not None:
                 raise rules.IllegalTransition(reason)
+            if max_unfinished is not None:
+                self.check_queue_room(max_unfinished, conn)
             reopened = rules.reopen(state)
             after = []
             for row, before in zip(rows, states, strict=True):

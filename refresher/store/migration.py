@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
-from .database import MIGRATION_LOCK, Database, OperationalError, new_id
+from .database import MIGRATION_LOCK, Database, OperationalError, new_id, through_a_full_disk
 from .schema import metadata, secrets
 
 LEGACY_SCHEMA_VERSION = 4  # the last version of the pre-Alembic schema
@@ -54,6 +54,7 @@ class Migration(Database):
                     _adopt_legacy_schema(conn, config)
                 command.upgrade(config, "head")
 
+    @through_a_full_disk
     def check_writable(self) -> None:
         """Raises the database's own error when it takes no writes (a
         read-only file or folder, a read-only server): writes a row and takes
