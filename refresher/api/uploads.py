@@ -12,8 +12,8 @@ The files are counted as they begin, so the eleventh ends the request at
 once with a 400; text fields are counted once the parts are read, and past
 Werkzeug's part limit the request ends where it is. Werkzeug answers each of
 its form limits with the same bare 413, which reads as "the request is too
-large": here the parts are read by Werkzeug's own decoder in a loop of our
-own (`_UploadParts`, Werkzeug's loop with each limit told apart), so each
+large": here the parts are read by Werkzeug's sans-IO decoder
+(`MultipartDecoder`) in a loop of this module's own (`_UploadParts`), so each
 is a 400 that names the limit it met — a text field's size, a part's head
 (a file name), the number of parts.
 
@@ -132,8 +132,8 @@ class _UploadFormParser(FormDataParser):
 
 
 class _UploadParts(MultiPartParser):
-    """Werkzeug's `MultiPartParser.parse`, the same loop over Werkzeug's
-    decoder, except that each form limit, which Werkzeug raises as one bare
+    """Reads a multipart body through Werkzeug's decoder, as its own parser
+    does, except that each form limit, which Werkzeug raises as one bare
     413, is a 400 naming the limit met. A RequestEntityTooLarge from the
     stream itself (the body past `max_content_length`) goes on as it is."""
 
