@@ -50,6 +50,7 @@ class Settings:
     cancel_db_poll_seconds: float | None = None  # None: every supervisor loop on SQLite, 1 s on PostgreSQL
     web_encode_workers: int | None = None
     storage_url: str | None = None
+    upload_ttl_hours: float = 24
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -86,6 +87,10 @@ class Settings:
     @property
     def job_ttl_seconds(self) -> float:
         return self.job_ttl_hours * 3600
+
+    @property
+    def upload_ttl_seconds(self) -> float:
+        return self.upload_ttl_hours * 3600
 
     @property
     def database(self) -> str:
@@ -267,6 +272,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     # ENCODE_WORKERS for web processes only (0 where worker processes encode)
     "WEB_ENCODE_WORKERS": ("web_encode_workers", lambda n, v: _int(n, v, 0, 64)),
     "STORAGE_URL": ("storage_url", _storage_url),
+    # how long an unfinished resumable upload is kept (fractions allowed)
+    "UPLOAD_TTL_HOURS": ("upload_ttl_hours", _positive_float),
 }
 
 

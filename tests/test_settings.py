@@ -115,6 +115,8 @@ def test_every_documented_setting_is_read():
         ("STORAGE_URL", "s3://b"),
         ("STORAGE_URL", "s3://bucket/../escape"),
         ("STORAGE_URL", "s3://bucket/a//b"),
+        ("UPLOAD_TTL_HOURS", "0"),
+        ("UPLOAD_TTL_HOURS", "a day"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):

@@ -203,14 +203,36 @@ class ObjectStorage:
                 for item in page.get("Contents", []):
                     yield StoredFile(item["Key"][len(self.prefix) :], item["Size"], item["LastModified"].timestamp())
 
+    def multipart_uploads(self, prefix: str) -> Iterator[tuple[str, str, float]]:
+        """(key, multipart upload id, when begun) of each unfinished multipart upload under the prefix."""
+        with _reported(f"listing the uploads under {prefix}"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.name(prefix)
+            )
+            for page in pages:
+                for item in page.get("Uploads", []):
+                    yield item["Key"][len(self.prefix) :], item["UploadId"], item["Initiated"].timestamp()
+
+    def _uploads_bytes(self) -> int:
+        """What resumable uploads take: their objects, and the parts of
+        their unfinished multipart uploads (which no listing of objects shows)."""
+        total = sum(f.size for f in self.files("uploads/"))
+        for key, multipart, _ in self.multipart_uploads("uploads/"):
+            with _reported(f"listing the parts of {key}"):
+                pages = self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=self.name(key), UploadId=multipart
+                )
+                total += sum(part["Size"] for page in pages for part in page.get("Parts", []))
+        return total
+
     def used_bytes(self) -> int:
-        return sum(f.size for f in self.files())
+        return sum(f.size for f in self.files()) + self._uploads_bytes()
 
     def freed_by_deleting(self, job_id: str) -> int:
         return sum(f.size for f in self.files(job_prefix(job_id)))
 
     def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
-        used, sizes = 0, dict.fromkeys(job_ids, 0)
+        used, sizes = self._uploads_bytes(), dict.fromkeys(job_ids, 0)
         for item in self.files():
             used += item.size
             job_id = job_of(item.key)

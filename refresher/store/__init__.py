@@ -22,6 +22,7 @@ The modules, one responsibility each:
                   job, what each attempt reports, progress roll-up
     hosts.py      HOST_IDs, heartbeats, silent hosts, the cluster-wide lock
     lifecycle.py  what expiry, eviction and the sweep ask
+    uploads.py    resumable uploads: how far each got, who is receiving it
     access.py     shared secrets, API tokens, ended sessions, rate limits
     listener.py   PostgreSQL LISTEN for accepted cancels (CancelListener)
 """
@@ -36,6 +37,7 @@ from .lifecycle import Lifecycle
 from .listener import CANCEL_CHANNEL, LISTENER_NAME, CancelListener
 from .migration import Migration
 from .queue import JobNotStarted, Queue
+from .uploads import UploadClaimed, Uploads
 
 __all__ = [
     "CANCEL_CHANNEL",
@@ -48,12 +50,13 @@ __all__ = [
     "OperationalError",
     "QueueFull",
     "Store",
+    "UploadClaimed",
     "database_url",
     "new_id",
 ]
 
 
-class Store(Jobs, Queue, Hosts, Lifecycle, Access, Migration):
+class Store(Jobs, Queue, Hosts, Lifecycle, Uploads, Access, Migration):
     """One database, as the rest of the service uses it: one object per
     database per process (one connection pool: `Store.shared`), with every
     query of the service as a method.

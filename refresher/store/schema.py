@@ -147,3 +147,31 @@ ended_sessions = Table(
     # the session would have expired by then, so the row may go ("*": never)
     Column("expires_at", Float),
 )
+
+# since revision 0008: resumable uploads (the tus protocol at /api/uploads)
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),  # the file name the client gave, sanitized
+    Column("metadata", Text, nullable=False, server_default=""),  # Upload-Metadata as sent, given back on HEAD
+    Column("length", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False, server_default="0"),  # the upload's offset
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    # who is receiving a PATCH ("<machine> <pid> <nonce>"), until when at the latest
+    Column("holder", Text),
+    Column("held_until", Float),
+    # object storage: the multipart upload, its parts so far (JSON), and the
+    # bytes waiting in the tail object for a part of the minimum size
+    Column("multipart", Text),
+    Column("parts", Text, nullable=False, server_default="[]"),
+    Column("tail", BigInteger, nullable=False, server_default="0"),
+    # once complete: its probe (JSON, as source_files.media with its duration),
+    # or why it is not accepted (JSON {"code", "error"}), and its thumbnail's key
+    Column("probe", Text),
+    Column("refusal", Text),
+    Column("thumbnail", Text),
+    Column("job_id", Text),  # the job made from it: it is no upload any more
+    Index("uploads_expires", "expires_at"),
+)

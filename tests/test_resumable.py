@@ -1,0 +1,320 @@
+"""Resumable uploads over the tus 1.0 protocol (/api/uploads): the protocol's
+answers in-process, and over real HTTP a standard tus client (tuspy), a
+PATCH cut half-way and resumed after the web process restarted, each
+upload making a job that completes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from refresher import lifecycle
+from refresher.storage import for_settings
+from refresher.webapp import create_app
+
+from .conftest import GunicornServer, make_settings, sql, wait_until
+from .support.api import login
+from .support.servers import wait_done
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+
+
+def metadata(name: str) -> str:
+    return "filename " + base64.b64encode(name.encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return create_app(make_settings(tmp_path_factory.mktemp("resumable") / "data", max_upload_mb=2))
+
+
+@pytest.fixture(scope="module")
+def headers(app):
+    return {**login(app.test_client()), **TUS}
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def begin(client, headers, length: int, name: str = "ad.mp4") -> str:
+    r = client.post(
+        "/api/uploads", headers={**headers, "Upload-Length": str(length), "Upload-Metadata": metadata(name)}
+    )
+    assert r.status_code == 201, r.get_json()
+    assert r.headers["Tus-Resumable"] == "1.0.0"
+    return r.headers["Location"]
+
+
+def patch(client, headers, location: str, offset: int, data: bytes):
+    return client.patch(location, headers={**headers, "Upload-Offset": str(offset), "Content-Type": OCTETS}, data=data)
+
+
+def upload(client, headers, path: Path, name: str | None = None) -> str:
+    data = path.read_bytes()
+    location = begin(client, headers, len(data), name or path.name)
+    r = patch(client, headers, location, 0, data)
+    assert r.status_code == 204, r.get_json()
+    return location.rsplit("/", 1)[1]
+
+
+def data_dir(app) -> Path:
+    return app.extensions["refresher"].settings.data_dir
+
+
+# --- the protocol, in-process ------------------------------------------------------------------
+
+
+def test_options_is_open_and_says_what_the_server_speaks(client):
+    r = client.options("/api/uploads")
+    assert r.status_code == 204
+    assert r.headers["Tus-Version"] == "1.0.0"
+    assert r.headers["Tus-Resumable"] == "1.0.0"
+    assert set(r.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "expiration",
+    }
+    assert r.headers["Tus-Max-Size"] == str(2 * 1024 * 1024)
+
+
+def test_every_other_method_needs_a_token(client):
+    for method, url in [("post", "/api/uploads"), ("head", "/api/uploads/x"), ("patch", "/api/uploads/x")]:
+        r = getattr(client, method)(url, headers={**TUS, "Upload-Length": "10", "Upload-Offset": "0"})
+        assert r.status_code == 401, (method, url)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.delete("/api/uploads/x", headers=TUS).status_code == 401
+
+
+def test_without_the_protocol_version_the_answer_is_412(client, headers):
+    r = client.post("/api/uploads", headers={"Authorization": headers["Authorization"], "Upload-Length": "10"})
+    assert r.status_code == 412
+    assert r.headers["Tus-Version"] == "1.0.0"
+    assert "Tus-Resumable" in r.get_json()["error"]
+
+
+def test_creation_refuses_what_cannot_be_taken(client, headers):
+    for length, status, words in [
+        (None, 400, "Upload-Length is required"),
+        ("ten", 400, "whole number"),
+        (str(2 * 1024 * 1024 + 1), 413, "MAX_UPLOAD_MB"),
+    ]:
+        sent = {**headers} if length is None else {**headers, "Upload-Length": length}
+        r = client.post("/api/uploads", headers=sent)
+        assert r.status_code == status and words in r.get_json()["error"], (length, r.get_json())
+    r = client.post("/api/uploads", headers={**headers, "Upload-Length": "10", "Upload-Metadata": "filename ***"})
+    assert r.status_code == 400 and "base64" in r.get_json()["error"]
+
+
+def test_offsets_head_and_bytes_beyond_the_length(client, headers, media):
+    data = media["clip"].read_bytes()
+    location = begin(client, headers, len(data), name="../../etc/passwd")
+    r = client.head(location, headers=headers)
+    assert r.status_code == 200
+    assert (r.headers["Upload-Offset"], r.headers["Upload-Length"]) == ("0", str(len(data)))
+    assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["Upload-Metadata"] == metadata("../../etc/passwd")
+    assert "GMT" in r.headers["Upload-Expires"]
+    r = patch(client, headers, location, 0, data[:1000])
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "1000"
+    r = patch(client, headers, location, 0, data[:1000])  # the offset it had
+    assert r.status_code == 409 and "at byte 1000, not 0" in r.get_json()["error"]
+    r = patch(client, headers, location, 1000, data[1000:] + b"x")  # one byte too many
+    assert r.status_code == 413 and "beyond Upload-Length" in r.get_json()["error"]
+    assert client.head(location, headers=headers).headers["Upload-Offset"] == "1000"
+    r = client.patch(location, headers={**headers, "Upload-Offset": "1000"}, data=b"x")
+    assert r.status_code == 415
+    upload_id = location.rsplit("/", 1)[1]
+    # the client's name is only shown: the bytes live under the upload's id
+    assert (data_dir(client.application) / "uploads" / upload_id / "data").stat().st_size == 1000
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [upload_id]})
+    assert r.status_code == 409
+    assert upload_id in r.get_json()["error"] and "1000 of" in r.get_json()["error"]
+
+
+def test_creation_with_upload_takes_the_first_bytes_along(client, headers, media):
+    data = media["clip"].read_bytes()
+    r = client.post(
+        "/api/uploads",
+        headers={**headers, "Upload-Length": str(len(data)), "Content-Type": OCTETS},
+        data=data[:5000],
+    )
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "5000"
+    assert client.head(r.headers["Location"], headers=headers).headers["Upload-Offset"] == "5000"
+
+
+def test_delete_removes_the_upload_and_its_bytes(client, headers):
+    location = begin(client, headers, 100)
+    assert patch(client, headers, location, 0, b"x" * 50).status_code == 204
+    folder = data_dir(client.application) / "uploads" / location.rsplit("/", 1)[1]
+    assert folder.is_dir()
+    assert client.delete(location, headers=headers).status_code == 204
+    assert not folder.exists()
+    assert client.head(location, headers=headers).status_code == 404
+    assert patch(client, headers, location, 50, b"x").status_code == 404
+
+
+def test_a_job_takes_only_complete_videos_and_each_upload_once(client, headers, media):
+    text = upload(client, headers, media["not_video"], name="notes.txt")
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [text]})
+    assert r.status_code == 415
+    assert "notes.txt" in r.get_json()["error"] and r.get_json()["file"] == "notes.txt"
+    # a refused upload keeps no bytes
+    assert not (data_dir(client.application) / "uploads" / text).exists()
+    r = client.post("/api/jobs", headers=headers, json={"uploads": ["nosuchupload"]})
+    assert r.status_code == 404 and "nosuchupload" in r.get_json()["error"]
+    for body, words in [
+        ({"uploads": []}, "no uploads"),
+        ({"uploads": "abc"}, "list of upload ids"),
+        ({"uploads": ["a"], "colour": "red"}, "unexpected field"),
+        ({"uploads": ["a", "a"]}, "twice"),
+    ]:
+        r = client.post("/api/jobs", headers=headers, json=body)
+        assert r.status_code == 400 and words in r.get_json()["error"], body
+    clip = upload(client, headers, media["clip"])
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [clip], "variations": 50})
+    assert r.status_code == 400 and "variations" in r.get_json()["error"]
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [clip], "variations": 2, "name": "Spring"})
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    assert r.headers["Location"] == f"/api/jobs/{job['jobId']}"
+    assert (job["name"], job["totalVariations"], job["files"][0]["name"]) == ("Spring", 2, "clip.mp4")
+    # the job holds the source; the upload's bytes are gone, the upload made its one job
+    sources = list((data_dir(client.application) / "jobs" / job["jobId"]).glob("source_*"))
+    assert [p.read_bytes() for p in sources] == [media["clip"].read_bytes()]
+    assert (data_dir(client.application) / "jobs" / job["jobId"] / "thumbnail.webp").is_file()
+    assert not (data_dir(client.application) / "uploads" / clip).exists()
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [clip]})
+    assert r.status_code == 409 and job["jobId"] in r.get_json()["error"]
+    assert client.head(f"/api/uploads/{clip}", headers=headers).status_code == 410
+
+
+def test_unfinished_uploads_count_toward_the_limit_and_expire(client, headers):
+    settings = client.application.extensions["refresher"].settings
+    storage = for_settings(settings)
+    store = client.application.extensions["refresher"].store
+    before = storage.used_bytes()
+    location = begin(client, headers, 300_000)
+    upload_id = location.rsplit("/", 1)[1]
+    assert patch(client, headers, location, 0, b"x" * 200_000).status_code == 204
+    assert storage.used_bytes() == before + 200_000
+    # not yet expired: kept
+    assert upload_id not in lifecycle.expire_uploads(store, settings, storage=storage)
+    later = time.time() + settings.upload_ttl_seconds + 1
+    assert upload_id in lifecycle.expire_uploads(store, settings, now=later, storage=storage)
+    assert not (settings.data_dir / "uploads" / upload_id).exists()
+    assert sql(store, "SELECT COUNT(*) FROM uploads WHERE id = ?", upload_id) == [(0,)]
+    assert storage.used_bytes() <= before  # (other tests' unfinished uploads expired too)
+
+
+def test_the_sweep_removes_bytes_no_row_owns(client, headers):
+    settings = client.application.extensions["refresher"].settings
+    store = client.application.extensions["refresher"].store
+    stray = settings.data_dir / "uploads" / "strayupload1"
+    stray.mkdir(parents=True)
+    (stray / "data").write_bytes(b"x" * 10)
+    kept = begin(client, headers, 100).rsplit("/", 1)[1]
+    removed = lifecycle.sweep_temporaries(store, settings, min_age=0)
+    assert "uploads/strayupload1/" in removed
+    assert not stray.exists() and (settings.data_dir / "uploads" / kept).is_dir()
+
+
+# --- over real HTTP ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One gunicorn (web workers and the supervisor) for the module's HTTP tests."""
+    started = GunicornServer(tmp_path_factory.mktemp("resumable-http") / "data", ENCODE_WORKERS=1, WEB_CONCURRENCY=1)
+    started.start()
+    started.session.headers.update(TUS)
+    yield started
+    started.stop()
+    started.kill_leftovers()
+
+
+def make_job(server, upload_ids: list[str], variations: int = 1) -> dict:
+    r = server.session.post(f"{server.url}/api/jobs", json={"uploads": upload_ids, "variations": variations})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+@pytest.mark.e2e
+def test_tuspy_uploads_in_chunks_and_the_job_completes(server, media):
+    from tusclient import client as tus
+
+    uploads = tus.TusClient(
+        f"{server.url}/api/uploads", headers={"Authorization": server.session.headers["Authorization"]}
+    )
+    uploader = uploads.uploader(str(media["clip"]), chunk_size=64 * 1024, metadata={"filename": "clip.mp4"})
+    uploader.upload()
+    assert uploader.offset == media["clip"].stat().st_size
+    job = make_job(server, [uploader.url.rsplit("/", 1)[1]])
+    assert job["files"][0]["name"] == "clip.mp4"
+    assert wait_done(server, job["jobId"])["status"] == "completed"
+
+
+def _cut_patch(server, location: str, data: bytes) -> None:
+    """A PATCH that promises all of `data` and stops after half of it."""
+    head = (
+        f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {server.session.headers['Authorization']}\r\nTus-Resumable: 1.0.0\r\n"
+        f"Content-Type: {OCTETS}\r\nUpload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(head + data[: len(data) // 2])
+        time.sleep(0.2)  # let it be read, then the connection drops
+
+
+def _web_worker(server) -> int:
+    """The pid of the one web worker (the master's other child is the supervisor)."""
+    found = []
+    for pid in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split():
+        if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            found.append(int(pid))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _restart_web_worker(server) -> None:
+    """The web process stops (as at a deploy) and gunicorn starts another."""
+    old = _web_worker(server)
+    os.kill(old, signal.SIGTERM)
+    wait_until(lambda: _web_worker(server) != old)
+    wait_until(lambda: requests.get(f"{server.url}/api/health", timeout=5).status_code == 200)
+
+
+@pytest.mark.e2e
+def test_a_cut_patch_resumes_after_a_restart_of_the_web_process(server, media):
+    data = media["clip"].read_bytes()
+    r = server.session.post(
+        f"{server.url}/api/uploads", headers={"Upload-Length": str(len(data)), "Upload-Metadata": metadata("cut.mp4")}
+    )
+    location = r.headers["Location"]
+    _cut_patch(server, location, data)
+    _restart_web_worker(server)
+    r = server.session.head(server.url + location)
+    offset = int(r.headers["Upload-Offset"])
+    assert offset == len(data) // 2, r.headers
+    patched = {"Content-Type": OCTETS}
+    r = server.session.patch(server.url + location, headers={**patched, "Upload-Offset": "0"}, data=data[:100])
+    assert r.status_code == 409
+    r = server.session.patch(
+        server.url + location, headers={**patched, "Upload-Offset": str(offset)}, data=data[offset:]
+    )
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    job = make_job(server, [location.rsplit("/", 1)[1]])
+    finished = wait_done(server, job["jobId"])
+    assert finished["status"] == "completed", finished
+    assert json.loads(requests.get(f"{server.url}/api/health", timeout=5).text)["status"] == "ok"
