@@ -6,21 +6,24 @@ upload making a job that completes."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from werkzeug.exceptions import ClientDisconnected
 
 from refresher import lifecycle
 from refresher.storage import for_settings
 from refresher.webapp import create_app
 
-from .conftest import GunicornServer, make_settings, sql, wait_until
+from .conftest import FFMPEG, GunicornServer, make_settings, sql, wait_until
 from .support.api import login
 from .support.servers import wait_done
 
@@ -318,3 +321,111 @@ def test_a_cut_patch_resumes_after_a_restart_of_the_web_process(server, media):
     finished = wait_done(server, job["jobId"])
     assert finished["status"] == "completed", finished
     assert json.loads(requests.get(f"{server.url}/api/health", timeout=5).text)["status"] == "ok"
+
+
+# --- in object storage (STORAGE_URL), against moto's S3 server -----------------------------------
+
+PREFIX = "team/videos"
+
+
+@pytest.fixture(scope="module")
+def grainy(tmp_path_factory) -> Path:
+    """A 2 s clip of 8 MB (noise, losslessly coded): more than one 5 MB part."""
+    path = tmp_path_factory.mktemp("grainy") / "grainy.mp4"
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:duration=2",
+         "-vf", "noise=alls=100:allf=t", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(path)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return path
+
+
+class _BreaksOff(io.RawIOBase):
+    """A request body whose client goes away after `after` bytes."""
+
+    def __init__(self, data: bytes, after: int):
+        self.data, self.after, self.at = data, after, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # (the test client measures the body's length)
+        self.at = offset + (len(self.data) if whence == 2 else self.at if whence == 1 else 0)
+        return self.at
+
+    def readinto(self, buffer) -> int:
+        if self.at >= self.after:
+            raise ClientDisconnected()
+        piece = self.data[self.at : min(self.after, self.at + len(buffer))]
+        buffer[: len(piece)] = piece
+        self.at += len(piece)
+        return len(piece)
+
+
+def bucket_uploads(s3, bucket) -> tuple[list[str], list[str]]:
+    """The keys under the service's uploads/, and the multipart uploads not finished."""
+    unfinished = s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return s3.keys(bucket, f"{PREFIX}/uploads/"), [u["Key"] for u in unfinished]
+
+
+@pytest.mark.e2e
+def test_two_web_processes_take_alternate_patches_into_the_bucket(make_service, s3, bucket, grainy, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = make_service(storage_url=f"s3://{bucket}/{PREFIX}", database_url=url, encode_workers=1)
+    second = create_app(make_settings(tmp_path / "second", storage_url=f"s3://{bucket}/{PREFIX}", database_url=url))
+    web = [first.client, second.test_client()]
+    headers = {**first.headers, **TUS}
+    data = grainy.read_bytes()
+    location = begin(web[0], headers, len(data), "grainy.mp4")
+    # a PATCH that breaks off after 1 MB of the 4 MB it promised: the MB is kept (as the tail)
+    r = web[1].patch(
+        location,
+        headers={**headers, "Upload-Offset": "0", "Content-Type": OCTETS},
+        input_stream=_BreaksOff(data[: 4 * 1024 * 1024], after=1024 * 1024),
+    )
+    assert r.status_code == 400
+    assert web[0].head(location, headers=headers).headers["Upload-Offset"] == str(1024 * 1024)
+    assert patch(web[0], headers, location, 1024 * 1024, data[1024 * 1024 : 2 * 1024 * 1024]).status_code == 204
+    step = 3 * 1024 * 1024  # not a whole part: each PATCH leaves a tail for the other process
+    for turn, offset in enumerate(range(2 * 1024 * 1024, len(data), step)):
+        r = patch(web[turn % 2], headers, location, offset, data[offset : offset + step])
+        assert r.status_code == 204, r.get_json()
+        assert web[(turn + 1) % 2].head(location, headers=headers).headers["Upload-Offset"] == str(
+            min(len(data), offset + step)
+        )
+    upload_id = location.rsplit("/", 1)[1]
+    r = web[1].post("/api/jobs", headers=headers, json={"uploads": [upload_id], "variations": 1})
+    assert r.status_code == 202, r.get_json()
+    job = first.wait(r.get_json()["jobId"])
+    assert job["status"] == "completed", job
+    source = [k for k in s3.keys(bucket, f"{PREFIX}/jobs/{job['jobId']}/") if "/source_" in k]
+    body = s3.client().get_object(Bucket=bucket, Key=source[0])["Body"].read()
+    assert body == data
+    assert bucket_uploads(s3, bucket) == ([], [])  # the upload's parts and tail are the job's source now
+
+
+@pytest.mark.e2e
+def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, tmp_path):
+    settings = make_settings(tmp_path / "data", storage_url=f"s3://{bucket}/{PREFIX}")
+    app = create_app(settings)
+    client, headers = app.test_client(), {**login(app.test_client()), **TUS}
+    storage = for_settings(settings)
+    store = app.extensions["refresher"].store
+    data = grainy.read_bytes()
+    location = begin(client, headers, len(data))
+    sent = 6 * 1024 * 1024  # one part and a tail
+    assert patch(client, headers, location, 0, data[:sent]).status_code == 204
+    keys, unfinished = bucket_uploads(s3, bucket)
+    assert len(keys) == 1 and keys[0].endswith("/tail") and len(unfinished) == 1
+    assert storage.used_bytes() == sent
+    upload_id = location.rsplit("/", 1)[1]
+    later = time.time() + settings.upload_ttl_seconds + 1
+    assert lifecycle.expire_uploads(store, settings, now=later, storage=storage) == [upload_id]
+    assert bucket_uploads(s3, bucket) == ([], [])
+    assert storage.used_bytes() == 0
