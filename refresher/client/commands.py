@@ -169,18 +169,37 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     if len(paths) > contract.MAX_FILES:
         raise ClientError(USAGE, f"at most {contract.MAX_FILES} files per job (got {len(paths)})")
     server.check_token()  # fail fast, before a long upload
+    uploader = server.uploader()
     try:
-        label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
-        created = server.create_job(
-            paths, args.variations, args.seed, lambda total: reporter.transfer(label, total), name=args.name
-        )
+        if uploader.speaks_tus():
+            created = _upload_resumably(args, paths, server, uploader, reporter)
+        else:  # a server from before resumable uploads: one multipart request
+            label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
+            created = server.create_job(
+                paths, args.variations, args.seed, lambda total: reporter.transfer(label, total), name=args.name
+            )
     except KeyboardInterrupt:
-        raise ClientError(INTERRUPTED, "interrupted during the upload") from None
+        raise ClientError(
+            INTERRUPTED, "interrupted during the upload; run the same command again to go on where it stopped"
+        ) from None
     reporter.note(
         f"job {created['jobId']} queued: {created['variationsPerVideo']} variations of "
         f"{len(created['files'])} file(s), {created['totalVariations']} in all"
     )
     return _queued(created, args, server, reporter, out)
+
+
+def _upload_resumably(args, paths: list[Path], server: Server, uploader, reporter: Reporter) -> dict:
+    """Each file as a resumable upload, with a progress bar of its own; then the job."""
+    sent = []
+    for path in paths:
+        with reporter.transfer(path.name, path.stat().st_size) as progress:
+            sent.append(uploader.send(path, progress))
+    created = server.create_job_from_uploads(
+        [upload_id for upload_id, _ in sent], args.variations, args.seed, args.name
+    )
+    uploader.ledger.forget([key for _, key in sent])
+    return created
 
 
 def _queued(created: dict, args, server: Server, reporter: Reporter, out: Output) -> int:
