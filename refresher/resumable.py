@@ -29,6 +29,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
 
@@ -297,15 +298,27 @@ def _check(store: Store, settings: Settings, storage: Storage, binary: str, row:
     try:
         video = intake.Staged(name=row["name"], path=path, size=row["length"])
         slots = ProbeSlots(settings.data_dir / "run")
-        try:
-            info = intake.check_video(settings, binary, slots, video)
-        except Rejected as refused:
-            store.record_upload(row["id"], refusal=json.dumps({"code": refused.code, "error": refused.message}))
-            bytes_at.done_reading(row, path)
-            bytes_at.discard(row["id"], row)
-            log.info("upload %s is complete and refused: %s", row["id"], refused.message)
-            return
-        thumbnail = _thumbnail(settings, storage, binary, slots, row, path, info)
+        made: list[Future] = []
+        # The thumbnail is made beside the read through the data, as soon as the probe has passed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-thumbnail") as pool:
+            try:
+                info = intake.check_video(
+                    settings,
+                    binary,
+                    slots,
+                    video,
+                    lambda probed: made.append(
+                        pool.submit(_thumbnail, settings, storage, binary, slots, row, path, probed)
+                    ),
+                )
+            except Rejected as refused:
+                pool.shutdown(wait=True)
+                store.record_upload(row["id"], refusal=json.dumps({"code": refused.code, "error": refused.message}))
+                bytes_at.done_reading(row, path)
+                bytes_at.discard(row["id"], row)
+                log.info("upload %s is complete and refused: %s", row["id"], refused.message)
+                return
+            thumbnail = made[0].result() if made else None
         store.record_upload(
             row["id"], probe=json.dumps({"media": info.as_dict(), "duration": info.duration}), thumbnail=thumbnail
         )

@@ -63,7 +63,7 @@ export function sendFile(endpoint, file, onProgress) {
   const abort = () => {
     stopped = true;
     upload?.abort();  // the upload stays on the server: sending the file again goes on from there
-    rejectStopped?.(new UploadStopped('The upload was stopped; send the same videos again to go on.', 0, null));
+    rejectStopped?.(new UploadStopped('The upload was stopped.', 0, null));
   };
   return { promise, abort };
 }
