@@ -7,8 +7,9 @@ the server's processes added while it ran, and the time from the last byte
 handed to the connection to the 202 (for tus: the last PATCH, whose answer
 waits for the check of the video, then the JSON request that makes the job).
 The tus upload is sent by the service's own client (`refresher submit`'s
-uploader: PATCHes of 10 MB); the multipart one is streamed by
-requests-toolbelt, as `bench/upload_memory.py` does.
+uploader: PATCHes of 10 MB), and once more as one PATCH of the whole file
+(what tus-js-client sends unless told a chunk size); the multipart one is
+streamed by requests-toolbelt, as `bench/upload_memory.py` does.
 
     python -m bench.tus_upload [--mb 500] [--rounds 1] [--storage disk,s3]
 
@@ -19,6 +20,7 @@ flat (+20 MB at most); from the last byte to the 202 no slower than multipart.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -57,8 +59,43 @@ def upload_tus(server: Server, path: Path) -> tuple[float, dict, float]:
     return ended - started, created, ended - progress.at
 
 
+def upload_tus_whole(server: Server, path: Path) -> tuple[float, dict, float]:
+    """The same in one PATCH of the whole file (as tus-js-client sends by default), streamed from disk."""
+    size = path.stat().st_size
+    tus = {"Tus-Resumable": "1.0.0"}
+    started = time.monotonic()
+    r = server.session.post(f"{server.url}/api/uploads", headers={**tus, "Upload-Length": str(size)})
+    location = r.headers["Location"]
+    with open(path, "rb") as f:
+        reader = TimedFile(f)
+        r = server.session.patch(
+            server.url + location,
+            data=reader,
+            headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        )
+    assert r.status_code == 204, r.text
+    r = server.session.post(f"{server.url}/api/jobs", json={"uploads": [location.rsplit("/", 1)[1]], "variations": 1})
+    ended = time.monotonic()
+    assert r.status_code == 202, r.text
+    return ended - started, r.json(), ended - reader.last_read
+
+
+class TimedFile:
+    """A file read as it is sent; notes when its last bytes were read."""
+
+    def __init__(self, f):
+        self.f = f
+        self.last_read = 0.0
+        self.len = os.fstat(f.fileno()).st_size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.last_read = time.monotonic()
+        return data
+
+
 def measure(storage: str, big: Path, rounds: int) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {"multipart": [], "tus": []}
+    results: dict[str, list[dict]] = {way: [] for way in WAYS}
     env = {"MAX_UPLOAD_MB": max(600, int(big.stat().st_size / 1e6) + 50), "ENCODE_WORKERS": 1}
     moto = MotoS3() if storage == "s3" else None
     if moto is not None:
@@ -67,7 +104,7 @@ def measure(storage: str, big: Path, rounds: int) -> dict[str, list[dict]]:
     try:
         with Server(**env) as server:
             for _ in range(rounds):
-                for way, send in (("multipart", upload), ("tus", upload_tus)):
+                for way, send in WAYS.items():
                     meter = PeakRSS(worker_pids(server.proc.pid))
                     seconds, job, after = send(server, big)
                     added = meter.stop()
@@ -98,9 +135,9 @@ def main() -> None:
         def median(way: str, name: str, results: dict = results) -> float:
             return statistics.median(r[name] for r in results[way])
 
-        for way in ("multipart", "tus"):
+        for way in WAYS:
             print(
-                f"  {storage:<4} {way:<9}: {median(way, 'seconds'):6.2f} s ({size / median(way, 'seconds'):4.0f} MB/s)"
+                f"  {storage:<4} {way:<11}: {median(way, 'seconds'):6.2f} s ({size / median(way, 'seconds'):4.0f} MB/s)"
                 f"   server memory +{median(way, 'mb'):5.1f} MB   202 {median(way, 'after'):5.2f} s after the last byte"
             )
         print(
@@ -108,6 +145,8 @@ def main() -> None:
             f"{median('tus', 'seconds') / median('multipart', 'seconds'):.2f}x"
         )
 
+
+WAYS = {"multipart": upload, "tus": upload_tus, "tus 1 PATCH": upload_tus_whole}
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from refresher import lifecycle
 from refresher.storage import for_settings
+from refresher.store import Store, UploadClaimed
 from refresher.webapp import create_app
 
 from .conftest import FFMPEG, GunicornServer, make_settings, sql, wait_until
@@ -429,3 +430,31 @@ def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, t
     assert lifecycle.expire_uploads(store, settings, now=later, storage=storage) == [upload_id]
     assert bucket_uploads(s3, bucket) == ([], [])
     assert storage.used_bytes() == 0
+
+
+def test_one_request_at_a_time_holds_an_upload_and_it_makes_one_job(database):
+    """The row's hold and the claim by a job, on SQLite and PostgreSQL alike."""
+    store = Store(database)
+    store.migrate()
+    now = time.time()
+    for upload_id in ("first", "second"):
+        store.create_upload(
+            {"id": upload_id, "name": "ad.mp4", "length": 10, "created_at": now, "expires_at": now + 60}
+        )
+    assert store.take_upload("first", "a", now + 60, now, lambda holder: False)["holder"] == "a"
+    assert store.take_upload("first", "b", now + 60, now, lambda holder: False)["holder"] == "a", "a holds it"
+    assert store.take_upload("first", "b", now + 60, now, lambda holder: holder == "a")["holder"] == "b", "a is gone"
+    assert not store.advance_upload("first", "a", received=5), "a no longer holds it"
+    assert store.advance_upload("first", "b", release=True, received=5)
+    assert store.get_upload("first")["received"] == 5 and store.get_upload("first")["holder"] is None
+    assert store.take_upload("nothing", "a", now + 60, now, lambda holder: False) is None
+    store.claim_uploads(["first", "second"], "job1")
+    with pytest.raises(UploadClaimed, match="made job job1"):
+        store.claim_uploads(["second"], "job2")
+    store.unclaim_uploads(["first", "second"], "job1")
+    store.claim_uploads(["second"], "job2")
+    with pytest.raises(UploadClaimed, match="no upload missing"):
+        store.claim_uploads(["first", "missing"], "job3")
+    assert store.get_upload("first")["job_id"] is None, "all or none"
+    assert sorted(r["id"] for r in store.expired_uploads(now + 61)) == ["first", "second"]
+    assert store.expired_uploads(now) == []
