@@ -412,7 +412,7 @@ def test_two_web_processes_take_alternate_patches_into_the_bucket(make_service, 
 
 
 @pytest.mark.e2e
-def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, tmp_path):
+def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, tmp_path, monkeypatch):
     settings = make_settings(tmp_path / "data", storage_url=f"s3://{bucket}/{PREFIX}")
     app = create_app(settings)
     client, headers = app.test_client(), {**login(app.test_client()), **TUS}
@@ -430,6 +430,20 @@ def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, t
     assert lifecycle.expire_uploads(store, settings, now=later, storage=storage) == [upload_id]
     assert bucket_uploads(s3, bucket) == ([], [])
     assert storage.used_bytes() == 0
+
+    # every PATCH through this one process: the finished file is checked from its copy here, not fetched back
+    location = begin(client, headers, len(data), "grainy.mp4")
+    for offset in range(0, len(data), 3 * 1024 * 1024):
+        assert patch(client, headers, location, offset, data[offset : offset + 3 * 1024 * 1024]).status_code == 204
+    fetched = []
+    monkeypatch.setattr(type(storage), "local_copy", lambda self, key: fetched.append(key))
+    r = client.post("/api/jobs", headers=headers, json={"uploads": [location.rsplit("/", 1)[1]], "variations": 1})
+    assert r.status_code == 202, r.get_json()
+    assert fetched == []
+    source = [k for k in s3.keys(bucket, f"{PREFIX}/jobs/") if "/source_" in k]
+    assert s3.client().get_object(Bucket=bucket, Key=source[0])["Body"].read() == data
+    assert bucket_uploads(s3, bucket) == ([], [])
+    assert [p for p in (settings.data_dir / "scratch").rglob("*") if p.is_file()] == [], "nothing left in scratch"
 
 
 def test_one_request_at_a_time_holds_an_upload_and_it_makes_one_job(database):

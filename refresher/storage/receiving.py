@@ -8,7 +8,9 @@ key `uploads/<upload id>/data` of the storage in use.
   is left over at the end of a PATCH waits in the bucket (`uploads/<id>/tail`)
   for the next one. So any web process can take the next PATCH, and a web
   process that restarts loses at most the bytes of the PATCH in flight that
-  had not yet filled a part.
+  had not yet filled a part. While every PATCH of an upload reaches one host,
+  that host keeps a copy in its scratch folder too, to check the finished
+  file without fetching it back.
 
 The upload's row records how far it got (`received`, and in the bucket the
 parts and the tail's size): `append` reports each step through `record`
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +37,7 @@ from .objects import ObjectStorage
 RECORD_EVERY_BYTES = 8 * 1024 * 1024  # a long PATCH records its progress this often (on disk)
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (but the last)
 PREFIX = "uploads/"
+MIRRORS = "receiving"  # under a host's scratch folder (object storage)
 
 
 def data_key(upload_id: str) -> str:
@@ -125,6 +129,66 @@ class DiskReceiver:
                 continue
 
 
+class _Mirror:
+    """This host's copy of the bytes of an upload in the bucket, kept while
+    every PATCH of it comes here, so that the finished file need not be
+    fetched back for its check. Only a help: a mirror that fell behind (a
+    PATCH went to another host) is dropped, and any error drops it too."""
+
+    STALE_SECONDS = 3600  # mirrors untouched this long are removed (their upload went elsewhere, or stopped)
+
+    def __init__(self, path: Path, file=None):
+        self.path = path
+        self.file = file
+
+    @classmethod
+    def open(cls, path: Path, offset: int) -> _Mirror:
+        try:
+            if offset == 0 or (path.is_file() and path.stat().st_size == offset):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                file = open(path, "r+b" if offset else "wb")
+                file.seek(offset)
+                return cls(path, file)
+        except OSError:
+            pass
+        path.unlink(missing_ok=True)
+        return cls(path)
+
+    def write(self, chunk: bytes) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.write(chunk)
+        except OSError:
+            self.file.close()
+            self.file = None
+            self.path.unlink(missing_ok=True)
+
+    def close(self, stored: int) -> None:
+        """Keep as much as the bucket holds."""
+        if self.file is None:
+            return
+        try:
+            self.file.truncate(stored)
+            self.file.close()
+        except OSError:
+            self.path.unlink(missing_ok=True)
+        self.file = None
+
+    @classmethod
+    def prune(cls, folder: Path) -> None:
+        try:
+            entries = list(folder.iterdir())
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                if time.time() - entry.stat().st_mtime > cls.STALE_SECONDS:
+                    entry.unlink()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+
+
 class BucketReceiver:
     """The parts of an S3 multipart upload. Each is PART_BYTES (the last may
     be smaller); a PATCH holds at most one part's bytes in memory."""
@@ -143,10 +207,18 @@ class BucketReceiver:
         return f"{PREFIX}{upload_id}/tail"
 
     def begin(self, upload_id: str, length: int) -> dict:
+        _Mirror.prune(self.storage.scratch / MIRRORS)
         created = self.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self._name(data_key(upload_id)))
         return {"multipart": created["UploadId"]}
 
     def append(self, row: dict, chunks: Iterable[bytes], record: Callable[[dict], None]) -> None:
+        mirror = _Mirror.open(self._mirror(row["id"]), row["received"])
+        try:
+            self._append(row, chunks, record, mirror)
+        finally:
+            mirror.close(row["received"])  # (`record` updates the row)
+
+    def _append(self, row: dict, chunks: Iterable[bytes], record: Callable[[dict], None], mirror: _Mirror) -> None:
         upload_id = row["id"]
         parts = json.loads(row["parts"])
         stored = sum(part["size"] for part in parts)
@@ -157,6 +229,7 @@ class BucketReceiver:
         try:
             for chunk in chunks:
                 buffer += chunk
+                mirror.write(chunk)
                 while len(buffer) >= PART_BYTES:
                     self._put_part(row, parts, bytes(buffer[:PART_BYTES]))
                     del buffer[:PART_BYTES]
@@ -176,6 +249,10 @@ class BucketReceiver:
             else:
                 record({"received": stored + len(buffer)})
 
+    def _mirror(self, upload_id: str) -> Path:
+        # not where `local_copy` fetches to, which takes any file there for a whole one
+        return self.storage.scratch / MIRRORS / upload_id
+
     def _put_part(self, row: dict, parts: list[dict], body: bytes) -> None:
         number = len(parts) + 1
         answer = self.client.upload_part(
@@ -191,6 +268,8 @@ class BucketReceiver:
         return self.client.get_object(Bucket=self.storage.bucket, Key=self._name(key))["Body"].read()
 
     def finished(self, row: dict) -> Path:
+        """The file, from this host's mirror when every byte of it came
+        through this host; else fetched from the bucket once."""
         parts = json.loads(row["parts"])
         key = data_key(row["id"])
         if self.storage.size(key) is None:
@@ -205,10 +284,17 @@ class BucketReceiver:
                 self._abort(row)
                 self.client.put_object(Bucket=self.storage.bucket, Key=self._name(key), Body=b"")
             self.storage.delete([self._tail(row["id"])])
+        mirror = self._mirror(row["id"])
+        try:
+            if mirror.stat().st_size == row["length"]:
+                return mirror
+        except FileNotFoundError:
+            pass
         return self.storage.local_copy(key)
 
     def done_reading(self, row: dict, path: Path) -> None:
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(self.storage.scratch / PREFIX / row["id"], ignore_errors=True)
+        self._mirror(row["id"]).unlink(missing_ok=True)
 
     def _abort(self, row: dict) -> None:
         if not row.get("multipart"):
@@ -230,6 +316,7 @@ class BucketReceiver:
                     self._abort({"id": upload_id, "multipart": multipart})
         self.storage.delete([f.key for f in self.storage.files(f"{PREFIX}{upload_id}/")])
         shutil.rmtree(self.storage.scratch / PREFIX / upload_id, ignore_errors=True)
+        self._mirror(upload_id).unlink(missing_ok=True)
 
     def stored(self) -> Iterator[tuple[str, float]]:
         latest: dict[str, float] = {}
