@@ -136,10 +136,10 @@ def main() -> None:
             return statistics.median(r[name] for r in results[way])
 
         for way in WAYS:
-            label = way + (" (baseline)" if way == "multipart" else "")
+            label = way + (" (baseline)" if way == "multipart" else " (service)")
             seconds = median(way, "seconds")
             print(
-                f"  {storage:<4} {label:<20}: {seconds:6.2f} s ({size / seconds:4.0f} MB/s)"
+                f"  {storage:<4} {label:<22}: {seconds:6.2f} s ({size / seconds:4.0f} MB/s)"
                 f"   server memory +{median(way, 'mb'):5.1f} MB   202 {median(way, 'after'):5.2f} s after the last byte"
             )
         print(

@@ -281,21 +281,23 @@ def _cut_patch(server, location: str, data: bytes) -> None:
         time.sleep(0.2)  # let it be read, then the connection drops
 
 
-def _web_worker(server) -> int:
-    """The pid of the one web worker (the master's other child is the supervisor)."""
+def _web_workers(server) -> list[int]:
+    """The pids of the web workers (the master's other child is the supervisor)."""
     found = []
     for pid in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split():
-        if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            found.append(int(pid))
-    assert len(found) == 1, found
-    return found[0]
+        try:
+            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _restart_web_worker(server) -> None:
     """The web process stops (as at a deploy) and gunicorn starts another."""
-    old = _web_worker(server)
+    (old,) = _web_workers(server)
     os.kill(old, signal.SIGTERM)
-    wait_until(lambda: _web_worker(server) != old)
+    wait_until(lambda: _web_workers(server) not in ([], [old]))
     wait_until(lambda: requests.get(f"{server.url}/api/health", timeout=5).status_code == 200)
 
 

@@ -213,10 +213,10 @@ class ObjectStorage:
                 for item in page.get("Uploads", []):
                     yield item["Key"][len(self.prefix) :], item["UploadId"], item["Initiated"].timestamp()
 
-    def _uploads_bytes(self) -> int:
-        """What resumable uploads take: their objects, and the parts of
-        their unfinished multipart uploads (which no listing of objects shows)."""
-        total = sum(f.size for f in self.files("uploads/"))
+    def _parts_bytes(self) -> int:
+        """What the parts of resumable uploads' unfinished multipart uploads
+        take (no listing of objects shows them)."""
+        total = 0
         for key, multipart, _ in self.multipart_uploads("uploads/"):
             with _reported(f"listing the parts of {key}"):
                 pages = self.client.get_paginator("list_parts").paginate(
@@ -226,14 +226,17 @@ class ObjectStorage:
         return total
 
     def used_bytes(self) -> int:
-        return sum(f.size for f in self.files()) + self._uploads_bytes()
+        return self.usage([])[0]
 
     def freed_by_deleting(self, job_id: str) -> int:
         return sum(f.size for f in self.files(job_prefix(job_id)))
 
     def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
-        used, sizes = self._uploads_bytes(), dict.fromkeys(job_ids, 0)
-        for item in self.files():
+        # one listing of the jobs' files and the resumable uploads' objects
+        used, sizes = self._parts_bytes(), dict.fromkeys(job_ids, 0)
+        for item in self.files(""):
+            if not item.key.startswith(("jobs/", "uploads/")):
+                continue
             used += item.size
             job_id = job_of(item.key)
             if job_id in sizes:
