@@ -7,8 +7,9 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or any other source boto3 reads).
 * Uploads and fetches go through boto3's transfer manager: multipart above
   16 MB, in 8 MB parts, at most 4 at a time, so a transfer holds about 32 MB
   whatever the file's size.
-* A rerun's sources are copied inside the bucket (no byte passes through
-  the service).
+* A rerun's sources, and a resumable upload made into a job, are copied
+  inside the bucket (no byte passes through the service), in one request up
+  to 5 GB.
 * A single output or a thumbnail is a redirect to a presigned URL valid for
   PRESIGNED_SECONDS, carrying the file's type and name, so the bytes (and
   Range requests) go between the client and the bucket directly; a ZIP
@@ -40,6 +41,9 @@ from ..names import content_disposition
 from . import CHUNK_BYTES, FileAtURL, StorageError, StoredFile, job_of, job_prefix
 
 PRESIGNED_SECONDS = 300
+# CopyObject takes objects up to 5 GB in one request; against moto's server a
+# 200 MB copy took 4.4 s so, and 19.5 s as parts of 8 MB (UploadPartCopy)
+SINGLE_COPY_BYTES = 5 * 1024**3
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 TRANSFER = TransferConfig(
     multipart_threshold=16 * 1024 * 1024,
@@ -101,10 +105,15 @@ class ObjectStorage:
         return size
 
     def copy(self, source: str, target: str) -> None:
+        """One CopyObject up to its 5 GB limit (the bucket copies it in one
+        go); in parts above it."""
+        copied = {"Bucket": self.bucket, "Key": self.name(source)}
+        size = self.size(source)
         with _reported(f"copying {source}"):
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": self.name(source)}, self.bucket, self.name(target), Config=TRANSFER
-            )
+            if size is not None and size <= SINGLE_COPY_BYTES:
+                self.client.copy_object(Bucket=self.bucket, Key=self.name(target), CopySource=copied)
+            else:
+                self.client.copy(copied, self.bucket, self.name(target), Config=TRANSFER)
 
     # --- reading -------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
