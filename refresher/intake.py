@@ -23,7 +23,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .settings import Settings
 
@@ -148,31 +148,11 @@ class EarlyIntake:
         return self._thumbnail.result() if self._thumbnail is not None else None
 
     def _take(self, video: Staged) -> dict:
-        if video.size == 0:
-            raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
-        try:
-            with self.slots.hold(self.client):
-                info = ffmpeg.probe(self.binary, video.path, timeout=PROBE_SECONDS)
-        except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream, ffmpeg.ProbeTimedOut) as exc:
-            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
-        except ffmpeg.ProbeError as exc:
-            raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
-        _check_duration(video.name, info.duration, self.settings.max_duration_seconds)
-        _check_picture(video.name, info.width, info.height, self.settings.max_resolution)
-        if video.path == self._first:
-            self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
-        try:
-            with self.slots.hold(self.client):
-                # Its video's frame count, kept for every variation with a speed
-                # change, and where its data ends (packets copied, nothing decoded;
-                # its length is capped now).
-                demuxed = ffmpeg.demux(self.binary, video.path, timeout=PROBE_SECONDS)
-        except ffmpeg.ProbeTimedOut as exc:
-            raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
-        if demuxed is not None:
-            _check_frame_rate(video.name, demuxed.frame_rate, self.settings.max_frame_rate)
-            _check_complete(video.name, demuxed.data_end, info.duration)
-        info = info.with_frames((demuxed.frames, demuxed.frame_rate) if demuxed else None)
+        def probed(info: ffmpeg.MediaInfo) -> None:
+            if video.path == self._first:
+                self._thumbnail = self._thumbnails.submit(self._make_thumbnail, video, info)
+
+        info = check_video(self.settings, self.binary, self.slots, video, probed, client=self.client)
         if video.path == self._first and self._thumbnail is not None:
             self._thumbnail.result()  # made from the staged file, which storing moves away
         file_id = new_id()
@@ -203,6 +183,45 @@ class EarlyIntake:
                 self.storage.delete_job(self.job_id)
             except StorageError as exc:
                 log.error("an upload was refused, and what it stored could not be deleted (the sweep will): %s", exc)
+
+
+def check_video(
+    settings: Settings,
+    binary: str,
+    slots: ProbeSlots,
+    video: Staged,
+    probed: Callable[[ffmpeg.MediaInfo], None] | None = None,
+    client: str | None = None,
+) -> ffmpeg.MediaInfo:
+    """Whether the file on disk is a video the service takes (a Rejected
+    naming it if not), and what it is. `probed` is told as soon as its probe
+    has passed, before its data is read through. `client` (who sent it) holds
+    one probe slot at most; each read is bounded by PROBE_SECONDS."""
+    if video.size == 0:
+        raise Rejected(415, f"{video.name} is empty, not a readable MP4/MOV video", file=video.name)
+    try:
+        with slots.hold(client):
+            info = ffmpeg.probe(binary, video.path, timeout=PROBE_SECONDS)
+    except (ffmpeg.PictureTooLarge, ffmpeg.TooManyStreams, ffmpeg.NoVideoStream, ffmpeg.ProbeTimedOut) as exc:
+        raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
+    except ffmpeg.ProbeError as exc:
+        raise Rejected(415, f"{video.name} {exc}; send MP4 or MOV videos", file=video.name) from None
+    _check_duration(video.name, info.duration, settings.max_duration_seconds)
+    _check_picture(video.name, info.width, info.height, settings.max_resolution)
+    if probed is not None:
+        probed(info)
+    try:
+        with slots.hold(client):
+            # Its video's frame count, kept for every variation with a speed
+            # change, and where its data ends (packets copied, nothing decoded;
+            # its length is capped now).
+            demuxed = ffmpeg.demux(binary, video.path, timeout=PROBE_SECONDS)
+    except ffmpeg.ProbeTimedOut as exc:
+        raise Rejected(415, f"{video.name} {exc}", file=video.name) from None
+    if demuxed is not None:
+        _check_frame_rate(video.name, demuxed.frame_rate, settings.max_frame_rate)
+        _check_complete(video.name, demuxed.data_end, info.duration)
+    return info.with_frames((demuxed.frames, demuxed.frame_rate) if demuxed else None)
 
 
 def accept_job(
@@ -246,6 +265,35 @@ def accept_job(
     finally:
         if own:
             early.close()
+
+
+def accept_stored(
+    store: Store,
+    settings: Settings,
+    storage: Storage,
+    accepted: list[dict],
+    variations: int,
+    seed: str,
+    name: str | None,
+    job_id: str,
+    thumbnail_from: str | None,
+    webhook_url: str | None = None,
+) -> dict:
+    """A job from videos checked already and stored under keys of their own
+    (resumable uploads): each `key` is copied under the job's prefix. The 202 body."""
+    _check_storage(settings, accepted, variations)
+    return _create_job(
+        store,
+        settings,
+        storage,
+        accepted,
+        variations,
+        seed,
+        name,
+        job_id=job_id,
+        thumbnail_from=thumbnail_from,
+        webhook_url=webhook_url,
+    )
 
 
 def _check_duration(name: str, duration: float | None, longest: float) -> None:

@@ -18,6 +18,7 @@ from .settings import Settings
 from . import spool
 from .media import effects as fx
 from .storage import Storage, StoredFile, for_settings, job_of
+from .storage.receiving import receiver_for
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,9 @@ def sweep_temporaries(
     storage: Storage | None = None,
 ) -> list[str]:
     """Remove stored files no row owns: partial outputs on a shared disk
-    (except those of `running` variation ids), files of deleted jobs, and
-    uploads no request holds any more. A file younger than `min_age` may
+    (except those of `running` variation ids), files of deleted jobs,
+    uploads no request holds any more, and resumable uploads' bytes without
+    their row. A file younger than `min_age` may
     belong to a job being created: it is left alone. Returns the keys (and
     upload folders) removed."""
     storage = storage or for_settings(settings)
@@ -150,8 +152,45 @@ def sweep_temporaries(
                 storage.delete([item.key for item in items])
             removed += [item.key for item in items]
     removed += [str(path) for path in spool.remove_abandoned(settings.data_dir)]
+    removed += [f"uploads/{upload_id}/" for upload_id in _sweep_uploads(store, settings, storage, min_age)]
     if removed:
         log.info("swept %d stray file(s)", len(removed))
+    return removed
+
+
+def expire_uploads(
+    store: Store, settings: Settings, now: float | None = None, storage: Storage | None = None
+) -> list[str]:
+    """Remove the resumable uploads past their expiry (UPLOAD_TTL_HOURS after
+    their last byte): rows and bytes, parts in the bucket included."""
+    storage = storage or for_settings(settings)
+    now = time.time() if now is None else now
+    receiver = receiver_for(storage, settings.data_dir)
+    removed = []
+    for row in store.expired_uploads(now):
+        if row["holder"] is not None and (row["held_until"] or 0) > now:
+            continue  # a PATCH is being received right now: it moves the expiry on
+        store.delete_upload(row["id"])
+        receiver.discard(row["id"], row)
+        removed.append(row["id"])
+    if removed:
+        log.info("expired %d upload(s)", len(removed))
+    return removed
+
+
+def _sweep_uploads(store: Store, settings: Settings, storage: Storage, min_age: float) -> list[str]:
+    """Remove the bytes of uploads that no row owns (a crash between the two), older than `min_age`."""
+    now = time.time()
+    receiver = receiver_for(storage, settings.data_dir)
+    stored = list(receiver.stored())
+    if not stored:
+        return []
+    known = store.upload_ids()
+    removed = []
+    for upload_id, changed in stored:
+        if upload_id not in known and now - changed > min_age:
+            receiver.discard(upload_id)
+            removed.append(upload_id)
     return removed
 
 
@@ -288,6 +327,7 @@ def run_cleanup(
     log.info("cleanup pass in process %d", os.getpid())
     store.reserve.keep()  # given back when the disk filled: made again once it has room
     expire_finished_jobs(store, settings, storage=storage)
+    expire_uploads(store, settings, storage=storage)
     fail_stale_queued_jobs(store, settings)
     evict_for_space(store, settings, storage=storage)
     sweep_temporaries(store, settings, running, storage=storage)

@@ -60,6 +60,7 @@ class Settings:
     downloads_per_client: int = 6
     min_download_kbps: float = 8  # a download that hands out less over SLOW_DOWNLOAD_SECONDS is cut off
     slow_download_seconds: float = 30
+    upload_ttl_hours: float = 24
 
     def __post_init__(self):
         # A relative DATA_DIR is taken from the directory the process starts in,
@@ -96,6 +97,10 @@ class Settings:
     @property
     def job_ttl_seconds(self) -> float:
         return self.job_ttl_hours * 3600
+
+    @property
+    def upload_ttl_seconds(self) -> float:
+        return self.upload_ttl_hours * 3600
 
     @property
     def database(self) -> str:
@@ -354,6 +359,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOWNLOADS_PER_CLIENT": ("downloads_per_client", lambda n, v: _int(n, v, 1, 64)),
     "MIN_DOWNLOAD_KBPS": ("min_download_kbps", _positive_float),
     "SLOW_DOWNLOAD_SECONDS": ("slow_download_seconds", _positive_float),
+    # how long an unfinished resumable upload is kept (fractions allowed)
+    "UPLOAD_TTL_HOURS": ("upload_ttl_hours", _positive_float),
 }
 
 

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .settings import Settings, load_settings
 
 from . import admin, contract, logs, startup, storage, transfers, web
-from .api import errors, health, jobs, sessions, tokens, uploads
+from .api import errors, health, jobs, resumable, sessions, tokens, uploads
 from .auth import load_secrets
 from .engine.control import ControlBlock
 from .errors import Rejected
@@ -30,6 +30,14 @@ from .transfers import ClientSlots, SlowReaders
 
 SMALL_BODY_LIMIT = 64 * 1024  # every route but the upload takes a small JSON or form body
 MAX_FORM_PARTS = 50  # parts of a form; an upload takes this many text fields besides its files
+TUS_REQUEST_HEADERS = ["Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata"]
+TUS_RESPONSE_HEADERS = [
+    *TUS_REQUEST_HEADERS,
+    "Upload-Expires",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+]
 
 
 class _JSONInFieldOrder(DefaultJSONProvider):
@@ -92,14 +100,19 @@ def configure(app: Flask, settings: Settings, control: ControlBlock | None) -> N
 
 
 def register_blueprints(app: Flask) -> None:
-    for module in (sessions, tokens, jobs, health):
+    for module in (sessions, tokens, jobs, resumable, health):
         app.register_blueprint(module.bp)
     app.register_blueprint(web.bp)
 
 
 def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
-    for blueprint in (jobs.bp, tokens.bp, health.bp):  # only sign-in is throttled; skip the check elsewhere
+    for blueprint in (
+        jobs.bp,
+        resumable.bp,
+        tokens.bp,
+        health.bp,
+    ):  # only sign-in is throttled; skip the check elsewhere
         limiter.exempt(blueprint)
     origins = app.extensions["refresher"].settings.cors_origins
     if origins:  # CORS stays off unless CORS_ORIGINS names who may call the API
@@ -107,19 +120,21 @@ def register_extensions(app: Flask) -> None:
             app,
             resources={r"/api/*": {"origins": list(origins)}},
             supports_credentials=False,
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", *TUS_REQUEST_HEADERS],
+            expose_headers=["Location", "Retry-After", *TUS_RESPONSE_HEADERS],
+            methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
             max_age=600,
         )
 
 
 def register_request_limits(app: Flask) -> None:
-    """Only the upload route may receive a large body; everything else is
-    capped small, so a huge JSON document cannot eat a worker's memory."""
+    """Only the upload routes may receive a large body (the multipart form,
+    and a resumable upload's bytes); everything else is capped small, so a
+    huge JSON document cannot eat a worker's memory."""
 
     @app.before_request
     def _cap_request_body():
-        if request.endpoint != "jobs.create_job":
+        if request.endpoint != "jobs.create_job" and request.endpoint not in resumable.RECEIVING_ENDPOINTS:
             request.max_content_length = SMALL_BODY_LIMIT
 
 

@@ -35,6 +35,7 @@ RUNS = {
     "zip_download.py": ["--mb-per-output", "2"],
     "status_latency.py": ["--streams", "2", "--requests", "20", "--pollers", "4", "--seconds", "30"],
     "upload_memory.py": ["--mb", "20"],
+    "tus_upload.py": ["--mb", "10"],
     "probe_memory.py": ["--size", "7700x4400", "--uploads", "2"],
     "resilience.py": ["--seconds", "20"],
     "slow_clients.py": ["--slow", "20", "--seconds", "2", "--pollers", "2"],

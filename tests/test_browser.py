@@ -11,13 +11,18 @@ import base64
 import io
 import re
 import shutil
+import subprocess
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from .conftest import FFMPEG, PASSWORD, ROOT, PageProblems
+from .support.proxy import Relay
+
+CHUNK_BYTES = 10 * 1024 * 1024  # what one PATCH of the page carries (static/js/resumable.js)
 
 XSS_NAME = "<img src=x onerror=alert(1)>.mp4"
 
@@ -520,3 +525,76 @@ def test_with_object_storage_the_page_shows_thumbnails_plays_and_downloads_from_
     names = zipfile.ZipFile(io.BytesIO(Path(everything.value.path()).read_bytes())).namelist()
     assert len([n for n in names if n.endswith(".mp4")]) == 1
     assert any(k.startswith(f"web/jobs/{job_id}/") for k in s3.keys(bucket)), "the files are in the bucket"
+
+
+def grainy_clip(path: Path) -> Path:
+    """A 3 s clip of 12 MB (noise, losslessly coded): an upload that takes more than one PATCH."""
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:duration=3",
+         "-vf", "noise=alls=100:allf=t", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(path)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return path
+
+
+def test_resumable_uploads_go_on_after_a_cut_connection_and_in_a_page_opened_again(
+    gunicorn_server, media, page, tmp_path
+):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    relay = Relay(server.port)  # the browser's network, which the test cuts
+    sign_in(page, SimpleNamespace(url=relay.url))
+    grainy = grainy_clip(tmp_path / "grainy.mp4")
+    total = media["clip"].stat().st_size + grainy.stat().st_size
+    created = []
+    page.on("request", lambda r: created.append(r.url) if r.method == "POST" and "/api/uploads" in r.url else None)
+
+    # two files; the connection is cut in the middle of the second, and the upload goes on from there
+    page.set_input_files("#videos", [str(media["clip"]), str(grainy)])
+    page.fill("#variations", "1")
+    page.evaluate("""() => {
+        window.sentTexts = [];
+        new MutationObserver(() => document.querySelectorAll('.chosen-sent')
+            .forEach((line) => window.sentTexts.push(line.textContent)))
+            .observe(document.getElementById('chosen-files'), { subtree: true, childList: true, characterData: true });
+    }""")
+    relay.rate, relay.sent = 8 * 1024 * 1024, 0  # (slow enough for a speed to show)
+    cut = []
+
+    def cut_once(route):
+        """The grainy file's second PATCH (10 MB into its 12) fails as on a dropped connection, once."""
+        if route.request.method == "PATCH" and route.request.headers.get("upload-offset", "0") != "0" and not cut:
+            cut.append(route.request.headers["upload-offset"])
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/uploads/*", cut_once)
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-message.alert-success", timeout=60_000)
+    page.unroute("**/api/uploads/*")
+    assert cut == [str(CHUNK_BYTES)], "the connection was cut in the middle of the second file"
+    said = page.evaluate("window.sentTexts")
+    assert any(re.fullmatch(r"[\d.]+ [KM]B of 12 MB · [\d.]+ [KM]B/s", text) for text in said), said[-20:]
+    assert len(created) == 2, "each file was created once and resumed, never begun again"
+    assert relay.sent <= total + CHUNK_BYTES + 256 * 1024, (relay.sent, total)  # (256 KB: heads, polls)
+    job_id = newest_job_id(page)
+    card(page, job_id).locator(".badge", has_text="Completed").wait_for(timeout=90_000)
+
+    # the tab closed in the middle and the page opened again: the same file picked again goes on where it stopped
+    relay.rate, relay.sent = 2 * 1024 * 1024, 0
+    page.set_input_files("#videos", [str(grainy)])
+    page.click("#upload-submit")
+    wait_for(lambda: relay.sent > 5 * 1024 * 1024, 30, "half of the upload")
+    page.close()  # (without asking "leave the page?")
+    relay.rate, relay.sent = None, 0
+    again = page.context.new_page()
+    again.goto(relay.url + "/")
+    again.set_input_files("#videos", [str(grainy)])
+    again.fill("#variations", "1")
+    again.on("request", lambda r: created.append(r.url) if r.method == "POST" and "/api/uploads" in r.url else None)
+    again.click("#upload-submit")
+    again.wait_for_selector("#upload-message.alert-success", timeout=60_000)
+    assert len(created) == 3, "the page opened again resumed the upload it had begun"
+    assert relay.sent < grainy.stat().st_size - 4 * 1024 * 1024, relay.sent
+    card(again, newest_job_id(again)).locator(".badge", has_text="Completed").wait_for(timeout=90_000)
+    relay.close()

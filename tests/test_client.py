@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from refresher.client.resumable import PATCH_BYTES
+
 from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
+from .support.proxy import Relay
 
 CONTROL_CHARACTERS = re.compile(r"[\r\x1b\x08]")  # what progress bars draw with
 
@@ -138,7 +141,8 @@ def test_submit_wait_download_and_the_other_commands(gunicorn_server, media, cli
     job_id = r.stdout.strip()
     assert re.fullmatch(r"[A-Za-z0-9_-]+", job_id)
     assert not CONTROL_CHARACTERS.search(r.stdout + r.stderr), "piped output has no progress bars"
-    assert "completed" in r.stderr and "uploading 2 files: done" in r.stderr
+    assert "completed" in r.stderr
+    assert "clip.mp4: done" in r.stderr and "second clip.mp4: done" in r.stderr, "a progress report per file"
 
     with zipfile.ZipFile(zip_path) as z:
         assert z.testzip() is None
@@ -355,3 +359,47 @@ def test_names_retry_resume_and_rerun(gunicorn_server, media, client_env, tmp_pa
     r = run(env, "resume", long_job, "--wait")
     assert r.returncode == 0, r.stderr
     assert f"job {long_job}: completed 100% (4 of 4 variations done)" in r.stdout
+
+
+@pytest.fixture
+def grainy(tmp_path) -> Path:
+    """A 3 s clip of 12 MB (noise, losslessly coded): more than one PATCH of the client."""
+    path = tmp_path / "grainy.mp4"
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:duration=3",
+         "-vf", "noise=alls=100:allf=t", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(path)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return path
+
+
+def test_submit_resumes_after_a_dropped_connection_and_after_ctrl_c(gunicorn_server, client_env, grainy):
+    server = gunicorn_server(ENCODE_WORKERS=1)
+    env = for_server(client_env, server)
+    size = grainy.stat().st_size
+    assert size > PATCH_BYTES
+
+    # the connection drops 3 MB into the first PATCH: the client asks where it got to and goes on
+    relay = Relay(server.port)
+    relay.cut_after(3 * 1024 * 1024)
+    r = run({**env, "REFRESHER_URL": relay.url}, "submit", grainy, "-n", 1, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert "grainy.mp4: done" in r.stderr
+    assert relay.sent <= size + PATCH_BYTES + 64 * 1024  # (64 KB: the requests' heads)
+    relay.close()
+
+    # Ctrl-C halfway: the same command again goes on where it stopped
+    slow = Relay(server.port, rate=2 * 1024 * 1024)
+    proc = start({**env, "REFRESHER_URL": slow.url}, "submit", grainy, "-n", 1)
+    wait_until(lambda: slow.sent > 4 * 1024 * 1024, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "run the same command again" in stderr
+    ledger = Path(env["XDG_CONFIG_HOME"]) / "video-refresher" / "uploads.json"
+    assert len(json.loads(ledger.read_text())) == 1
+    slow.rate, slow.sent = None, 0  # (the same server address: uploads are remembered per server)
+    r = run({**env, "REFRESHER_URL": slow.url}, "submit", grainy, "-n", 1, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert slow.sent < size - 3 * 1024 * 1024, "the second run sent only what the first had not"
+    assert json.loads(ledger.read_text()) == {}, "an upload made into a job is forgotten"
+    slow.close()

@@ -26,6 +26,13 @@ from schemathesis.specs.openapi.checks import (
 from refresher import auth
 from tests.conftest import PASSWORD
 
+
+@schemathesis.serializer("application/offset+octet-stream")
+def _offset_octets(ctx, value) -> bytes:
+    """The bytes of a resumable upload's PATCH, as generated."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -128,6 +128,8 @@ def test_every_documented_setting_is_read():
         ("WEBHOOK_RETRY_SECONDS", "inf"),
         ("WEBHOOK_RETRY_SECONDS", ",".join(["1"] * 21)),
         ("WEBHOOK_ALLOW_PRIVATE", "yes please"),
+        ("UPLOAD_TTL_HOURS", "0"),
+        ("UPLOAD_TTL_HOURS", "a day"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, current_app, redirect, request, send_file, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse  # flask's redirect() gives one
 
-from .. import archive, auth, intake, jobs, contract, rules, transfers
+from .. import archive, auth, intake, jobs, contract, resumable, rules, transfers
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -26,6 +26,7 @@ EVENTS_MAX_SECONDS = 600.0
 EVENTS_RECHECK_SECONDS = 2.0  # how often a stream checks that its token still works
 MAX_EVENT_STREAMS_PER_PROCESS = 24  # gunicorn runs 32 threads per worker
 _event_streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS_PER_PROCESS)
+JSON_BODY_LIMIT = 64 * 1024
 FILE_MAX_AGE = 3600  # seconds a browser may reuse an output or thumbnail without asking
 
 
@@ -41,6 +42,10 @@ def create_job():
     # Before a byte of the body is read: a full queue costs the client nothing.
     # (The cap is checked again, atomically, when the job is written.)
     intake.check_queue(service.store, service.settings)
+    if request.is_json:
+        body = resumable.make_job(service.store, service.settings, service.storage, service.ffmpeg, _json_body())
+        jobs.work_queued(service.control)
+        return _accepted(body)
     staged, form = uploads.staged_videos()
     body = intake.accept_job(
         service.store, service.settings, service.storage, service.ffmpeg, staged, form, early=uploads.early_intake()
@@ -138,6 +143,19 @@ def cancel_job(job_id: str):
     service = refresher()
     answer, settled = jobs.cancel_job(service.store, service.control, job_id, service.settings.job_ttl_seconds)
     return answer, 200 if settled else 202
+
+
+def _json_body():
+    """A small JSON body (a job from resumable uploads names them; the bytes came before)."""
+    if (request.content_length or 0) > JSON_BODY_LIMIT:
+        raise Rejected(413, f"the JSON body is too large: at most {JSON_BODY_LIMIT // 1024} KB")
+    raw = request.stream.read(JSON_BODY_LIMIT + 1)
+    if len(raw) > JSON_BODY_LIMIT:
+        raise Rejected(413, f"the JSON body is too large: at most {JSON_BODY_LIMIT // 1024} KB")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise Rejected(400, "the body is not valid JSON") from None
 
 
 def _accepted(body: dict):

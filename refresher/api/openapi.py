@@ -53,6 +53,17 @@ _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": _ID}
 _AUTH_ERRORS = {
     "401": _json(_ERROR, "missing, invalid, expired or revoked bearer token", {"WWW-Authenticate": _header("Bearer")})
 }
+_OCTETS = "application/offset+octet-stream"
+_BYTES = {"type": "integer", "minimum": 0}
+_UPLOAD_ID_PARAM = {"name": "uploadId", "in": "path", "required": True, "schema": _ID}
+_TUS_RESUMABLE = {"name": "Tus-Resumable", "in": "header", "required": True, "schema": {"enum": ["1.0.0"]}}
+_UPLOAD_ERRORS = {
+    "400": _err("a header is missing or malformed"),
+    "412": _err("Tus-Resumable is not 1.0.0"),
+    "413": _err("above Tus-Max-Size (MAX_UPLOAD_MB) or STORAGE_LIMIT_MB, or bytes beyond Upload-Length"),
+    "415": _err("the bytes are not sent as application/offset+octet-stream"),
+    **_AUTH_ERRORS,
+}
 # 409 answers name the job's status, so a client knows what to do next.
 _STATUS_CONFLICT = {
     "allOf": [_ERROR, {"type": "object", "required": ["status"], "properties": {"status": _JOB_STATUS}}]
@@ -464,6 +475,76 @@ def spec() -> dict:
                     },
                 }
             },
+            "/api/uploads": {
+                "post": {
+                    "operationId": "createUpload",
+                    "summary": "Begin a resumable upload (tus 1.0 creation, creation-with-upload)",
+                    "description": "OPTIONS (no token) says what the server speaks: Tus-Version, "
+                    "Tus-Extension, Tus-Max-Size (MAX_UPLOAD_MB).",
+                    "parameters": [
+                        _TUS_RESUMABLE,
+                        {"name": "Upload-Length", "in": "header", "required": True, "schema": _BYTES},
+                        {
+                            "name": "Upload-Metadata",
+                            "in": "header",
+                            "schema": {"type": "string"},
+                            "description": "comma-separated `key base64(value)` pairs: filename, filetype",
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "created (with the first bytes, when a body was sent)",
+                            "headers": {
+                                "Location": _header("/api/uploads/<uploadId>"),
+                                "Upload-Offset": _header("bytes received", _BYTES),
+                            },
+                        },
+                        **_UPLOAD_ERRORS,
+                    },
+                }
+            },
+            "/api/uploads/{uploadId}": {
+                "patch": {
+                    "operationId": "sendUploadBytes",
+                    "summary": "Send bytes of a resumable upload, from its offset on (tus 1.0 core)",
+                    "description": "HEAD (same path) answers Upload-Offset and Upload-Length.",
+                    "parameters": [
+                        _UPLOAD_ID_PARAM,
+                        _TUS_RESUMABLE,
+                        {"name": "Upload-Offset", "in": "header", "required": True, "schema": _BYTES},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "responses": {
+                        "204": {
+                            "description": "stored",
+                            "headers": {"Upload-Offset": _header("bytes received", _BYTES)},
+                        },
+                        "404": _err("unknown upload"),
+                        "409": _err("the offset is not the upload's"),
+                        "410": _err("the upload expired, or made a job"),
+                        "423": _err("another request is sending this upload's bytes"),
+                        **_UPLOAD_ERRORS,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteUpload",
+                    "summary": "End a resumable upload; its bytes are gone (tus 1.0 termination)",
+                    "parameters": [_UPLOAD_ID_PARAM, _TUS_RESUMABLE],
+                    "responses": {
+                        "204": {"description": "deleted"},
+                        "404": _err("unknown upload"),
+                        "410": _err("the upload expired, or made a job"),
+                        **_UPLOAD_ERRORS,
+                    },
+                },
+            },
             "/api/jobs": {
                 "post": {
                     "operationId": "createJob",
@@ -502,7 +583,30 @@ def spec() -> dict:
                                 "encoding": {
                                     "videos": {"contentType": "video/mp4, video/quicktime, application/octet-stream"}
                                 },
-                            }
+                            },
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["uploads"],
+                                    "description": "a job from resumable uploads (/api/uploads), each complete",
+                                    "properties": {
+                                        "uploads": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": contract.MAX_FILES,
+                                            "items": _ID,
+                                        },
+                                        "variations": {
+                                            "type": "integer",
+                                            "minimum": contract.MIN_VARIATIONS,
+                                            "maximum": contract.MAX_VARIATIONS,
+                                            "default": contract.DEFAULT_VARIATIONS,
+                                        },
+                                        "seed": {"type": "string", "maxLength": contract.MAX_SEED_LENGTH},
+                                        "name": _JOB_NAME,
+                                    },
+                                }
+                            },
                         },
                     },
                     "responses": {
@@ -526,6 +630,9 @@ def spec() -> dict:
                         "415": _err(
                             "a file is not a readable MP4/MOV video, or has a picture over 8K (the message names it)"
                         ),
+                        "404": _err("an upload given is unknown"),
+                        "409": _err("an upload given is not complete, or made a job already (the message names it)"),
+                        "410": _err("an upload given has expired"),
                         "503": _err("too many unfinished jobs (MAX_QUEUED_JOBS)"),
                         "507": _err("the server's disk is full"),
                         **_AUTH_ERRORS,

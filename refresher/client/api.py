@@ -22,6 +22,7 @@ from urllib.parse import quote
 import requests
 
 from .errors import AUTH, UNREACHABLE, USAGE, ClientError, code_for_http_status
+from .resumable import Ledger, Uploader
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -214,6 +215,23 @@ class Server:
                 read_timeout=UPLOAD_READ_TIMEOUT,
             )
         return self._json(response)
+
+    def uploader(self, ledger: Ledger | None = None) -> Uploader:
+        """Resumable uploads to this server (see `resumable`)."""
+        return Uploader(self.url, self._request, ledger)
+
+    def create_job_from_uploads(
+        self,
+        upload_ids: list[str],
+        variations: int,
+        seed: str | None,
+        name: str | None = None,
+        webhook_url: str | None = None,
+    ) -> dict:
+        """A job whose sources are these finished resumable uploads."""
+        body: dict = {"uploads": upload_ids, "variations": variations}
+        body.update({k: v for k, v in (("seed", seed), ("name", name), ("webhookUrl", webhook_url)) if v is not None})
+        return self._json(self._request("POST", "/api/jobs", json=body, read_timeout=UPLOAD_READ_TIMEOUT))
 
     def job(self, job_id: str) -> dict:
         return self._json(self._request("GET", self._job_path(job_id)))

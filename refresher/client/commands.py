@@ -188,23 +188,42 @@ def submit(args, server: Server, reporter: Reporter, out: Output) -> int:
     if args.download is not None and not args.force:
         refuse_existing(Path(args.download))  # before the upload, not after the wait
     server.check_token()  # fail fast, before a long upload
+    uploader = server.uploader()
     try:
-        label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
-        created = server.create_job(
-            paths,
-            args.variations,
-            args.seed,
-            lambda total: reporter.transfer(label, total),
-            name=args.name,
-            webhook_url=args.webhook,
-        )
+        if uploader.speaks_tus():
+            created = _upload_resumably(args, paths, server, uploader, reporter)
+        else:  # a server from before resumable uploads: one multipart request
+            label = f"uploading {len(paths)} file{'s' if len(paths) > 1 else ''}"
+            created = server.create_job(
+                paths,
+                args.variations,
+                args.seed,
+                lambda total: reporter.transfer(label, total),
+                name=args.name,
+                webhook_url=args.webhook,
+            )
     except KeyboardInterrupt:
-        raise ClientError(INTERRUPTED, "interrupted during the upload") from None
+        raise ClientError(
+            INTERRUPTED, "interrupted during the upload; run the same command again to go on where it stopped"
+        ) from None
     reporter.note(
         f"job {created['jobId']} queued: {created['variationsPerVideo']} variations of "
         f"{len(created['files'])} file(s), {created['totalVariations']} in all"
     )
     return _queued(created, args, server, reporter, out)
+
+
+def _upload_resumably(args, paths: list[Path], server: Server, uploader, reporter: Reporter) -> dict:
+    """Each file as a resumable upload, with a progress bar of its own; then the job."""
+    sent = []
+    for path in paths:
+        with reporter.transfer(path.name, path.stat().st_size) as progress:
+            sent.append(uploader.send(path, progress))
+    created = server.create_job_from_uploads(
+        [upload_id for upload_id, _ in sent], args.variations, args.seed, args.name, args.webhook
+    )
+    uploader.ledger.forget([key for _, key in sent])
+    return created
 
 
 def _queued(created: dict, args, server: Server, reporter: Reporter, out: Output) -> int:

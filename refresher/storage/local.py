@@ -99,12 +99,12 @@ class LocalStorage:
                 yield StoredFile(Path(full).relative_to(self.root).as_posix(), info.st_size, info.st_mtime)
 
     def used_bytes(self) -> int:
-        """What the jobs' files and the uploads being received take, as
-        STORAGE_LIMIT_MB counts it. Not the database, whose write-ahead log
+        """What the jobs' files and the uploads being received (resumable
+        ones included) take, as STORAGE_LIMIT_MB counts it. Not the database, whose write-ahead log
         grows and shrinks by megabytes as it is checkpointed: counted, it
         made the same job fit at upload and not at its start (and with
         object storage, the bucket holds no database either)."""
-        return tree_size(self.root / "jobs") + tree_size(self.root / "incoming")
+        return tree_size(self.root / "jobs") + tree_size(self.root / "incoming") + tree_size(self.root / "uploads")
 
     def freed_by_deleting(self, job_id: str) -> int:
         return unshared_size(self.path(job_prefix(job_id)))

@@ -7,8 +7,9 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or any other source boto3 reads).
 * Uploads and fetches go through boto3's transfer manager: multipart above
   16 MB, in 8 MB parts, at most 4 at a time, so a transfer holds about 32 MB
   whatever the file's size.
-* A rerun's sources are copied inside the bucket (no byte passes through
-  the service).
+* A rerun's sources, and a resumable upload made into a job, are copied
+  inside the bucket (no byte passes through the service), in one request up
+  to 5 GB.
 * A single output or a thumbnail is a redirect to a presigned URL valid for
   PRESIGNED_SECONDS, carrying the file's type and name, so the bytes (and
   Range requests) go between the client and the bucket directly; a ZIP
@@ -40,6 +41,9 @@ from ..names import content_disposition
 from . import CHUNK_BYTES, FileAtURL, StorageError, StoredFile, job_of, job_prefix
 
 PRESIGNED_SECONDS = 300
+# CopyObject takes objects up to 5 GB in one request; against moto's server a
+# 200 MB copy took 4.4 s so, and 19.5 s as parts of 8 MB (UploadPartCopy)
+SINGLE_COPY_BYTES = 5 * 1024**3
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 TRANSFER = TransferConfig(
     multipart_threshold=16 * 1024 * 1024,
@@ -101,10 +105,15 @@ class ObjectStorage:
         return size
 
     def copy(self, source: str, target: str) -> None:
+        """One CopyObject up to its 5 GB limit (the bucket copies it in one
+        go); in parts above it."""
+        copied = {"Bucket": self.bucket, "Key": self.name(source)}
+        size = self.size(source)
         with _reported(f"copying {source}"):
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": self.name(source)}, self.bucket, self.name(target), Config=TRANSFER
-            )
+            if size is not None and size <= SINGLE_COPY_BYTES:
+                self.client.copy_object(Bucket=self.bucket, Key=self.name(target), CopySource=copied)
+            else:
+                self.client.copy(copied, self.bucket, self.name(target), Config=TRANSFER)
 
     # --- reading -------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
@@ -203,15 +212,40 @@ class ObjectStorage:
                 for item in page.get("Contents", []):
                     yield StoredFile(item["Key"][len(self.prefix) :], item["Size"], item["LastModified"].timestamp())
 
+    def multipart_uploads(self, prefix: str) -> Iterator[tuple[str, str, float]]:
+        """(key, multipart upload id, when begun) of each unfinished multipart upload under the prefix."""
+        with _reported(f"listing the uploads under {prefix}"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.name(prefix)
+            )
+            for page in pages:
+                for item in page.get("Uploads", []):
+                    yield item["Key"][len(self.prefix) :], item["UploadId"], item["Initiated"].timestamp()
+
+    def _parts_bytes(self) -> int:
+        """What the parts of resumable uploads' unfinished multipart uploads
+        take (no listing of objects shows them)."""
+        total = 0
+        for key, multipart, _ in self.multipart_uploads("uploads/"):
+            with _reported(f"listing the parts of {key}"):
+                pages = self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=self.name(key), UploadId=multipart
+                )
+                total += sum(part["Size"] for page in pages for part in page.get("Parts", []))
+        return total
+
     def used_bytes(self) -> int:
-        return sum(f.size for f in self.files())
+        return self.usage([])[0]
 
     def freed_by_deleting(self, job_id: str) -> int:
         return sum(f.size for f in self.files(job_prefix(job_id)))
 
     def usage(self, job_ids: list[str]) -> tuple[int, dict[str, int]]:
-        used, sizes = 0, dict.fromkeys(job_ids, 0)
-        for item in self.files():
+        # one listing of the jobs' files and the resumable uploads' objects
+        used, sizes = self._parts_bytes(), dict.fromkeys(job_ids, 0)
+        for item in self.files(""):
+            if not item.key.startswith(("jobs/", "uploads/")):
+                continue
             used += item.size
             job_id = job_of(item.key)
             if job_id in sizes:

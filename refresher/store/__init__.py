@@ -22,6 +22,7 @@ The modules, one responsibility each:
                   job, what each attempt reports, progress roll-up
     hosts.py      HOST_IDs, heartbeats, silent hosts, the cluster-wide lock
     lifecycle.py  what expiry, eviction and the sweep ask
+    uploads.py    resumable uploads: how far each got, who is receiving it
     access.py     shared secrets, API tokens, ended sessions, rate limits
     listener.py   PostgreSQL LISTEN for accepted cancels (CancelListener)
     webhooks.py   announcements of jobs' ends: queued, claimed, recorded
@@ -37,6 +38,7 @@ from .lifecycle import Lifecycle
 from .listener import CANCEL_CHANNEL, LISTENER_NAME, CancelListener
 from .migration import Migration
 from .queue import JobNotStarted, Queue
+from .uploads import UploadClaimed, Uploads
 from .webhooks import Webhooks
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "OperationalError",
     "QueueFull",
     "Store",
+    "UploadClaimed",
     "database_url",
     "disk_is_full",
     "shown_url",
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 
-class Store(Jobs, Queue, Hosts, Lifecycle, Access, Webhooks, Migration):
+class Store(Jobs, Queue, Hosts, Lifecycle, Uploads, Access, Webhooks, Migration):
     """One database, as the rest of the service uses it: one object per
     database per process (one connection pool: `Store.shared`), with every
     query of the service as a method.

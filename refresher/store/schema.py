@@ -51,7 +51,7 @@ jobs = Table(
     # adds it to each update() that does not set it), so of two answers about a
     # job the one with the higher revision is the newer
     Column("revision", Integer, nullable=False, server_default="0", onupdate=literal_column("revision") + 1),
-    # since revision 0008_webhooks: where the job's end is announced, and how
+    # since revision 0008: where the job's end is announced, and how
     # its latest announcement went (`webhook_deliveries` holds each one)
     Column("webhook_url", Text),
     Column("webhook_attempts", Integer, nullable=False, server_default="0"),
@@ -154,7 +154,7 @@ ended_sessions = Table(
     Column("expires_at", Float),
 )
 
-# since revision 0008_webhooks: one row per announcement of a job's end (a job
+# since revision 0008: one row per announcement of a job's end (a job
 # that is retried or resumed may end, and be announced, again). `id` is the
 # webhook-id every attempt carries; `body` is fixed by the first attempt;
 # `next_attempt_at` is when it is due — while an attempt runs, the end of the
@@ -173,4 +173,32 @@ webhook_deliveries = Table(
     Column("last_error", Text),
     Index("webhook_deliveries_due", "next_attempt_at"),
     Index("webhook_deliveries_job", "job_id"),
+)
+
+# since revision 0009: resumable uploads (the tus protocol at /api/uploads)
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),  # the file name the client gave, sanitized
+    Column("metadata", Text, nullable=False, server_default=""),  # Upload-Metadata as sent, given back on HEAD
+    Column("length", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False, server_default="0"),  # the upload's offset
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    # who is receiving a PATCH ("<machine> <pid> <nonce>"), until when at the latest
+    Column("holder", Text),
+    Column("held_until", Float),
+    # object storage: the multipart upload, its parts so far (JSON), and the
+    # bytes waiting in the tail object for a part of the minimum size
+    Column("multipart", Text),
+    Column("parts", Text, nullable=False, server_default="[]"),
+    Column("tail", BigInteger, nullable=False, server_default="0"),
+    # once complete: its probe (JSON, as source_files.media with its duration),
+    # or why it is not accepted (JSON {"code", "error"}), and its thumbnail's key
+    Column("probe", Text),
+    Column("refusal", Text),
+    Column("thumbnail", Text),
+    Column("job_id", Text),  # the job made from it: it is no upload any more
+    Index("uploads_expires", "expires_at"),
 )

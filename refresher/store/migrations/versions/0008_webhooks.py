@@ -2,14 +2,14 @@
 of an end is a row of `webhook_deliveries`, and the job shows how its latest
 one went.
 
-Revision ID: 0008_webhooks
+Revision ID: 0008
 Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_webhooks"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -1,7 +1,7 @@
 // Calls to the JSON API with the browser's cookie session. Requests that
 // change something carry the page's CSRF token, as the API requires.
 
-const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+export const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
 
 export class ApiError extends Error {
   constructor(message, status, body) {
@@ -20,7 +20,7 @@ export function asSentence(text) {
   return !trimmed || /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
 }
 
-function signInAgain() {
+export function signInAgain() {
   const next = window.location.pathname + window.location.search;
   window.location.assign(`/login?next=${encodeURIComponent(next)}`);
 }

@@ -1,9 +1,15 @@
 // The upload form: choose or drop videos, check what can be checked here
 // (type, size, count), then send them with a real progress bar. The server
 // has the last word on each file, and its answer is shown as it is.
+//
+// Each video goes up as a resumable upload (resumable.js), one after the
+// other, its bytes and speed shown beside it; once all are in, one request
+// makes the job. Where the browser cannot (no tus support), one multipart
+// request carries them all.
 
-import { UploadStopped, uploadForm } from './api.js';
+import { UploadStopped, apiRequest, uploadForm } from './api.js';
 import { formatBytes, plural } from './format.js';
+import { resumableUploads, sendFile } from './resumable.js';
 import { renderProgress, showMessage } from './status.js';
 
 const VIDEO_EXTENSIONS = ['.mp4', '.mov', '.m4v'];
@@ -39,6 +45,7 @@ export function setUpUploadForm({ onJobCreated }) {
   let chosen = [];
   let upload = null;
   let refusedName = null;  // the file the server refused last, marked in the list
+  const sentLines = new Map();  // file → what of it has gone up, e.g. "3.1 MB of 12 MB · 2.4 MB/s"
 
   function say(kind, lines) {
     const texts = [].concat(lines).filter(Boolean);
@@ -82,6 +89,7 @@ export function setUpUploadForm({ onJobCreated }) {
       item.querySelector('.chosen-name').textContent = file.name;
       item.querySelector('.chosen-name').title = file.name;
       item.querySelector('.chosen-size').textContent = formatBytes(file.size);
+      item.querySelector('.chosen-sent').textContent = sentLines.get(file) ?? '';
       const refused = file.name === refusedName;
       item.classList.toggle('is-refused', refused);
       item.querySelector('.chosen-problem').hidden = !refused;
@@ -160,6 +168,58 @@ export function setUpUploadForm({ onJobCreated }) {
     if (upload !== null) event.preventDefault();
   });
 
+  function showSent(file, line) {
+    sentLines.set(file, line);
+    const position = chosen.indexOf(file);
+    const item = chosenList.children[position];
+    if (item) item.querySelector('.chosen-sent').textContent = line;
+  }
+
+  // One resumable upload per file, in turn; then the job. Returns { promise, abort }.
+  function sendEach(files, fields) {
+    const total = files.reduce((sum, file) => sum + file.size, 0);
+    let current = null;
+    let stopped = false;
+    const promise = (async () => {
+      const ids = [];
+      let before = 0;
+      for (const file of files) {
+        const startedAt = performance.now();
+        let firstSeen = null;
+        current = sendFile(form.dataset.uploadsUrl, file, (sent) => {
+          firstSeen ??= sent;  // a resumed upload starts where it stopped
+          const seconds = (performance.now() - startedAt) / 1000;
+          const speed = seconds > 0.5 ? ` · ${formatBytes((sent - firstSeen) / seconds)}/s` : '';
+          showSent(file, `${formatBytes(sent)} of ${formatBytes(file.size)}${speed}`);
+          const percent = total ? ((before + sent) / total) * 100 : 0;
+          renderProgress(progressBox, percent,
+            `Uploading · ${Math.floor(percent)} % · ${formatBytes(before + sent)} of ${formatBytes(total)} · ${file.name}`);
+        });
+        ids.push(await current.promise);
+        showSent(file, `${formatBytes(file.size)} · uploaded`);
+        before += file.size;
+        if (stopped) throw new UploadStopped('The upload was stopped.', 0, null);
+      }
+      renderProgress(progressBox, 100, 'Uploaded · 100 % — creating the job…');
+      return apiRequest('POST', form.action, { uploads: ids, ...fields });
+    })();
+    return { promise, abort: () => { stopped = true; current?.abort(); } };
+  }
+
+  // Every file in one multipart request (a browser without resumable uploads).
+  function sendAsForm(files, fields) {
+    const data = new FormData();
+    for (const file of files) data.append('videos', file, file.name);
+    for (const [key, value] of Object.entries(fields)) data.append(key, String(value));
+    return uploadForm(form.action, data, (sent, total) => {
+      const percent = total ? (sent / total) * 100 : 0;
+      const label = sent >= total
+        ? 'Uploaded · 100 % — checking the videos…'
+        : `Uploading · ${Math.floor(percent)} % · ${formatBytes(sent)} of ${formatBytes(total)}`;
+      renderProgress(progressBox, percent, label);
+    });
+  }
+
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     if (upload !== null || chosen.length === 0) return;
@@ -169,25 +229,18 @@ export function setUpUploadForm({ onJobCreated }) {
       variations.focus();
       return;
     }
-    const data = new FormData();
-    for (const file of chosen) data.append('videos', file, file.name);
-    data.append('variations', String(count));
-    if (seed.value.trim()) data.append('seed', seed.value.trim());
-    if (jobName.value.trim()) data.append('name', jobName.value.trim());
+    const fields = { variations: count };
+    if (seed.value.trim()) fields.seed = seed.value.trim();
+    if (jobName.value.trim()) fields.name = jobName.value.trim();
 
     say('info', []);
     renderProgress(progressBox, 0, 'Starting the upload…');
-    upload = uploadForm(form.action, data, (sent, total) => {
-      const percent = total ? (sent / total) * 100 : 0;
-      const label = sent >= total
-        ? 'Uploaded · 100 % — checking the videos…'
-        : `Uploading · ${Math.floor(percent)} % · ${formatBytes(sent)} of ${formatBytes(total)}`;
-      renderProgress(progressBox, percent, label);
-    });
+    upload = resumableUploads() ? sendEach(chosen, fields) : sendAsForm(chosen, fields);
     setUploading(true);
     try {
       const job = await upload.promise;
       chosen = [];
+      sentLines.clear();
       refusedName = null;
       seed.value = '';
       jobName.value = '';
