@@ -219,6 +219,7 @@ def receive(
     offset: int,
     body: Iterable[bytes],
     declared: int | None,
+    client: str | None = None,
 ) -> dict:
     """Append a PATCH's body (`declared` bytes long, None when not said) at
     `offset`; the upload's row as it then is. When the body breaks off, what
@@ -262,7 +263,7 @@ def receive(
                 "bytes beyond Upload-Length are refused",
             )
         if is_complete(taken) and taken["probe"] is None and taken["refusal"] is None:
-            _check(store, settings, storage, binary, taken)
+            _check(store, settings, storage, binary, taken, client)
     finally:
         store.advance_upload(upload_id, hold.holder, release=True)
     return store.get_upload(upload_id) or taken
@@ -289,7 +290,9 @@ class _Overflow:
                 yield chunk
 
 
-def _check(store: Store, settings: Settings, storage: Storage, binary: str, row: dict) -> None:
+def _check(
+    store: Store, settings: Settings, storage: Storage, binary: str, row: dict, client: str | None = None
+) -> None:
     """The upload is complete: check it as an uploaded video and make its
     thumbnail, so that a job made from it need not wait for either. A video
     refused keeps only its row (saying why), not its bytes."""
@@ -310,6 +313,7 @@ def _check(store: Store, settings: Settings, storage: Storage, binary: str, row:
                     lambda probed: made.append(
                         pool.submit(_thumbnail, settings, storage, binary, slots, row, path, probed)
                     ),
+                    client=client,
                 )
             except Rejected as refused:
                 pool.shutdown(wait=True)

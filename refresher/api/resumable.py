@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from .. import resumable
+from .. import auth, resumable
 from ..auth import token_auth
 from ..errors import Rejected
 from ..extensions import refresher
@@ -113,6 +113,7 @@ def _receive(upload_id: str, offset: int) -> dict:
         offset,
         _body(),
         request.content_length,
+        client=auth.caller_key(token_auth.current_user()),  # its probe takes this client's probe slot
     )
 
 
