@@ -298,10 +298,40 @@ E2E_MODULES = {
 }
 
 
+# The longest tests first, so that on four workers none of them starts near
+# the end while the others sit idle (pytest-xdist hands tests out in this
+# order). Measured with --durations; the rest keep their order after these.
+LONGEST_FIRST = [
+    "test_package.py::test_the_wheel_holds_everything_and_runs_from_an_empty_directory",
+    "test_new_user.py::",
+    "test_benchmarks.py::test_benchmark_runs[resilience.py]",
+    "test_many_hosts.py::test_a_killed_host_loses_nothing_and_the_other_finishes_the_job",
+    "test_benchmarks.py::test_benchmark_runs[server_cost.py]",
+    "test_benchmarks.py::test_benchmark_runs[status_latency.py]",
+    "test_openapi.py::test_every_operation_answers_as_described",
+    "test_resilience.py::test_sigterm_mid_job_then_restart_resumes",
+    "test_object_storage.py::test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket",
+    "test_object_storage.py::test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing",
+    "test_resilience.py::test_sigkill_of_the_whole_server_then_restart_resumes",
+    "test_benchmarks.py::test_benchmark_runs[cluster.py]",
+    "test_resilience.py::test_supervisor_killed_is_replaced_and_the_job_completes",
+    "test_benchmarks.py::test_benchmark_runs[object_storage.py]",
+]
+
+
+def _longest_first(item) -> int:
+    name = item.nodeid.rsplit("/", 1)[-1]
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if name.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.split(".")[-1] in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=_longest_first)  # stable: the others keep their order
 
 
 # --- a real gunicorn ------------------------------------------------------------------

@@ -322,6 +322,8 @@ class Supervisor:
             outcome = "interrupted"  # ffmpeg got the shutdown signal too
         if outcome == "failed":
             log.warning("variation %s failed: %s", task["id"], result.get("error"))
+        if result.get("stopStage"):
+            log.info("variation %s %s: its ffmpeg stopped on %s", task["id"], outcome, result.get("stopStage"))
         self.progress.pop(task["id"], None)
         _job, status = self.store.record_outcome(
             task["id"],
