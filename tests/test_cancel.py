@@ -13,7 +13,8 @@ import pytest
 from refresher.store import JobNotStarted, Store
 from refresher.media.ffmpeg import STOP_GRACE_SECONDS
 
-from .conftest import FFMPEG, ROOT, decode_errors, ffmpeg_pids_writing_under, wait_until
+from .conftest import FFMPEG, ROOT, decode_errors, ffmpeg_pids_writing_under
+from .support.servers import wait_until
 
 
 def job_folder(svc, job_id) -> Path:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
+from .conftest import FFMPEG, PASSWORD, ROOT
+from .support.servers import free_port, wait_until
 
 CONTROL_CHARACTERS = re.compile(r"[\r\x1b\x08]")  # what progress bars draw with
 

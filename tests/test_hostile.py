@@ -17,7 +17,8 @@ import pytest
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings, processes_tagged, wait_until
+from .conftest import PASSWORD, ffmpeg_pids_writing_under, make_settings
+from .support.servers import processes_tagged, wait_until
 
 
 @pytest.fixture(scope="module")

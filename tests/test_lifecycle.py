@@ -11,7 +11,8 @@ from refresher.storage.local import tree_size, unshared_size
 from refresher.store import Store
 from refresher.engine.handle import SupervisorHandle
 
-from .conftest import sql, EmbeddedService, make_settings, wait_until
+from .conftest import sql, EmbeddedService, make_settings
+from .support.servers import wait_until
 
 
 def gone(svc, job_id) -> bool:

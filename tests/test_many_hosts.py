@@ -17,7 +17,8 @@ from pathlib import Path
 from refresher.engine.control import ControlBlock
 from refresher.store import LISTENER_NAME, Store
 
-from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to, wait_until
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to
+from .support.servers import wait_until
 from .support.processes import encode_workers, mapped_packages
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, free_port, processes_tagged
+from .conftest import ROOT
+from .support.servers import free_port, processes_tagged
 from .support.checkout import fresh_copy
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,8 @@ from refresher.engine.supervisor import Supervisor, _Outcome, _Worker
 from refresher.store import OperationalError, Store
 from refresher.webapp import create_app
 
-from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
+from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings
+from .support.servers import wait_until
 from .support.processes import encode_workers, mapped_packages
 
 
