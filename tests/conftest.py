@@ -294,6 +294,14 @@ LONGEST_FIRST = [
     "test_benchmarks.py::test_benchmark_runs[cluster.py]",
     "test_resilience.py::test_supervisor_killed_is_replaced_and_the_job_completes",
     "test_benchmarks.py::test_benchmark_runs[object_storage.py]",
+    # and the longest of the fast lane
+    "test_again.py::test_resume_makes_what_the_cancel_left_unmade",
+    "test_store.py::test_processes_starting_together_all_migrate_a_fresh_database",
+    "test_cancel.py::test_cancel_queued_job_is_immediate_and_never_starts_ffmpeg",
+    "test_encoding.py::test_progress_rises_smoothly_and_never_goes_back",
+    "test_results.py::test_events_stream_until_final_status",
+    "test_again.py::test_a_job_in_the_wrong_state_or_without_its_sources_is_refused",
+    "test_lifecycle.py::test_job_that_cannot_fit_fails_with_a_clear_error",
 ]
 
 

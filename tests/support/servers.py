@@ -97,6 +97,13 @@ def processes_tagged(tag: str) -> list[int]:
     return found
 
 
+def _start(args: list[str], root: Path, env: dict[str, str], log) -> subprocess.Popen:
+    """`python *args` in a session of its own (so that it can be signalled as a group), logging to `log`."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
 def _kill_tagged(tag: str) -> None:
     for pid in processes_tagged(tag):
         try:
@@ -134,14 +141,7 @@ class GunicornServer:
     def start(self, timeout=30):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *START_COMMANDS["gunicorn"]],
-            cwd=self.root,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = _start(START_COMMANDS["gunicorn"], self.root, self.env, self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -242,14 +242,7 @@ class WorkerProcess:
     def start(self, store=None) -> WorkerProcess:
         """Started; with `store`, once it has reported in as a live host."""
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *START_COMMANDS["worker"]],
-            cwd=self.root,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = _start(START_COMMANDS["worker"], self.root, self.env, self.log)
         if store is not None:
             wait_until(
                 lambda: (
