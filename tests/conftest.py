@@ -192,7 +192,9 @@ class EmbeddedService:
         self.app = create_app(settings, self.control)
         self.store = self.app.extensions["refresher"].store
         self.supervisor = SupervisorHandle(settings, self.control).start()
-        assert self.supervisor.wait_ready(), "the supervisor did not start"
+        # waits on conditions are generous: they end as soon as the condition holds, and a shared
+        # machine under load may take minutes where a quiet one takes seconds
+        assert self.supervisor.wait_ready(timeout=120), "the supervisor did not start"
         self.client = self.app.test_client()
         token = self.client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -217,7 +219,7 @@ class EmbeddedService:
         assert r.status_code == expect, r.get_json()
         return r.get_json()
 
-    def wait(self, job_id, statuses=("completed", "failed", "cancelled"), timeout=60):
+    def wait(self, job_id, statuses=("completed", "failed", "cancelled"), timeout=180):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(f"/api/jobs/{job_id}").get_json()

@@ -44,7 +44,7 @@ def run_python(args: list[str], env: dict[str, str], **options) -> subprocess.Co
     )
 
 
-def wait_until(predicate, timeout=60, interval=0.05):
+def wait_until(predicate, timeout=120, interval=0.05):
     """Poll `predicate` until it returns something true; that value is returned."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,7 +178,7 @@ class GunicornServer:
         self.log.close()
         return time.monotonic() - started
 
-    def leftovers(self, timeout=5.0) -> list[int]:
+    def leftovers(self, timeout=20.0) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pids = processes_tagged(self.tag)
