@@ -30,58 +30,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 
-from bench._harness import PASSWORD, FFMPEG, ROOT, Postgres, Server, make_clip, summary, work_dir
+from bench._harness import PASSWORD, ROOT, Postgres, Server, make_clip, summary, work_dir
 from bench.cancel_latency import baseline as q_baseline
 from bench.cancel_latency import ffmpeg_running_under
 from bench.status_latency import p99, poll
 from bench.throughput import run_server
-
-
-class Worker:
-    """`python -m refresher.worker`, as the Procfile's worker line runs it."""
-
-    def __init__(self, data_dir: Path, root: Path = ROOT, **env):
-        self.root = root
-        self.host_id = env["HOST_ID"]
-        self.data_dir = data_dir
-        self.env = {
-            **os.environ,
-            "DATA_DIR": str(data_dir),
-            "AUTH_PASSWORD": PASSWORD,
-            "FFMPEG_BINARY": FFMPEG,
-            **{k: str(v) for k, v in env.items()},
-        }
-
-    def __enter__(self) -> Worker:
-        self.log = open(self.data_dir / f"worker-{self.host_id}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "refresher.worker"],
-            cwd=self.root,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+from tests.support.servers import WorkerProcess
 
 
 class Cluster:
@@ -90,7 +50,16 @@ class Cluster:
     def __init__(self, database_url: str, data_dir: Path, root: Path = ROOT):
         common = {"DATABASE_URL": database_url}
         self.workers = [
-            Worker(data_dir, root, HOST_ID=f"bench-worker.{i + 1}", ENCODE_WORKERS=1, **common) for i in range(2)
+            WorkerProcess(
+                data_dir,
+                data_dir,
+                root,
+                AUTH_PASSWORD=PASSWORD,
+                HOST_ID=f"bench-worker.{i + 1}",
+                ENCODE_WORKERS=1,
+                **common,
+            )
+            for i in range(2)
         ]
         self.web = Server(data_dir, root, ENCODE_WORKERS=0, **common)
 

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.media import make_clip, run_ffmpeg
 from bench._harness import FFMPEG, Server, work_dir
 from bench.zip_download import rss_kb
 
@@ -32,58 +33,26 @@ from bench.zip_download import rss_kb
 def make_mjpeg_mov(folder: Path, size: str) -> Path:
     """One flat grey picture of `size` as a 1-frame MJPEG MOV."""
     path = folder / f"picture-{size}.mov"
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"color=c=gray:size={size}:rate=1",
-            "-frames:v",
-            "1",
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            "31",
-            "-f",
-            "mov",
-            str(path),
-        ],
-        check=True,
-        stdin=subprocess.DEVNULL,
+    run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=gray:size={size}:rate=1",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "31",
+        "-f",
+        "mov",
+        str(path),
     )
     return path
 
 
 def make_8k_clip(folder: Path) -> Path:
-    path = folder / "8k.mp4"
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=7680x4320:rate=30:duration=1",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            str(path),
-        ],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
+    return make_clip(folder / "8k.mp4", "7680x4320", 1, audio=False)
 
 
 def ffmpeg_children(parents: set[int]) -> list[int]:

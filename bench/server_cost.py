@@ -10,7 +10,7 @@ only wakes to watch its workers); a request for an unknown route (gunicorn
 and Flask alone, answered 404); the intake's ffmpeg calls for the two videos
 (probe, frame count, thumbnail) run one after another.
 
-    python -m bench.server_cost [--rounds 3] [--seconds 10] [--before DIR]
+    python -m bench.server_cost [--rounds 3] [--seconds 10] [--source-seconds 10] [--before DIR]
 
 --before DIR: a checkout of another commit (e.g. `git worktree add DIR
 <commit>`), measured in the same run, alternated with this one.
@@ -135,9 +135,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--before", type=Path, help="a checkout of another commit, measured alternately")
+    parser.add_argument("--source-seconds", type=float, default=10, help="length of the two uploaded videos")
     args = parser.parse_args()
     work = work_dir("refresher-bench-cost-media-")
-    sources = [make_clip(work, "a-640x360.mp4", "640x360", 10), make_clip(work, "b-1280x720.mp4", "1280x720", 10)]
+    sources = [
+        make_clip(work, "a-640x360.mp4", "640x360", args.source_seconds),
+        make_clip(work, "b-1280x720.mp4", "1280x720", args.source_seconds),
+    ]
     small = make_clip(work, "small.mp4", "320x240", 1)
     runs = [("before", args.before.resolve())] if args.before else []
     runs.append(("service", ROOT))

@@ -23,58 +23,34 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 from requests_toolbelt import MultipartEncoder
 
-from bench._harness import FFMPEG, ROOT, Server, make_clip, work_dir
+from tests.support.media import run_ffmpeg
+from bench._harness import ROOT, Server, make_clip, work_dir
 from bench.zip_download import PeakRSS, worker_pids
 
 
 def make_big_mp4(folder: Path, megabytes: int) -> Path:
     seed = folder / "seed.mp4"
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30:duration=4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-qp",
-            "0",
-            str(seed),
-        ],
-        check=True,
+    run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30:duration=4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-qp",
+        "0",
+        str(seed),
     )
     loops = max(1, round(megabytes * 1024 * 1024 / seed.stat().st_size))
     big = folder / f"big-{megabytes}mb.mp4"
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-stream_loop",
-            str(loops - 1),
-            "-i",
-            str(seed),
-            "-c",
-            "copy",
-            str(big),
-        ],
-        check=True,
-    )
+    run_ffmpeg("-stream_loop", str(loops - 1), "-i", str(seed), "-c", "copy", str(big))
     return big
 
 

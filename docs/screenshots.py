@@ -14,11 +14,11 @@ offers to retry them.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 from pathlib import Path
 
 from bench._harness import FFMPEG, PASSWORD, Server, work_dir
+from tests.support.media import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,42 +36,12 @@ CLIPS = {
 
 def make_ad(folder: Path, name: str) -> Path:
     size, seconds, (c0, c1), caption = CLIPS[name]
-    path = folder / name
     video = f"gradients=size={size}:rate=30:duration={seconds}:c0={c0}:c1={c1}:speed=0.02"
     if FONT.exists():
         video += (
             f",drawtext=fontfile={FONT}:text='{caption}':fontcolor=white:fontsize=h/12:x=(w-text_w)/2:y=(h-text_h)/2"
         )
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            video,
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=330:duration={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(path),
-        ],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
+    return make_clip(folder / name, seconds=seconds, video=video, tone=330, preset="veryfast")
 
 
 def sign_in(page, url: str) -> None:

@@ -5,12 +5,7 @@ a real gunicorn server."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,27 +16,21 @@ import pytest
 from refresher.settings import Settings
 from refresher.engine.control import ControlBlock
 from refresher.engine.handle import SupervisorHandle
-from refresher.media.ffmpeg import resolve_binary
 from refresher.store import Store
 from refresher.webapp import create_app
 
+from .support.media import FFMPEG, make_clip, run_ffmpeg
+
+from .support.servers import (
+    PASSWORD,
+    GunicornServer,
+    MotoServer,
+    PostgresCluster,
+    WorkerProcess,
+    postgres_bin,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-FFMPEG = resolve_binary(os.environ.get("FFMPEG_BINARY"))
-PASSWORD = "correct horse battery staple"
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True, stdin=subprocess.DEVNULL)
-
-
-def _clip(path: Path, size="320x240", seconds=2, audio=True, codec="libx264", pix_fmt="yuv420p", extra=()) -> Path:
-    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
-    args += ["-c:v", codec, "-preset", "ultrafast", "-pix_fmt", pix_fmt, *extra, str(path)]
-    _ffmpeg(*args)
-    return path
 
 
 class Media(dict):
@@ -60,26 +49,26 @@ class Media(dict):
 
 def _huge(m: Media, d: Path) -> Path:  # one flat frame: tiny file, enormous picture
     path = d / "huge.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.1", "-c:v", "libx264",
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.1", "-c:v", "libx264",
             "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))  # fmt: skip
     return path
 
 
 def _rotated(m: Media, d: Path) -> Path:
-    hevc = _clip(
+    hevc = make_clip(
         d / "hevc.mov", codec="libx265", audio=False, extra=("-tag:v", "hvc1", "-x265-params", "log-level=none")
     )
-    _ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(d / "rotated.mov"))
+    run_ffmpeg("-display_rotation", "90", "-i", str(hevc), "-c", "copy", str(d / "rotated.mov"))
     return d / "rotated.mov"
 
 
 def _audio_only(m: Media, d: Path) -> Path:
-    _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(d / "song.mp4"))
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(d / "song.mp4"))
     return d / "song.mp4"
 
 
 def _mkv(m: Media, d: Path) -> Path:
-    _ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(d / "clip.mkv"))
+    run_ffmpeg("-i", str(m["clip"]), "-c", "copy", "-f", "matroska", str(d / "clip.mkv"))
     return d / "clip.mkv"
 
 
@@ -93,26 +82,26 @@ def _written(name: str, content) -> Callable[[Media, Path], Path]:
 
 
 def _endless(m: Media, d: Path) -> Path:  # an hour of a 16×16 still: 95 KB, hours of CPU at 1080p
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=16x16:rate=1:duration=3600", "-c:v", "libx264",
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=16x16:rate=1:duration=3600", "-c:v", "libx264",
             "-g", "3600", "-pix_fmt", "yuv420p", str(d / "endless.mp4"))  # fmt: skip
     return d / "endless.mp4"
 
 
 def _still(m: Media, d: Path) -> Path:  # a still 1080p60 picture with sound: 50 KB for 4 s
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=1920x1080:rate=60:duration=4", "-f", "lavfi", "-i",
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=1920x1080:rate=60:duration=4", "-f", "lavfi", "-i",
             "sine=duration=4", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
             "-shortest", str(d / "still.mp4"))  # fmt: skip
     return d / "still.mp4"
 
 
 _MEDIA: dict[str, Callable[[Media, Path], Path]] = {
-    "clip": lambda m, d: _clip(d / "clip.mp4"),
-    "clip2": lambda m, d: _clip(d / "second clip.mp4", size="320x180"),
-    "vertical": lambda m, d: _clip(d / "vertical.mp4", size="240x320", audio=False),
-    "odd": lambda m, d: _clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
-    "long": lambda m, d: _clip(d / "long.mp4", size="1280x720", seconds=10),
+    "clip": lambda m, d: make_clip(d / "clip.mp4"),
+    "clip2": lambda m, d: make_clip(d / "second clip.mp4", size="320x180"),
+    "vertical": lambda m, d: make_clip(d / "vertical.mp4", size="240x320", audio=False),
+    "odd": lambda m, d: make_clip(d / "odd.mp4", size="321x241", pix_fmt="yuv444p"),
+    "long": lambda m, d: make_clip(d / "long.mp4", size="1280x720", seconds=10),
     # encodes for a few seconds: long enough to cancel in the middle
-    "slow": lambda m, d: _clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
+    "slow": lambda m, d: make_clip(d / "slow.mp4", size="1280x720", seconds=40, extra=("-g", "300")),
     "rotated": _rotated,
     "not_video": _written("notes.mp4", lambda m: b"this is not a video\n" * 100),
     "audio_only": _audio_only,
@@ -136,8 +125,8 @@ def frame_over_8k(tmp_path_factory) -> dict[str, Path]:
     at 10 s ("late", past it)."""
     d = tmp_path_factory.mktemp("frame-over-8k")
     small, large = d / "small.jpg", d / "large.jpg"
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=160x120", "-frames:v", "1", "-update", "1", str(small))
-    _ffmpeg(
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=160x120", "-frames:v", "1", "-update", "1", str(small))
+    run_ffmpeg(
         "-f", "lavfi", "-i", "color=c=gray:size=7700x4400", "-frames:v", "1", "-q:v", "31", "-update", "1", str(large)
     )
     made = {}
@@ -147,7 +136,7 @@ def frame_over_8k(tmp_path_factory) -> dict[str, Path]:
         for index in range(before + 5):
             (frames / f"{index:03d}.jpg").write_bytes((large if index == before else small).read_bytes())
         made[name] = d / f"{name}.mov"
-        _ffmpeg("-framerate", "1", "-i", str(frames / "%03d.jpg"), "-c:v", "copy", "-f", "mov", str(made[name]))
+        run_ffmpeg("-framerate", "1", "-i", str(frames / "%03d.jpg"), "-c:v", "copy", "-f", "mov", str(made[name]))
     return made
 
 
@@ -170,17 +159,6 @@ def sql(store, statement: str, *params) -> list[tuple]:
     with store.writing() as conn:
         result = conn.exec_driver_sql(statement, params)
         return [tuple(r) for r in result] if result.returns_rows else []
-
-
-def wait_until(predicate, timeout=60, interval=0.05):
-    """Poll `predicate` until it returns something true; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -222,7 +200,9 @@ class EmbeddedService:
         self.app = create_app(settings, self.control)
         self.store = self.app.extensions["refresher"].store
         self.supervisor = SupervisorHandle(settings, self.control).start()
-        assert self.supervisor.wait_ready(), "the supervisor did not start"
+        # waits on conditions are generous: they end as soon as the condition holds, and a shared
+        # machine under load may take minutes where a quiet one takes seconds
+        assert self.supervisor.wait_ready(timeout=120), "the supervisor did not start"
         self.client = self.app.test_client()
         token = self.client.post("/api/auth", json={"password": PASSWORD}).get_json()["token"]
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -247,7 +227,7 @@ class EmbeddedService:
         assert r.status_code == expect, r.get_json()
         return r.get_json()
 
-    def wait(self, job_id, statuses=("completed", "failed", "cancelled"), timeout=60):
+    def wait(self, job_id, statuses=("completed", "failed", "cancelled"), timeout=180):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(f"/api/jobs/{job_id}").get_json()
@@ -306,124 +286,51 @@ E2E_MODULES = {
 }
 
 
+# The longest tests first, so that on four workers none of them starts near
+# the end while the others sit idle (pytest-xdist hands tests out in this
+# order). Measured with --durations; the rest keep their order after these.
+LONGEST_FIRST = [
+    "test_package.py::test_the_wheel_holds_everything_and_runs_from_an_empty_directory",
+    "test_new_user.py::",
+    "test_benchmarks.py::test_benchmark_runs[resilience.py]",
+    "test_many_hosts.py::test_a_killed_host_loses_nothing_and_the_other_finishes_the_job",
+    "test_benchmarks.py::test_benchmark_runs[server_cost.py]",
+    "test_benchmarks.py::test_benchmark_runs[status_latency.py]",
+    "test_openapi.py::test_every_operation_answers_as_described",
+    "test_resilience.py::test_sigterm_mid_job_then_restart_resumes",
+    "test_object_storage.py::test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket",
+    "test_object_storage.py::test_a_worker_killed_and_restarted_on_an_empty_disk_loses_nothing",
+    "test_resilience.py::test_sigkill_of_the_whole_server_then_restart_resumes",
+    "test_benchmarks.py::test_benchmark_runs[cluster.py]",
+    "test_resilience.py::test_supervisor_killed_is_replaced_and_the_job_completes",
+    "test_benchmarks.py::test_benchmark_runs[object_storage.py]",
+    # and the longest of the fast lane
+    "test_again.py::test_resume_makes_what_the_cancel_left_unmade",
+    "test_store.py::test_processes_starting_together_all_migrate_a_fresh_database",
+    "test_cancel.py::test_cancel_queued_job_is_immediate_and_never_starts_ffmpeg",
+    "test_encoding.py::test_progress_rises_smoothly_and_never_goes_back",
+    "test_results.py::test_events_stream_until_final_status",
+    "test_again.py::test_a_job_in_the_wrong_state_or_without_its_sources_is_refused",
+    "test_lifecycle.py::test_job_that_cannot_fit_fails_with_a_clear_error",
+]
+
+
+def _longest_first(item) -> int:
+    name = item.nodeid.rsplit("/", 1)[-1]
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if name.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.split(".")[-1] in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=_longest_first)  # stable: the others keep their order
 
 
 # --- a real gunicorn ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_tagged(tag: str) -> list[int]:
-    """Pids of every live process whose environment carries `tag` (all descendants
-    of a server we started inherit it, ffmpeg included)."""
-    found = []
-    needle = f"REFRESHER_TEST_TAG={tag}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    with open(f"/proc/{entry}/stat") as s:
-                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
-                            found.append(int(entry))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return found
-
-
-class GunicornServer:
-    def __init__(self, data_dir: Path, **env):
-        import requests
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tag = uuid.uuid4().hex
-        self.data_dir = data_dir
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = data_dir.parent / f"gunicorn-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "DATA_DIR": str(data_dir),
-            "AUTH_PASSWORD": PASSWORD,
-            "FFMPEG_BINARY": FFMPEG,
-            "REFRESHER_TEST_TAG": self.tag,
-            **{k: str(v) for k, v in env.items()},
-        }
-        self.session = requests.Session()
-        self.proc = None
-
-    def start(self, timeout=30):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:app"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                r = self.session.get(self.url + "/api/health", timeout=2)
-                if r.status_code == 200:
-                    break
-                # up, and rightly degraded: an HTTP-only server with no worker host (yet)
-                if self.env.get("ENCODE_WORKERS") == "0" and r.json().get("supervisor") == "not running":
-                    break
-            except Exception:
-                pass
-            if self.proc.poll() is not None:
-                raise AssertionError("gunicorn exited:\n" + self.log_text())
-            time.sleep(0.1)
-        else:
-            raise AssertionError("gunicorn did not become healthy:\n" + self.log_text())
-        if self.env["AUTH_PASSWORD"]:
-            token = self.session.post(self.url + "/api/auth", json={"password": self.env["AUTH_PASSWORD"]}).json()
-            self.session.headers["Authorization"] = f"Bearer {token['token']}"
-        return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=30) -> float:
-        started = time.monotonic()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-        return time.monotonic() - started
-
-    def leftovers(self, timeout=5.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = processes_tagged(self.tag)
-            if not pids:
-                return []
-            time.sleep(0.1)
-        return processes_tagged(self.tag)
-
-    def kill_leftovers(self):
-        for pid in processes_tagged(self.tag):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -492,75 +399,11 @@ def video_md5(path: Path) -> str:
 # --- a throwaway PostgreSQL ---------------------------------------------------------------
 
 
-def _postgres_bin() -> Path | None:
-    """Debian's PostgreSQL keeps its server programs out of PATH."""
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return versions[-1].parent if versions else None
-
-
-class PostgresCluster:
-    """initdb + pg_ctl in a temporary folder, on a unix socket only (no TCP
-    port), as an unprivileged user: PostgreSQL refuses to run as root, so as
-    root it runs as the `postgres` user the Debian package creates."""
-
-    def __init__(self, bin_dir: Path):
-        self.bin_dir = bin_dir
-        # Not under pytest's tmp folders: those are private to root, and the
-        # server's user must reach its data and socket.
-        self.folder = Path(tempfile.mkdtemp(prefix="refresher-pg-"))
-        self.socket_dir = self.folder
-        self.port = free_port()
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            shutil.chown(self.folder, user=self.user)
-
-    def _run(self, *args: str) -> None:
-        command = [str(self.bin_dir / args[0]), *args[1:]]
-        if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
-        r = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {r.stdout}{r.stderr}")
-
-    def start(self) -> PostgresCluster:
-        data = self.folder / "data"
-        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = (
-            f"-k {self.socket_dir} -c listen_addresses='' -p {self.port} -c fsync=off "
-            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
-        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
-        return self
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; its URL."""
-        import psycopg
-
-        name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(
-            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """The session's PostgreSQL cluster (skipped only where PostgreSQL is not
     installed and this is not CI: CI installs it and must run these tests)."""
-    bin_dir = _postgres_bin()
+    bin_dir = postgres_bin()
     if bin_dir is None:
         if os.environ.get("CI"):
             raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
@@ -588,61 +431,6 @@ def database_url(request):
 
 
 # --- many hosts: worker processes and a web process on one PostgreSQL -----------------------
-
-
-class WorkerProcess:
-    """`python -m refresher.worker`, as the Procfile's worker line runs it."""
-
-    def __init__(self, data_dir: Path, log_dir: Path, **env):
-        self.tag = uuid.uuid4().hex
-        self.host_id = env["HOST_ID"]
-        self.log_path = log_dir / f"worker-{self.host_id}.log"
-        self.env = {
-            **os.environ,
-            "DATA_DIR": str(data_dir),
-            "AUTH_PASSWORD": PASSWORD,
-            "FFMPEG_BINARY": FFMPEG,
-            "REFRESHER_TEST_TAG": self.tag,
-            **{k: str(v) for k, v in env.items()},
-        }
-        self.proc = None
-
-    def start(self, store: Store) -> WorkerProcess:
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "refresher.worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(
-            lambda: (
-                any(h["id"] == self.host_id for h in store.live_hosts(time.time(), 5)) or self.proc.poll() is not None
-            ),
-            timeout=30,
-        )
-        assert self.proc.poll() is None, self.log_text()
-        return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        for pid in processes_tagged(self.tag):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
 
 
 @pytest.fixture
@@ -757,35 +545,8 @@ class S3Endpoint:
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory):
     """moto's standalone S3 server in a process of its own, on loopback."""
-    import requests
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.RequestException as error:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto's S3 server did not start") from error
-            time.sleep(0.1)
-    yield S3Endpoint(url, "testing", "testing", "us-east-1", enforces_expiry=False)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    with MotoServer(tmp_path_factory.mktemp("moto") / "server.log") as server:
+        yield S3Endpoint(server.url, "testing", "testing", "us-east-1", enforces_expiry=False)
 
 
 @pytest.fixture(params=["moto", "given"])

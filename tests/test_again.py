@@ -13,7 +13,8 @@ import zipfile
 
 from refresher.storage.local import LocalStorage
 
-from .conftest import FFMPEG, ROOT, decode_errors, sql, wait_until
+from .conftest import FFMPEG, ROOT, decode_errors, sql
+from .support.servers import wait_until
 from .support.api import assert_nothing_left, login
 
 

@@ -18,8 +18,9 @@ import pytest
 
 from refresher.client.resumable import PATCH_BYTES
 
-from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
+from .conftest import FFMPEG, PASSWORD, ROOT
 from .support.proxy import Relay
+from .support.servers import free_port, wait_until
 
 CONTROL_CHARACTERS = re.compile(r"[\r\x1b\x08]")  # what progress bars draw with
 

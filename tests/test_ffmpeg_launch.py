@@ -19,7 +19,8 @@ import pytest
 
 from refresher.media import ffmpeg
 
-from .conftest import FFMPEG, ROOT, ffmpeg_pids_writing_under, wait_until
+from .conftest import FFMPEG, ROOT, ffmpeg_pids_writing_under
+from .support.servers import wait_until
 
 CALLS = {
     "probe": "ffmpeg.probe(FFMPEG, SOURCE)",

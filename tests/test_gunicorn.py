@@ -18,8 +18,9 @@ import requests
 
 from refresher.store import Store
 
-from .conftest import FFMPEG, PASSWORD, ROOT, free_port, wait_until
-from .support.servers import START_COMMANDS, submit, wait_done
+from .conftest import FFMPEG, PASSWORD, ROOT
+from .support.servers import free_port, wait_until
+from .support.servers import START_COMMANDS, run_python, submit, wait_done
 
 
 def test_job_through_gunicorn_and_clean_shutdown(gunicorn_server, media):
@@ -239,16 +240,7 @@ def test_an_unusable_data_dir_stops_the_start_with_one_line(tmp_path, damage, co
             subprocess.run(["true"], preexec_fn=preexec, check=True)
         except subprocess.SubprocessError as exc:  # no CAP_SETPCAP
             pytest.skip(f"root cannot give up CAP_DAC_OVERRIDE here, so no permission binds it: {exc}")
-    r = subprocess.run(
-        [sys.executable, *START_COMMANDS[command]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=preexec,
-    )
+    r = run_python(START_COMMANDS[command], env, preexec_fn=preexec)
     output = (r.stdout + r.stderr).strip()
     assert r.returncode == 2, output
     said = [line for line in output.splitlines() if "cannot start" in line]

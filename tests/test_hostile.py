@@ -20,16 +20,8 @@ from refresher import intake, lifecycle
 from refresher.store import Store
 from refresher.webapp import create_app
 
-from .conftest import (
-    FFMPEG,
-    PASSWORD,
-    ROOT,
-    ffmpeg_pids_writing_under,
-    make_settings,
-    processes_tagged,
-    sql,
-    wait_until,
-)
+from .conftest import FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, sql
+from .support.servers import processes_tagged, wait_until
 
 
 @pytest.fixture(scope="module")

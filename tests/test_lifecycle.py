@@ -12,7 +12,8 @@ from refresher.store import Store
 from refresher.engine.handle import SupervisorHandle
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, sql, EmbeddedService, make_settings, wait_until
+from .conftest import PASSWORD, sql, EmbeddedService, make_settings
+from .support.servers import wait_until
 
 
 def gone(svc, job_id) -> bool:

@@ -17,7 +17,8 @@ from pathlib import Path
 from refresher.engine.control import ControlBlock
 from refresher.store import LISTENER_NAME, Store
 
-from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to, wait_until
+from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to
+from .support.servers import wait_until
 from .support.processes import encode_workers, mapped_packages
 
 
@@ -47,11 +48,15 @@ def test_a_cancel_through_the_web_stops_ffmpeg_on_every_host(cluster, media):
     job_id = submit_to(web, media["slow"], 4)
     folder = web.data_dir / "jobs" / job_id
     wait_until(lambda: len(ffmpeg_pids_writing_under(folder)) == 2, timeout=60)
-    started = time.monotonic()
     r = web.session.post(f"{web.url}/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
-    assert time.monotonic() - started < 2.0, "q stopped both, before any SIGTERM"
     assert ffmpeg_pids_writing_under(folder) == []
+
+    def stops() -> list[str]:  # what ended each ffmpeg, as its host logged it
+        return re.findall(r"\(ffmpeg stopped by (\S+)\)", "".join(host.log_text() for host in hosts))
+
+    wait_until(lambda: len(stops()) >= 2, timeout=30)
+    assert stops() == ["q", "q"], "q stopped both, before any SIGTERM"
     assert not [p for p in folder.iterdir() if ".part" in p.name]
 
 
@@ -118,14 +123,14 @@ def test_a_cancel_sent_while_a_host_s_listening_connection_is_lost_still_arrives
 
 def test_a_killed_host_loses_nothing_and_the_other_finishes_the_job(cluster, media):
     web, (first, second), store = cluster()
-    job_id = submit_to(web, media["long"], 6)
+    job_id = submit_to(web, media["long"], 3)
     wait_until(
         lambda: any(v["status"] == "processing" and v["host"] == "worker.1" for v in store.get_job_variations(job_id)),
         timeout=60,
     )
     first.stop(signal.SIGKILL)  # its ffmpeg dies with it; its claim stays until its heartbeat is missed
     job = wait_until(lambda: (j := job_of(web, job_id))["status"] in ("completed", "failed") and j, timeout=180)
-    assert job["status"] == "completed" and len({o["id"] for o in outputs(job)}) == 6, job
+    assert job["status"] == "completed" and len({o["id"] for o in outputs(job)}) == 3, job
     assert "fell silent" in second.log_text()
 
 

@@ -19,7 +19,8 @@ import requests
 
 from refresher.settings import describe
 
-from .conftest import ROOT, free_port, processes_tagged
+from .conftest import ROOT
+from .support.servers import free_port, processes_tagged
 from .support.checkout import fresh_copy
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import zipfile
 from datetime import UTC, datetime
@@ -24,8 +22,9 @@ from refresher import intake, lifecycle
 from refresher.storage import objects, open_storage
 from refresher.store import Store
 
-from .conftest import ROOT, WorkerProcess, ffmpeg_pids_writing_under, free_port, job_of, submit_to, wait_until
-from .support.servers import START_COMMANDS
+from .conftest import WorkerProcess, ffmpeg_pids_writing_under, job_of, submit_to
+from .support.servers import free_port, wait_until
+from .support.servers import START_COMMANDS, run_python
 
 
 PREFIX = "team/videos"
@@ -411,15 +410,7 @@ def test_a_bucket_that_cannot_be_used_stops_the_start_with_one_line(s3, bucket, 
         "STORAGE_URL": f"s3://{bucket}-missing/media",
         "HOST_ID": "refused.1",
     }
-    r = subprocess.run(
-        [sys.executable, *START_COMMANDS[command]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    r = run_python(START_COMMANDS[command], env)
     output = (r.stdout + r.stderr).strip()
     said = [line for line in output.splitlines() if "cannot start" in line]
     assert r.returncode == 2 and len(said) == 1, output

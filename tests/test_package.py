@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, free_port, processes_tagged
+from .conftest import ROOT
+from .support.servers import free_port, processes_tagged
 from .support.checkout import fresh_copy
 
-pytestmark = pytest.mark.e2e
+# The install alone (pip's own timeouts allow 20 minutes) outlasted the suite's 300 s per test
+# on a loaded machine, as the first test handed out while every worker starts up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

@@ -16,36 +16,7 @@ from refresher.media import effects as fx
 from refresher.media import ffmpeg
 
 from .conftest import FFMPEG
-
-
-def make_clip(
-    path: Path,
-    rate: float,
-    seconds: float = 1.0,
-    size: str = "320x240",
-    audio: bool = True,
-    audio_seconds: float | None = None,
-) -> Path:
-    args = [
-        FFMPEG,
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-    ]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds or seconds}", "-c:a", "aac"]
-        args += [] if audio_seconds else ["-shortest"]
-    subprocess.run(
-        [*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
+from .support.media import make_clip, run_ffmpeg
 
 
 def encode(source: Path, target: Path, effects: dict, length_known: bool = True) -> Path:
@@ -92,11 +63,11 @@ def sound_length(path: Path) -> float:
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("quality")
     return {
-        25: make_clip(d / "pal.mp4", 25),
-        30: make_clip(d / "ntsc.mp4", 30),
+        25: make_clip(d / "pal.mp4", seconds=1, rate=25),
+        30: make_clip(d / "ntsc.mp4", seconds=1, rate=30),
         # the sound outlasts the picture by most of a frame, as in real ads
-        "long-sound": make_clip(d / "long-sound.mp4", 25, audio_seconds=1.035),
-        120: make_clip(d / "fast.mp4", 120, audio=False),
+        "long-sound": make_clip(d / "long-sound.mp4", seconds=1, rate=25, audio_seconds=1.035),
+        120: make_clip(d / "fast.mp4", seconds=1, rate=120, audio=False),
         "folder": d,
     }
 
@@ -210,24 +181,6 @@ def test_vmaf_measurement_runs(clips):
     same = quality.measure_vmaf(source, source)
     assert same["frames"] == 25 and same["vmaf"] > 97 and same["vmaf_p1"] > 90 and same["ssim"] > 0.999
     rough = clips["folder"] / "rough.mp4"
-    subprocess.run(
-        [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(source),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-crf",
-            "45",
-            str(rough),
-        ],
-        check=True,
-    )
+    run_ffmpeg("-i", str(source), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "45", str(rough))
     worse = quality.measure_vmaf(rough, source)
     assert worse["vmaf"] < same["vmaf"] - 10 and worse["psnr"] < same["psnr"]

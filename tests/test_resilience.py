@@ -24,7 +24,8 @@ from refresher.engine.supervisor import Supervisor, _Outcome, _Worker
 from refresher.store import OperationalError, Store
 from refresher.webapp import create_app
 
-from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings, wait_until
+from .conftest import EmbeddedService, FFMPEG, PASSWORD, ROOT, ffmpeg_pids_writing_under, make_settings
+from .support.servers import wait_until
 from .support.processes import encode_workers, mapped_packages
 
 
@@ -79,7 +80,7 @@ def running_ffmpeg(data_dir: Path, job_id: str) -> list[int]:
     return ffmpeg_pids_writing_under(data_dir / "jobs" / job_id)
 
 
-def mid_job(server, media, variations=4):
+def mid_job(server, media, variations=3):
     """A job with at least one finished variation and one encoding."""
     job_id = submit(server, [media["long"]], variations)
     wait_until(
@@ -102,13 +103,13 @@ def test_sigterm_mid_job_then_restart_resumes(gunicorn_server, media):
     again = gunicorn_server(ENCODE_WORKERS=1, DATA_DIR=server.data_dir)
     job = wait_until(lambda: (j := job_of(again, job_id))["status"] == "completed" and j)
     after = finished_outputs(again.data_dir, job_id)
-    assert len(after) == 4 and job["completedVariations"] == 4
+    assert len(after) == 3 and job["completedVariations"] == 3
     assert {k: after[k] for k in before} == before, "finished variations kept: same ids, same bytes"
 
 
 def test_sigkill_of_the_whole_server_then_restart_resumes(gunicorn_server, media):
     server = gunicorn_server(ENCODE_WORKERS=2)
-    job_id = mid_job(server, media, variations=5)
+    job_id = mid_job(server, media, variations=4)
     before = finished_outputs(server.data_dir, job_id)
     os.killpg(server.proc.pid, signal.SIGKILL)  # master, workers, supervisor, pool; ffmpeg has its own session
     server.proc.wait()
@@ -118,7 +119,7 @@ def test_sigkill_of_the_whole_server_then_restart_resumes(gunicorn_server, media
     again = gunicorn_server(ENCODE_WORKERS=2, DATA_DIR=server.data_dir)
     wait_until(lambda: job_of(again, job_id)["status"] == "completed")
     after = finished_outputs(again.data_dir, job_id)
-    assert len(after) == 5 and {k: after[k] for k in before} == before
+    assert len(after) == 4 and {k: after[k] for k in before} == before
     folder = again.data_dir / "jobs" / job_id
     assert not [p for p in folder.iterdir() if ".part" in p.name]
 
@@ -170,7 +171,7 @@ def test_a_supervisor_whose_server_is_already_gone_does_not_start(tmp_path):
 
 def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, media):
     server = gunicorn_server(ENCODE_WORKERS=1)
-    job_id = mid_job(server, media, variations=4)
+    job_id = mid_job(server, media)
     old = int(re.findall(r"supervisor (\d+) running", server.log_text())[-1])
     old_ffmpeg = running_ffmpeg(server.data_dir, job_id)
     killed_at = time.monotonic()
@@ -191,7 +192,7 @@ def test_supervisor_killed_is_replaced_and_the_job_completes(gunicorn_server, me
     assert 503 in health, "health said degraded while no supervisor ran"
     assert not [p for p in old_ffmpeg if alive(p)], "the old ffmpeg did not outlive it"
     job = wait_until(lambda: (j := job_of(server, job_id))["status"] == "completed" and j)
-    assert job["completedVariations"] == 4
+    assert job["completedVariations"] == 3
 
 
 def test_ffmpeg_killed_from_outside_is_retried_once(make_service, media):

@@ -19,7 +19,8 @@ from refresher.media import ffmpeg
 from refresher.names import content_disposition
 from refresher.store import Store
 
-from .conftest import PASSWORD, sql, decode_errors, wait_until
+from .conftest import PASSWORD, sql, decode_errors
+from .support.servers import wait_until
 
 
 def sse_events(response, limit=10_000):

@@ -4,15 +4,14 @@ the HTTP API and through `flask --app app tokens …`."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, ROOT, make_settings
+from .conftest import PASSWORD, make_settings
+from .support.servers import run_python
 
 
 @pytest.fixture
@@ -195,15 +194,7 @@ def test_cli_through_the_real_flask_command(tmp_path):
     env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "AUTH_PASSWORD": PASSWORD}
 
     def flask(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "app", "tokens", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_python(["-m", "flask", "--app", "app", "tokens", *args], env)
 
     made = flask("create", "nightly build")
     assert made.returncode == 0, made.stderr
