@@ -12,7 +12,8 @@ from refresher.media import effects as fx
 from refresher.media import failures, ffmpeg
 from refresher.webapp import create_app
 
-from .conftest import FFMPEG, make_settings, wait_until
+from .conftest import FFMPEG, make_settings
+from .support.servers import wait_until
 from .support.api import login
 
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")

@@ -17,7 +17,8 @@ from refresher.settings import SettingsError, load_settings
 from refresher.store import shown_url
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, make_settings, wait_until
+from .conftest import PASSWORD, make_settings
+from .support.servers import wait_until
 from .support.api import login
 
 

@@ -24,7 +24,8 @@ from refresher.storage import for_settings
 from refresher.store import Store, UploadClaimed
 from refresher.webapp import create_app
 
-from .conftest import FFMPEG, GunicornServer, make_settings, sql, wait_until
+from .conftest import FFMPEG, GunicornServer, make_settings, sql
+from .support.servers import wait_until
 from .support.api import login
 from .support.servers import wait_done
 

@@ -32,7 +32,8 @@ from refresher.webhooks.address import Refused, parse_ipv4, parse_url, vet, why_
 from refresher.webhooks.delivery import post, signed_headers
 from refresher.webapp import create_app
 
-from .conftest import PASSWORD, EmbeddedService, job_of, make_settings, sql, wait_until
+from .conftest import PASSWORD, EmbeddedService, job_of, make_settings, sql
+from .support.servers import wait_until
 from .support.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
