@@ -52,11 +52,12 @@ def drop_file(page, path: Path, name: str | None = None):
 
 
 def record_values(page, selector: str, attribute: str, name: str):
-    """Collect every value `attribute` of `selector` takes, in window[name]."""
+    """Collect every value `attribute` of `selector` takes, in window[name],
+    beginning with the one it has now (a job may be further than its page thought)."""
     page.evaluate(
         """([selector, attribute, name]) => {
         const element = document.querySelector(selector);
-        window[name] = [];
+        window[name] = [element.getAttribute(attribute)];
         new MutationObserver(() => window[name].push(element.getAttribute(attribute)))
             .observe(element, { attributes: true, attributeFilter: [attribute] });
     }""",
@@ -134,7 +135,7 @@ def test_sign_in_upload_preview_download_and_delete(gunicorn_server, media, page
     page.wait_for_selector("#upload-message.alert-success")
     throttle_uploads(page, -1)
     assert "Job created: 2 videos × 2 variations" in page.inner_text("#upload-message")
-    upload_progress = [int(v) for v in page.evaluate("window.uploadProgress")]
+    upload_progress = [int(v) for v in page.evaluate("window.uploadProgress") if v is not None]
     assert upload_progress and upload_progress[-1] == 100 and upload_progress == sorted(upload_progress)
     assert page.locator(".chosen-file").count() == 0
 
@@ -143,7 +144,7 @@ def test_sign_in_upload_preview_download_and_delete(gunicorn_server, media, page
     job_card = card(page, job_id)
     assert job_card.locator(".job-title").inner_text() == "clip.mp4 and 1 more"
     job_card.locator(".badge", has_text="Completed").wait_for(timeout=90_000)
-    job_progress = [int(v) for v in page.evaluate("window.jobProgress")]
+    job_progress = [int(v) for v in page.evaluate("window.jobProgress") if v is not None]
     assert job_progress[-1] == 100 and job_progress == sorted(job_progress), job_progress
     assert job_card.locator(".job-thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
 
