@@ -208,11 +208,11 @@ def _seconds_to_trickle(lines: int) -> float:
     head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n" + b"a:b\r\n" * lines
     data = head + b"\r\n" + b"x" * 2000
     arrival = Arrival(max_fields=lines + 10)
-    started = time.perf_counter()
+    started = time.thread_time()  # this thread's CPU time: what other work on the machine does not stretch
     for i in range(len(data)):
         arrival.feed(data[i : i + 1])
     assert arrival.verdict is True
-    return (time.perf_counter() - started) / len(data)
+    return (time.thread_time() - started) / len(data)
 
 
 def test_each_byte_costs_the_same_whatever_came_before():

@@ -25,7 +25,7 @@ def test_completed_and_cancelled_jobs_expire(make_service, media, database_url):
     done = svc.wait(svc.submit([media["clip"]], variations=1)["jobId"])
     cancelled = svc.submit([media["clip"]], variations=1)["jobId"]
     svc.post(f"/api/jobs/{cancelled}/cancel")
-    assert svc.get(f"/api/jobs/{done['jobId']}").status_code == 200
+    assert done["status"] == "completed"  # it was there (a loaded machine may take its 2.2 s to encode it)
     wait_until(lambda: gone(svc, done["jobId"]) and gone(svc, cancelled), timeout=15)
     conn = Store.shared(svc.settings.database)
     assert sql(conn, "SELECT COUNT(*) FROM variations")[0][0] == 0
@@ -239,9 +239,10 @@ def test_sweep_at_start_removes_what_no_row_owns(service, media):
 
 def test_scheduler_runs_once_per_host(gunicorn_server):
     server = gunicorn_server(WEB_CONCURRENCY=3, CLEANUP_INTERVAL_SECONDS=0.5)
+    before = len(re.findall(r"cleanup pass in process (\d+)$", server.log_text(), re.M))  # while it started
     time.sleep(3.2)
     passes = re.findall(r"cleanup pass in process (\d+)$", server.log_text(), re.M)
-    assert 4 <= len(passes) <= 8, passes
+    assert 2 <= len(passes) - before <= 8, passes  # one every 0.5 s: not one per web worker (3 times as many)
     assert len(set(passes)) == 1, "only the supervisor runs the cleanup daemon"
 
 
