@@ -222,7 +222,7 @@ def test_a_cancel_keeps_stored_outputs_and_no_partial_reaches_the_bucket(s3_serv
         lambda: (
             ffmpeg_pids_writing_under(scratch) and svc.get(f"/api/jobs/{job_id}").get_json()["completedVariations"] == 1
         ),
-        timeout=60,
+        timeout=180,  # the costliest encode, on a machine that may be busy
     )
     r = svc.post(f"/api/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
