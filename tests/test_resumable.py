@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -468,7 +469,8 @@ def _pieces(data: bytes, offset: int = 0, size: int = 256 * 1024):
 
 
 def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, monkeypatch):
-    data = os.urandom(2 * PART_BYTES + 1000)
+    """One part in flight while the next is read, and fewer than three parts' bytes held at once."""
+    data = os.urandom(4 * PART_BYTES + 1000)
     receiver, row = _receiver_and_row(bucket, tmp_path, len(data))
     read_on = threading.Event()  # set when the bytes after the first part are read
     waited = []
@@ -486,9 +488,15 @@ def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, 
             yield piece
 
     monkeypatch.setattr(receiver, "_put_part", first_part_waits_for_the_read)
-    receiver.append(row, body(), row.update)
+    tracemalloc.start()
+    try:
+        receiver.append(row, body(), row.update)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * PART_BYTES, f"{peak / 1e6:.1f} MB held"
     assert waited == [True], "the first part was sent while the PATCH waited, not beside the reading"
-    assert row["received"] == len(data) and len(json.loads(row["parts"])) == 3
+    assert row["received"] == len(data) and len(json.loads(row["parts"])) == 5
     path = receiver.finished(row)
     assert s3.client().get_object(Bucket=bucket, Key=f"{PREFIX}/uploads/overlap/data")["Body"].read() == data
     receiver.done_reading(row, path)

@@ -259,9 +259,10 @@ class BucketReceiver:
                     mirror.write(chunk)
                     while len(buffer) >= PART_BYTES:
                         settle()  # one part in flight at a time: at most two parts' bytes held
-                        body = bytes(memoryview(buffer)[:PART_BYTES])
+                        part = bytes(memoryview(buffer)[:PART_BYTES])
                         del buffer[:PART_BYTES]
-                        sending = (sender.submit(self._put_part, row, len(parts) + 1, body), body)
+                        sending = (sender.submit(self._put_part, row, len(parts) + 1, part), part)
+                        del part  # (else the next part is made while this one is still held here)
             finally:
                 try:
                     settle()
