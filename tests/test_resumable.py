@@ -12,15 +12,19 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from werkzeug.exceptions import ClientDisconnected
 
 from refresher import lifecycle
 from refresher.storage import for_settings
+from refresher.storage.receiving import PART_BYTES, BucketReceiver
 from refresher.store import Store, UploadClaimed
 from refresher.webapp import create_app
 
@@ -450,6 +454,80 @@ def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, t
     assert s3.client().get_object(Bucket=bucket, Key=source[0])["Body"].read() == data
     assert bucket_uploads(s3, bucket) == ([], [])
     assert [p for p in (settings.data_dir / "scratch").rglob("*") if p.is_file()] == [], "nothing left in scratch"
+
+
+def _receiver_and_row(bucket, tmp_path, length: int):
+    settings = make_settings(tmp_path / "data", storage_url=f"s3://{bucket}/{PREFIX}")
+    receiver = BucketReceiver(for_settings(settings))
+    row = {"id": "overlap", "length": length, "received": 0, "parts": "[]", "tail": 0}
+    row.update(receiver.begin(row["id"], length))
+    return receiver, row
+
+
+def _pieces(data: bytes, offset: int = 0, size: int = 256 * 1024):
+    for at in range(offset, len(data), size):
+        yield data[at : at + size]
+
+
+def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, monkeypatch):
+    """One part in flight while the next is read, and fewer than three parts' bytes held at once."""
+    data = os.urandom(4 * PART_BYTES + 1000)
+    receiver, row = _receiver_and_row(bucket, tmp_path, len(data))
+    read_on = threading.Event()  # set when the bytes after the first part are read
+    waited = []
+    put_part = receiver._put_part
+
+    def first_part_waits_for_the_read(row, number, body):
+        if number == 1:
+            waited.append(read_on.wait(5))
+        return put_part(row, number, body)
+
+    def body():
+        for at, piece in zip(range(0, len(data), 256 * 1024), _pieces(data), strict=True):
+            if at >= PART_BYTES:
+                read_on.set()
+            yield piece
+
+    monkeypatch.setattr(receiver, "_put_part", first_part_waits_for_the_read)
+    tracemalloc.start()
+    try:
+        receiver.append(row, body(), row.update)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * PART_BYTES, f"{peak / 1e6:.1f} MB held"
+    assert waited == [True], "the first part was sent while the PATCH waited, not beside the reading"
+    assert row["received"] == len(data) and len(json.loads(row["parts"])) == 5
+    path = receiver.finished(row)
+    assert s3.client().get_object(Bucket=bucket, Key=f"{PREFIX}/uploads/overlap/data")["Body"].read() == data
+    receiver.done_reading(row, path)
+    receiver.discard(row["id"], row)
+
+
+def test_a_part_that_fails_beside_the_reading_keeps_what_arrived(s3, bucket, tmp_path, monkeypatch):
+    data = os.urandom(2 * PART_BYTES + 600 * 1024)
+    receiver, row = _receiver_and_row(bucket, tmp_path, len(data))
+    put_part = receiver._put_part
+
+    def second_part_fails(row, number, body):
+        if number == 2:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "UploadPart")
+        return put_part(row, number, body)
+
+    monkeypatch.setattr(receiver, "_put_part", second_part_fails)
+    arrived = 2 * PART_BYTES + 512 * 1024  # then the client goes away
+    with pytest.raises(ClientError):
+        receiver.append(row, _pieces(data[:arrived]), row.update)
+    # the first part is stored; the failed part's bytes and those after it wait in the tail
+    assert len(json.loads(row["parts"])) == 1
+    assert row["tail"] == arrived - PART_BYTES and row["received"] == arrived
+    monkeypatch.setattr(receiver, "_put_part", put_part)
+    receiver.append(row, _pieces(data, arrived), row.update)
+    assert row["received"] == len(data)
+    path = receiver.finished(row)
+    assert s3.client().get_object(Bucket=bucket, Key=f"{PREFIX}/uploads/overlap/data")["Body"].read() == data
+    receiver.done_reading(row, path)
+    receiver.discard(row["id"], row)
 
 
 def test_one_request_at_a_time_holds_an_upload_and_it_makes_one_job(database):

@@ -25,6 +25,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -191,7 +192,11 @@ class _Mirror:
 
 class BucketReceiver:
     """The parts of an S3 multipart upload. Each is PART_BYTES (the last may
-    be smaller); a PATCH holds at most one part's bytes in memory."""
+    be smaller). A part goes to the bucket on a thread of its own while the
+    PATCH reads the next one, one part in flight at a time: a PATCH holds at
+    most two parts' bytes in memory, and waits only for its last part. The
+    row counts a part once the bucket has it; a part that fails leaves its
+    bytes to the tail, with those read after it."""
 
     def __init__(self, storage: ObjectStorage):
         self.storage = storage
@@ -225,36 +230,63 @@ class BucketReceiver:
         buffer = bytearray()
         if row["tail"]:
             buffer += self._read(self._tail(upload_id))[: row["tail"]]
+        # The bytes not yet in a part: those of the part in flight (`sending`),
+        # then `buffer`. The row's tail is the first `tail_stored` of them.
         tail_stored = len(buffer)
-        try:
-            for chunk in chunks:
-                buffer += chunk
-                mirror.write(chunk)
-                while len(buffer) >= PART_BYTES:
-                    self._put_part(row, parts, bytes(buffer[:PART_BYTES]))
-                    del buffer[:PART_BYTES]
-                    stored += PART_BYTES
-                    tail_stored = 0  # what the tail held is in a part now
+        sending: tuple[Future, bytes] | None = None
+        failed: BaseException | None = None
+
+        def settle() -> None:
+            """Wait for the part in flight; once it is stored, record it."""
+            nonlocal sending, stored, tail_stored, buffer
+            if sending is None:
+                return
+            future, body = sending
+            sending = None
+            try:
+                parts.append(future.result())
+            except BaseException:
+                buffer = bytearray(body) + buffer  # its bytes are not stored: they go back in front
+                raise
+            stored += len(body)
+            tail_stored = 0  # what the tail held is in a part now
+            record({"parts": json.dumps(parts), "tail": 0, "received": stored})
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-part") as sender:
+            try:
+                for chunk in chunks:
+                    buffer += chunk
+                    mirror.write(chunk)
+                    while len(buffer) >= PART_BYTES:
+                        settle()  # one part in flight at a time: at most two parts' bytes held
+                        part = bytes(memoryview(buffer)[:PART_BYTES])
+                        del buffer[:PART_BYTES]
+                        sending = (sender.submit(self._put_part, row, len(parts) + 1, part), part)
+                        del part  # (else the next part is made while this one is still held here)
+            finally:
+                try:
+                    settle()
+                except Exception as exc:  # keep what arrived as the tail, then say the part failed
+                    failed = exc
+                if stored + len(buffer) == row["length"] and buffer and failed is None:
+                    parts.append(self._put_part(row, len(parts) + 1, bytes(buffer)))  # the last may be small
+                    stored += len(buffer)
                     record({"parts": json.dumps(parts), "tail": 0, "received": stored})
-        finally:
-            if stored + len(buffer) == row["length"] and buffer:
-                self._put_part(row, parts, bytes(buffer))  # the last part may be small
-                stored += len(buffer)
-                record({"parts": json.dumps(parts), "tail": 0, "received": stored})
-            elif len(buffer) != tail_stored:
-                self.client.put_object(
-                    Bucket=self.storage.bucket, Key=self._name(self._tail(upload_id)), Body=bytes(buffer)
-                )
-                record({"tail": len(buffer), "received": stored + len(buffer)})
-            else:
-                record({"received": stored + len(buffer)})
+                elif len(buffer) != tail_stored:
+                    self.client.put_object(
+                        Bucket=self.storage.bucket, Key=self._name(self._tail(upload_id)), Body=bytes(buffer)
+                    )
+                    record({"tail": len(buffer), "received": stored + len(buffer)})
+                else:
+                    record({"received": stored + len(buffer)})
+        if failed is not None:
+            raise failed
 
     def _mirror(self, upload_id: str) -> Path:
         # not where `local_copy` fetches to, which takes any file there for a whole one
         return self.storage.scratch / MIRRORS / upload_id
 
-    def _put_part(self, row: dict, parts: list[dict], body: bytes) -> None:
-        number = len(parts) + 1
+    def _put_part(self, row: dict, number: int, body: bytes) -> dict:
         answer = self.client.upload_part(
             Bucket=self.storage.bucket,
             Key=self._name(data_key(row["id"])),
@@ -262,7 +294,7 @@ class BucketReceiver:
             PartNumber=number,
             Body=body,
         )
-        parts.append({"n": number, "etag": answer["ETag"], "size": len(body)})
+        return {"n": number, "etag": answer["ETag"], "size": len(body)}
 
     def _read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.storage.bucket, Key=self._name(key))["Body"].read()
