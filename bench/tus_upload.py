@@ -7,9 +7,13 @@ the server's processes added while it ran, and the time from the last byte
 handed to the connection to the 202 (for tus: the last PATCH, whose answer
 waits for the check of the video, then the JSON request that makes the job).
 The tus upload is sent by the service's own client (`refresher submit`'s
-uploader: PATCHes of 10 MB), and once more as one PATCH of the whole file
-(what tus-js-client sends unless told a chunk size); the multipart one is
-streamed by requests-toolbelt, as `bench/upload_memory.py` does.
+uploader: a first PATCH of 10 MB, then PATCHes sized to the link, up to
+100 MB), and once more as one PATCH of the whole file (what tus-js-client
+sends unless told a chunk size); the multipart one is streamed by
+requests-toolbelt, as `bench/upload_memory.py` does. No host encodes
+(ENCODE_WORKERS=0): a job made by one way would otherwise fetch its source
+and encode while the next way is measured. Each round takes the ways in
+another order.
 
     python -m bench.tus_upload [--mb 500] [--rounds 1] [--storage disk,s3]
 
@@ -96,19 +100,19 @@ class TimedFile:
 
 def measure(storage: str, big: Path, rounds: int) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {way: [] for way in WAYS}
-    env = {"MAX_UPLOAD_MB": max(600, int(big.stat().st_size / 1e6) + 50), "ENCODE_WORKERS": 1}
+    env = {"MAX_UPLOAD_MB": max(600, int(big.stat().st_size / 1e6) + 50), "ENCODE_WORKERS": 0}
     moto = MotoS3() if storage == "s3" else None
     if moto is not None:
         moto.__enter__()
         env.update(moto.env)
     try:
         with Server(**env) as server:
-            for _ in range(rounds):
-                for way, send in WAYS.items():
+            ways = list(WAYS.items())
+            for round_ in range(rounds):
+                for way, send in ways[round_ % len(ways) :] + ways[: round_ % len(ways)]:
                     meter = PeakRSS(worker_pids(server.proc.pid))
                     seconds, job, after = send(server, big)
                     added = meter.stop()
-                    server.session.post(f"{server.url}/api/jobs/{job['jobId']}/cancel")
                     server.session.delete(f"{server.url}/api/jobs/{job['jobId']}")
                     results[way].append({"seconds": seconds, "mb": added, "after": after})
     finally:

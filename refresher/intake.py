@@ -23,7 +23,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 
 from .settings import Settings
 
@@ -32,7 +32,7 @@ from .errors import Rejected
 from .media import effects as fx
 from .media import ffmpeg
 from .media.slots import PROBES_AT_ONCE, ProbeSlots
-from .storage import Storage, StorageError
+from .storage import Storage, StorageError, job_prefix, source_key
 from .names import clean_job_name, has_invisible, name_from_files, safe_stem
 from .store import QueueFull, Store, new_id
 
@@ -156,7 +156,7 @@ class EarlyIntake:
         if video.path == self._first and self._thumbnail is not None:
             self._thumbnail.result()  # made from the staged file, which storing moves away
         file_id = new_id()
-        key = f"jobs/{self.job_id}/source_{file_id}"
+        key = source_key(self.job_id, file_id)
         self.storage.put(key, video.path)
         return {"name": video.name, "size": video.size, "file_id": file_id, "stored": key, "info": info}
 
@@ -277,11 +277,17 @@ def accept_stored(
     name: str | None,
     job_id: str,
     thumbnail_from: str | None,
+    thumbnail_stored: str | None = None,
     webhook_url: str | None = None,
 ) -> dict:
     """A job from videos checked already and stored under keys of their own
-    (resumable uploads): each `key` is copied under the job's prefix. The 202 body."""
+    (resumable uploads): each `key` is copied under the job's prefix, and
+    what is there already (`stored`, and `thumbnail_stored`) stays there if
+    the job is not made after all. The 202 body."""
     _check_storage(settings, accepted, variations)
+    keep = {item["stored"] for item in accepted if "stored" in item}
+    if thumbnail_stored is not None:
+        keep.add(thumbnail_stored)
     return _create_job(
         store,
         settings,
@@ -291,8 +297,10 @@ def accept_stored(
         seed,
         name,
         job_id=job_id,
+        thumbnail_stored=thumbnail_stored,
         thumbnail_from=thumbnail_from,
         webhook_url=webhook_url,
+        keep=keep,
     )
 
 
@@ -380,12 +388,13 @@ def _create_job(
     thumbnail_stored: str | None = None,
     thumbnail_from: str | None = None,
     webhook_url: str | None = None,
+    keep: Set[str] = frozenset(),
 ) -> dict:
     """Write the job: each source is under the job's prefix — stored there
     already (`stored`, with its `file_id`), or copied from another job's key
     (`key`) — then the rows, in one transaction under the queue cap. The
     thumbnail is stored already or copied from `thumbnail_from`. If anything
-    fails, every file stored for the job is deleted."""
+    fails, every file stored for the job is deleted (but those in `keep`)."""
     job_id = job_id or new_id()
     try:
         now = time.time()
@@ -400,7 +409,7 @@ def _create_job(
                 file_id, upload_key = item["file_id"], item["stored"]
             else:
                 file_id = new_id()
-                upload_key = f"jobs/{job_id}/source_{file_id}"
+                upload_key = source_key(job_id, file_id)
                 storage.copy(item["key"], upload_key)
             files.append(
                 {
@@ -449,7 +458,10 @@ def _create_job(
             raise queue_full(full) from None
     except BaseException as exc:
         try:
-            storage.delete_job(job_id)
+            if keep:
+                storage.delete([f.key for f in storage.files(job_prefix(job_id)) if f.key not in keep])
+            else:
+                storage.delete_job(job_id)
         except StorageError as again:
             log.error(
                 "job %s was not created, and its stored files could not be deleted (the sweep will): %s", job_id, again

@@ -125,11 +125,15 @@ def sweep_temporaries(
     storage = storage or for_settings(settings)
     now = time.time()
     known_jobs = store.all_job_ids()
+    # (in a bucket, a finished resumable upload is stored as the source of the job it is to make, with its id)
+    uploads = store.upload_ids() - known_jobs
     owned: dict[str, set[str]] = {}
     orphans: dict[str, list[StoredFile]] = {}
     strays: list[str] = []
     for item in storage.files("jobs/"):
         job_id = job_of(item.key)
+        if job_id in uploads:
+            continue  # the upload's row owns it (`expire_uploads`)
         if job_id is None or job_id not in known_jobs:
             orphans.setdefault(job_id or item.key, []).append(item)
             continue

@@ -40,7 +40,7 @@ from .media.slots import ProbeSlots
 from .names import display_name
 from .settings import Settings
 from .storage import Storage, StorageError
-from .storage.receiving import Receiver, data_key, receiver_for, thumbnail_key
+from .storage.receiving import Receiver, receiver_for
 from .store import Store, UploadClaimed, new_id
 
 log = logging.getLogger(__name__)
@@ -311,28 +311,30 @@ def _check(
                     slots,
                     video,
                     lambda probed: made.append(
-                        pool.submit(_thumbnail, settings, storage, binary, slots, row, path, probed)
+                        pool.submit(_thumbnail, settings, bytes_at, binary, slots, row, path, probed)
                     ),
                     client=client,
                 )
             except Rejected as refused:
                 pool.shutdown(wait=True)
-                store.record_upload(row["id"], refusal=json.dumps({"code": refused.code, "error": refused.message}))
                 bytes_at.done_reading(row, path)
+                store.record_upload(row["id"], refusal=json.dumps({"code": refused.code, "error": refused.message}))
                 bytes_at.discard(row["id"], row)
                 log.info("upload %s is complete and refused: %s", row["id"], refused.message)
                 return
             thumbnail = made[0].result() if made else None
-        store.record_upload(
-            row["id"], probe=json.dumps({"media": info.as_dict(), "duration": info.duration}), thumbnail=thumbnail
-        )
-        log.info("upload %s is complete and checked: %s", row["id"], row["name"])
-    finally:
+    except BaseException:
         bytes_at.done_reading(row, path)
+        raise
+    bytes_at.done_reading(row, path)  # (the file is whole in storage only once this returns)
+    store.record_upload(
+        row["id"], probe=json.dumps({"media": info.as_dict(), "duration": info.duration}), thumbnail=thumbnail
+    )
+    log.info("upload %s is complete and checked: %s", row["id"], row["name"])
 
 
 def _thumbnail(
-    settings: Settings, storage: Storage, binary: str, slots: ProbeSlots, row: dict, path: Path, info
+    settings: Settings, bytes_at: Receiver, binary: str, slots: ProbeSlots, row: dict, path: Path, info
 ) -> str | None:
     scratch = settings.data_dir / "run"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -340,8 +342,8 @@ def _thumbnail(
     try:
         with slots.hold():
             ffmpeg.make_thumbnail(binary, path, made, info.duration)
-        key = thumbnail_key(row["id"])
-        storage.put(key, made)
+        key = bytes_at.thumbnail_key(row["id"])
+        bytes_at.storage.put(key, made)
         return key
     except (RuntimeError, OSError) as exc:
         log.warning("no thumbnail for upload %s: %s", row["id"], exc)
@@ -403,18 +405,24 @@ def make_job(store: Store, settings: Settings, storage: Storage, binary: str, bo
     name = intake.parse_name(_one(form, "name"))
     webhook_url = webhooks.accept_url(_one(form, webhooks.FIELD), settings)
     rows = [_ready(store, settings, storage, binary, upload_id) for upload_id in ids]
+    bytes_at = receiver(settings, storage)
+    # The job takes its first upload's id: in a bucket, that upload's file is
+    # stored as the source of a job with this id already, and stays where it is.
+    job_id = ids[0]
+    adopted = rows[0] if bytes_at.adopts else None
     accepted = []
     for row in rows:
         probe = json.loads(row["probe"])
-        accepted.append(
-            {
-                "name": row["name"],
-                "size": row["length"],
-                "key": data_key(row["id"]),
-                "info": ffmpeg.MediaInfo.from_dict(probe["media"], probe["duration"]),
-            }
-        )
-    job_id = new_id()
+        item = {
+            "name": row["name"],
+            "size": row["length"],
+            "info": ffmpeg.MediaInfo.from_dict(probe["media"], probe["duration"]),
+        }
+        if row is adopted:
+            item.update(stored=bytes_at.data_key(row["id"]), file_id=row["id"])
+        else:
+            item["key"] = bytes_at.data_key(row["id"])
+        accepted.append(item)
     try:
         store.claim_uploads(ids, job_id)
     except UploadClaimed as exc:
@@ -429,16 +437,17 @@ def make_job(store: Store, settings: Settings, storage: Storage, binary: str, bo
             seed,
             name,
             job_id,
-            thumbnail_from=rows[0]["thumbnail"],
+            thumbnail_from=None if adopted else rows[0]["thumbnail"],
+            thumbnail_stored=rows[0]["thumbnail"] if adopted else None,
             webhook_url=webhook_url,
         )
     except BaseException:
         store.unclaim_uploads(ids, job_id)
         raise
-    bytes_at = receiver(settings, storage)
     for row in rows:
         try:
-            bytes_at.discard(row["id"], row)  # the job holds its own copy (a hard link on disk)
+            # what the job took stays: the adopted file, else its own copy (a hard link on disk)
+            bytes_at.discard(row["id"], {**row, "job_id": job_id})
         except (StorageError, OSError) as exc:
             log.error("upload %s made job %s; its bytes could not be deleted (expiry will): %s", row["id"], job_id, exc)
     return created

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from refresher.client.resumable import PATCH_BYTES
+from refresher.client.resumable import MAX_PATCH_BYTES, MIN_PATCH_BYTES, PART_BYTES, next_patch_bytes
 
 from .conftest import FFMPEG, PASSWORD, ROOT
 from .support.proxy import Relay
@@ -362,6 +362,16 @@ def test_names_retry_resume_and_rerun(gunicorn_server, media, client_env, tmp_pa
     assert f"job {long_job}: completed 100% (4 of 4 variations done)" in r.stdout
 
 
+def test_a_patch_is_sized_to_the_speed_the_last_one_went():
+    mb = 1024 * 1024
+    assert next_patch_bytes(10 * mb, 0.1) == MAX_PATCH_BYTES, "a fast link: the largest PATCH"
+    assert next_patch_bytes(10 * mb, 2.0) == 25 * mb, "5 MB/s: five seconds' worth"
+    assert next_patch_bytes(10 * mb, 30.0) == MIN_PATCH_BYTES, "a slow link: never below the first"
+    assert next_patch_bytes(10 * mb, 0.0) == MAX_PATCH_BYTES
+    for sent, seconds in [(10 * mb, 1.7), (7 * mb, 0.9), (mb, 0.01)]:
+        assert next_patch_bytes(sent, seconds) % PART_BYTES == 0, "whole parts: no tail waits between PATCHes"
+
+
 @pytest.fixture
 def grainy(tmp_path) -> Path:
     """A 3 s clip of 12 MB (noise, losslessly coded): more than one PATCH of the client."""
@@ -378,7 +388,7 @@ def test_submit_resumes_after_a_dropped_connection_and_after_ctrl_c(gunicorn_ser
     server = gunicorn_server(ENCODE_WORKERS=1)
     env = for_server(client_env, server)
     size = grainy.stat().st_size
-    assert size > PATCH_BYTES
+    assert size > MIN_PATCH_BYTES
 
     # the connection drops 3 MB into the first PATCH: the client asks where it got to and goes on
     relay = Relay(server.port)
@@ -386,7 +396,7 @@ def test_submit_resumes_after_a_dropped_connection_and_after_ctrl_c(gunicorn_ser
     r = run({**env, "REFRESHER_URL": relay.url}, "submit", grainy, "-n", 1, "--wait")
     assert r.returncode == 0, r.stderr
     assert "grainy.mp4: done" in r.stderr
-    assert relay.sent <= size + PATCH_BYTES + 64 * 1024  # (64 KB: the requests' heads)
+    assert relay.sent <= size + MIN_PATCH_BYTES + 64 * 1024  # (64 KB: the requests' heads)
     relay.close()
 
     # Ctrl-C halfway: the same command again goes on where it stopped

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from werkzeug.exceptions import ClientDisconnected
 from refresher import lifecycle
 from refresher.storage import for_settings
 from refresher.storage.receiving import PART_BYTES, BucketReceiver
-from refresher.store import Store, UploadClaimed
+from refresher.store import QueueFull, Store, UploadClaimed
 from refresher.webapp import create_app
 
 from .conftest import FFMPEG, GunicornServer, make_settings, sql
@@ -456,6 +457,56 @@ def test_unfinished_uploads_in_the_bucket_count_and_expire(s3, bucket, grainy, t
     assert [p for p in (settings.data_dir / "scratch").rglob("*") if p.is_file()] == [], "nothing left in scratch"
 
 
+@pytest.mark.e2e
+def test_a_job_takes_the_finished_upload_in_the_bucket_as_it_is(s3, bucket, grainy, tmp_path, monkeypatch):
+    """In a bucket, a finished upload is stored as the source of a job with
+    its id: the job made from it takes it with no copy. Until then its row
+    owns it (a sweep leaves it; a job not made leaves it); then the job does
+    (the upload's expiry leaves it; the job's deletion removes it)."""
+    settings = make_settings(tmp_path / "data", storage_url=f"s3://{bucket}/{PREFIX}")
+    app = create_app(settings)
+    client, headers = app.test_client(), {**login(app.test_client()), **TUS}
+    storage = for_settings(settings)
+    store = app.extensions["refresher"].store
+    data = grainy.read_bytes()
+    first_id, second_id = (upload(client, headers, grainy, name) for name in ("a.mp4", "b.mp4"))
+    adopted = f"{PREFIX}/jobs/{first_id}/source_{first_id}"
+    assert s3.client().get_object(Bucket=bucket, Key=adopted)["Body"].read() == data
+    assert lifecycle.sweep_temporaries(store, settings, min_age=0, storage=storage) == []
+    assert storage.used_bytes() > 2 * len(data), "finished uploads count toward the limit"
+
+    copies = []
+    copy = type(storage).copy
+    monkeypatch.setattr(type(storage), "copy", lambda self, a, b: (copies.append(a), copy(self, a, b))[1])
+    create_job = store.create_job
+
+    def queue_full(*args, **kwargs):
+        raise QueueFull(5, 5)
+
+    monkeypatch.setattr(store, "create_job", queue_full)
+    body = {"uploads": [first_id, second_id], "variations": 1}
+    assert client.post("/api/jobs", headers=headers, json=body).status_code == 503
+    assert s3.client().get_object(Bucket=bucket, Key=adopted)["Body"].read() == data, "a job not made keeps it"
+    assert not [k for k in s3.keys(bucket, f"{PREFIX}/jobs/{first_id}/") if k != adopted and "thumbnail" not in k]
+    monkeypatch.setattr(store, "create_job", create_job)
+    copies.clear()
+
+    r = client.post("/api/jobs", headers=headers, json=body)
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    assert job["jobId"] == first_id and job["files"][0]["id"] == first_id
+    assert copies == [f"jobs/{second_id}/source_{second_id}"], "only the second file is copied"
+    assert s3.keys(bucket, f"{PREFIX}/jobs/{second_id}/") == [], "the second upload's own file is gone"
+    assert bucket_uploads(s3, bucket) == ([], [])
+    later = time.time() + settings.upload_ttl_seconds + 1
+    assert sorted(lifecycle.expire_uploads(store, settings, now=later, storage=storage)) == sorted([first_id, second_id])
+    assert s3.client().get_object(Bucket=bucket, Key=adopted)["Body"].read() == data, "the job's now"
+    assert lifecycle.sweep_temporaries(store, settings, min_age=0, storage=storage) == []
+    assert client.post(f"/api/jobs/{first_id}/cancel", headers=headers).status_code == 200
+    assert client.delete(f"/api/jobs/{first_id}", headers=headers).status_code in (200, 204)
+    assert s3.keys(bucket, f"{PREFIX}/jobs/") == []
+
+
 def _receiver_and_row(bucket, tmp_path, length: int):
     settings = make_settings(tmp_path / "data", storage_url=f"s3://{bucket}/{PREFIX}")
     receiver = BucketReceiver(for_settings(settings))
@@ -469,11 +520,14 @@ def _pieces(data: bytes, offset: int = 0, size: int = 256 * 1024):
         yield data[at : at + size]
 
 
-def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, monkeypatch):
-    """One part in flight while the next is read, and fewer than three parts' bytes held at once."""
-    data = os.urandom(4 * PART_BYTES + 1000)
+def test_parts_go_to_the_bucket_while_the_rest_is_read_and_none_is_held_in_memory(s3, bucket, tmp_path, monkeypatch):
+    """Parts are sent from the spool on disk, several at once, while the PATCH
+    reads on. A part is read from disk as it is sent (botocore reads 1 MB at
+    a time to sign it and to send it): four in flight hold less than the two
+    whole parts a PATCH held when parts were sent from memory."""
+    data = os.urandom(6 * PART_BYTES + 1000)
     receiver, row = _receiver_and_row(bucket, tmp_path, len(data))
-    read_on = threading.Event()  # set when the bytes after the first part are read
+    read_on = threading.Event()  # set when the bytes after the third part are read
     waited = []
     put_part = receiver._put_part
 
@@ -484,7 +538,7 @@ def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, 
 
     def body():
         for at, piece in zip(range(0, len(data), 256 * 1024), _pieces(data), strict=True):
-            if at >= PART_BYTES:
+            if at >= 3 * PART_BYTES:
                 read_on.set()
             yield piece
 
@@ -495,17 +549,23 @@ def test_a_part_goes_to_the_bucket_while_the_next_is_read(s3, bucket, tmp_path, 
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 3 * PART_BYTES, f"{peak / 1e6:.1f} MB held"
-    assert waited == [True], "the first part was sent while the PATCH waited, not beside the reading"
-    assert row["received"] == len(data) and len(json.loads(row["parts"])) == 5
+    assert peak < 2 * PART_BYTES, f"{peak / 1e6:.1f} MB held"
+    assert waited == [True], "the first part was sent while the PATCH read on, not in its way"
+    assert row["received"] == len(data) and [p["n"] for p in json.loads(row["parts"])] == [1, 2, 3, 4, 5, 6, 7]
     path = receiver.finished(row)
-    assert s3.client().get_object(Bucket=bucket, Key=f"{PREFIX}/uploads/overlap/data")["Body"].read() == data
+    assert path.read_bytes() == data, "checked from this host's copy"
     receiver.done_reading(row, path)
+    key = f"{PREFIX}/jobs/overlap/source_overlap"
+    assert s3.client().get_object(Bucket=bucket, Key=key)["Body"].read() == data
     receiver.discard(row["id"], row)
+    assert s3.keys(bucket, f"{PREFIX}/") == []
 
 
-def test_a_part_that_fails_beside_the_reading_keeps_what_arrived(s3, bucket, tmp_path, monkeypatch):
-    data = os.urandom(2 * PART_BYTES + 600 * 1024)
+def test_a_part_that_fails_ends_the_patch_with_the_parts_before_it(s3, bucket, tmp_path, monkeypatch):
+    """A failed part: the row counts the parts stored before it and never goes
+    back; the rest is sent again from there. A body that breaks off keeps
+    what arrived (the tail)."""
+    data = os.urandom(4 * PART_BYTES + 600 * 1024)
     receiver, row = _receiver_and_row(bucket, tmp_path, len(data))
     put_part = receiver._put_part
 
@@ -515,19 +575,46 @@ def test_a_part_that_fails_beside_the_reading_keeps_what_arrived(s3, bucket, tmp
         return put_part(row, number, body)
 
     monkeypatch.setattr(receiver, "_put_part", second_part_fails)
-    arrived = 2 * PART_BYTES + 512 * 1024  # then the client goes away
     with pytest.raises(ClientError):
-        receiver.append(row, _pieces(data[:arrived]), row.update)
-    # the first part is stored; the failed part's bytes and those after it wait in the tail
-    assert len(json.loads(row["parts"])) == 1
-    assert row["tail"] == arrived - PART_BYTES and row["received"] == arrived
+        receiver.append(row, _pieces(data), row.update)
+    assert [p["n"] for p in json.loads(row["parts"])] == [1]
+    assert row["tail"] == 0 and row["received"] == PART_BYTES
     monkeypatch.setattr(receiver, "_put_part", put_part)
+
+    def breaks_off(offset, end):
+        yield from _pieces(data[:end], offset)
+        raise OSError("connection reset")
+
+    arrived = 2 * PART_BYTES + 512 * 1024  # then the client goes away
+    with pytest.raises(OSError, match="reset"):
+        receiver.append(row, breaks_off(row["received"], arrived), row.update)
+    assert len(json.loads(row["parts"])) == 2
+    assert row["tail"] == arrived - 2 * PART_BYTES and row["received"] == arrived
     receiver.append(row, _pieces(data, arrived), row.update)
     assert row["received"] == len(data)
     path = receiver.finished(row)
-    assert s3.client().get_object(Bucket=bucket, Key=f"{PREFIX}/uploads/overlap/data")["Body"].read() == data
     receiver.done_reading(row, path)
-    receiver.discard(row["id"], row)
+    key = f"{PREFIX}/jobs/overlap/source_overlap"
+    assert s3.client().get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+def test_a_patch_to_another_host_resumes_from_the_tail_in_the_bucket(s3, bucket, tmp_path):
+    """Two hosts (two scratch folders) take alternate PATCHes: a host without
+    the bytes before fetches the tail, and the finished file is fetched back
+    for its check."""
+    data = os.urandom(3 * PART_BYTES + 300 * 1024)
+    first, row = _receiver_and_row(bucket, tmp_path / "a", len(data))
+    second = BucketReceiver(for_settings(make_settings(tmp_path / "b" / "data", storage_url=f"s3://{bucket}/{PREFIX}")))
+    cuts = [0, PART_BYTES // 2, PART_BYTES + 1000, 2 * PART_BYTES + 7, len(data)]
+    for n, (start, end) in enumerate(itertools.pairwise(cuts)):
+        (first, second)[n % 2].append(row, _pieces(data[:end], start), row.update)
+        assert row["received"] == end
+    path = second.finished(row)
+    assert path.read_bytes() == data and "receiving" not in path.parts, "fetched back, not a copy of part of it"
+    second.done_reading(row, path)
+    assert not path.exists()
+    key = f"{PREFIX}/jobs/overlap/source_overlap"
+    assert s3.client().get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
 
 def test_one_request_at_a_time_holds_an_upload_and_it_makes_one_job(database):

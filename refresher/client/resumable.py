@@ -2,7 +2,13 @@
 speaks at /api/uploads), so that a dropped connection costs only the bytes in
 flight.
 
-Each file is sent in PATCHes of PATCH_BYTES, read from disk as they go. A
+Each file is sent in PATCHes read from disk as they go. The first carries
+10 MB; then each is sized to take about PATCH_SECONDS at the speed the last
+one went (up to 100 MB), so a fast link is not held back by a round trip
+and the server's wait for its last part at every 10 MB, and a slow one never
+sends a PATCH that an HTTP router's time limit would cut (a cut PATCH keeps
+what arrived, so its size costs nothing on a cut). Sizes are whole multiples
+of the 5 MB S3 part, so that nothing waits in a tail between PATCHes. A
 network error or a busy server is met by asking the server where the upload
 got to (HEAD) and going on from there, a few times with growing pauses. An
 upload begun is remembered (`Ledger`, in the client's config folder) by the
@@ -25,7 +31,10 @@ from .errors import UNREACHABLE, ClientError
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
-PATCH_BYTES = 10 * 1024 * 1024  # what one PATCH carries (two whole S3 parts); a cut costs at most this much again
+PART_BYTES = 5 * 1024 * 1024  # PATCHes are whole multiples of the server's part size in object storage
+MIN_PATCH_BYTES = 2 * PART_BYTES  # the first PATCH, and after a failure
+MAX_PATCH_BYTES = 20 * PART_BYTES
+PATCH_SECONDS = 5.0  # what a PATCH should take at the speed the last one went
 READ_BYTES = 256 * 1024
 RETRIES = 6  # attempts after a failure, with pauses of 1, 2, 4 … s
 RETRY_STATUSES = (409, 423, 500, 502, 503, 504)  # out of step, busy or briefly unavailable: ask again
@@ -136,9 +145,11 @@ class Uploader:
             offset = 0
         progress.reached(offset)
         failures = 0
+        patch_bytes = MIN_PATCH_BYTES
         with open(file, "rb") as f:
             while offset < size:
-                piece = _Piece(f, offset, min(PATCH_BYTES, size - offset), _counter(progress, offset))
+                piece = _Piece(f, offset, min(patch_bytes, size - offset), _counter(progress, offset))
+                began = time.monotonic()
                 try:
                     answer = self.request(
                         "PATCH",
@@ -149,7 +160,9 @@ class Uploader:
                     )
                     offset = int(answer.headers["Upload-Offset"])
                     failures = 0
+                    patch_bytes = next_patch_bytes(len(piece), time.monotonic() - began)
                 except ClientError as error:
+                    patch_bytes = MIN_PATCH_BYTES
                     if not _worth_retrying(error) or failures >= RETRIES:
                         raise
                     self.pause(2**failures)
@@ -187,6 +200,12 @@ class Uploader:
                     raise
                 self.pause(2**attempt)
         return None
+
+
+def next_patch_bytes(sent: int, seconds: float) -> int:
+    """The size of the next PATCH after one of `sent` bytes took `seconds`."""
+    wanted = sent / max(seconds, 1e-3) * PATCH_SECONDS
+    return min(MAX_PATCH_BYTES, max(MIN_PATCH_BYTES, int(wanted) // PART_BYTES * PART_BYTES))
 
 
 def _counter(progress, start: int) -> Callable[[int], None]:

@@ -37,6 +37,10 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
+def source_key(job_id: str, file_id: str) -> str:
+    return f"{job_prefix(job_id)}source_{file_id}"
+
+
 def job_of(key: str) -> str | None:
     """The job id of a key under jobs/, else None."""
     parts = key.split("/")

@@ -226,7 +226,7 @@ class ObjectStorage:
         """What the parts of resumable uploads' unfinished multipart uploads
         take (no listing of objects shows them)."""
         total = 0
-        for key, multipart, _ in self.multipart_uploads("uploads/"):
+        for key, multipart, _ in self.multipart_uploads(""):
             with _reported(f"listing the parts of {key}"):
                 pages = self.client.get_paginator("list_parts").paginate(
                     Bucket=self.bucket, Key=self.name(key), UploadId=multipart
