@@ -4,6 +4,7 @@ a real gunicorn server."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -35,15 +36,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Media(dict):
     """Every kind of source the service must handle, each made with lavfi the
-    first time a test asks for it (once per test process: with several
-    workers, each makes only what its own tests use)."""
+    first time a test asks for it: once per test run, in a folder the
+    pytest-xdist workers share (the first to want a clip makes it while the
+    others wait on its lock; a 40 s 720p clip takes seconds to make). Tests
+    read these files and never change them."""
 
     def __init__(self, folder: Path):
         super().__init__()
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
 
     def __missing__(self, name: str) -> Path:
-        self[name] = path = _MEDIA[name](self, self.folder)
+        made = self.folder / f"{name}.made"  # holds the clip's file name once it is whole
+        with open(self.folder / f"{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not made.exists():
+                path = _MEDIA[name](self, self.folder)
+                made.write_text(path.name)
+            path = self.folder / made.read_text()
+        self[name] = path
         return path
 
 
@@ -114,8 +125,10 @@ _MEDIA: dict[str, Callable[[Media, Path], Path]] = {
 
 
 @pytest.fixture(scope="session")
-def media(tmp_path_factory) -> Media:
-    return Media(tmp_path_factory.mktemp("media"))
+def media(tmp_path_factory, worker_id) -> Media:
+    if worker_id == "master":  # (no xdist)
+        return Media(tmp_path_factory.mktemp("media"))
+    return Media(tmp_path_factory.getbasetemp().parent / "media")
 
 
 @pytest.fixture(scope="session")
@@ -266,8 +279,11 @@ def make_service(tmp_path):
 # --- the fast lane -----------------------------------------------------------------------
 # `pytest -m "not e2e"` leaves out every test that starts a real gunicorn, a
 # browser, a cluster of hosts, an S3 server, an install or a benchmark, kills
-# and restarts whole processes, or fuzzes every operation: what is left runs
-# the app in-process with a real supervisor, real ffmpeg and real databases.
+# and restarts whole processes, or fuzzes every operation, and the few tests
+# named in E2E_TESTS (the service's start commands run as processes, and
+# seconds of 720p encoding): what is left runs the app
+# in-process with a real supervisor, real ffmpeg and real databases, cancels
+# included (a queued job, and the q → SIGTERM → SIGKILL ladder).
 E2E_FIXTURES = {"gunicorn_server", "browser", "page", "cluster", "installed"}
 E2E_MODULES = {
     "test_benchmarks",
@@ -284,6 +300,24 @@ E2E_MODULES = {
     "test_resilience",  # whole processes killed and restarted
     "test_openapi",  # every operation fuzzed on a live service
 }
+E2E_TESTS = (
+    # the start commands (app.py, gunicorn, flask) run as processes of their own
+    "test_ffmpeg_binary.py::test_start_up_refuses_",
+    "test_tokens.py::test_cli_through_the_real_flask_command",
+    "test_store.py::test_processes_starting_together_all_migrate_a_fresh_database",
+    # a 720p encode kept running for seconds, or several one after another
+    "test_again.py::test_resume_makes_what_the_cancel_left_unmade",
+    "test_encoding.py::test_progress_rises_smoothly_and_never_goes_back",
+    "test_encoding.py::test_within_a_job_the_costliest_encode_starts_first",
+    "test_encoding.py::test_jobs_take_turns_so_a_small_job_is_not_stuck_behind_a_big_one",
+    "test_cancel.py::test_cancel_two_variations_running_in_parallel",
+    "test_cancel.py::test_cancel_mid_job_keeps_finished_variations",
+    "test_cancel.py::test_cancel_one_job_leaves_the_other_running",
+    "test_lifecycle.py::test_job_queued_past_expiry_fails",
+    "test_hostile.py::test_a_full_queue_is_refused_with_503",
+    "test_results.py::test_names_shown_and_zipped_are_visible_and_portable",
+    "test_results.py::test_events_stream_until_final_status",
+)
 
 
 # The longest tests first, so that on four workers none of them starts near
@@ -325,7 +359,11 @@ def _longest_first(item) -> int:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.split(".")[-1] in E2E_MODULES:
+        if (
+            E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.module.__name__.split(".")[-1] in E2E_MODULES
+            or item.nodeid.rsplit("/", 1)[-1].startswith(E2E_TESTS)
+        ):
             item.add_marker(pytest.mark.e2e)
     items.sort(key=_longest_first)  # stable: the others keep their order
 

@@ -499,7 +499,8 @@ def test_a_job_takes_the_finished_upload_in_the_bucket_as_it_is(s3, bucket, grai
     assert s3.keys(bucket, f"{PREFIX}/jobs/{second_id}/") == [], "the second upload's own file is gone"
     assert bucket_uploads(s3, bucket) == ([], [])
     later = time.time() + settings.upload_ttl_seconds + 1
-    assert sorted(lifecycle.expire_uploads(store, settings, now=later, storage=storage)) == sorted([first_id, second_id])
+    expired = lifecycle.expire_uploads(store, settings, now=later, storage=storage)
+    assert sorted(expired) == sorted([first_id, second_id])
     assert s3.client().get_object(Bucket=bucket, Key=adopted)["Body"].read() == data, "the job's now"
     assert lifecycle.sweep_temporaries(store, settings, min_age=0, storage=storage) == []
     assert client.post(f"/api/jobs/{first_id}/cancel", headers=headers).status_code == 200
