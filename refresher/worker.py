@@ -14,10 +14,9 @@ loads them (see `engine/__main__.py`).
 from __future__ import annotations
 
 import argparse
-import atexit
-import logging
-import os
 import sys
+
+from .engine.lifeline import exit_at_once
 
 USAGE = """Runs this host's supervisor alone: its encode workers, its control block
 and the cleanup daemon, for hosts that only encode (the Procfile's worker
@@ -61,18 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     finally:
         control.remove()
-
-
-def exit_at_once() -> None:
-    """End the process now that everything is stopped, recorded and closed:
-    the interpreter's own teardown of the supervisor's libraries took another
-    second of CPU (measured with strace) before a platform saw it go. What
-    was registered to run at exit still runs (logging's flush among it)."""
-    atexit._run_exitfuncs()  # (what a normal exit runs first; the teardown after it is skipped)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

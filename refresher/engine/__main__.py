@@ -10,7 +10,7 @@ supervisor's database, scheduler and storage libraries it never uses: about
 long as it lives.
 """
 
-from ..worker import exit_at_once
+from .lifeline import exit_at_once
 from .supervisor import main
 
 main()
