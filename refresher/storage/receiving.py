@@ -9,7 +9,7 @@ receiver's `data_key`).
   is left over at the end of a PATCH waits in the bucket (`uploads/<id>/tail`)
   for the next one. So any web process can take the next PATCH, and a web
   process that restarts loses at most the bytes of the PATCH in flight that
-  had not yet filled a part. The object's key is that of a job's source,
+  were not yet in a stored part. The object's key is that of a job's source,
   `jobs/<id>/source_<id>`: the job made from the upload takes its id and
   the object as it is (a copy of a 500 MB object costs seconds). While every
   PATCH of an upload reaches one host, that host keeps a copy in its scratch
