@@ -1,6 +1,8 @@
 """The layering the code claims, checked on the running processes: after a
 job, the engine's side (the supervisor and its encode workers) has never
-imported the web's libraries, and encode workers no database library either.
+imported the web's libraries, and encode workers no database library either;
+and with no bucket set, no process has loaded boto3 (each would pay its
+import's CPU at start, and its memory for as long as it lives).
 
 Every Python process of the server under test reports the modules it had
 imported as it exits (tests/support/module_report/sitecustomize.py, put on
@@ -17,6 +19,7 @@ from .support.servers import submit, wait_done
 
 WEB = ("flask", "werkzeug", "jinja2", "flask_httpauth", "flask_limiter")
 DATABASE = ("sqlalchemy", "psycopg", "alembic")
+BUCKET = ("boto3", "botocore", "s3transfer")
 
 
 def test_after_a_job_the_engine_has_imported_no_web_library(gunicorn_server, media, tmp_path):
@@ -44,3 +47,7 @@ def test_after_a_job_the_engine_has_imported_no_web_library(gunicorn_server, med
     for encoder in encoders:
         imported = {m.split(".")[0] for m in encoder["modules"]}
         assert not imported & set(WEB + DATABASE), sorted(imported & set(WEB + DATABASE))
+
+    for process in processes:
+        imported = {m.split(".")[0] for m in process["modules"]}
+        assert not imported & set(BUCKET), (process["argv"], sorted(imported & set(BUCKET)))

@@ -34,13 +34,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Protocol
-
-from botocore.exceptions import ClientError
+from typing import TYPE_CHECKING, Protocol
 
 from . import Storage, job_of, job_prefix, source_key
 from .local import LocalStorage
-from .objects import ObjectStorage
+
+if TYPE_CHECKING:  # boto3 is loaded only where a bucket is used (receiver_for)
+    from .objects import ObjectStorage
 
 RECORD_EVERY_BYTES = 8 * 1024 * 1024  # a long PATCH records its progress this often (on disk)
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (but the last)
@@ -472,6 +472,8 @@ class BucketReceiver:
     def _abort(self, row: dict) -> None:
         if not row.get("multipart"):
             return
+        from botocore.exceptions import ClientError
+
         try:
             self.client.abort_multipart_upload(
                 Bucket=self.storage.bucket, Key=self._name(self.data_key(row["id"])), UploadId=row["multipart"]
@@ -512,6 +514,8 @@ class BucketReceiver:
 def receiver_for(storage: Storage, data_dir: Path) -> Receiver:
     if isinstance(storage, LocalStorage):
         return DiskReceiver(storage, data_dir)
+    from .objects import ObjectStorage
+
     if isinstance(storage, ObjectStorage):
         return BucketReceiver(storage)
     raise TypeError(f"no place for resumable uploads in {type(storage).__name__}")
