@@ -5,6 +5,7 @@ tests/support), and small statistics helpers."""
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import statistics
 import tempfile
@@ -26,9 +27,14 @@ def work_dir(prefix: str) -> Path:
     return path
 
 
-def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = True) -> Path:
-    """A clip of lavfi's test pattern in `folder` (made once; the same name gives the same file)."""
+def make_clip(folder: Path, name: str, size: str, seconds: float, audio: bool = True, cancelled: bool = False) -> Path:
+    """A clip of lavfi's test pattern in `folder` (made once; the same name
+    gives the same file). BENCH_CLIP_SIZE, when set, is the size of every
+    clip but those whose encodes are `cancelled` (which must still be running
+    when the cancel comes): the test suite's runs of each benchmark, which
+    only check that it runs, use it to spend less CPU on encodes."""
     path = folder / name
+    size = size if cancelled else os.environ.get("BENCH_CLIP_SIZE") or size
     return path if path.exists() else media.make_clip(path, size, seconds, audio=audio, preset="veryfast")
 
 

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="length of the source clip")
     args = parser.parse_args()
     media = work_dir("refresher-bench-media-")
-    source = make_clip(media, "cancel-source.mp4", "1280x720", args.seconds)
+    source = make_clip(media, "cancel-source.mp4", "1280x720", args.seconds, cancelled=True)
 
     base = baseline(source, args.runs)
     both = baseline(source, args.runs, together=2)

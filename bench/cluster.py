@@ -193,7 +193,7 @@ def main() -> None:
         make_clip(work, "a-640x360.mp4", "640x360", args.seconds),
         make_clip(work, "b-1280x720.mp4", "1280x720", args.seconds),
     ]
-    long_source = make_clip(work, "long.mp4", "1280x720", args.long_seconds)
+    long_source = make_clip(work, "long.mp4", "1280x720", args.long_seconds, cancelled=True)
     single, split, idle, busy, cancels, flagged = [], [], [], [], [], []
     still_running = True
     with Postgres() as postgres:

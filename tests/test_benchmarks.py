@@ -13,7 +13,8 @@ from .conftest import ROOT
 
 # The least each benchmark needs to run every one of its measurements once:
 # one round, one run, the shortest clips that still encode while they are
-# polled or cancelled. The figures printed are not the point here.
+# polled or cancelled, and 320x240 but for the clips that are cancelled
+# (BENCH_CLIP_SIZE). The figures printed are not the point here.
 RUNS = {
     "cancel_latency.py": ["--runs", "1", "--seconds", "5"],
     "cluster.py": [
@@ -56,7 +57,7 @@ def test_benchmark_runs(script, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TMPDIR": str(tmp)},
+        env={**os.environ, "TMPDIR": str(tmp), "BENCH_CLIP_SIZE": "320x240"},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(tmp.iterdir()) == [], "a benchmark removes its media and servers' data when it ends"
