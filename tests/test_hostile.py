@@ -13,8 +13,10 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from refresher import intake, lifecycle
 from refresher.media import slots as probe_slots
@@ -802,10 +804,18 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
     for fd in held:
         fcntl.flock(fd, fcntl.LOCK_EX)
     answers = []
-
-    def upload():
-        # a client of its own each (a client's further probes wait on its own lock)
+    # A client of its own each (a client's further probes wait on its own
+    # lock), and no two of them on one of the CLIENT_LOCKS files: four
+    # random sessions share one in about one run in eleven, and that one's
+    # upload would wait on its client's lock instead of a slot.
+    tokens: dict[Path, str] = {}
+    while len(tokens) < 4:
         token = requests.post(server.url + "/api/auth", json={"password": PASSWORD}).json()["token"]
+        session = URLSafeTimedSerializer("not needed to read it").loads_unsafe(token)[1]["i"]
+        tokens.setdefault(slots.client_path(f"session:{session}"), token)
+    clients = iter(tokens.values())
+
+    def upload(token: str):
         with open(media["clip"], "rb") as f:
             answers.append(
                 requests.post(
@@ -816,7 +826,7 @@ def test_probes_wait_for_a_slot_of_the_host(gunicorn_server, media):
                 ).status_code
             )
 
-    senders = [threading.Thread(target=upload) for _ in range(4)]
+    senders = [threading.Thread(target=upload, args=(next(clients),)) for _ in range(4)]
     try:
         for sender in senders:
             sender.start()
